@@ -1,0 +1,127 @@
+//! The local API between `meshctl` and `meshd`, over a root-only unix socket.
+//!
+//! Framing: the client writes one [`Request`] as a single line of JSON, `meshd` answers with
+//! one [`Response`] as a single line of JSON and closes the connection.
+//!
+//! ```text
+//! -> {"cmd":"status"}
+//! <- {"ok":true,"status":{"interface":"mesh0",...}}
+//! <- {"ok":false,"error":"unknown command"}
+//! ```
+
+use std::net::SocketAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::Key;
+
+/// What `meshctl` asks of `meshd`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "kebab-case")]
+pub enum Request {
+    /// The interface, its peers and their counters.
+    Status,
+}
+
+/// `meshd`'s answer to one [`Request`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Response {
+    /// The request succeeded.
+    Status {
+        /// Always true; lets clients tell success from error without knowing the variant.
+        ok: bool,
+        /// The node's status.
+        status: Status,
+    },
+    /// The request failed; `error` says why in one line.
+    Error {
+        /// Always false.
+        ok: bool,
+        /// A one-line reason.
+        error: String,
+    },
+}
+
+impl Response {
+    /// An error response.
+    pub fn error(error: impl Into<String>) -> Response {
+        Response::Error { ok: false, error: error.into() }
+    }
+}
+
+/// The node as `meshctl status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Status {
+    /// TUN interface name, e.g. `mesh0`.
+    pub interface: String,
+    /// The node's overlay address with its prefix length, if one is configured.
+    pub address: Option<IpNet>,
+    /// The interface MTU.
+    pub mtu: u16,
+    /// The node's public key.
+    pub public_key: Key,
+    /// The UDP port WireGuard listens on.
+    pub listen_port: u16,
+    /// Every configured peer.
+    pub peers: Vec<PeerStatus>,
+    /// Packets dropped since start, by reason.
+    pub dropped: DropCounters,
+}
+
+/// One peer as `meshctl status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct PeerStatus {
+    /// The peer's public key.
+    pub public_key: Key,
+    /// Where its packets go now (configured, or learned by roaming).
+    pub endpoint: Option<SocketAddr>,
+    /// Prefixes routed to this peer and accepted from it.
+    pub allowed_ips: Vec<IpNet>,
+    /// Seconds since the last completed handshake, if there was one.
+    pub latest_handshake_secs: Option<u64>,
+    /// Bytes of decrypted payload received from this peer.
+    pub rx_bytes: u64,
+    /// Bytes of payload sent to this peer before encryption.
+    pub tx_bytes: u64,
+    /// Persistent keepalive interval in seconds, if enabled.
+    pub persistent_keepalive: Option<u16>,
+}
+
+/// Packets `meshd` dropped, by reason. All counters only grow.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct DropCounters {
+    /// Outbound packets whose destination is in no peer's allowed IPs.
+    pub no_route: u64,
+    /// Decrypted packets whose inner source is not in the sending peer's allowed IPs.
+    pub bad_source: u64,
+    /// Datagrams that are not WireGuard, fail authentication, or name no known session.
+    pub invalid: u64,
+    /// Handshake initiations from a public key that is not a configured peer.
+    pub unknown_peer: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_wire_form() {
+        assert_eq!(serde_json::to_string(&Request::Status).unwrap(), r#"{"cmd":"status"}"#);
+        let r: Request = serde_json::from_str(r#"{"cmd":"status"}"#).unwrap();
+        assert_eq!(r, Request::Status);
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"nope"}"#).is_err());
+    }
+
+    #[test]
+    fn error_response_round_trips() {
+        let text = serde_json::to_string(&Response::error("boom")).unwrap();
+        assert_eq!(text, r#"{"ok":false,"error":"boom"}"#);
+        let back: Response = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, Response::error("boom"));
+    }
+}

@@ -1,0 +1,20 @@
+//! wiremesh's protocol core.
+//!
+//! **Architecture Invariant:** this crate never opens a socket, never reads the clock and
+//! never draws randomness; time and randomness are passed in by the IO shells (`meshd`,
+//! `coordinator`). CI checks that `cargo tree -p mesh-proto -e normal` lists none of
+//! tokio, quinn, tun-rs or socket2.
+//!
+//! What lives here:
+//! - [`key`]: WireGuard keys in their base64 text form (what `wg genkey`/`wg pubkey` print).
+//! - [`allowed_ips`]: the cryptokey routing table (longest-prefix match over peers).
+//! - [`api`]: the messages `meshctl` and `meshd` exchange over the local unix socket.
+//!
+//! What does not: anything that encrypts (boringtun, in `meshd`), anything that does IO.
+
+pub mod allowed_ips;
+pub mod api;
+pub mod key;
+
+pub use allowed_ips::AllowedIps;
+pub use key::{Key, KeyError};

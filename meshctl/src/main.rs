@@ -1,0 +1,2 @@
+//! meshctl: STUB being written.
+fn main() {}
