@@ -103,6 +103,8 @@ pub struct DropCounters {
     pub invalid: u64,
     /// Handshake initiations from a public key that is not a configured peer.
     pub unknown_peer: u64,
+    /// Outbound packets for a peer whose endpoint is not known yet.
+    pub no_endpoint: u64,
 }
 
 #[cfg(test)]

@@ -1,10 +1,95 @@
-//! Local API server. STUB being written.
-use std::path::Path;
+//! The local API: a unix socket (mode 0600, so root-only) speaking one line of JSON each
+//! way; the messages are [`mesh_proto::api`].
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use mesh_proto::api::{Request, Response};
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::net::{UnixListener, UnixStream};
 
 use crate::device::Device;
 
-pub fn serve(path: &Path, device: Arc<Device>) -> anyhow::Result<()> {
-    let _ = (path, device);
-    Ok(())
+/// Longest request line accepted.
+const MAX_REQUEST: usize = 64 * 1024;
+/// A client that does not finish its request in this time is dropped.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Removes the socket file when meshd shuts down cleanly.
+#[derive(Debug)]
+pub struct SocketGuard(PathBuf);
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Binds `path` and serves requests until the process exits. Refuses to take over a socket
+/// another live meshd is answering on.
+pub fn serve(path: &Path, device: Arc<Device>) -> anyhow::Result<SocketGuard> {
+    if let Some(dir) = path.parent() {
+        if !dir.as_os_str().is_empty() && !dir.exists() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+                .with_context(|| format!("setting permissions of {}", dir.display()))?;
+        }
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            anyhow::bail!("another meshd is already listening on {}", path.display());
+        }
+        std::fs::remove_file(path).with_context(|| format!("removing stale socket {}", path.display()))?;
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("setting permissions of {}", path.display()))?;
+    tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    let device = device.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = tokio::time::timeout(CLIENT_TIMEOUT, handle(stream, &device)).await {
+                            tracing::debug!("API client timed out: {e}");
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!("API accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
+    Ok(SocketGuard(path.to_owned()))
+}
+
+async fn handle(stream: UnixStream, device: &Device) {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = BufReader::new(read).take(MAX_REQUEST as u64);
+    let response = match reader.read_line(&mut line).await {
+        Ok(0) => return,
+        Ok(_) => match serde_json::from_str::<Request>(line.trim_end()) {
+            Ok(request) => answer(request, device),
+            Err(e) => Response::error(format!("bad request: {e}")),
+        },
+        Err(e) => Response::error(format!("reading request: {e}")),
+    };
+    let mut text = serde_json::to_string(&response)
+        .unwrap_or_else(|e| format!(r#"{{"ok":false,"error":"encoding response: {e}"}}"#));
+    text.push('\n');
+    if let Err(e) = write.write_all(text.as_bytes()).await {
+        tracing::debug!("API write: {e}");
+    }
+}
+
+fn answer(request: Request, device: &Device) -> Response {
+    match request {
+        Request::Status => Response::Status { ok: true, status: device.status() },
+    }
 }

@@ -66,12 +66,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let device = device::Device::start(&config, private_key).context("starting the data plane")?;
-        let api = api::serve(&cli.socket, device.clone())
+        let device =
+            device::Device::start(&config, private_key).context("starting the data plane")?;
+        let _socket = api::serve(&cli.socket, device.clone())
             .with_context(|| format!("listening on {}", cli.socket.display()))?;
-        tracing::info!(interface = %config.interface, port = device.listen_port(), "meshd up");
-        device::timers(device.clone()).await;
-        let _ = api;
+        tracing::info!(
+            interface = %config.interface,
+            port = device.listen_port(),
+            public_key = %device.public_key(),
+            "meshd up"
+        );
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        tokio::select! {
+            () = device::timers(device.clone()) => {}
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        }
+        // The TUN interface goes away with the process; `_socket` removes the socket file.
         Ok(())
     })
 }

@@ -1,28 +1,242 @@
-//! The data plane. STUB being written.
-use std::sync::Arc;
+//! The data plane: WireGuard (boringtun) between the TUN device and one UDP socket.
+//!
+//! Two OS threads carry packets, one per direction, each owning its preallocated buffers:
+//! - `outbound` ([`outbound::run`]): TUN → cryptokey routing → encrypt → UDP (GSO runs);
+//! - `inbound` ([`inbound::run`]): UDP (GRO batches) → decrypt → source check → TUN (GRO
+//!   coalescing back into super-packets).
+//!
+//! A small async task ([`timers`]) drives boringtun's timers (handshake retry, rekey,
+//! keepalive) and the handshake rate limiter. The local API reads [`Device::status`].
+//!
+//! **Architecture Invariant:** nothing on the packet paths allocates or takes a contended
+//! lock per packet; see [`peer`] for how the peer table is shared.
 
+mod inbound;
+mod outbound;
+pub mod peer;
+mod sys;
+mod tun;
+mod udp;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use boringtun::noise::rate_limiter::RateLimiter;
+use boringtun::noise::{Tunn, TunnResult};
+use boringtun::x25519::{PublicKey, StaticSecret};
+use ipnet::IpNet;
+use mesh_proto::api::{DropCounters, PeerStatus, Status};
 use mesh_proto::Key;
 
 use crate::config::Config;
+use peer::{Peer, PeerTable};
+use udp::Udp;
 
-/// Shared handle to the running data plane.
-#[derive(Debug)]
+/// Handshake messages per second before the rate limiter demands cookies (boringtun's
+/// device uses the same figure).
+const HANDSHAKE_RATE_LIMIT: u64 = 100;
+/// How often boringtun's timers are driven. Its timer constants are whole seconds; 250 ms
+/// keeps retries close to their deadlines.
+const TIMER_TICK: Duration = Duration::from_millis(250);
+
+/// The running data plane, shared by the packet threads, the timers and the API.
 pub struct Device {
-    listen_port: u16,
+    interface: String,
+    address: Option<IpNet>,
+    mtu: u16,
+    public_key: Key,
+    static_secret: StaticSecret,
+    static_public: PublicKey,
+    peers: ArcSwap<PeerTable>,
+    rate_limiter: Arc<RateLimiter>,
+    udp: Udp,
+    tun: tun_rs::SyncDevice,
+    drops: Drops,
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Device")
+            .field("interface", &self.interface)
+            .field("public_key", &self.public_key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Drop counters; updated once per batch, not per packet.
+#[derive(Debug, Default)]
+struct Drops {
+    no_route: AtomicU64,
+    bad_source: AtomicU64,
+    invalid: AtomicU64,
+    unknown_peer: AtomicU64,
+    no_endpoint: AtomicU64,
+}
+
+impl Drops {
+    fn add(counter: &AtomicU64, n: u64) {
+        if n != 0 {
+            counter.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    fn snapshot(&self) -> DropCounters {
+        DropCounters {
+            no_route: self.no_route.load(Ordering::Relaxed),
+            bad_source: self.bad_source.load(Ordering::Relaxed),
+            invalid: self.invalid.load(Ordering::Relaxed),
+            unknown_peer: self.unknown_peer.load(Ordering::Relaxed),
+            no_endpoint: self.no_endpoint.load(Ordering::Relaxed),
+        }
+    }
 }
 
 impl Device {
+    /// Binds the UDP socket, creates and configures the TUN device, and starts the packet
+    /// threads. The socket is bound first so that a busy port fails before any interface
+    /// exists.
     pub fn start(config: &Config, private_key: Key) -> anyhow::Result<Arc<Device>> {
-        let _ = private_key;
-        Ok(Arc::new(Device { listen_port: config.listen_port }))
+        let static_secret = StaticSecret::from(private_key.0);
+        let static_public = PublicKey::from(&static_secret);
+        let public_key = Key(static_public.to_bytes());
+        let rate_limiter = Arc::new(RateLimiter::new(&static_public, HANDSHAKE_RATE_LIMIT));
+
+        let udp = Udp::bind(config.listen_port)
+            .with_context(|| format!("binding UDP port {}", config.listen_port))?;
+
+        let peers = config
+            .peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                // Index 0 is left unused so that a zeroed receiver index never matches.
+                let index = u32::try_from(i + 1).unwrap_or(u32::MAX) & 0x00ff_ffff;
+                let tunn = Tunn::new(
+                    static_secret.clone(),
+                    PublicKey::from(p.public_key.0),
+                    p.preshared_key.map(|k| k.0),
+                    p.persistent_keepalive,
+                    index,
+                    Some(rate_limiter.clone()),
+                );
+                Arc::new(Peer::new(
+                    index,
+                    p.public_key,
+                    p.allowed_ips.clone(),
+                    p.persistent_keepalive,
+                    p.endpoint,
+                    tunn,
+                ))
+            })
+            .collect();
+
+        let tun = tun::create(&config.interface, config.address, config.mtu)?;
+
+        let device = Arc::new(Device {
+            interface: config.interface.clone(),
+            address: config.address,
+            mtu: config.mtu,
+            public_key,
+            static_secret,
+            static_public,
+            peers: ArcSwap::from_pointee(PeerTable::new(peers)),
+            rate_limiter,
+            udp,
+            tun,
+            drops: Drops::default(),
+        });
+        tracing::info!(
+            public_key = %device.public_key.fingerprint(),
+            gso_segments = device.udp.max_gso_segments(),
+            "data plane ready"
+        );
+
+        for (name, f) in [
+            ("meshd-out", outbound::run as fn(Arc<Device>)),
+            ("meshd-in", inbound::run as fn(Arc<Device>)),
+        ] {
+            let dev = device.clone();
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || f(dev))
+                .with_context(|| format!("spawning thread {name}"))?;
+        }
+        Ok(device)
     }
+
+    /// The UDP port actually bound.
     pub fn listen_port(&self) -> u16 {
-        self.listen_port
+        self.udp.local_port()
+    }
+
+    /// The node's public key.
+    pub fn public_key(&self) -> Key {
+        self.public_key
+    }
+
+    /// A snapshot for `meshctl status`.
+    pub fn status(&self) -> Status {
+        let table = self.peers.load();
+        let peers = table
+            .list
+            .iter()
+            .map(|p| {
+                let (since_handshake, tx, rx, _, _) = p.tunn.lock().stats();
+                PeerStatus {
+                    public_key: p.public_key,
+                    endpoint: p.endpoint(),
+                    allowed_ips: p.allowed_ips.clone(),
+                    latest_handshake_secs: since_handshake.map(|d| d.as_secs()),
+                    rx_bytes: rx as u64,
+                    tx_bytes: tx as u64,
+                    persistent_keepalive: p.persistent_keepalive,
+                }
+            })
+            .collect();
+        Status {
+            interface: self.interface.clone(),
+            address: self.address,
+            mtu: self.mtu,
+            public_key: self.public_key,
+            listen_port: self.listen_port(),
+            peers,
+            dropped: self.drops.snapshot(),
+        }
     }
 }
 
-/// Runs the WireGuard timers forever.
+/// Drives every peer's WireGuard timers and resets the handshake rate limiter each second.
+/// Runs until the process exits.
 pub async fn timers(device: Arc<Device>) {
-    let _ = device;
-    std::future::pending::<()>().await
+    let mut buf = vec![0u8; 256];
+    let mut tick = tokio::time::interval(TIMER_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks: u64 = 0;
+    loop {
+        tick.tick().await;
+        ticks += 1;
+        if ticks % 4 == 0 {
+            device.rate_limiter.reset_count();
+        }
+        let table = device.peers.load();
+        for peer in &table.list {
+            let mut tunn = peer.tunn.lock();
+            match tunn.update_timers(&mut buf) {
+                TunnResult::WriteToNetwork(packet) => {
+                    if let Some(ep) = peer.endpoint() {
+                        if let Err(e) = device.udp.send_now(ep, packet) {
+                            tracing::debug!(peer = %peer.public_key.fingerprint(), "timer send: {e}");
+                        }
+                    }
+                }
+                TunnResult::Err(e) => {
+                    tracing::debug!(peer = %peer.public_key.fingerprint(), "timers: {e:?}");
+                }
+                _ => {}
+            }
+        }
+    }
 }

@@ -1,0 +1,303 @@
+//! UDP → TUN: receive a batch (`recvmmsg`, each buffer possibly a GRO train of datagrams),
+//! decrypt runs of data messages for one peer under one lock, keep only packets whose
+//! inner source the peer may use, and write the batch to the TUN, coalesced into
+//! super-packets where the kernel allows (tun-rs's GRO table).
+//!
+//! Handshake messages take a slower path: MAC1 and the shared rate limiter (cookie replies
+//! under load) come before any Diffie-Hellman work; an initiation finds its peer by the
+//! static key it carries, only then does that peer's `Tunn` see it.
+
+use std::io::IoSliceMut;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use boringtun::noise::handshake::parse_handshake_anon;
+use boringtun::noise::{Packet, TunnResult};
+use quinn_udp::{RecvMeta, BATCH_SIZE};
+use tun_rs::{GROTable, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
+
+use super::peer::{Peer, PeerTable};
+use super::{Device, Drops};
+use mesh_proto::Key;
+
+/// Bytes per receive buffer: one GRO train of up to 64 KiB.
+const RX_BUF: usize = 65536;
+/// Headroom before each packet written to the TUN, for the virtio-net header.
+const TUN_OFFSET: usize = VIRTIO_NET_HDR_LEN;
+/// WireGuard message type of transport data (whitepaper section 5.4.6).
+const MSG_DATA: u8 = 4;
+
+/// Where the current batch's decrypted packets collect before one TUN write.
+struct TunBatch {
+    bufs: Vec<Vec<u8>>,
+    len: usize,
+    gro: GROTable,
+}
+
+impl TunBatch {
+    fn new() -> TunBatch {
+        TunBatch {
+            bufs: (0..IDEAL_BATCH_SIZE).map(|_| Vec::with_capacity(TUN_OFFSET + RX_BUF)).collect(),
+            len: 0,
+            gro: GROTable::default(),
+        }
+    }
+
+    /// A cleared slot with room for `room` bytes after the header space.
+    fn slot(&mut self, room: usize) -> &mut Vec<u8> {
+        let buf = &mut self.bufs[self.len];
+        buf.clear();
+        buf.resize(TUN_OFFSET + room, 0);
+        buf
+    }
+
+    fn commit(&mut self, packet_len: usize) {
+        self.bufs[self.len].truncate(TUN_OFFSET + packet_len);
+        self.len += 1;
+    }
+
+    fn is_full(&self) -> bool {
+        self.len == self.bufs.len()
+    }
+
+    fn flush(&mut self, dev: &Device) {
+        if self.len == 0 {
+            return;
+        }
+        if let Err(e) = dev.tun.send_multiple(&mut self.gro, &mut self.bufs[..self.len], TUN_OFFSET) {
+            tracing::debug!("TUN write: {e}");
+        }
+        self.len = 0;
+    }
+}
+
+/// Counters accumulated over one batch.
+#[derive(Default)]
+struct Tally {
+    invalid: u64,
+    bad_source: u64,
+    unknown_peer: u64,
+}
+
+/// One datagram of the batch: where it lies in the receive buffer, and its session's peer
+/// index (for data messages).
+#[derive(Clone, Copy)]
+struct Item {
+    start: usize,
+    len: usize,
+    from: SocketAddr,
+    data_peer: Option<u32>,
+}
+
+/// The inbound thread's body.
+pub fn run(dev: Arc<Device>) {
+    let mut rx = vec![0u8; BATCH_SIZE * RX_BUF];
+    let mut meta = vec![RecvMeta::default(); BATCH_SIZE];
+    let mut items: Vec<Item> = Vec::with_capacity(BATCH_SIZE * 64);
+    let mut tun = TunBatch::new();
+    let mut scratch = vec![0u8; RX_BUF];
+
+    loop {
+        let n = {
+            let mut chunks = rx.chunks_mut(RX_BUF);
+            let mut iovs: [IoSliceMut<'_>; BATCH_SIZE] =
+                std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
+            match dev.udp.recv(&mut iovs, &mut meta) {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::debug!("UDP receive: {e}");
+                    continue;
+                }
+            }
+        };
+
+        // Split GRO trains into datagrams and note each data message's peer index.
+        items.clear();
+        for (b, m) in meta.iter().take(n).enumerate() {
+            let stride = m.stride.max(1);
+            let mut start = b * RX_BUF;
+            let end = start + m.len;
+            while start < end {
+                let len = stride.min(end - start);
+                let d = &rx[start..start + len];
+                let data_peer = (len >= 16 && d[0] == MSG_DATA && d[1..4] == [0, 0, 0])
+                    .then(|| u32::from_le_bytes([d[4], d[5], d[6], d[7]]) >> 8);
+                items.push(Item { start, len, from: m.addr, data_peer });
+                start += len;
+            }
+        }
+
+        let table = dev.peers.load();
+        let mut tally = Tally::default();
+        let mut i = 0;
+        while i < items.len() {
+            let item = items[i];
+            let Some(index) = item.data_peer else {
+                handshake(&dev, &table, &rx[item.start..item.start + item.len], item.from, &mut scratch, &mut tally);
+                i += 1;
+                continue;
+            };
+            let mut j = i + 1;
+            while j < items.len() && items[j].data_peer == Some(index) {
+                j += 1;
+            }
+            match table.by_index.get(&index) {
+                Some(peer) => decrypt_run(&dev, &table, peer, &items[i..j], &rx, &mut tun, &mut tally),
+                None => tally.invalid += (j - i) as u64,
+            }
+            i = j;
+        }
+        drop(table);
+        tun.flush(&dev);
+        Drops::add(&dev.drops.invalid, tally.invalid);
+        Drops::add(&dev.drops.bad_source, tally.bad_source);
+        Drops::add(&dev.drops.unknown_peer, tally.unknown_peer);
+    }
+}
+
+/// Decrypts consecutive data messages for `peer` under one lock of its `Tunn`.
+fn decrypt_run(
+    dev: &Device,
+    table: &PeerTable,
+    peer: &Arc<Peer>,
+    items: &[Item],
+    rx: &[u8],
+    tun: &mut TunBatch,
+    tally: &mut Tally,
+) {
+    let mut authenticated_from = None;
+    let mut tunn = peer.tunn.lock();
+    for item in items {
+        if tun.is_full() {
+            tun.flush(dev);
+        }
+        let datagram = &rx[item.start..item.start + item.len];
+        let slot = tun.slot(datagram.len());
+        match tunn.decapsulate(Some(item.from.ip()), datagram, &mut slot[TUN_OFFSET..]) {
+            TunnResult::WriteToTunnelV4(packet, src) => {
+                let len = packet.len();
+                authenticated_from = Some(item.from);
+                if source_allowed(table, peer, src.into()) {
+                    tun.commit(len);
+                } else {
+                    tally.bad_source += 1;
+                }
+            }
+            TunnResult::WriteToTunnelV6(packet, src) => {
+                let len = packet.len();
+                authenticated_from = Some(item.from);
+                if source_allowed(table, peer, src.into()) {
+                    tun.commit(len);
+                } else {
+                    tally.bad_source += 1;
+                }
+            }
+            // An authenticated keepalive.
+            TunnResult::Done => authenticated_from = Some(item.from),
+            TunnResult::WriteToNetwork(reply) => {
+                let _ = dev.udp.send(item.from, reply, None);
+            }
+            TunnResult::Err(e) => {
+                tracing::trace!(peer = %peer.public_key.fingerprint(), "decapsulate: {e:?}");
+                tally.invalid += 1;
+            }
+        }
+    }
+    drop(tunn);
+    if let Some(from) = authenticated_from {
+        if peer.observe_source(from) {
+            tracing::info!(peer = %peer.public_key.fingerprint(), endpoint = %from, "peer endpoint changed");
+        }
+    }
+}
+
+/// Cryptokey routing, inbound: the packet's source must route back to the peer that sent it.
+#[inline]
+fn source_allowed(table: &PeerTable, peer: &Arc<Peer>, src: std::net::IpAddr) -> bool {
+    table.route(src).is_some_and(|p| Arc::ptr_eq(p, peer))
+}
+
+/// Handshake initiation, response or cookie reply (or garbage).
+fn handshake(
+    dev: &Device,
+    table: &PeerTable,
+    datagram: &[u8],
+    from: SocketAddr,
+    scratch: &mut [u8],
+    tally: &mut Tally,
+) {
+    let mut cookie = [0u8; 64];
+    let peer = match dev.rate_limiter.verify_packet(Some(from.ip()), datagram, &mut cookie) {
+        Err(TunnResult::WriteToNetwork(reply)) => {
+            // Under load: answer with a cookie instead of doing the handshake.
+            let _ = dev.udp.send(from, reply, None);
+            return;
+        }
+        Err(_) => {
+            tally.invalid += 1;
+            return;
+        }
+        Ok(Packet::HandshakeInit(init)) => {
+            match parse_handshake_anon(&dev.static_secret, &dev.static_public, &init) {
+                Ok(half) => match table.by_key.get(&Key(half.peer_static_public)) {
+                    Some(p) => p,
+                    None => {
+                        tracing::debug!(from = %from, key = %Key(half.peer_static_public).fingerprint(), "handshake from unknown key");
+                        tally.unknown_peer += 1;
+                        return;
+                    }
+                },
+                Err(_) => {
+                    tally.invalid += 1;
+                    return;
+                }
+            }
+        }
+        Ok(Packet::HandshakeResponse(resp)) => match table.by_index.get(&(resp.receiver_idx >> 8)) {
+            Some(p) => p,
+            None => {
+                tally.invalid += 1;
+                return;
+            }
+        },
+        Ok(Packet::PacketCookieReply(reply)) => match table.by_index.get(&(reply.receiver_idx >> 8)) {
+            Some(p) => p,
+            None => {
+                tally.invalid += 1;
+                return;
+            }
+        },
+        // Data messages with a nonzero reserved field end up here.
+        Ok(Packet::PacketData(_)) => {
+            tally.invalid += 1;
+            return;
+        }
+    };
+
+    let mut tunn = peer.tunn.lock();
+    let mut result = tunn.decapsulate(Some(from.ip()), datagram, scratch);
+    let mut authenticated = false;
+    loop {
+        match result {
+            TunnResult::WriteToNetwork(packet) => {
+                // A handshake response, a confirming keepalive, or queued data: all prove
+                // that the message we got was authentic.
+                authenticated = true;
+                if let Err(e) = dev.udp.send(from, packet, None) {
+                    tracing::debug!(to = %from, "send: {e}");
+                }
+                result = tunn.decapsulate(None, &[], scratch);
+            }
+            TunnResult::Err(e) => {
+                tracing::debug!(peer = %peer.public_key.fingerprint(), "handshake: {e:?}");
+                tally.invalid += 1;
+                break;
+            }
+            _ => break,
+        }
+    }
+    drop(tunn);
+    if authenticated && peer.observe_source(from) {
+        tracing::info!(peer = %peer.public_key.fingerprint(), endpoint = %from, "peer endpoint changed");
+    }
+}
