@@ -1,12 +1,39 @@
 //! meshd's configuration file (TOML) and its validation.
 //!
-//! STUB: the real parser is being written; the types below are the contract.
+//! ```toml
+//! interface = "mesh0"                # optional, default mesh0
+//! listen-port = 51820                # optional, default 51820 (0 = any)
+//! address = "10.9.8.1/24"            # optional: this node's overlay address and prefix
+//! mtu = 1280                         # optional, default 1280, 576..=9000 (1280.. with IPv6)
+//! private-key-file = "/var/lib/meshd/node.key"   # optional; relative = next to this file
+//!
+//! [[peer]]
+//! public-key = "…44 characters of base64…"
+//! preshared-key = "…"                # optional
+//! endpoint = "198.51.100.2:51820"    # optional: IP:port, [IPv6]:port or host:port
+//! allowed-ips = ["10.9.8.2/32"]
+//! persistent-keepalive = 25          # optional, seconds; 0 = off
+//! ```
+//!
+//! Parsing has two steps. serde turns the text into [`RawConfig`] (strings and plain
+//! integers, so that type errors stay rare and carry a line number), then [`validate`]
+//! turns that into a [`Config`], naming the offending field in every error:
+//!
+//! ```text
+//! /etc/meshd/meshd.toml:7: unknown field `adress`, expected one of `interface`, ...
+//! /etc/meshd/meshd.toml: peer[1].public-key: expected 44 base64 characters, got 12
+//! ```
+//!
+//! `peer[N]` counts `[[peer]]` tables from 0, in file order. Every error is one line, so
+//! `meshd: error: …` stays one line in the journal.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs as _};
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 use mesh_proto::Key;
+use serde::Deserialize;
 
 /// Default TUN interface name.
 pub const DEFAULT_INTERFACE: &str = "mesh0";
@@ -15,6 +42,14 @@ pub const DEFAULT_LISTEN_PORT: u16 = 51820;
 /// Default interface MTU: fits a 1280-byte IPv6 minimum path after WireGuard overhead? No:
 /// 1280 is the safe overlay MTU across clouds whose underlay MTU may be as low as 1360.
 pub const DEFAULT_MTU: u16 = 1280;
+/// Smallest accepted MTU: the IPv4 minimum reassembly size (RFC 791).
+pub const MIN_MTU: u16 = 576;
+/// Smallest MTU an interface with an IPv6 address may have (RFC 8200 section 5).
+pub const MIN_MTU_IPV6: u16 = 1280;
+/// Largest accepted MTU: jumbo frames.
+pub const MAX_MTU: u16 = 9000;
+/// Longest interface name Linux accepts (`IFNAMSIZ` - 1 for the NUL).
+pub const MAX_INTERFACE_LEN: usize = 15;
 
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,12 +96,668 @@ impl Default for Config {
     }
 }
 
+/// Why a configuration text is not acceptable. Both variants print as one line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// Not TOML, an unknown or missing field, or a value of the wrong type.
+    #[error("{}{message}", line.map(|l| format!("line {l}: ")).unwrap_or_default())]
+    Syntax {
+        /// 1-based line the TOML parser points at, if it points anywhere.
+        line: Option<usize>,
+        /// The parser's message, folded onto one line.
+        message: String,
+    },
+    /// A well-formed value that is not acceptable.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// The field's path, e.g. `peer[1].allowed-ips[0]`.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The error as meshd reports it: `path:LINE: message` for syntax errors,
+    /// `path: field: reason` for invalid values.
+    pub fn describe(&self, path: &Path) -> String {
+        match self {
+            ConfigError::Syntax {
+                line: Some(line),
+                message,
+            } => {
+                format!("{}:{line}: {message}", path.display())
+            }
+            ConfigError::Syntax {
+                line: None,
+                message,
+            } => format!("{}: {message}", path.display()),
+            ConfigError::Invalid { field, reason } => {
+                format!("{}: {field}: {reason}", path.display())
+            }
+        }
+    }
+}
+
 impl Config {
     /// Loads `path`; when `path` is the default location and missing, returns defaults.
     pub fn load(path: &Path, is_default: bool) -> anyhow::Result<Config> {
-        if is_default && !path.exists() {
-            return Ok(Config::default());
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if is_default && e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Config::default());
+            }
+            Err(e) => anyhow::bail!("{}: {}", path.display(), io_reason(&e)),
+        };
+        let base_dir = path.parent().unwrap_or(Path::new(""));
+        Config::from_toml(&text, base_dir).map_err(|e| anyhow::anyhow!(e.describe(path)))
+    }
+
+    /// Parses and validates a configuration text. A relative `private-key-file` is taken
+    /// relative to `base_dir` (the directory of the configuration file).
+    pub fn from_toml(text: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| syntax_error(text, &e))?;
+        validate(raw, base_dir)
+    }
+}
+
+/// An IO error's reason without Rust's ` (os error N)` suffix, as C tools print it:
+/// `No such file or directory`.
+pub(crate) fn io_reason(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" (os error ") {
+        Some(i) if e.raw_os_error().is_some() => text[..i].to_owned(),
+        _ => text,
+    }
+}
+
+fn syntax_error(text: &str, e: &toml::de::Error) -> ConfigError {
+    let line = e.span().map(|span| {
+        let end = span.start.min(text.len());
+        text.as_bytes()[..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
+    });
+    ConfigError::Syntax {
+        line,
+        message: one_line(e.message()),
+    }
+}
+
+/// Folds a possibly multi-line message onto one line.
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The file as written: strings and plain integers, checked by [`validate`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RawConfig {
+    /// TUN interface name: 1..=15 bytes, no `/`, `:`, `%`, whitespace or NUL.
+    pub interface: Option<String>,
+    /// UDP port WireGuard listens on; 0 lets the kernel pick one.
+    pub listen_port: Option<i64>,
+    /// This node's overlay address with its prefix length, e.g. `10.9.8.1/24`.
+    pub address: Option<String>,
+    /// Interface MTU, 576..=9000; at least 1280 when `address` is IPv6.
+    pub mtu: Option<i64>,
+    /// Private key file (what `wg genkey` writes, mode 0600). Default: `<state-dir>/node.key`.
+    pub private_key_file: Option<String>,
+    /// Static peers, one `[[peer]]` table each.
+    #[serde(default)]
+    pub peer: Vec<RawPeer>,
+}
+
+/// One `[[peer]]` table as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RawPeer {
+    /// The peer's public key, base64 as `wg pubkey` prints it. Required.
+    pub public_key: Option<String>,
+    /// Optional preshared key, base64 as `wg genpsk` prints it.
+    pub preshared_key: Option<String>,
+    /// Where to reach the peer: `IP:port`, `[IPv6]:port` or `host:port` (resolved once, at
+    /// start).
+    pub endpoint: Option<String>,
+    /// Prefixes routed to and accepted from this peer; a bare address means a host route.
+    #[serde(default)]
+    pub allowed_ips: Vec<String>,
+    /// Seconds between keepalives, 1..=65535; 0 or absent means off.
+    pub persistent_keepalive: Option<i64>,
+}
+
+/// Checks every field of `raw` and builds the [`Config`]; the first problem found wins.
+pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> {
+    let interface = match raw.interface {
+        Some(name) => {
+            check_interface(&name).map_err(|r| ConfigError::invalid("interface", r))?;
+            name
         }
-        anyhow::bail!("{}: config parsing not implemented yet", path.display())
+        None => DEFAULT_INTERFACE.to_owned(),
+    };
+    let listen_port = match raw.listen_port {
+        Some(port) => u16::try_from(port).map_err(|_| {
+            ConfigError::invalid("listen-port", format!("{port} is out of range 0..=65535"))
+        })?,
+        None => DEFAULT_LISTEN_PORT,
+    };
+    let address = match raw.address {
+        Some(text) => Some(parse_address(&text).map_err(|r| ConfigError::invalid("address", r))?),
+        None => None,
+    };
+    let mtu = match raw.mtu {
+        Some(mtu) => match u16::try_from(mtu) {
+            Ok(mtu) if (MIN_MTU..=MAX_MTU).contains(&mtu) => mtu,
+            _ => {
+                return Err(ConfigError::invalid(
+                    "mtu",
+                    format!("{mtu} is out of range {MIN_MTU}..={MAX_MTU}"),
+                ))
+            }
+        },
+        None => DEFAULT_MTU,
+    };
+    if let Some(IpNet::V6(net)) = address {
+        if mtu < MIN_MTU_IPV6 {
+            return Err(ConfigError::invalid(
+                "mtu",
+                format!("{mtu} is below {MIN_MTU_IPV6}, the minimum for an IPv6 address ({net})"),
+            ));
+        }
+    }
+    let private_key_file = match raw.private_key_file {
+        Some(p) if p.is_empty() => {
+            return Err(ConfigError::invalid("private-key-file", "empty path"))
+        }
+        Some(p) => Some(base_dir.join(p)),
+        None => None,
+    };
+
+    let mut peers = Vec::with_capacity(raw.peer.len());
+    let mut keys: HashMap<Key, usize> = HashMap::new();
+    let mut claimed: HashMap<IpNet, usize> = HashMap::new();
+    for (i, raw_peer) in raw.peer.into_iter().enumerate() {
+        let field = |name: &str| format!("peer[{i}].{name}");
+
+        let Some(key_text) = raw_peer.public_key else {
+            return Err(ConfigError::invalid(
+                field("public-key"),
+                "missing; every peer needs one",
+            ));
+        };
+        let public_key: Key = key_text.parse().map_err(|e: mesh_proto::KeyError| {
+            ConfigError::invalid(field("public-key"), e.to_string())
+        })?;
+        if public_key.0 == [0; 32] {
+            return Err(ConfigError::invalid(
+                field("public-key"),
+                "the all-zero key is not a public key",
+            ));
+        }
+        if let Some(j) = keys.insert(public_key, i) {
+            return Err(ConfigError::invalid(
+                field("public-key"),
+                format!("same key as peer[{j}]"),
+            ));
+        }
+
+        let preshared_key = match raw_peer.preshared_key {
+            Some(text) => Some(text.parse().map_err(|e: mesh_proto::KeyError| {
+                ConfigError::invalid(field("preshared-key"), e.to_string())
+            })?),
+            None => None,
+        };
+
+        let endpoint = match raw_peer.endpoint {
+            Some(text) => Some(
+                parse_endpoint(&text).map_err(|r| ConfigError::invalid(field("endpoint"), r))?,
+            ),
+            None => None,
+        };
+
+        let mut allowed_ips = Vec::with_capacity(raw_peer.allowed_ips.len());
+        for (k, text) in raw_peer.allowed_ips.iter().enumerate() {
+            let field = format!("peer[{i}].allowed-ips[{k}]");
+            let net = parse_allowed_ip(text).map_err(|r| ConfigError::invalid(&field, r))?;
+            if let Some(owner) = claimed.insert(net, i) {
+                let reason = if owner == i {
+                    format!("{net} is listed twice")
+                } else {
+                    format!("{net} is already claimed by peer[{owner}]")
+                };
+                return Err(ConfigError::invalid(field, reason));
+            }
+            allowed_ips.push(net);
+        }
+
+        let persistent_keepalive = match raw_peer.persistent_keepalive {
+            None | Some(0) => None,
+            Some(secs) => match u16::try_from(secs) {
+                Ok(secs) => Some(secs),
+                Err(_) => {
+                    return Err(ConfigError::invalid(
+                        field("persistent-keepalive"),
+                        format!("{secs} is out of range; use 1..=65535 seconds, or 0 for off"),
+                    ))
+                }
+            },
+        };
+
+        peers.push(PeerConfig {
+            public_key,
+            preshared_key,
+            endpoint,
+            allowed_ips,
+            persistent_keepalive,
+        });
+    }
+
+    Ok(Config {
+        interface,
+        listen_port,
+        address,
+        mtu,
+        private_key_file,
+        peers,
+    })
+}
+
+/// Linux's `dev_valid_name`, plus `%` (which the kernel would expand to a number).
+fn check_interface(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("name is empty".to_owned());
+    }
+    if name.len() > MAX_INTERFACE_LEN {
+        return Err(format!(
+            "name {name:?} is {} bytes, the limit is {MAX_INTERFACE_LEN}",
+            name.len()
+        ));
+    }
+    if name == "." || name == ".." {
+        return Err(format!("name {name:?} is reserved"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|&c| matches!(c, '/' | ':' | '%' | '\0') || c.is_whitespace())
+    {
+        return Err(format!(
+            "name {name:?} contains {c:?}, which interface names cannot"
+        ));
+    }
+    Ok(())
+}
+
+/// The node's own address: CIDR with the host part kept, e.g. `10.9.8.1/24`.
+fn parse_address(text: &str) -> Result<IpNet, String> {
+    let net: IpNet = match text.parse() {
+        Ok(net) => net,
+        Err(_) if text.parse::<IpAddr>().is_ok() => {
+            return Err(format!(
+                "{text:?} has no prefix length; write it as CIDR, e.g. \"{text}/24\""
+            ));
+        }
+        Err(_) => return Err(format!("invalid CIDR {text:?}")),
+    };
+    let addr = net.addr();
+    if addr.is_multicast() || addr.is_unspecified() {
+        return Err(format!("{net} is not a unicast host address"));
+    }
+    // In /31, /32, /127 and /128 every address is a host address (RFC 3021).
+    if net.prefix_len() + 1 < net.max_prefix_len() {
+        if addr == net.network() {
+            return Err(format!("{net} is the network address, not a host address"));
+        }
+        if net.addr().is_ipv4() && addr == net.broadcast() {
+            return Err(format!(
+                "{net} is the broadcast address, not a host address"
+            ));
+        }
+    }
+    Ok(net)
+}
+
+/// A peer's allowed IP: a canonical prefix (no host bits), or a bare address as a host route.
+fn parse_allowed_ip(text: &str) -> Result<IpNet, String> {
+    let net = match text.parse::<IpNet>() {
+        Ok(net) => net,
+        Err(_) => match text.parse::<IpAddr>() {
+            Ok(addr) => IpNet::from(addr),
+            Err(_) => return Err(format!("invalid CIDR {text:?}")),
+        },
+    };
+    if net.trunc() != net {
+        return Err(format!(
+            "{net} has host bits set; did you mean {}?",
+            net.trunc()
+        ));
+    }
+    Ok(net)
+}
+
+/// `IP:port`, `[IPv6]:port`, or `host:port` resolved now with the system resolver.
+fn parse_endpoint(text: &str) -> Result<SocketAddr, String> {
+    let addr = match text.parse::<SocketAddr>() {
+        Ok(addr) => addr,
+        Err(_) => {
+            let Some((host, port)) = text.rsplit_once(':') else {
+                return Err(format!(
+                    "{text:?} has no port; expected IP:port, [IPv6]:port or host:port"
+                ));
+            };
+            if host.is_empty() {
+                return Err(format!(
+                    "{text:?} has no host; expected IP:port, [IPv6]:port or host:port"
+                ));
+            }
+            if host.starts_with('[') || host.contains(':') {
+                return Err(format!(
+                    "invalid endpoint {text:?}; IPv6 endpoints are written [address]:port"
+                ));
+            }
+            let port: u16 = port
+                .parse()
+                .map_err(|_| format!("invalid port {port:?} in {text:?}"))?;
+            let mut addrs = (host, port)
+                .to_socket_addrs()
+                .map_err(|e| format!("cannot resolve {host:?}: {}", io_reason(&e)))?;
+            addrs
+                .next()
+                .ok_or_else(|| format!("{host:?} resolved to no addresses"))?
+        }
+    };
+    if addr.port() == 0 {
+        return Err(format!("{text:?}: port 0 cannot be sent to"));
+    }
+    Ok(addr)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    const PATH: &str = "/etc/meshd/meshd.toml";
+
+    fn key(byte: u8) -> String {
+        Key([byte; 32]).to_base64()
+    }
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::from_toml(text, Path::new("/etc/meshd")).map_err(|e| e.describe(Path::new(PATH)))
+    }
+
+    #[test]
+    fn empty_file_is_defaults() {
+        assert_eq!(parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn full_file() {
+        let text = format!(
+            r#"
+interface = "wm1"
+listen-port = 0
+address = "10.9.8.1/24"
+mtu = 1420
+private-key-file = "keys/node.key"
+
+[[peer]]
+public-key = "{a}"
+preshared-key = "{psk}"
+endpoint = "198.51.100.2:51820"
+allowed-ips = ["10.9.8.2/32", "192.168.7.0/24"]
+persistent-keepalive = 25
+
+[[peer]]
+public-key = "{b}"
+endpoint = "[2001:db8::2]:51821"
+allowed-ips = ["10.9.8.3", "fd00::/64"]
+persistent-keepalive = 0
+
+[[peer]]
+public-key = "{c}"
+endpoint = "localhost:7"
+"#,
+            a = key(1),
+            b = key(2),
+            c = key(3),
+            psk = key(9),
+        );
+        let config = parse(&text).unwrap();
+        let net = |s: &str| s.parse::<IpNet>().unwrap();
+        assert_eq!(config.interface, "wm1");
+        assert_eq!(config.listen_port, 0);
+        assert_eq!(config.address, Some(net("10.9.8.1/24")));
+        assert_eq!(config.mtu, 1420);
+        assert_eq!(
+            config.private_key_file,
+            Some(PathBuf::from("/etc/meshd/keys/node.key"))
+        );
+        assert_eq!(
+            config.peers[0],
+            PeerConfig {
+                public_key: Key([1; 32]),
+                preshared_key: Some(Key([9; 32])),
+                endpoint: Some("198.51.100.2:51820".parse().unwrap()),
+                allowed_ips: vec![net("10.9.8.2/32"), net("192.168.7.0/24")],
+                persistent_keepalive: Some(25),
+            }
+        );
+        assert_eq!(
+            config.peers[1],
+            PeerConfig {
+                public_key: Key([2; 32]),
+                preshared_key: None,
+                endpoint: Some("[2001:db8::2]:51821".parse().unwrap()),
+                allowed_ips: vec![net("10.9.8.3/32"), net("fd00::/64")],
+                persistent_keepalive: None,
+            }
+        );
+        let local = config.peers[2].endpoint.unwrap();
+        assert!(local.ip().is_loopback(), "{local}");
+        assert_eq!(local.port(), 7);
+        assert!(config.peers[2].allowed_ips.is_empty());
+    }
+
+    #[test]
+    fn accepted_edge_values() {
+        let ok = |text: &str| {
+            parse(text).unwrap_or_else(|e| panic!("{text:?} rejected: {e}"));
+        };
+        ok(r#"interface = "a""#);
+        ok(r#"interface = "fifteen-bytes-x""#);
+        ok("mtu = 576");
+        ok("mtu = 9000");
+        ok("listen-port = 65535");
+        ok(r#"address = "10.9.8.0/31""#);
+        ok(r#"address = "10.9.8.7/32""#);
+        ok(r#"address = "fd00::1/64"
+mtu = 1280"#);
+        ok(&format!(
+            "[[peer]]\npublic-key = \"{}\"\npersistent-keepalive = 65535",
+            key(1)
+        ));
+        ok(&format!(
+            "[[peer]]\npublic-key = \"{}\"\nallowed-ips = [\"0.0.0.0/0\", \"::/0\"]",
+            key(1)
+        ));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let (a, b) = (key(1), key(2));
+        let peer = |body: &str| format!("[[peer]]\npublic-key = \"{a}\"\n{body}\n");
+        #[rustfmt::skip]
+        let cases: Vec<(&str, String, String)> = vec![
+            // TOML syntax and shape: path:LINE: message.
+            ("syntax", "mtu = 1280\nmtu = = 3\n".into(),
+                format!("{PATH}:2: ")),
+            ("unknown field", "mtu = 1280\n\nadress = \"10.9.8.1/24\"\n".into(),
+                format!("{PATH}:3: unknown field `adress`, expected one of `interface`, `listen-port`, `address`, `mtu`, `private-key-file`, `peer`")),
+            ("unknown peer field", format!("[[peer]]\npublic-key = \"{a}\"\nallowed-ip = []\n"),
+                format!("{PATH}:3: unknown field `allowed-ip`")),
+            ("wrong type", "mtu = \"big\"\n".into(),
+                format!("{PATH}:1: invalid type: string \"big\", expected i64")),
+            // interface
+            ("interface too long", r#"interface = "xxxxxxxxxxxxxxxxx""#.into(),
+                format!("{PATH}: interface: name \"xxxxxxxxxxxxxxxxx\" is 17 bytes, the limit is 15")),
+            ("interface empty", r#"interface = """#.into(),
+                format!("{PATH}: interface: name is empty")),
+            ("interface slash", r#"interface = "a/b""#.into(),
+                format!("{PATH}: interface: name \"a/b\" contains '/', which interface names cannot")),
+            ("interface space", r#"interface = "a b""#.into(),
+                format!("{PATH}: interface: name \"a b\" contains ' ', which interface names cannot")),
+            ("interface nul", r#"interface = "a\u0000b""#.into(),
+                format!("{PATH}: interface: name \"a\\0b\" contains '\\0', which interface names cannot")),
+            ("interface newline", r#"interface = "a\nb""#.into(),
+                format!("{PATH}: interface: name \"a\\nb\" contains '\\n', which interface names cannot")),
+            ("interface dot", r#"interface = "..""#.into(),
+                format!("{PATH}: interface: name \"..\" is reserved")),
+            // ports and mtu
+            ("listen-port high", "listen-port = 65536".into(),
+                format!("{PATH}: listen-port: 65536 is out of range 0..=65535")),
+            ("listen-port negative", "listen-port = -1".into(),
+                format!("{PATH}: listen-port: -1 is out of range 0..=65535")),
+            ("mtu low", "mtu = 575".into(),
+                format!("{PATH}: mtu: 575 is out of range 576..=9000")),
+            ("mtu high", "mtu = 9001".into(),
+                format!("{PATH}: mtu: 9001 is out of range 576..=9000")),
+            ("mtu ipv6", "address = \"fd00::1/64\"\nmtu = 1279".into(),
+                format!("{PATH}: mtu: 1279 is below 1280, the minimum for an IPv6 address (fd00::1/64)")),
+            // address
+            ("address bad octet", r#"address = "10.9.8.300/24""#.into(),
+                format!("{PATH}: address: invalid CIDR \"10.9.8.300/24\"")),
+            ("address bad prefix", r#"address = "10.9.8.1/33""#.into(),
+                format!("{PATH}: address: invalid CIDR \"10.9.8.1/33\"")),
+            ("address no prefix", r#"address = "10.9.8.1""#.into(),
+                format!("{PATH}: address: \"10.9.8.1\" has no prefix length; write it as CIDR, e.g. \"10.9.8.1/24\"")),
+            ("address network", r#"address = "10.9.8.0/24""#.into(),
+                format!("{PATH}: address: 10.9.8.0/24 is the network address, not a host address")),
+            ("address broadcast", r#"address = "10.9.8.255/24""#.into(),
+                format!("{PATH}: address: 10.9.8.255/24 is the broadcast address, not a host address")),
+            ("address multicast", r#"address = "224.0.0.1/24""#.into(),
+                format!("{PATH}: address: 224.0.0.1/24 is not a unicast host address")),
+            ("private-key-file empty", r#"private-key-file = """#.into(),
+                format!("{PATH}: private-key-file: empty path")),
+            // peer keys
+            ("public-key missing", "[[peer]]\n[[peer]]\npublic-key = \"abcdefghijkl\"".into(),
+                format!("{PATH}: peer[0].public-key: missing; every peer needs one")),
+            ("public-key length", format!("[[peer]]\npublic-key = \"{a}\"\n[[peer]]\npublic-key = \"abcdefghijkl\""),
+                format!("{PATH}: peer[1].public-key: expected 44 base64 characters, got 12")),
+            ("public-key empty", "[[peer]]\npublic-key = \"\"".into(),
+                format!("{PATH}: peer[0].public-key: expected 44 base64 characters, got 0")),
+            ("public-key base64", "[[peer]]\npublic-key = \"!Anz3XDmxkRPCT3P+LLYHC2ZhPL9LDJOQXUfTpM9Im0=\"".into(),
+                format!("{PATH}: peer[0].public-key: not valid base64")),
+            ("public-key zero", format!("[[peer]]\npublic-key = \"{}\"", key(0)),
+                format!("{PATH}: peer[0].public-key: the all-zero key is not a public key")),
+            ("public-key duplicate", format!("[[peer]]\npublic-key = \"{a}\"\n[[peer]]\npublic-key = \"{b}\"\n[[peer]]\npublic-key = \"{a}\""),
+                format!("{PATH}: peer[2].public-key: same key as peer[0]")),
+            ("preshared-key", peer("preshared-key = \"short\""),
+                format!("{PATH}: peer[0].preshared-key: expected 44 base64 characters, got 5")),
+            // endpoint
+            ("endpoint no port", peer("endpoint = \"198.51.100.2\""),
+                format!("{PATH}: peer[0].endpoint: \"198.51.100.2\" has no port; expected IP:port, [IPv6]:port or host:port")),
+            ("endpoint bad port", peer("endpoint = \"198.51.100.2:99999\""),
+                format!("{PATH}: peer[0].endpoint: invalid port \"99999\" in \"198.51.100.2:99999\"")),
+            ("endpoint port 0", peer("endpoint = \"198.51.100.2:0\""),
+                format!("{PATH}: peer[0].endpoint: \"198.51.100.2:0\": port 0 cannot be sent to")),
+            ("endpoint bare v6", peer("endpoint = \"2001:db8::2:51820\""),
+                format!("{PATH}: peer[0].endpoint: invalid endpoint \"2001:db8::2:51820\"; IPv6 endpoints are written [address]:port")),
+            ("endpoint no host", peer("endpoint = \":51820\""),
+                format!("{PATH}: peer[0].endpoint: \":51820\" has no host; expected IP:port, [IPv6]:port or host:port")),
+            ("endpoint unresolvable", peer("endpoint = \"no-such-host.invalid:51820\""),
+                format!("{PATH}: peer[0].endpoint: cannot resolve \"no-such-host.invalid\": ")),
+            // allowed-ips
+            ("allowed-ips bad", peer("allowed-ips = [\"10.9.8.2/32\", \"10.9.8.300/32\"]"),
+                format!("{PATH}: peer[0].allowed-ips[1]: invalid CIDR \"10.9.8.300/32\"")),
+            ("allowed-ips host bits", peer("allowed-ips = [\"10.9.8.5/24\"]"),
+                format!("{PATH}: peer[0].allowed-ips[0]: 10.9.8.5/24 has host bits set; did you mean 10.9.8.0/24?")),
+            ("allowed-ips twice", peer("allowed-ips = [\"10.9.8.2/32\", \"10.9.8.2\"]"),
+                format!("{PATH}: peer[0].allowed-ips[1]: 10.9.8.2/32 is listed twice")),
+            ("allowed-ips claimed", format!("[[peer]]\npublic-key = \"{a}\"\nallowed-ips = [\"10.9.8.0/24\"]\n[[peer]]\npublic-key = \"{b}\"\nallowed-ips = [\"10.9.9.0/24\", \"10.9.8.0/24\"]"),
+                format!("{PATH}: peer[1].allowed-ips[1]: 10.9.8.0/24 is already claimed by peer[0]")),
+            // keepalive
+            ("keepalive high", peer("persistent-keepalive = 65536"),
+                format!("{PATH}: peer[0].persistent-keepalive: 65536 is out of range; use 1..=65535 seconds, or 0 for off")),
+            ("keepalive negative", peer("persistent-keepalive = -5"),
+                format!("{PATH}: peer[0].persistent-keepalive: -5 is out of range; use 1..=65535 seconds, or 0 for off")),
+        ];
+        for (name, text, want) in cases {
+            let got = match parse(&text) {
+                Ok(config) => panic!("{name}: accepted: {config:?}"),
+                Err(e) => e,
+            };
+            assert!(
+                !got.contains('\n'),
+                "{name}: error is not one line: {got:?}"
+            );
+            assert!(got.starts_with(&want), "{name}:\n got: {got}\nwant: {want}");
+        }
+    }
+
+    #[test]
+    fn syntax_errors_are_one_line() {
+        for text in [
+            "[[peer]\n",
+            "a = [1,\n",
+            "mtu = 1280\n\"unterminated\n",
+            "x = 1\nx = 2\n",
+            "= 3",
+        ] {
+            let err = parse(text).unwrap_err();
+            assert!(!err.contains('\n'), "{text:?}: {err:?}");
+            assert!(err.starts_with(&format!("{PATH}:")), "{text:?}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn load_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("meshd.toml");
+        // A missing default file means defaults; a missing explicit file is an error.
+        assert_eq!(Config::load(&missing, true).unwrap(), Config::default());
+        let err = format!("{:#}", Config::load(&missing, false).unwrap_err());
+        assert_eq!(
+            err,
+            format!("{}: No such file or directory", missing.display())
+        );
+        // Unreadable: a directory where the file should be, even at the default location.
+        let err = format!("{:#}", Config::load(dir.path(), true).unwrap_err());
+        assert_eq!(err, format!("{}: Is a directory", dir.path().display()));
+
+        std::fs::write(&missing, "mtu = 1400\nprivate-key-file = \"node.key\"\n").unwrap();
+        let config = Config::load(&missing, false).unwrap();
+        assert_eq!(config.mtu, 1400);
+        assert_eq!(config.private_key_file, Some(dir.path().join("node.key")));
+
+        std::fs::write(&missing, "mtu = 1400\nmtu = 1500\n").unwrap();
+        let err = format!("{:#}", Config::load(&missing, false).unwrap_err());
+        assert!(
+            err.starts_with(&format!("{}:2: ", missing.display())),
+            "{err}"
+        );
+
+        std::fs::write(&missing, b"mtu = \xff\n").unwrap();
+        let err = format!("{:#}", Config::load(&missing, false).unwrap_err());
+        assert!(
+            err.starts_with(&format!("{}: ", missing.display())),
+            "{err}"
+        );
+        assert!(!err.contains('\n'), "{err}");
     }
 }

@@ -39,6 +39,7 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     if let Err(e) = run(Cli::parse()) {
         // One line: the chain of contexts, outermost first.
@@ -73,7 +74,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         tracing::info!(
             interface = %config.interface,
             port = device.listen_port(),
-            public_key = %device.public_key(),
+            public_key = %device.public_key().fingerprint(),
             "meshd up"
         );
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
