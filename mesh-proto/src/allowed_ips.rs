@@ -32,7 +32,10 @@ struct Family<A, T> {
 
 impl<T> Default for AllowedIps<T> {
     fn default() -> Self {
-        AllowedIps { v4: Family { by_len: Vec::new() }, v6: Family { by_len: Vec::new() } }
+        AllowedIps {
+            v4: Family { by_len: Vec::new() },
+            v6: Family { by_len: Vec::new() },
+        }
     }
 }
 
@@ -88,7 +91,9 @@ impl<A: Bits, T> Family<A, T> {
     }
 
     fn get(&self, addr: A) -> Option<&T> {
-        self.by_len.iter().find_map(|(len, map)| map.get(&addr.mask(*len)))
+        self.by_len
+            .iter()
+            .find_map(|(len, map)| map.get(&addr.mask(*len)))
     }
 
     fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {

@@ -47,7 +47,10 @@ pub enum Response {
 impl Response {
     /// An error response.
     pub fn error(error: impl Into<String>) -> Response {
-        Response::Error { ok: false, error: error.into() }
+        Response::Error {
+            ok: false,
+            error: error.into(),
+        }
     }
 }
 
@@ -113,7 +116,10 @@ mod tests {
 
     #[test]
     fn request_wire_form() {
-        assert_eq!(serde_json::to_string(&Request::Status).unwrap(), r#"{"cmd":"status"}"#);
+        assert_eq!(
+            serde_json::to_string(&Request::Status).unwrap(),
+            r#"{"cmd":"status"}"#
+        );
         let r: Request = serde_json::from_str(r#"{"cmd":"status"}"#).unwrap();
         assert_eq!(r, Request::Status);
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"nope"}"#).is_err());

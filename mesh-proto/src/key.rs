@@ -38,6 +38,13 @@ impl Key {
         s
     }
 
+    /// The public key of this private key (what `wg pubkey` prints). Pure arithmetic
+    /// on Curve25519; x25519-dalek clamps the scalar itself.
+    pub fn public_key(&self) -> Key {
+        let secret = x25519_dalek::StaticSecret::from(self.0);
+        Key(x25519_dalek::PublicKey::from(&secret).to_bytes())
+    }
+
     /// Clamps a random 32-byte string into a Curve25519 private key, exactly as
     /// `wg genkey` does (RFC 7748 section 5).
     pub fn clamp_private(mut bytes: [u8; 32]) -> Key {
@@ -108,6 +115,18 @@ mod tests {
         assert_eq!(key.to_base64(), text);
         assert_eq!(key.fingerprint(), "YAnz3XDm");
         assert_eq!(format!("{key:?}"), "Key(YAnz3XDm…)");
+    }
+
+    #[test]
+    fn public_key_matches_wg_pubkey() {
+        // `echo YAnz3XDmxkRPCT3P+LLYHC2ZhPL9LDJOQXUfTpM9Im0= | wg pubkey`
+        let private: Key = "YAnz3XDmxkRPCT3P+LLYHC2ZhPL9LDJOQXUfTpM9Im0="
+            .parse()
+            .unwrap();
+        assert_eq!(
+            private.public_key().to_base64(),
+            "m9OJrAFVwqGa+bJFZnZX5+JZChdEygr56p86FYJdDjs="
+        );
     }
 
     #[test]

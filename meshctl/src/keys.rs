@@ -5,7 +5,6 @@ use std::os::fd::AsFd as _;
 use std::os::unix::fs::PermissionsExt as _;
 
 use mesh_proto::Key;
-use x25519_dalek::{PublicKey, StaticSecret};
 
 /// Longest stdin `pubkey` reads; a key is 44 characters and a newline.
 const MAX_INPUT: u64 = 1024;
@@ -30,13 +29,8 @@ pub fn pubkey(input: &mut impl Read, out: &mut impl Write) -> anyhow::Result<()>
     let private: Key = text
         .parse()
         .map_err(|e| anyhow::anyhow!("stdin does not hold a private key: {e}"))?;
-    writeln!(out, "{}", public_key(&private))?;
+    writeln!(out, "{}", private.public_key())?;
     Ok(())
-}
-
-/// X25519 public key for `private`; clamps like `wg pubkey`, so unclamped input agrees too.
-pub fn public_key(private: &Key) -> Key {
-    Key(PublicKey::from(&StaticSecret::from(private.0)).to_bytes())
 }
 
 /// `wg genkey` warns when its output lands in a file others can read; so do we.

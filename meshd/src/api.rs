@@ -42,7 +42,8 @@ pub fn serve(path: &Path, device: Arc<Device>) -> anyhow::Result<SocketGuard> {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             anyhow::bail!("another meshd is already listening on {}", path.display());
         }
-        std::fs::remove_file(path).with_context(|| format!("removing stale socket {}", path.display()))?;
+        std::fs::remove_file(path)
+            .with_context(|| format!("removing stale socket {}", path.display()))?;
     }
     let listener = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
@@ -53,7 +54,9 @@ pub fn serve(path: &Path, device: Arc<Device>) -> anyhow::Result<SocketGuard> {
                 Ok((stream, _)) => {
                     let device = device.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = tokio::time::timeout(CLIENT_TIMEOUT, handle(stream, &device)).await {
+                        if let Err(e) =
+                            tokio::time::timeout(CLIENT_TIMEOUT, handle(stream, &device)).await
+                        {
                             tracing::debug!("API client timed out: {e}");
                         }
                     });
@@ -90,6 +93,9 @@ async fn handle(stream: UnixStream, device: &Device) {
 
 fn answer(request: Request, device: &Device) -> Response {
     match request {
-        Request::Status => Response::Status { ok: true, status: device.status() },
+        Request::Status => Response::Status {
+            ok: true,
+            status: device.status(),
+        },
     }
 }

@@ -14,7 +14,6 @@ use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt 
 use std::path::{Path, PathBuf};
 
 use mesh_proto::Key;
-use x25519_dalek::{PublicKey, StaticSecret};
 
 use crate::config::io_reason;
 
@@ -35,7 +34,7 @@ pub fn load_or_create(explicit: Option<&Path>, state_dir: &Path) -> anyhow::Resu
             let key = create_key(state_dir, &path)?;
             tracing::info!(
                 key_file = %path.display(),
-                public_key = %public_key(&key).fingerprint(),
+                public_key = %key.public_key().fingerprint(),
                 "generated a new node key"
             );
             return Ok((key, path));
@@ -44,12 +43,6 @@ pub fn load_or_create(explicit: Option<&Path>, state_dir: &Path) -> anyhow::Resu
     }
     let key = read_key(&path, "private key file")?;
     Ok((key, path))
-}
-
-/// The public key for a private key (X25519 with the usual clamping, as `wg pubkey`).
-pub fn public_key(private: &Key) -> Key {
-    let secret = StaticSecret::from(private.0);
-    Key(PublicKey::from(&secret).to_bytes())
 }
 
 /// Reads and checks one key file; `what` names it in errors that are about finding it.
@@ -258,15 +251,4 @@ mod tests {
             format!("private key file {shown}: expected 44 base64 characters, got 7; expected one key as `wg genkey` writes it")
         );
     }
-
-    #[test]
-    fn public_key_matches_wg() {
-        // `echo YAnz3XDmxkRPCT3P+LLYHC2ZhPL9LDJOQXUfTpM9Im0= | wg pubkey`
-        let private: Key = "YAnz3XDmxkRPCT3P+LLYHC2ZhPL9LDJOQXUfTpM9Im0="
-            .parse()
-            .unwrap();
-        assert_eq!(public_key(&private).to_base64(), WG_PUBKEY);
-    }
-
-    const WG_PUBKEY: &str = "m9OJrAFVwqGa+bJFZnZX5+JZChdEygr56p86FYJdDjs=";
 }

@@ -37,7 +37,9 @@ struct TunBatch {
 impl TunBatch {
     fn new() -> TunBatch {
         TunBatch {
-            bufs: (0..IDEAL_BATCH_SIZE).map(|_| Vec::with_capacity(TUN_OFFSET + RX_BUF)).collect(),
+            bufs: (0..IDEAL_BATCH_SIZE)
+                .map(|_| Vec::with_capacity(TUN_OFFSET + RX_BUF))
+                .collect(),
             len: 0,
             gro: GROTable::default(),
         }
@@ -64,7 +66,10 @@ impl TunBatch {
         if self.len == 0 {
             return;
         }
-        if let Err(e) = dev.tun.send_multiple(&mut self.gro, &mut self.bufs[..self.len], TUN_OFFSET) {
+        if let Err(e) = dev
+            .tun
+            .send_multiple(&mut self.gro, &mut self.bufs[..self.len], TUN_OFFSET)
+        {
             tracing::debug!("TUN write: {e}");
         }
         self.len = 0;
@@ -122,7 +127,12 @@ pub fn run(dev: Arc<Device>) {
                 let d = &rx[start..start + len];
                 let data_peer = (len >= 16 && d[0] == MSG_DATA && d[1..4] == [0, 0, 0])
                     .then(|| u32::from_le_bytes([d[4], d[5], d[6], d[7]]) >> 8);
-                items.push(Item { start, len, from: m.addr, data_peer });
+                items.push(Item {
+                    start,
+                    len,
+                    from: m.addr,
+                    data_peer,
+                });
                 start += len;
             }
         }
@@ -133,7 +143,14 @@ pub fn run(dev: Arc<Device>) {
         while i < items.len() {
             let item = items[i];
             let Some(index) = item.data_peer else {
-                handshake(&dev, &table, &rx[item.start..item.start + item.len], item.from, &mut scratch, &mut tally);
+                handshake(
+                    &dev,
+                    &table,
+                    &rx[item.start..item.start + item.len],
+                    item.from,
+                    &mut scratch,
+                    &mut tally,
+                );
                 i += 1;
                 continue;
             };
@@ -142,7 +159,9 @@ pub fn run(dev: Arc<Device>) {
                 j += 1;
             }
             match table.by_index.get(&index) {
-                Some(peer) => decrypt_run(&dev, &table, peer, &items[i..j], &rx, &mut tun, &mut tally),
+                Some(peer) => {
+                    decrypt_run(&dev, &table, peer, &items[i..j], &rx, &mut tun, &mut tally)
+                }
                 None => tally.invalid += (j - i) as u64,
             }
             i = j;
@@ -227,7 +246,10 @@ fn handshake(
     tally: &mut Tally,
 ) {
     let mut cookie = [0u8; 64];
-    let peer = match dev.rate_limiter.verify_packet(Some(from.ip()), datagram, &mut cookie) {
+    let peer = match dev
+        .rate_limiter
+        .verify_packet(Some(from.ip()), datagram, &mut cookie)
+    {
         Err(TunnResult::WriteToNetwork(reply)) => {
             // Under load: answer with a cookie instead of doing the handshake.
             let _ = dev.udp.send(from, reply, None);
@@ -253,20 +275,24 @@ fn handshake(
                 }
             }
         }
-        Ok(Packet::HandshakeResponse(resp)) => match table.by_index.get(&(resp.receiver_idx >> 8)) {
-            Some(p) => p,
-            None => {
-                tally.invalid += 1;
-                return;
+        Ok(Packet::HandshakeResponse(resp)) => {
+            match table.by_index.get(&(resp.receiver_idx >> 8)) {
+                Some(p) => p,
+                None => {
+                    tally.invalid += 1;
+                    return;
+                }
             }
-        },
-        Ok(Packet::PacketCookieReply(reply)) => match table.by_index.get(&(reply.receiver_idx >> 8)) {
-            Some(p) => p,
-            None => {
-                tally.invalid += 1;
-                return;
+        }
+        Ok(Packet::PacketCookieReply(reply)) => {
+            match table.by_index.get(&(reply.receiver_idx >> 8)) {
+                Some(p) => p,
+                None => {
+                    tally.invalid += 1;
+                    return;
+                }
             }
-        },
+        }
         // Data messages with a nonzero reserved field end up here.
         Ok(Packet::PacketData(_)) => {
             tally.invalid += 1;

@@ -47,7 +47,14 @@ fn push_run(runs: &mut Vec<Run>, to: SocketAddr, pos: usize, len: usize, max_seg
             return;
         }
     }
-    runs.push(Run { to, start: pos, end: pos + len, segment: len, count: 1, closed: false });
+    runs.push(Run {
+        to,
+        start: pos,
+        end: pos + len,
+        segment: len,
+        count: 1,
+        closed: false,
+    });
 }
 
 /// The outbound thread's body. Returns only if the TUN device is gone.
@@ -61,7 +68,10 @@ pub fn run(dev: Arc<Device>) {
     let max_segments = dev.udp.max_gso_segments().max(1);
 
     loop {
-        let n = match dev.tun.recv_multiple(&mut original, &mut bufs, &mut sizes, 0) {
+        let n = match dev
+            .tun
+            .recv_multiple(&mut original, &mut bufs, &mut sizes, 0)
+        {
             Ok(n) => n,
             Err(e) if e.raw_os_error() == Some(libc::EBADFD) => {
                 tracing::error!("TUN device closed: {e}");
@@ -178,7 +188,10 @@ mod tests {
             push_run(&mut runs, addr(1), pos, len, 64);
         }
         assert_eq!(runs.len(), 2);
-        assert_eq!((runs[0].start, runs[0].end, runs[0].count, runs[0].segment), (0, 340, 4, 100));
+        assert_eq!(
+            (runs[0].start, runs[0].end, runs[0].count, runs[0].segment),
+            (0, 340, 4, 100)
+        );
         assert!(runs[0].closed);
         assert_eq!((runs[1].start, runs[1].count), (340, 1));
     }

@@ -46,8 +46,19 @@ impl Udp {
 
     /// Sends one datagram, or a GSO run when `segment_size` is set, waiting while the
     /// socket buffer is full. Errors other than a full buffer are returned, not retried.
-    pub fn send(&self, to: SocketAddr, contents: &[u8], segment_size: Option<usize>) -> io::Result<()> {
-        let transmit = Transmit { destination: to, ecn: None, contents, segment_size, src_ip: None };
+    pub fn send(
+        &self,
+        to: SocketAddr,
+        contents: &[u8],
+        segment_size: Option<usize>,
+    ) -> io::Result<()> {
+        let transmit = Transmit {
+            destination: to,
+            ecn: None,
+            contents,
+            segment_size,
+            src_ip: None,
+        };
         loop {
             match self.state.try_send((&self.socket).into(), &transmit) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -60,7 +71,13 @@ impl Udp {
 
     /// Sends without waiting: for timer-driven packets, which are retried by their timers.
     pub fn send_now(&self, to: SocketAddr, contents: &[u8]) -> io::Result<()> {
-        let transmit = Transmit { destination: to, ecn: None, contents, segment_size: None, src_ip: None };
+        let transmit = Transmit {
+            destination: to,
+            ecn: None,
+            contents,
+            segment_size: None,
+            src_ip: None,
+        };
         self.state.try_send((&self.socket).into(), &transmit)
     }
 
