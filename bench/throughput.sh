@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Throughput and latency of meshd against wireguard-go, side by side in one run.
+#
+# Usage (root): bench/throughput.sh [seconds-per-run] [rounds]
+#   MESHD=path/to/meshd   (default: target/release/meshd, else target/ci/meshd)
+#   MTU=1420              (both implementations get the same MTU)
+#
+# Two namespaces on one veth link (198.51.100.1/.2). Each round measures raw veth, then
+# meshd, then wireguard-go (A B A B ...), each with iperf3 TCP for N seconds and ping RTT,
+# and prints every sample plus the medians and the meshd / wireguard-go ratio.
+set -euo pipefail
+T=${1:-5}
+ROUNDS=${2:-3}
+MTU=${MTU:-1420}
+here=$(cd "$(dirname "$0")/.." && pwd)
+MESHD=${MESHD:-}
+if [ -z "$MESHD" ]; then
+    for p in "$here/target/release/meshd" "$here/target/ci/meshd"; do
+        [ -x "$p" ] && { MESHD=$p; break; }
+    done
+fi
+[ -x "${MESHD:-}" ] || { echo "build meshd first: cargo build --release -p meshd" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || { echo "needs root (network namespaces)" >&2; exit 1; }
+for tool in iperf3 wireguard-go wg ping python3; do
+    command -v $tool >/dev/null || { echo "missing $tool (apt-get install iperf3 wireguard-go wireguard-tools iputils-ping)" >&2; exit 1; }
+done
+
+id=$$
+A=wmb$id-a; B=wmb$id-b
+D=$(mktemp -d)
+cleanup() {
+    for n in $A $B; do ip netns pids $n 2>/dev/null | xargs -r kill -9 2>/dev/null || true; done
+    sleep 0.2
+    for n in $A $B; do ip netns del $n 2>/dev/null || true; done
+    rm -rf "$D"
+}
+trap cleanup EXIT
+ip netns add $A; ip netns add $B
+ip link add wmb${id}a type veth peer name wmb${id}b
+ip link set wmb${id}a netns $A; ip link set wmb${id}b netns $B
+ip -n $A addr add 198.51.100.1/24 dev wmb${id}a; ip -n $B addr add 198.51.100.2/24 dev wmb${id}b
+for n in $A $B; do ip -n $n link set lo up; done
+ip -n $A link set wmb${id}a up; ip -n $B link set wmb${id}b up
+
+umask 077
+wg genkey > "$D/a.key"; wg genkey > "$D/b.key"
+PA=$(wg pubkey < "$D/a.key"); PB=$(wg pubkey < "$D/b.key")
+
+bw() { # $1 = server address; prints Mbit/s
+    ip netns exec $B iperf3 -s -D -1 >/dev/null 2>&1; sleep 0.3
+    ip netns exec $A iperf3 -c "$1" -t "$T" -J 2>/dev/null |
+        python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.0f" % (d["end"]["sum_received"]["bits_per_second"]/1e6))'
+}
+rtt() { ip netns exec $A ping -c 20 -i 0.05 -q "$1" | awk -F/ '/rtt/{print $5}'; }
+stop_all() { for n in $A $B; do ip netns pids $n | xargs -r kill 2>/dev/null || true; done; sleep 0.5; }
+
+meshd_up() {
+    cat > "$D/a.toml" <<T
+interface = "wmba"
+listen-port = 51820
+address = "10.66.0.1/24"
+mtu = $MTU
+private-key-file = "$D/a.key"
+[[peer]]
+public-key = "$PB"
+endpoint = "198.51.100.2:51820"
+allowed-ips = ["10.66.0.2/32"]
+T
+    cat > "$D/b.toml" <<T
+interface = "wmbb"
+listen-port = 51820
+address = "10.66.0.2/24"
+mtu = $MTU
+private-key-file = "$D/b.key"
+[[peer]]
+public-key = "$PA"
+endpoint = "198.51.100.1:51820"
+allowed-ips = ["10.66.0.1/32"]
+T
+    MESHD_LOG=warn ip netns exec $A "$MESHD" --config "$D/a.toml" --state-dir "$D/sa" --socket "$D/a.sock" &
+    MESHD_LOG=warn ip netns exec $B "$MESHD" --config "$D/b.toml" --state-dir "$D/sb" --socket "$D/b.sock" &
+    sleep 1
+    ip netns exec $A ping -c 2 -W 2 10.66.0.2 >/dev/null
+}
+
+wggo_up() {
+    ip netns exec $A wireguard-go -f wmbga >/dev/null 2>&1 &
+    ip netns exec $B wireguard-go -f wmbgb >/dev/null 2>&1 &
+    sleep 1
+    ip netns exec $A wg set wmbga private-key "$D/a.key" listen-port 51820 peer "$PB" endpoint 198.51.100.2:51820 allowed-ips 10.66.0.2/32
+    ip netns exec $B wg set wmbgb private-key "$D/b.key" listen-port 51820 peer "$PA" endpoint 198.51.100.1:51820 allowed-ips 10.66.0.1/32
+    ip -n $A addr add 10.66.0.1/24 dev wmbga; ip -n $B addr add 10.66.0.2/24 dev wmbgb
+    ip -n $A link set wmbga mtu "$MTU" up; ip -n $B link set wmbgb mtu "$MTU" up
+    ip netns exec $A ping -c 2 -W 2 10.66.0.2 >/dev/null
+}
+
+echo "# machine: $(nproc) cores, $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "# meshd: $MESHD; wireguard-go $(dpkg-query -W -f='${Version}' wireguard-go 2>/dev/null); MTU $MTU; $T s per run; $ROUNDS rounds"
+declare -a RAW MESH WGGO MESH_RTT WGGO_RTT
+for r in $(seq 1 "$ROUNDS"); do
+    RAW+=("$(bw 198.51.100.2)")
+    meshd_up;  MESH+=("$(bw 10.66.0.2)"); MESH_RTT+=("$(rtt 10.66.0.2)"); stop_all
+    wggo_up;   WGGO+=("$(bw 10.66.0.2)"); WGGO_RTT+=("$(rtt 10.66.0.2)"); stop_all
+    echo "round $r: raw ${RAW[-1]} Mbit/s | meshd ${MESH[-1]} Mbit/s rtt ${MESH_RTT[-1]} ms | wireguard-go ${WGGO[-1]} Mbit/s rtt ${WGGO_RTT[-1]} ms"
+done
+python3 - "${RAW[*]}" "${MESH[*]}" "${WGGO[*]}" "${MESH_RTT[*]}" "${WGGO_RTT[*]}" <<'PY'
+import statistics, sys
+raw, mesh, wggo, mrtt, wrtt = ([float(x) for x in a.split()] for a in sys.argv[1:6])
+m = statistics.median
+print(f"median: raw veth {m(raw):.0f} Mbit/s | meshd {m(mesh):.0f} Mbit/s, rtt {m(mrtt):.3f} ms | "
+      f"wireguard-go {m(wggo):.0f} Mbit/s, rtt {m(wrtt):.3f} ms")
+print(f"meshd / wireguard-go throughput: {m(mesh)/m(wggo):.2f}x (per round: "
+      + ", ".join(f"{a/b:.2f}" for a, b in zip(mesh, wggo)) + ")")
+PY
