@@ -9,12 +9,16 @@
 //! - [`key`]: WireGuard keys in their base64 text form (what `wg genkey`/`wg pubkey` print).
 //! - [`allowed_ips`]: the cryptokey routing table (longest-prefix match over peers).
 //! - [`api`]: the messages `meshctl` and `meshd` exchange over the local unix socket.
+//! - [`netmap`]: a member's view of its network, and changes to it as data ([`netmap::diff`]).
+//! - [`control`]: the node ↔ coordinator protocol, join tokens, certificate pins.
 //!
 //! What does not: anything that encrypts (boringtun, in `meshd`), anything that does IO.
 
 pub mod allowed_ips;
 pub mod api;
+pub mod control;
 pub mod key;
+pub mod netmap;
 
 pub use allowed_ips::AllowedIps;
 pub use key::{Key, KeyError};

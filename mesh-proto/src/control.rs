@@ -1,0 +1,426 @@
+//! The control protocol between `meshd` and the coordinator, carried on one bidirectional
+//! QUIC stream per connection (ALPN [`ALPN`]), plus the join token and certificate pin
+//! formats.
+//!
+//! # Framing
+//!
+//! ```text
+//!  0                   1                   2                   3
+//! +-------+-------+-------+-------+---------------------------------+
+//! |   body length (u32, big endian)   | body: one JSON message ...  |
+//! +-------+-------+-------+-------+---------------------------------+
+//! ```
+//! Bodies above [`MAX_FRAME`] are a protocol error.
+//!
+//! # Exchange
+//!
+//! ```text
+//! node                                           coordinator
+//!  | -- Hello {network, public-key, join?, resume?} -> |
+//!  | <- Challenge {ephemeral, nonce} ------------------ |
+//!  | -- Proof {proof} --------------------------------> |  proof of the private key
+//!  | <- Pending | Denied | Netmap ---------------------- |
+//!  | <- Changes {version, changes} ... (pushed) -------- |
+//!  | -- Endpoints {...} (when they change) -----------> |
+//! ```
+//!
+//! The proof: the node computes `X25519(node_private, ephemeral)`, the coordinator
+//! `X25519(ephemeral_private, node_public)`; both hash the shared secret with the nonce, the
+//! TLS exporter secret of this very connection and the node's key ([`proof`]). Only the
+//! holder of the private key can answer, the answer is useless on any other connection, and
+//! the coordinator never sees a private key.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::netmap::{Netmap, PeerChange};
+use crate::Key;
+
+/// QUIC ALPN of this protocol version.
+pub const ALPN: &[u8] = b"wiremesh/1";
+/// Largest frame body in bytes (a netmap of a few thousand members fits).
+pub const MAX_FRAME: usize = 8 << 20;
+/// Label for the TLS keying-material exporter (RFC 5705) that binds proofs to a connection.
+pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-wiremesh-proof-v1";
+
+/// Node → coordinator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ClientMsg {
+    /// First message on a connection.
+    Hello(Hello),
+    /// The answer to [`ServerMsg::Challenge`].
+    Proof {
+        /// [`proof`] computed by the node.
+        proof: Key,
+    },
+    /// The node's endpoint candidates changed.
+    Endpoints {
+        /// WireGuard UDP port.
+        listen_port: u16,
+        /// Local interface addresses with the WireGuard port.
+        local: Vec<SocketAddr>,
+    },
+}
+
+/// What a node says about itself when it connects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Hello {
+    /// The network it wants to be in.
+    pub network: String,
+    /// Its WireGuard public key: its identity.
+    pub public_key: Key,
+    /// Its hostname (the member's default name).
+    pub name: String,
+    /// meshd's version.
+    pub version: String,
+    /// A join token's id and secret, when joining with a token.
+    pub join: Option<JoinSecret>,
+    /// The netmap version it has cached, to resume with changes instead of a full map.
+    pub resume: Option<u64>,
+    /// WireGuard UDP port.
+    pub listen_port: u16,
+    /// Local interface addresses with the WireGuard port.
+    pub local: Vec<SocketAddr>,
+}
+
+/// Coordinator → node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ServerMsg {
+    /// Prove you hold the private key of the key you claim.
+    Challenge {
+        /// The coordinator's ephemeral X25519 public key for this connection.
+        ephemeral: Key,
+        /// 32 random bytes.
+        nonce: Key,
+    },
+    /// Known, but not authorised (yet): wait for an admin.
+    Pending {
+        /// Human-readable explanation.
+        message: String,
+    },
+    /// Refused; the connection closes after this.
+    Denied {
+        /// One line for the operator.
+        reason: String,
+    },
+    /// The node's full netmap.
+    Netmap {
+        /// The map.
+        netmap: Netmap,
+    },
+    /// Changes since the last message, reaching `version`.
+    Changes {
+        /// The network version after these changes.
+        version: u64,
+        /// The changes, to apply in order.
+        changes: Vec<PeerChange>,
+    },
+}
+
+/// Why a frame could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The length prefix exceeds [`MAX_FRAME`].
+    #[error("frame of {0} bytes exceeds the {MAX_FRAME}-byte limit")]
+    TooLarge(usize),
+    /// The body is not a valid message.
+    #[error("malformed message: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Encodes `msg` as one frame (length prefix + JSON).
+pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    // Serializing these plain data types cannot fail.
+    let body = serde_json::to_vec(msg).unwrap_or_default();
+    let mut out = Vec::with_capacity(4 + body.len());
+    out.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_be_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// The body length announced by a frame header, checked against [`MAX_FRAME`].
+pub fn body_len(header: [u8; 4]) -> Result<usize, FrameError> {
+    let len = u32::from_be_bytes(header) as usize;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    Ok(len)
+}
+
+/// Decodes a frame body.
+pub fn decode<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, FrameError> {
+    Ok(serde_json::from_slice(body)?)
+}
+
+/// The proof of possession for one connection (see the module docs).
+pub fn proof(shared_secret: &[u8; 32], nonce: &Key, exporter: &[u8; 32], node: &Key) -> Key {
+    let mut h = Sha256::new();
+    h.update(b"wiremesh-proof-v1");
+    h.update(shared_secret);
+    h.update(nonce.0);
+    h.update(exporter);
+    h.update(node.0);
+    Key(h.finalize().into())
+}
+
+/// The node's side: proof from its private key and the coordinator's challenge.
+pub fn node_proof(node_private: &Key, ephemeral: &Key, nonce: &Key, exporter: &[u8; 32]) -> Key {
+    let secret = x25519_dalek::StaticSecret::from(node_private.0);
+    let shared = secret.diffie_hellman(&x25519_dalek::PublicKey::from(ephemeral.0));
+    proof(
+        shared.as_bytes(),
+        nonce,
+        exporter,
+        &node_private.public_key(),
+    )
+}
+
+/// The coordinator's side: the proof it expects from `node`, given its ephemeral secret.
+pub fn expected_proof(
+    ephemeral_private: &Key,
+    node: &Key,
+    nonce: &Key,
+    exporter: &[u8; 32],
+) -> Key {
+    let secret = x25519_dalek::StaticSecret::from(ephemeral_private.0);
+    let shared = secret.diffie_hellman(&x25519_dalek::PublicKey::from(node.0));
+    proof(shared.as_bytes(), nonce, exporter, node)
+}
+
+/// Compares two 32-byte values in constant time.
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// SHA-256 of a certificate's DER bytes, written `sha256:<64 hex>`: how nodes pin the
+/// coordinator (like `kubeadm join --discovery-token-ca-cert-hash`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CertPin(pub [u8; 32]);
+
+impl CertPin {
+    /// The pin of a DER certificate.
+    pub fn of_der(der: &[u8]) -> CertPin {
+        CertPin(Sha256::digest(der).into())
+    }
+}
+
+impl fmt::Display for CertPin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("sha256:")?;
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for CertPin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Why a pin or token does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FormatError {
+    /// A pin is `sha256:` and 64 hex digits.
+    #[error("expected sha256:<64 hex digits>")]
+    Pin,
+    /// A token is `wm1_` and base64url of its fields.
+    #[error("not a wiremesh join token (expected wm1_…)")]
+    Token,
+}
+
+impl FromStr for CertPin {
+    type Err = FormatError;
+
+    fn from_str(s: &str) -> Result<CertPin, FormatError> {
+        let hex = s.trim().strip_prefix("sha256:").ok_or(FormatError::Pin)?;
+        if hex.len() != 64 || !hex.is_ascii() {
+            return Err(FormatError::Pin);
+        }
+        let mut out = [0u8; 32];
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| FormatError::Pin)?;
+        }
+        Ok(CertPin(out))
+    }
+}
+
+impl Serialize for CertPin {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for CertPin {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<CertPin, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// The part of a join token a node presents to the coordinator.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct JoinSecret {
+    /// The token's id (public; admins see and revoke tokens by it).
+    pub id: String,
+    /// The secret; the coordinator stores only its SHA-256.
+    pub secret: Key,
+}
+
+impl fmt::Debug for JoinSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinSecret")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Everything `meshctl join --token` needs, in one copy-pasteable string:
+/// `wm1_` + base64url(JSON of this struct).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct JoinToken {
+    /// Coordinator QUIC addresses (`host:port`), tried in order.
+    pub coordinators: Vec<String>,
+    /// The coordinator certificate's pin.
+    pub pin: CertPin,
+    /// The network the token admits to.
+    pub network: String,
+    /// Token id and secret.
+    #[serde(flatten)]
+    pub secret: JoinSecret,
+}
+
+impl JoinToken {
+    const PREFIX: &'static str = "wm1_";
+
+    /// The token's text form.
+    pub fn encode(&self) -> String {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        format!("{}{}", Self::PREFIX, URL_SAFE_NO_PAD.encode(json))
+    }
+}
+
+impl FromStr for JoinToken {
+    type Err = FormatError;
+
+    fn from_str(s: &str) -> Result<JoinToken, FormatError> {
+        let body = s
+            .trim()
+            .strip_prefix(Self::PREFIX)
+            .ok_or(FormatError::Token)?;
+        let json = URL_SAFE_NO_PAD
+            .decode(body)
+            .map_err(|_| FormatError::Token)?;
+        serde_json::from_slice(&json).map_err(|_| FormatError::Token)
+    }
+}
+
+/// SHA-256 of a token secret, as the coordinator stores it.
+pub fn secret_hash(secret: &Key) -> [u8; 32] {
+    Sha256::digest(secret.0).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_limit() {
+        let msg = ServerMsg::Pending {
+            message: "wait".into(),
+        };
+        let frame = encode(&msg);
+        let len = body_len(frame[..4].try_into().unwrap()).unwrap();
+        assert_eq!(len, frame.len() - 4);
+        assert_eq!(decode::<ServerMsg>(&frame[4..]).unwrap(), msg);
+        assert!(matches!(
+            body_len((MAX_FRAME as u32 + 1).to_be_bytes()),
+            Err(FrameError::TooLarge(_))
+        ));
+        assert!(decode::<ServerMsg>(b"{\"type\":\"nope\"}").is_err());
+    }
+
+    #[test]
+    fn proof_needs_the_private_key_and_the_connection() {
+        let node = Key::clamp_private([7; 32]);
+        let eph = Key::clamp_private([9; 32]);
+        let nonce = Key([1; 32]);
+        let exporter = [2; 32];
+        let good = node_proof(&node, &eph.public_key(), &nonce, &exporter);
+        assert_eq!(
+            good,
+            expected_proof(&eph, &node.public_key(), &nonce, &exporter)
+        );
+        // Another private key, another connection, another nonce: all fail.
+        let other = Key::clamp_private([8; 32]);
+        assert_ne!(
+            node_proof(&other, &eph.public_key(), &nonce, &exporter),
+            good
+        );
+        assert_ne!(node_proof(&node, &eph.public_key(), &nonce, &[3; 32]), good);
+        assert_ne!(
+            node_proof(&node, &eph.public_key(), &Key([4; 32]), &exporter),
+            good
+        );
+    }
+
+    #[test]
+    fn pin_format() {
+        let pin = CertPin::of_der(b"cert");
+        let text = pin.to_string();
+        assert!(text.starts_with("sha256:") && text.len() == 71);
+        assert_eq!(text.parse::<CertPin>().unwrap(), pin);
+        for bad in [
+            "",
+            "sha256:",
+            "sha1:00",
+            &text[..70],
+            &text.replace("sha256", "SHA256"),
+        ] {
+            assert_eq!(bad.parse::<CertPin>(), Err(FormatError::Pin), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn token_round_trip() {
+        let token = JoinToken {
+            coordinators: vec!["203.0.113.1:7443".into()],
+            pin: CertPin([5; 32]),
+            network: "lab".into(),
+            secret: JoinSecret {
+                id: "t1".into(),
+                secret: Key([6; 32]),
+            },
+        };
+        let text = token.encode();
+        assert!(text.starts_with("wm1_") && !text.contains('='));
+        assert_eq!(text.parse::<JoinToken>().unwrap(), token);
+        assert_eq!("wm1_!!".parse::<JoinToken>(), Err(FormatError::Token));
+        assert_eq!("xyz".parse::<JoinToken>(), Err(FormatError::Token));
+        assert!(!format!("{:?}", token.secret).contains("secret:"));
+    }
+
+    #[test]
+    fn constant_time_compare() {
+        assert!(ct_eq(b"abc", b"abc"));
+        assert!(!ct_eq(b"abc", b"abd"));
+        assert!(!ct_eq(b"abc", b"ab"));
+    }
+}

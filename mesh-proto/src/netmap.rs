@@ -1,0 +1,262 @@
+//! The netmap: what a member of a network needs to know to reach the others, and its
+//! changes as data.
+//!
+//! The coordinator computes a member's [`Netmap`]; it sends the whole map on first contact
+//! and [`PeerChange`]s afterwards, each batch tagged with the network's version. Nodes
+//! apply changes with [`Netmap::apply`]; [`diff`] computes the changes between two maps
+//! (the coordinator uses it for resuming nodes, meshd to touch only the peers that changed).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::Key;
+
+/// Network-wide settings every member applies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct NetworkInfo {
+    /// The network's name, e.g. `lab`.
+    pub name: String,
+    /// The overlay prefix addresses come from, e.g. `10.9.8.0/24`.
+    pub cidr: IpNet,
+    /// Interface MTU for members.
+    pub mtu: u16,
+    /// Persistent keepalive in seconds (0 = off).
+    pub keepalive: u16,
+}
+
+/// One other member, as a peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct PeerInfo {
+    /// Its WireGuard public key (the member's identity).
+    pub public_key: Key,
+    /// Its name (hostname unless an admin renamed it).
+    pub name: String,
+    /// Its overlay address.
+    pub address: IpAddr,
+    /// Prefixes routed to it: its address as /32 (or /128), later also approved routes.
+    pub allowed_ips: Vec<IpNet>,
+    /// Where it may be reached, best first.
+    pub endpoints: Vec<SocketAddr>,
+}
+
+/// A member's whole view of its network at one version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Netmap {
+    /// The network version this map reflects; it only grows.
+    pub version: u64,
+    /// The network's settings.
+    pub network: NetworkInfo,
+    /// This member's own overlay address with the network's prefix length.
+    pub address: IpNet,
+    /// This member's name.
+    pub name: String,
+    /// Every other authorised member, by public key.
+    pub peers: BTreeMap<Key, PeerInfo>,
+}
+
+/// One change to a netmap.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum PeerChange {
+    /// A peer appeared, or some of its fields changed.
+    Upsert {
+        /// Its full new description.
+        peer: PeerInfo,
+    },
+    /// A peer left, was deauthorised or deleted.
+    Remove {
+        /// Which one.
+        public_key: Key,
+    },
+    /// This member's own address or name changed.
+    SelfUpdate {
+        /// The new address (with the network prefix length).
+        address: IpNet,
+        /// The new name.
+        name: String,
+    },
+    /// The network's settings changed.
+    Network {
+        /// The new settings.
+        network: NetworkInfo,
+    },
+}
+
+impl Netmap {
+    /// Applies `changes` in order and moves to `version`. Changes are idempotent, so
+    /// replaying a batch the node already has is harmless.
+    pub fn apply(&mut self, version: u64, changes: &[PeerChange]) {
+        for change in changes {
+            match change {
+                PeerChange::Upsert { peer } => {
+                    self.peers.insert(peer.public_key, peer.clone());
+                }
+                PeerChange::Remove { public_key } => {
+                    self.peers.remove(public_key);
+                }
+                PeerChange::SelfUpdate { address, name } => {
+                    self.address = *address;
+                    self.name.clone_from(name);
+                }
+                PeerChange::Network { network } => self.network = network.clone(),
+            }
+        }
+        self.version = self.version.max(version);
+    }
+}
+
+/// The changes that turn `old` into `new`: network settings first, then this member,
+/// then removed peers, then added or changed peers (in key order, so output is stable).
+pub fn diff(old: &Netmap, new: &Netmap) -> Vec<PeerChange> {
+    let mut changes = Vec::new();
+    if old.network != new.network {
+        changes.push(PeerChange::Network {
+            network: new.network.clone(),
+        });
+    }
+    if old.address != new.address || old.name != new.name {
+        changes.push(PeerChange::SelfUpdate {
+            address: new.address,
+            name: new.name.clone(),
+        });
+    }
+    for key in old.peers.keys() {
+        if !new.peers.contains_key(key) {
+            changes.push(PeerChange::Remove { public_key: *key });
+        }
+    }
+    for (key, peer) in &new.peers {
+        if old.peers.get(key) != Some(peer) {
+            changes.push(PeerChange::Upsert { peer: peer.clone() });
+        }
+    }
+    changes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(b: u8) -> Key {
+        Key([b; 32])
+    }
+
+    fn peer(b: u8, addr: &str) -> PeerInfo {
+        let address: IpAddr = addr.parse().unwrap();
+        PeerInfo {
+            public_key: key(b),
+            name: format!("n{b}"),
+            address,
+            allowed_ips: vec![IpNet::from(address)],
+            endpoints: vec![format!("198.51.100.{b}:51820").parse().unwrap()],
+        }
+    }
+
+    fn map(version: u64, peers: &[PeerInfo]) -> Netmap {
+        Netmap {
+            version,
+            network: NetworkInfo {
+                name: "lab".into(),
+                cidr: "10.9.8.0/24".parse().unwrap(),
+                mtu: 1280,
+                keepalive: 25,
+            },
+            address: "10.9.8.1/24".parse().unwrap(),
+            name: "self".into(),
+            peers: peers.iter().map(|p| (p.public_key, p.clone())).collect(),
+        }
+    }
+
+    #[test]
+    fn diff_table() {
+        let a = peer(2, "10.9.8.2");
+        let b = peer(3, "10.9.8.3");
+        let mut b_moved = b.clone();
+        b_moved.endpoints = vec!["203.0.113.3:4000".parse().unwrap()];
+        let c = peer(4, "10.9.8.4");
+        let cases: Vec<(&str, Netmap, Netmap, Vec<PeerChange>)> = vec![
+            (
+                "nothing",
+                map(1, &[a.clone()]),
+                map(2, &[a.clone()]),
+                vec![],
+            ),
+            (
+                "add",
+                map(1, &[a.clone()]),
+                map(2, &[a.clone(), c.clone()]),
+                vec![PeerChange::Upsert { peer: c.clone() }],
+            ),
+            (
+                "remove",
+                map(1, &[a.clone(), b.clone()]),
+                map(2, &[b.clone()]),
+                vec![PeerChange::Remove {
+                    public_key: a.public_key,
+                }],
+            ),
+            (
+                "update",
+                map(1, &[a.clone(), b.clone()]),
+                map(2, &[a.clone(), b_moved.clone()]),
+                vec![PeerChange::Upsert {
+                    peer: b_moved.clone(),
+                }],
+            ),
+            (
+                "all at once",
+                map(1, &[a.clone(), b.clone()]),
+                map(2, &[b_moved.clone(), c.clone()]),
+                vec![
+                    PeerChange::Remove {
+                        public_key: a.public_key,
+                    },
+                    PeerChange::Upsert {
+                        peer: b_moved.clone(),
+                    },
+                    PeerChange::Upsert { peer: c.clone() },
+                ],
+            ),
+        ];
+        for (name, old, new, want) in cases {
+            let got = diff(&old, &new);
+            assert_eq!(got, want, "{name}");
+            // Applying the diff reproduces the new map.
+            let mut applied = old.clone();
+            applied.apply(new.version, &got);
+            assert_eq!(applied, new, "{name}: apply(diff) != new");
+        }
+    }
+
+    #[test]
+    fn self_and_network_changes() {
+        let old = map(1, &[]);
+        let mut new = map(5, &[]);
+        new.address = "10.9.8.77/24".parse().unwrap();
+        new.network.mtu = 1380;
+        let changes = diff(&old, &new);
+        assert!(matches!(changes[0], PeerChange::Network { .. }));
+        assert!(matches!(changes[1], PeerChange::SelfUpdate { .. }));
+        let mut applied = old.clone();
+        applied.apply(5, &changes);
+        assert_eq!(applied, new);
+    }
+
+    #[test]
+    fn apply_is_idempotent_and_version_never_decreases() {
+        let a = peer(2, "10.9.8.2");
+        let mut m = map(3, &[]);
+        let changes = vec![PeerChange::Upsert { peer: a.clone() }];
+        m.apply(4, &changes);
+        m.apply(4, &changes);
+        m.apply(2, &[]);
+        assert_eq!(m.version, 4);
+        assert_eq!(m.peers.len(), 1);
+    }
+}
