@@ -22,6 +22,28 @@ use crate::Key;
 pub enum Request {
     /// The interface, its peers and their counters.
     Status,
+    /// Join a network through a coordinator (the node holds one network at a time).
+    Join(JoinRequest),
+    /// Leave the network: forget the membership and the cached netmap, drop its peers.
+    Leave {
+        /// The network to leave (must be the one joined).
+        network: String,
+    },
+}
+
+/// `meshctl join`: either a token (which carries coordinator, pin and network) or a
+/// coordinator address and pin (the member then waits as pending for an admin).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct JoinRequest {
+    /// The network's name.
+    pub network: String,
+    /// A `wm1_…` join token.
+    pub token: Option<String>,
+    /// Coordinator `host:port`, when joining without a token.
+    pub coordinator: Option<String>,
+    /// The coordinator certificate pin (`sha256:…`), when joining without a token.
+    pub pin: Option<crate::control::CertPin>,
 }
 
 /// `meshd`'s answer to one [`Request`].
@@ -34,6 +56,13 @@ pub enum Response {
         ok: bool,
         /// The node's status.
         status: Status,
+    },
+    /// A request without a result succeeded; `message` says what happened.
+    Done {
+        /// Always true.
+        ok: bool,
+        /// One line for the operator.
+        message: String,
     },
     /// The request failed; `error` says why in one line.
     Error {
@@ -72,6 +101,39 @@ pub struct Status {
     pub peers: Vec<PeerStatus>,
     /// Packets dropped since start, by reason.
     pub dropped: DropCounters,
+    /// The network membership, if the node joined one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control: Option<ControlStatus>,
+}
+
+/// The node's relation to its coordinator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ControlStatus {
+    /// The network joined.
+    pub network: String,
+    /// Coordinator addresses.
+    pub coordinators: Vec<String>,
+    /// Where the connection stands.
+    pub state: ControlState,
+    /// Details for the operator (e.g. why it was denied, the last connection error).
+    pub message: Option<String>,
+    /// Version of the netmap applied (live or from the cache).
+    pub netmap_version: Option<u64>,
+}
+
+/// Connection state to the coordinator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ControlState {
+    /// Trying to connect (or waiting before the next attempt).
+    Connecting,
+    /// Connected and authenticated, but not authorised yet: an admin must authorise it.
+    Pending,
+    /// Connected, authorised, receiving netmap updates.
+    Connected,
+    /// Refused by the coordinator (bad token, deleted); `message` says why.
+    Denied,
 }
 
 /// One peer as `meshctl status` shows it.

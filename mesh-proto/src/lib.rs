@@ -10,10 +10,12 @@
 //! - [`allowed_ips`]: the cryptokey routing table (longest-prefix match over peers).
 //! - [`api`]: the messages `meshctl` and `meshd` exchange over the local unix socket.
 //! - [`netmap`]: a member's view of its network, and changes to it as data ([`netmap::diff`]).
+//! - [`admin`]: the coordinator admin HTTP API bodies.
 //! - [`control`]: the node ↔ coordinator protocol, join tokens, certificate pins.
 //!
 //! What does not: anything that encrypts (boringtun, in `meshd`), anything that does IO.
 
+pub mod admin;
 pub mod allowed_ips;
 pub mod api;
 pub mod control;

@@ -97,5 +97,8 @@ fn answer(request: Request, device: &Device) -> Response {
             ok: true,
             status: device.status(),
         },
+        Request::Join(_) | Request::Leave { .. } => {
+            Response::error("this meshd has no control-plane support yet")
+        }
     }
 }

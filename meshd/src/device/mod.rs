@@ -204,6 +204,7 @@ impl Device {
             listen_port: self.listen_port(),
             peers,
             dropped: self.drops.snapshot(),
+            control: None,
         }
     }
 }
