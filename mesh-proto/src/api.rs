@@ -49,6 +49,7 @@ pub struct JoinRequest {
 /// `meshd`'s answer to one [`Request`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
+#[allow(clippy::large_enum_variant)] // one per connection; boxing buys nothing
 pub enum Response {
     /// The request succeeded.
     Status {

@@ -140,6 +140,7 @@ pub fn diff(old: &Netmap, new: &Netmap) -> Vec<PeerChange> {
 }
 
 #[cfg(test)]
+#[allow(clippy::cloned_ref_to_slice_refs)] // the tables read better with clones
 mod tests {
     use super::*;
 

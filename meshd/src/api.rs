@@ -11,6 +11,7 @@ use mesh_proto::api::{Request, Response};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
+use crate::control::Control;
 use crate::device::Device;
 
 /// Longest request line accepted.
@@ -30,7 +31,11 @@ impl Drop for SocketGuard {
 
 /// Binds `path` and serves requests until the process exits. Refuses to take over a socket
 /// another live meshd is answering on.
-pub fn serve(path: &Path, device: Arc<Device>) -> anyhow::Result<SocketGuard> {
+pub fn serve(
+    path: &Path,
+    device: Arc<Device>,
+    control: Arc<Control>,
+) -> anyhow::Result<SocketGuard> {
     if let Some(dir) = path.parent() {
         if !dir.as_os_str().is_empty() && !dir.exists() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -53,9 +58,11 @@ pub fn serve(path: &Path, device: Arc<Device>) -> anyhow::Result<SocketGuard> {
             match listener.accept().await {
                 Ok((stream, _)) => {
                     let device = device.clone();
+                    let control = control.clone();
                     tokio::spawn(async move {
                         if let Err(e) =
-                            tokio::time::timeout(CLIENT_TIMEOUT, handle(stream, &device)).await
+                            tokio::time::timeout(CLIENT_TIMEOUT, handle(stream, &device, &control))
+                                .await
                         {
                             tracing::debug!("API client timed out: {e}");
                         }
@@ -71,14 +78,14 @@ pub fn serve(path: &Path, device: Arc<Device>) -> anyhow::Result<SocketGuard> {
     Ok(SocketGuard(path.to_owned()))
 }
 
-async fn handle(stream: UnixStream, device: &Device) {
+async fn handle(stream: UnixStream, device: &Device, control: &Arc<Control>) {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(read).take(MAX_REQUEST as u64);
     let response = match reader.read_line(&mut line).await {
         Ok(0) => return,
         Ok(_) => match serde_json::from_str::<Request>(line.trim_end()) {
-            Ok(request) => answer(request, device),
+            Ok(request) => answer(request, device, control),
             Err(e) => Response::error(format!("bad request: {e}")),
         },
         Err(e) => Response::error(format!("reading request: {e}")),
@@ -91,14 +98,20 @@ async fn handle(stream: UnixStream, device: &Device) {
     }
 }
 
-fn answer(request: Request, device: &Device) -> Response {
+fn answer(request: Request, device: &Device, control: &Arc<Control>) -> Response {
     match request {
         Request::Status => Response::Status {
             ok: true,
             status: device.status(),
         },
-        Request::Join(_) | Request::Leave { .. } => {
-            Response::error("this meshd has no control-plane support yet")
-        }
+        Request::Join(req) => done(control.join(req)),
+        Request::Leave { network } => done(control.leave(&network)),
+    }
+}
+
+fn done(result: Result<String, String>) -> Response {
+    match result {
+        Ok(message) => Response::Done { ok: true, message },
+        Err(error) => Response::error(error),
     }
 }

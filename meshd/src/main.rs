@@ -5,6 +5,7 @@
 
 mod api;
 mod config;
+mod control;
 mod device;
 mod keys;
 
@@ -30,6 +31,9 @@ struct Cli {
     /// Unix socket for meshctl (created with mode 0600).
     #[arg(long, env = "MESHD_SOCKET", default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
+    /// Name to register with the coordinator (default: the hostname).
+    #[arg(long, env = "MESHD_NAME")]
+    name: Option<String>,
 }
 
 fn main() {
@@ -59,6 +63,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let (private_key, key_path) =
         keys::load_or_create(config.private_key_file.as_deref(), &cli.state_dir)?;
     tracing::info!(key_file = %key_path.display(), "loaded node key");
+    let cache = control::Cache::open(&cli.state_dir)?;
+    let name = match cli.name.clone() {
+        Some(n) => n,
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "node".to_owned()),
+    };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -69,7 +80,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let device =
             device::Device::start(&config, private_key).context("starting the data plane")?;
-        let _socket = api::serve(&cli.socket, device.clone())
+        let control = control::Control::start(device.clone(), cache, private_key, name)?;
+        let _socket = api::serve(&cli.socket, device.clone(), control)
             .with_context(|| format!("listening on {}", cli.socket.display()))?;
         tracing::info!(
             interface = %config.interface,

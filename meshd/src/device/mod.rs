@@ -18,7 +18,8 @@ mod sys;
 mod tun;
 mod udp;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,8 +29,10 @@ use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
 use ipnet::IpNet;
-use mesh_proto::api::{DropCounters, PeerStatus, Status};
+use mesh_proto::api::{ControlStatus, DropCounters, PeerStatus, Status};
+use mesh_proto::netmap::{Netmap, PeerInfo};
 use mesh_proto::Key;
+use parking_lot::Mutex;
 
 use crate::config::Config;
 use peer::{Peer, PeerTable};
@@ -45,8 +48,6 @@ const TIMER_TICK: Duration = Duration::from_millis(250);
 /// The running data plane, shared by the packet threads, the timers and the API.
 pub struct Device {
     interface: String,
-    address: Option<IpNet>,
-    mtu: u16,
     public_key: Key,
     static_secret: StaticSecret,
     static_public: PublicKey,
@@ -55,6 +56,27 @@ pub struct Device {
     udp: Udp,
     tun: tun_rs::SyncDevice,
     drops: Drops,
+    /// Peer set and addresses as configured and as the coordinator sent them. Only the
+    /// control side takes this lock; the packet paths read `peers`.
+    dynamic: Mutex<Dynamic>,
+    /// Source of peer indices for peers added later.
+    next_index: AtomicU32,
+    /// What `meshctl status` shows about the coordinator connection.
+    control_status: Mutex<Option<ControlStatus>>,
+}
+
+/// The configuration the packet paths see, split by origin.
+#[derive(Debug)]
+struct Dynamic {
+    /// Peers from the config file; they win over network peers with the same key.
+    static_peers: Vec<Arc<Peer>>,
+    /// Peers from the netmap, by key.
+    network_peers: BTreeMap<Key, Arc<Peer>>,
+    /// Address from the config file.
+    static_address: Option<IpNet>,
+    /// Address from the netmap.
+    network_address: Option<IpNet>,
+    mtu: u16,
 }
 
 impl std::fmt::Debug for Device {
@@ -107,46 +129,53 @@ impl Device {
         let udp = Udp::bind(config.listen_port)
             .with_context(|| format!("binding UDP port {}", config.listen_port))?;
 
-        let peers = config
+        let peers: Vec<Arc<Peer>> = config
             .peers
             .iter()
             .enumerate()
             .map(|(i, p)| {
                 // Index 0 is left unused so that a zeroed receiver index never matches.
                 let index = u32::try_from(i + 1).unwrap_or(u32::MAX) & 0x00ff_ffff;
-                let tunn = Tunn::new(
-                    static_secret.clone(),
-                    PublicKey::from(p.public_key.0),
-                    p.preshared_key.map(|k| k.0),
-                    p.persistent_keepalive,
-                    index,
-                    Some(rate_limiter.clone()),
-                );
                 Arc::new(Peer::new(
                     index,
                     p.public_key,
                     p.allowed_ips.clone(),
                     p.persistent_keepalive,
                     p.endpoint,
-                    tunn,
+                    Tunn::new(
+                        static_secret.clone(),
+                        PublicKey::from(p.public_key.0),
+                        p.preshared_key.map(|k| k.0),
+                        p.persistent_keepalive,
+                        index,
+                        Some(rate_limiter.clone()),
+                    ),
                 ))
             })
             .collect();
+        let next_index = AtomicU32::new(u32::try_from(peers.len() + 1).unwrap_or(u32::MAX));
 
         let tun = tun::create(&config.interface, config.address, config.mtu)?;
 
         let device = Arc::new(Device {
             interface: config.interface.clone(),
-            address: config.address,
-            mtu: config.mtu,
             public_key,
             static_secret,
             static_public,
-            peers: ArcSwap::from_pointee(PeerTable::new(peers)),
+            peers: ArcSwap::from_pointee(PeerTable::new(peers.clone())),
             rate_limiter,
             udp,
             tun,
             drops: Drops::default(),
+            dynamic: Mutex::new(Dynamic {
+                static_peers: peers,
+                network_peers: BTreeMap::new(),
+                static_address: config.address,
+                network_address: None,
+                mtu: config.mtu,
+            }),
+            next_index,
+            control_status: Mutex::new(None),
         });
         tracing::info!(
             public_key = %device.public_key.fingerprint(),
@@ -170,6 +199,11 @@ impl Device {
     /// The UDP port actually bound.
     pub fn listen_port(&self) -> u16 {
         self.udp.local_port()
+    }
+
+    /// The TUN interface's name.
+    pub fn interface(&self) -> &str {
+        &self.interface
     }
 
     /// The node's public key.
@@ -196,16 +230,150 @@ impl Device {
                 }
             })
             .collect();
+        let (address, mtu) = {
+            let d = self.dynamic.lock();
+            (d.network_address.or(d.static_address), d.mtu)
+        };
         Status {
             interface: self.interface.clone(),
-            address: self.address,
-            mtu: self.mtu,
+            address,
+            mtu,
             public_key: self.public_key,
             listen_port: self.listen_port(),
             peers,
             dropped: self.drops.snapshot(),
-            control: None,
+            control: self.control_status.lock().clone(),
         }
+    }
+
+    /// Publishes what `meshctl status` says about the coordinator connection.
+    pub fn set_control_status(&self, status: Option<ControlStatus>) {
+        *self.control_status.lock() = status;
+    }
+
+    /// Makes the data plane match `netmap` (or, with `None`, drops everything that came from
+    /// a network). A pure diff: peers whose key, allowed IPs and keepalive are unchanged keep
+    /// their `Tunn`, so their sessions continue undisturbed; only their endpoint may move.
+    /// One bad setting (e.g. an address the kernel refuses) is logged and the rest applied.
+    pub fn apply_netmap(&self, netmap: Option<&Netmap>) {
+        let mut d = self.dynamic.lock();
+
+        let want_address = netmap.map(|m| m.address);
+        if d.network_address != want_address {
+            if let Some(old) = d.network_address.take() {
+                if let Err(e) = self.tun.remove_address(old.addr()) {
+                    tracing::warn!(address = %old, "removing overlay address: {e}");
+                }
+            }
+            if let Some(new) = want_address {
+                let added = match new {
+                    IpNet::V4(n) => self.tun.add_address_v4(n.addr(), n.prefix_len()),
+                    IpNet::V6(n) => self.tun.add_address_v6(n.addr(), n.prefix_len()),
+                };
+                match added {
+                    Ok(()) => d.network_address = Some(new),
+                    Err(e) => tracing::warn!(address = %new, "setting overlay address: {e}"),
+                }
+            }
+        }
+        if let Some(m) = netmap {
+            if d.mtu != m.network.mtu {
+                match self.tun.set_mtu(m.network.mtu) {
+                    Ok(()) => d.mtu = m.network.mtu,
+                    Err(e) => tracing::warn!(mtu = m.network.mtu, "setting MTU: {e}"),
+                }
+            }
+        }
+
+        let keepalive =
+            netmap.and_then(|m| (m.network.keepalive > 0).then_some(m.network.keepalive));
+        let mut next = BTreeMap::new();
+        for info in netmap.iter().flat_map(|m| m.peers.values()) {
+            if info.public_key == self.public_key
+                || d.static_peers
+                    .iter()
+                    .any(|p| p.public_key == info.public_key)
+            {
+                continue;
+            }
+            let peer = match d.network_peers.get(&info.public_key) {
+                Some(p)
+                    if p.allowed_ips == info.allowed_ips && p.persistent_keepalive == keepalive =>
+                {
+                    refresh_endpoint(p, info);
+                    p.clone()
+                }
+                _ => self.new_peer(info, keepalive),
+            };
+            next.insert(info.public_key, peer);
+        }
+        let (kept, added, removed) = (
+            next.keys()
+                .filter(|k| d.network_peers.contains_key(k))
+                .count(),
+            next.keys()
+                .filter(|k| !d.network_peers.contains_key(k))
+                .count(),
+            d.network_peers
+                .keys()
+                .filter(|k| !next.contains_key(k))
+                .count(),
+        );
+        d.network_peers = next;
+        let all = d
+            .static_peers
+            .iter()
+            .chain(d.network_peers.values())
+            .cloned()
+            .collect();
+        self.peers.store(Arc::new(PeerTable::new(all)));
+        tracing::info!(
+            version = netmap.map(|m| m.version),
+            kept,
+            added,
+            removed,
+            "netmap applied"
+        );
+    }
+
+    fn new_peer(&self, info: &PeerInfo, keepalive: Option<u16>) -> Arc<Peer> {
+        let index = self.next_index.fetch_add(1, Ordering::Relaxed) & 0x00ff_ffff;
+        let tunn = Tunn::new(
+            self.static_secret.clone(),
+            PublicKey::from(info.public_key.0),
+            None,
+            keepalive,
+            index,
+            Some(self.rate_limiter.clone()),
+        );
+        Arc::new(Peer::new(
+            index,
+            info.public_key,
+            info.allowed_ips.clone(),
+            keepalive,
+            info.endpoints.first().copied(),
+            tunn,
+        ))
+    }
+}
+
+/// Endpoint policy for a peer the netmap lists again: keep a working endpoint (it may be
+/// one the peer roamed to); otherwise take the coordinator's first candidate.
+fn refresh_endpoint(peer: &Peer, info: &PeerInfo) {
+    let Some(first) = info.endpoints.first() else {
+        return;
+    };
+    let current = peer.endpoint();
+    if current.is_some_and(|c| info.endpoints.contains(&c)) {
+        return;
+    }
+    let recent = peer
+        .tunn
+        .lock()
+        .time_since_last_handshake()
+        .is_some_and(|t| t < Duration::from_secs(180));
+    if current.is_none() || !recent {
+        peer.set_endpoint(*first);
     }
 }
 

@@ -68,6 +68,11 @@ impl Peer {
         *self.endpoint.read()
     }
 
+    /// Points the peer at `to` (control-plane decision, e.g. a new candidate).
+    pub fn set_endpoint(&self, to: SocketAddr) {
+        *self.endpoint.write() = Some(to);
+    }
+
     /// Roaming: an authenticated packet arrived from `from`; make it the endpoint.
     /// Returns true when the endpoint changed.
     #[inline]

@@ -1,0 +1,114 @@
+//! What meshd remembers about its network across restarts, in sled under the state
+//! directory: the membership (coordinator, pin, network, pending join secret) and the last
+//! netmap applied. With the netmap cached, a restarted meshd brings its tunnels back before
+//! (and without) reaching the coordinator.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use mesh_proto::control::{CertPin, JoinSecret};
+use mesh_proto::netmap::Netmap;
+use serde::{Deserialize, Serialize};
+
+const MEMBERSHIP: &[u8] = b"membership";
+const NETMAP: &[u8] = b"netmap";
+
+/// The network this node joined.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Membership {
+    /// Network name.
+    pub network: String,
+    /// Coordinator addresses, tried in order.
+    pub coordinators: Vec<String>,
+    /// The coordinator certificate pin.
+    pub pin: CertPin,
+    /// A join token's secret, kept until the coordinator has authorised this node once.
+    pub join: Option<JoinSecret>,
+}
+
+/// The sled database; every write is flushed before it returns.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    db: sled::Db,
+}
+
+impl Cache {
+    /// Opens (or creates) the cache in `dir/cache`.
+    pub fn open(dir: &Path) -> anyhow::Result<Cache> {
+        let path = dir.join("cache");
+        let db =
+            sled::open(&path).with_context(|| format!("opening state cache {}", path.display()))?;
+        Ok(Cache { db })
+    }
+
+    fn get<T: for<'de> Deserialize<'de>>(&self, key: &[u8]) -> anyhow::Result<Option<T>> {
+        match self.db.get(key)? {
+            None => Ok(None),
+            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
+                format!(
+                    "state cache entry {:?} is corrupt",
+                    String::from_utf8_lossy(key)
+                )
+            })?)),
+        }
+    }
+
+    fn put<T: Serialize>(&self, key: &[u8], value: Option<&T>) -> anyhow::Result<()> {
+        match value {
+            Some(v) => {
+                self.db.insert(key, serde_json::to_vec(v)?)?;
+            }
+            None => {
+                self.db.remove(key)?;
+            }
+        }
+        self.db.flush().context("flushing the state cache")?;
+        Ok(())
+    }
+
+    /// The membership, if this node joined a network.
+    pub fn membership(&self) -> anyhow::Result<Option<Membership>> {
+        self.get(MEMBERSHIP)
+    }
+
+    /// Stores (or with `None`, forgets) the membership.
+    pub fn set_membership(&self, m: Option<&Membership>) -> anyhow::Result<()> {
+        self.put(MEMBERSHIP, m)
+    }
+
+    /// The last netmap applied.
+    pub fn netmap(&self) -> anyhow::Result<Option<Netmap>> {
+        self.get(NETMAP)
+    }
+
+    /// Stores (or with `None`, forgets) the netmap.
+    pub fn set_netmap(&self, m: Option<&Netmap>) -> anyhow::Result<()> {
+        self.put(NETMAP, m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Membership {
+            network: "lab".into(),
+            coordinators: vec!["203.0.113.1:7443".into()],
+            pin: CertPin([1; 32]),
+            join: None,
+        };
+        {
+            let cache = Cache::open(dir.path()).unwrap();
+            assert_eq!(cache.membership().unwrap(), None);
+            cache.set_membership(Some(&m)).unwrap();
+        }
+        let cache = Cache::open(dir.path()).unwrap();
+        assert_eq!(cache.membership().unwrap(), Some(m));
+        cache.set_membership(None).unwrap();
+        assert_eq!(cache.membership().unwrap(), None);
+    }
+}

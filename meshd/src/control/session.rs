@@ -1,0 +1,298 @@
+//! One control session with the coordinator, over any byte stream (a QUIC stream in
+//! production, an in-memory pipe in tests): Hello, proof of key possession, then netmaps
+//! and changes until the stream ends. See `mesh_proto::control` for the exchange.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use mesh_proto::control::{self, ClientMsg, Hello, ServerMsg};
+use mesh_proto::netmap::Netmap;
+use mesh_proto::Key;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+
+/// How long the coordinator may take to answer during the handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How a session ended, when it ended without an IO or protocol error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The coordinator refused this node; the reason is for the operator.
+    Denied(String),
+    /// The coordinator closed the stream.
+    Closed,
+}
+
+/// What the session reports as it goes.
+pub trait Sink {
+    /// Authenticated but not authorised (never, or no longer).
+    fn pending(&mut self, message: &str);
+    /// A new netmap is in force (full or after changes).
+    fn netmap(&mut self, netmap: &Netmap);
+}
+
+/// Reads one frame.
+pub async fn read_msg<R: AsyncRead + Unpin>(r: &mut R) -> anyhow::Result<Option<ServerMsg>> {
+    let mut header = [0u8; 4];
+    match r.read_exact(&mut header).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let len = control::body_len(header)?;
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body)
+        .await
+        .context("reading a control message")?;
+    Ok(Some(control::decode(&body)?))
+}
+
+async fn write_msg<W: AsyncWrite + Unpin>(w: &mut W, msg: &ClientMsg) -> anyhow::Result<()> {
+    w.write_all(&control::encode(msg))
+        .await
+        .context("sending a control message")?;
+    w.flush().await?;
+    Ok(())
+}
+
+async fn expect_msg<R: AsyncRead + Unpin>(r: &mut R) -> anyhow::Result<ServerMsg> {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_msg(r)).await {
+        Err(_) => bail!("the coordinator did not answer within {HANDSHAKE_TIMEOUT:?}"),
+        Ok(Ok(None)) => bail!("the coordinator closed the connection during the handshake"),
+        Ok(Ok(Some(m))) => Ok(m),
+        Ok(Err(e)) => Err(e),
+    }
+}
+
+/// Runs a session. `exporter` is this connection's TLS exporter secret
+/// (`mesh_proto::control::EXPORTER_LABEL`); `netmap` is the map the node has (cached), whose
+/// version `hello.resume` names.
+pub async fn run<R, W>(
+    mut r: R,
+    mut w: W,
+    exporter: [u8; 32],
+    hello: Hello,
+    private_key: &Key,
+    mut netmap: Option<Netmap>,
+    sink: &mut impl Sink,
+) -> anyhow::Result<Outcome>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    write_msg(&mut w, &ClientMsg::Hello(hello)).await?;
+    match expect_msg(&mut r).await? {
+        ServerMsg::Challenge { ephemeral, nonce } => {
+            let proof = control::node_proof(private_key, &ephemeral, &nonce, &exporter);
+            write_msg(&mut w, &ClientMsg::Proof { proof }).await?;
+        }
+        ServerMsg::Denied { reason } => return Ok(Outcome::Denied(reason)),
+        other => bail!("protocol error: expected a challenge, got {}", kind(&other)),
+    }
+    loop {
+        let Some(msg) = read_msg(&mut r).await? else {
+            return Ok(Outcome::Closed);
+        };
+        match msg {
+            ServerMsg::Pending { message } => {
+                netmap = None;
+                sink.pending(&message);
+            }
+            ServerMsg::Denied { reason } => return Ok(Outcome::Denied(reason)),
+            ServerMsg::Netmap { netmap: full } => {
+                sink.netmap(&full);
+                netmap = Some(full);
+            }
+            ServerMsg::Changes { version, changes } => {
+                let Some(current) = netmap.as_mut() else {
+                    bail!("protocol error: changes for version {version} without a netmap");
+                };
+                current.apply(version, &changes);
+                sink.netmap(current);
+            }
+            ServerMsg::Challenge { .. } => bail!("protocol error: a second challenge"),
+        }
+    }
+}
+
+fn kind(m: &ServerMsg) -> &'static str {
+    match m {
+        ServerMsg::Challenge { .. } => "challenge",
+        ServerMsg::Pending { .. } => "pending",
+        ServerMsg::Denied { .. } => "denied",
+        ServerMsg::Netmap { .. } => "netmap",
+        ServerMsg::Changes { .. } => "changes",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh_proto::netmap::{NetworkInfo, PeerChange, PeerInfo};
+
+    #[derive(Default)]
+    struct Record {
+        pending: Vec<String>,
+        maps: Vec<Netmap>,
+    }
+
+    impl Sink for Record {
+        fn pending(&mut self, message: &str) {
+            self.pending.push(message.to_owned());
+        }
+        fn netmap(&mut self, netmap: &Netmap) {
+            self.maps.push(netmap.clone());
+        }
+    }
+
+    fn hello(key: &Key) -> Hello {
+        Hello {
+            network: "lab".into(),
+            public_key: key.public_key(),
+            name: "n1".into(),
+            version: "test".into(),
+            join: None,
+            resume: None,
+            listen_port: 51820,
+            local: vec![],
+        }
+    }
+
+    fn netmap() -> Netmap {
+        Netmap {
+            version: 1,
+            network: NetworkInfo {
+                name: "lab".into(),
+                cidr: "10.9.8.0/24".parse().unwrap(),
+                mtu: 1280,
+                keepalive: 25,
+            },
+            address: "10.9.8.1/24".parse().unwrap(),
+            name: "n1".into(),
+            peers: Default::default(),
+        }
+    }
+
+    async fn send(w: &mut (impl AsyncWrite + Unpin), m: &ServerMsg) {
+        w.write_all(&control::encode(m)).await.unwrap();
+    }
+
+    async fn recv(r: &mut (impl AsyncRead + Unpin)) -> ClientMsg {
+        let mut h = [0u8; 4];
+        r.read_exact(&mut h).await.unwrap();
+        let mut b = vec![0u8; control::body_len(h).unwrap()];
+        r.read_exact(&mut b).await.unwrap();
+        control::decode(&b).unwrap()
+    }
+
+    /// A scripted coordinator: checks the proof, then sends a netmap, a change, pending.
+    #[tokio::test]
+    async fn full_exchange() {
+        let node = Key::clamp_private([3; 32]);
+        let eph = Key::clamp_private([4; 32]);
+        let nonce = Key([5; 32]);
+        let exporter = [6; 32];
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let (cr, cw) = tokio::io::split(client);
+        let (mut sr, mut sw) = tokio::io::split(server);
+        let coordinator = tokio::spawn(async move {
+            let ClientMsg::Hello(h) = recv(&mut sr).await else {
+                panic!("no hello")
+            };
+            send(
+                &mut sw,
+                &ServerMsg::Challenge {
+                    ephemeral: eph.public_key(),
+                    nonce,
+                },
+            )
+            .await;
+            let ClientMsg::Proof { proof } = recv(&mut sr).await else {
+                panic!("no proof")
+            };
+            assert_eq!(
+                proof,
+                control::expected_proof(&eph, &h.public_key, &nonce, &exporter)
+            );
+            send(&mut sw, &ServerMsg::Netmap { netmap: netmap() }).await;
+            let peer = PeerInfo {
+                public_key: Key([9; 32]),
+                name: "n2".into(),
+                address: "10.9.8.2".parse().unwrap(),
+                allowed_ips: vec!["10.9.8.2/32".parse().unwrap()],
+                endpoints: vec![],
+            };
+            send(
+                &mut sw,
+                &ServerMsg::Changes {
+                    version: 2,
+                    changes: vec![PeerChange::Upsert { peer }],
+                },
+            )
+            .await;
+            send(
+                &mut sw,
+                &ServerMsg::Pending {
+                    message: "deauthorized".into(),
+                },
+            )
+            .await;
+            send(
+                &mut sw,
+                &ServerMsg::Denied {
+                    reason: "removed".into(),
+                },
+            )
+            .await;
+        });
+        let mut rec = Record::default();
+        let outcome = run(cr, cw, exporter, hello(&node), &node, None, &mut rec)
+            .await
+            .unwrap();
+        coordinator.await.unwrap();
+        assert_eq!(outcome, Outcome::Denied("removed".into()));
+        assert_eq!(rec.maps.len(), 2);
+        assert_eq!(rec.maps[1].version, 2);
+        assert_eq!(rec.maps[1].peers.len(), 1);
+        assert_eq!(rec.pending, vec!["deauthorized".to_owned()]);
+    }
+
+    #[tokio::test]
+    async fn changes_without_netmap_is_an_error() {
+        let node = Key::clamp_private([3; 32]);
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let (cr, cw) = tokio::io::split(client);
+        let (mut sr, mut sw) = tokio::io::split(server);
+        tokio::spawn(async move {
+            let _ = recv(&mut sr).await;
+            send(
+                &mut sw,
+                &ServerMsg::Challenge {
+                    ephemeral: Key([1; 32]),
+                    nonce: Key([2; 32]),
+                },
+            )
+            .await;
+            let _ = recv(&mut sr).await;
+            send(
+                &mut sw,
+                &ServerMsg::Changes {
+                    version: 2,
+                    changes: vec![],
+                },
+            )
+            .await;
+        });
+        let err = run(
+            cr,
+            cw,
+            [0; 32],
+            hello(&node),
+            &node,
+            None,
+            &mut Record::default(),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("without a netmap"), "{err}");
+    }
+}
