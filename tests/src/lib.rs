@@ -1,1 +1,36 @@
-//! Harness: see lab.rs
+//! The end-to-end harness: real `meshd` binaries (and wireguard-go as a reference peer) in
+//! network namespaces, with veth links, an "internet" namespace, NAT routers and UDP loss.
+//!
+//! - [`Netns`]: one namespace; dropping it kills what runs inside and deletes it.
+//! - [`Lab`]: owns a test's namespaces; hosts, links, the internet bridge/router,
+//!   [`Lab::nat_router`], plus [`set_udp_loss`], [`ping`] and [`wait_until`].
+//! - [`Meshd`]: writes a config into a private temporary directory, runs meshd in a
+//!   namespace, reads its status (via `meshctl status --json`, or the socket directly),
+//!   kills and restarts it.
+//! - [`WgGo`]: wireguard-go configured with `wg`, for interoperability tests and for
+//!   checking the lab itself.
+//! - [`topo`]: ready-made meshd topologies (full mesh on the internet, a linked pair).
+//! - [`xfer`]: checksummed TCP transfers and UDP junk through the `wm-xfer` tool.
+//!
+//! Rules the harness enforces for every test: it needs root and fails (never skips) without
+//! it; every name (namespace, interface, directory) carries the pid and a counter so tests
+//! may run in parallel; underlay traffic stays in documentation ranges inside the test's
+//! own namespaces; everything is removed in `Drop`, also when a test panics (then the
+//! daemons' logs are printed too).
+//!
+//! Deliberately left out: anything that needs the coordinator, and timing assertions other
+//! than the explicit bounds the tests state.
+
+pub mod lab;
+pub mod meshd;
+pub mod netns;
+pub mod topo;
+pub mod util;
+pub mod wg;
+pub mod xfer;
+
+pub use lab::{parse_ping_loss, ping, ping_once, ping_with, set_udp_loss, Lab, NatKind, NatRouter};
+pub use meshd::{Meshd, MeshdConfig};
+pub use netns::{cleanup_stale, Netns};
+pub use util::{require_root, wait_until, TempDir};
+pub use wg::{NodeKey, Peer, WgGo};

@@ -1,0 +1,393 @@
+//! Runs the real `meshd` in a namespace and reads its status.
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use serde_json::Value;
+
+use crate::netns::{self, Netns};
+use crate::util::{self, TempDir};
+use crate::wg::{NodeKey, Peer};
+
+/// Everything that goes into a meshd config file.
+#[derive(Debug, Clone)]
+pub struct MeshdConfig {
+    /// TUN name; [`MeshdConfig::new`] picks a unique one.
+    pub interface: String,
+    /// UDP port.
+    pub listen_port: u16,
+    /// Overlay address with prefix, e.g. `"10.9.8.1/24"`.
+    pub address: String,
+    /// Interface MTU (the tests use 1280).
+    pub mtu: u16,
+    /// The private key; None lets meshd generate `<state-dir>/node.key` on first start.
+    pub key: Option<NodeKey>,
+    /// Static peers.
+    pub peers: Vec<Peer>,
+}
+
+impl MeshdConfig {
+    /// A config with a unique interface name, MTU 1280 and no peers.
+    pub fn new(address: &str, listen_port: u16, key: Option<NodeKey>) -> MeshdConfig {
+        MeshdConfig {
+            interface: util::unique_ifname("wm"),
+            listen_port,
+            address: address.to_owned(),
+            mtu: 1280,
+            key,
+            peers: Vec::new(),
+        }
+    }
+
+    /// Adds a peer (builder style).
+    pub fn peer(mut self, peer: Peer) -> MeshdConfig {
+        self.peers.push(peer);
+        self
+    }
+
+    /// The TOML text, with `private-key-file` pointing at `key_file` when a key is set.
+    pub fn to_toml(&self, key_file: Option<&Path>) -> String {
+        // JSON strings are valid TOML basic strings for everything written here.
+        let q = |s: &str| serde_json::Value::String(s.to_owned()).to_string();
+        let mut t = String::new();
+        t.push_str(&format!("interface = {}\n", q(&self.interface)));
+        t.push_str(&format!("listen-port = {}\n", self.listen_port));
+        t.push_str(&format!("address = {}\n", q(&self.address)));
+        t.push_str(&format!("mtu = {}\n", self.mtu));
+        if let Some(f) = key_file {
+            t.push_str(&format!("private-key-file = {}\n", q(&f.to_string_lossy())));
+        }
+        for p in &self.peers {
+            t.push_str("\n[[peer]]\n");
+            t.push_str(&format!("public-key = {}\n", q(&p.public_key)));
+            if let Some(ep) = &p.endpoint {
+                t.push_str(&format!("endpoint = {}\n", q(ep)));
+            }
+            let ips: Vec<String> = p.allowed_ips.iter().map(|i| q(i)).collect();
+            t.push_str(&format!("allowed-ips = [{}]\n", ips.join(", ")));
+            if let Some(k) = p.persistent_keepalive {
+                t.push_str(&format!("persistent-keepalive = {k}\n"));
+            }
+        }
+        t
+    }
+}
+
+/// A running (or deliberately killed) meshd. Its config, state directory, socket and log
+/// live in a private temporary directory. Dropping it stops meshd and removes the
+/// directory; when the thread is panicking it first prints the end of meshd's log.
+#[derive(Debug)]
+pub struct Meshd {
+    ns: Arc<Netns>,
+    config: MeshdConfig,
+    dir: TempDir,
+    config_path: PathBuf,
+    state_dir: PathBuf,
+    socket: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+    name: String,
+}
+
+impl Meshd {
+    /// Writes the config and starts meshd in `ns`; returns once its API socket answers.
+    /// `name` labels log output ("a", "b", ...).
+    pub fn start(ns: &Arc<Netns>, name: &str, config: MeshdConfig) -> anyhow::Result<Meshd> {
+        let dir = TempDir::new(&format!("meshd-{name}"))?;
+        let config_path = dir.path().join("meshd.toml");
+        let state_dir = dir.path().join("state");
+        let socket = dir.path().join("meshd.sock");
+        let log = dir.path().join("meshd.log");
+        {
+            use std::os::unix::fs::DirBuilderExt as _;
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&state_dir)
+                .with_context(|| format!("creating {}", state_dir.display()))?;
+        }
+        let key_file = match &config.key {
+            Some(k) => {
+                let f = dir.path().join("private.key");
+                util::write_file_mode(&f, &format!("{}\n", k.private), 0o600)?;
+                Some(f)
+            }
+            None => None,
+        };
+        util::write_file_mode(&config_path, &config.to_toml(key_file.as_deref()), 0o644)?;
+        let mut m = Meshd {
+            ns: ns.clone(),
+            config,
+            dir,
+            config_path,
+            state_dir,
+            socket,
+            log,
+            child: None,
+            name: name.to_owned(),
+        };
+        m.spawn()?;
+        Ok(m)
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let meshd = util::binary("meshd")?;
+        let _ = std::fs::remove_file(&self.socket);
+        let level = std::env::var("MESHD_LOG").unwrap_or_else(|_| "info".to_owned());
+        let argv = [
+            meshd.to_string_lossy().into_owned(),
+            "--config".into(),
+            self.config_path.to_string_lossy().into_owned(),
+            "--state-dir".into(),
+            self.state_dir.to_string_lossy().into_owned(),
+            "--socket".into(),
+            self.socket.to_string_lossy().into_owned(),
+        ];
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.log)?;
+            writeln!(
+                f,
+                "==== harness: starting meshd {} (MESHD_LOG={level}) ====",
+                self.name
+            )?;
+        }
+        self.child = Some(
+            self.ns
+                .spawn_logged(&argv, &[("MESHD_LOG", &level)], &self.log)?,
+        );
+        let start = Instant::now();
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    self.child = None;
+                    bail!(
+                        "meshd {} exited during start-up ({status}); config:\n{}\nlog:\n{}",
+                        self.name,
+                        std::fs::read_to_string(&self.config_path).unwrap_or_default(),
+                        self.log_tail(40)
+                    );
+                }
+            }
+            match self.status_via_socket() {
+                Ok(_) => return Ok(()),
+                Err(e) if start.elapsed() > Duration::from_secs(10) => {
+                    bail!(
+                        "meshd {} did not answer on {} within 10 s: {e:#}\nlog:\n{}",
+                        self.name,
+                        self.socket.display(),
+                        self.log_tail(40)
+                    );
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
+    /// The node's label.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The namespace meshd runs in.
+    pub fn ns(&self) -> &Arc<Netns> {
+        &self.ns
+    }
+
+    /// The config it was started with.
+    pub fn config(&self) -> &MeshdConfig {
+        &self.config
+    }
+
+    /// The overlay address without prefix length.
+    pub fn overlay_ip(&self) -> &str {
+        self.config
+            .address
+            .split('/')
+            .next()
+            .unwrap_or(&self.config.address)
+    }
+
+    /// The API socket path.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The state directory.
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// The private temporary directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// True while the meshd process runs.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// The node's status object (the `status` of `{"ok":true,"status":{...}}`).
+    ///
+    /// Asks `meshctl --socket PATH status --json` first; while meshctl is not usable
+    /// (missing, or prints no JSON) talks to the socket directly.
+    pub fn status(&self) -> anyhow::Result<Value> {
+        match self.status_via_meshctl() {
+            Ok(Some(v)) => Ok(v),
+            Ok(None) => self.status_via_socket(),
+            Err(e) => self
+                .status_via_socket()
+                .map_err(|e2| e2.context(format!("meshctl failed too: {e:#}"))),
+        }
+    }
+
+    /// `meshctl --socket PATH status --json`, unwrapped to the status object; `Ok(None)` when
+    /// meshctl is missing or prints no JSON.
+    pub fn status_via_meshctl(&self) -> anyhow::Result<Option<Value>> {
+        let Ok(meshctl) = util::binary("meshctl") else {
+            return Ok(None);
+        };
+        let out = util::output(
+            Command::new(meshctl)
+                .arg("--socket")
+                .arg(&self.socket)
+                .args(["status", "--json"]),
+        )?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let Ok(v) = serde_json::from_str::<Value>(text.trim()) else {
+            if out.status.success() {
+                return Ok(None);
+            }
+            bail!(
+                "meshctl status --json failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        };
+        Ok(Some(unwrap_status(v)?))
+    }
+
+    /// The status straight from the unix socket (`{"cmd":"status"}`).
+    pub fn status_via_socket(&self) -> anyhow::Result<Value> {
+        let mut s = UnixStream::connect(&self.socket)
+            .with_context(|| format!("connecting to {}", self.socket.display()))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(b"{\"cmd\":\"status\"}\n")?;
+        let mut line = String::new();
+        BufReader::new(s)
+            .read_line(&mut line)
+            .context("reading the status reply")?;
+        let v: Value = serde_json::from_str(line.trim())
+            .with_context(|| format!("status reply is not JSON: {line:?}"))?;
+        unwrap_status(v)
+    }
+
+    /// `meshctl --socket PATH status` (the human form), or an error when meshctl fails.
+    pub fn meshctl_status_text(&self) -> anyhow::Result<String> {
+        let meshctl = util::binary("meshctl")?;
+        util::run(
+            Command::new(meshctl)
+                .arg("--socket")
+                .arg(&self.socket)
+                .arg("status"),
+        )
+    }
+
+    /// The node's public key as status reports it.
+    pub fn public_key(&self) -> anyhow::Result<String> {
+        let s = self.status()?;
+        s["public-key"]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("status has no public-key: {s}"))
+    }
+
+    /// The status entry of the peer with `public_key`.
+    pub fn peer_status(&self, public_key: &str) -> anyhow::Result<Value> {
+        let s = self.status()?;
+        s["peers"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["public-key"] == public_key))
+            .cloned()
+            .with_context(|| format!("no peer {public_key} in status: {s}"))
+    }
+
+    /// A drop counter (`"bad-source"`, `"unknown-peer"`, `"invalid"`, `"no-route"`).
+    pub fn dropped(&self, counter: &str) -> anyhow::Result<u64> {
+        let s = self.status()?;
+        s["dropped"][counter]
+            .as_u64()
+            .with_context(|| format!("status has no dropped.{counter}: {s}"))
+    }
+
+    /// Kills meshd with SIGKILL (no chance to clean up) and waits for it.
+    pub fn kill9(&mut self) -> anyhow::Result<()> {
+        if let Some(mut c) = self.child.take() {
+            c.kill().context("killing meshd")?;
+            c.wait().context("waiting for meshd")?;
+        }
+        Ok(())
+    }
+
+    /// Starts meshd again with the same config, state directory and socket (kills it first
+    /// if it still runs); returns once the API answers.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill9()?;
+        self.spawn()
+    }
+
+    /// The last `lines` lines of meshd's log (stdout and stderr, across restarts).
+    pub fn log_tail(&self, lines: usize) -> String {
+        util::tail(&self.log, lines)
+    }
+
+    /// The whole log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+fn unwrap_status(v: Value) -> anyhow::Result<Value> {
+    if v.get("ok").is_some() {
+        if v["ok"] != true {
+            bail!("meshd answered an error: {v}");
+        }
+        return v
+            .get("status")
+            .cloned()
+            .with_context(|| format!("reply without status: {v}"));
+    }
+    Ok(v)
+}
+
+impl Drop for Meshd {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "---- meshd {} log (last 60 lines) ----\n{}",
+                self.name,
+                self.log_tail(60)
+            );
+        }
+        if let Some(mut child) = self.child.take() {
+            netns::signal(&[child.id()], "TERM");
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
