@@ -1,13 +1,18 @@
 //! Flags and subcommands.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use ipnet::IpNet;
+
+use crate::duration;
 
 /// Where meshd listens unless told otherwise (meshd's `--socket` default).
 pub const DEFAULT_SOCKET: &str = "/run/meshd/meshd.sock";
 
-/// wiremesh command line: node status and keys
+/// wiremesh command line: node status, keys, joining networks, coordinator admin
 #[derive(Debug, Parser)]
 #[command(name = "meshctl", version, about)]
 pub struct Cli {
@@ -37,6 +42,205 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Join a network through its coordinator, then wait until this node is in it.
+    ///
+    /// With a token (from `meshctl admin token create`) the node is authorised at once.
+    /// With `--coordinator` and `--pin` it waits as pending until an admin authorises it.
+    Join(JoinArgs),
+    /// Leave the network: meshd forgets the membership, its cached netmap and its peers.
+    Leave {
+        /// The network to leave.
+        network: String,
+    },
+    /// Manage networks, members and join tokens through the coordinator's admin API.
+    Admin(AdminArgs),
+}
+
+/// `meshctl join`.
+#[derive(Debug, Args)]
+pub struct JoinArgs {
+    /// The network to join.
+    pub network: String,
+    /// A `wm1_…` join token; it names the coordinator and its pin (not with --coordinator).
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// The coordinator's control address, when joining without a token (needs --pin).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub coordinator: Option<String>,
+    /// The coordinator certificate's SHA-256, as `coordinator` prints it.
+    #[arg(long, value_name = "sha256:HEX")]
+    pub pin: Option<String>,
+    /// Return as soon as meshd took the request.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// When pending, keep waiting until an admin authorises this node.
+    #[arg(long, conflicts_with = "no_wait")]
+    pub wait_authorized: bool,
+    /// Give up waiting after this long (30s, 15m, 1h).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration::parse_arg)]
+    pub timeout: Duration,
+    /// Print the final membership status as JSON instead of progress lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `meshctl admin`: where the admin API is and how to authenticate.
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// The coordinator's admin API, e.g. http://127.0.0.1:7480.
+    #[arg(long, global = true, value_name = "URL", env = "MESHCTL_ADMIN_URL")]
+    pub coordinator: Option<String>,
+    /// File holding the admin token (the coordinator writes it to DATA_DIR/admin.token).
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "MESHCTL_ADMIN_TOKEN_FILE"
+    )]
+    pub token_file: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create, list, show and delete networks.
+    Network {
+        #[command(subcommand)]
+        command: NetworkCommand,
+    },
+    /// List a network's members.
+    Members {
+        /// The network.
+        network: String,
+        #[command(flatten)]
+        output: JsonFlag,
+    },
+    /// Let a member into the network.
+    Authorize(MemberArgs),
+    /// Take a member out of the network (its record and address are kept).
+    Deauthorize(MemberArgs),
+    /// Delete a member and free its address.
+    DeleteMember {
+        /// The network.
+        network: String,
+        /// The member: its name, public key or fingerprint (8+ characters of the key).
+        node: String,
+    },
+    /// Rename a member.
+    Rename {
+        /// The network.
+        network: String,
+        /// The member: its name, public key or fingerprint (8+ characters of the key).
+        node: String,
+        /// The new name.
+        new_name: String,
+        #[command(flatten)]
+        output: JsonFlag,
+    },
+    /// Give a member another overlay address (inside the network, not in use).
+    SetAddress {
+        /// The network.
+        network: String,
+        /// The member: its name, public key or fingerprint (8+ characters of the key).
+        node: String,
+        /// The new address.
+        ip: IpAddr,
+        #[command(flatten)]
+        output: JsonFlag,
+    },
+    /// Create, list and revoke join tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+/// A member of a network, and the output format.
+#[derive(Debug, Args)]
+pub struct MemberArgs {
+    /// The network.
+    pub network: String,
+    /// The member: its name, public key or fingerprint (8+ characters of the key).
+    pub node: String,
+    #[command(flatten)]
+    pub output: JsonFlag,
+}
+
+/// `--json` on commands that answer with data.
+#[derive(Debug, Args)]
+pub struct JsonFlag {
+    /// Print the API's JSON answer.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NetworkCommand {
+    /// Create a network.
+    Create {
+        /// 1 to 32 characters of a-z, 0-9 and '-'.
+        name: String,
+        /// The overlay prefix members get addresses from, e.g. 10.9.8.0/24.
+        #[arg(long)]
+        cidr: IpNet,
+        /// Interface MTU for members [coordinator default: 1280].
+        #[arg(long, value_name = "N")]
+        mtu: Option<u16>,
+        /// Persistent keepalive in seconds, 0 for off [coordinator default: 25].
+        #[arg(long, value_name = "S")]
+        keepalive: Option<u16>,
+        #[command(flatten)]
+        output: JsonFlag,
+    },
+    /// List networks.
+    List {
+        #[command(flatten)]
+        output: JsonFlag,
+    },
+    /// Show one network.
+    Show {
+        /// The network.
+        name: String,
+        #[command(flatten)]
+        output: JsonFlag,
+    },
+    /// Delete a network and all its members and tokens.
+    Delete {
+        /// The network.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a join token; the token itself is the last line of output.
+    Create {
+        /// The network it admits to.
+        network: String,
+        /// Usable by any number of nodes (default: one node).
+        #[arg(long)]
+        reusable: bool,
+        /// Expire after this long (30m, 24h, 7d) [default: never].
+        #[arg(long, value_name = "DURATION", value_parser = duration::parse_arg)]
+        expires: Option<Duration>,
+        #[command(flatten)]
+        output: JsonFlag,
+    },
+    /// List a network's join tokens (never their secrets).
+    List {
+        /// The network.
+        network: String,
+        #[command(flatten)]
+        output: JsonFlag,
+    },
+    /// Revoke a join token.
+    Revoke {
+        /// The network.
+        network: String,
+        /// The token's id (from `token list`).
+        id: String,
+    },
 }
 
 #[cfg(test)]
@@ -60,5 +264,53 @@ mod tests {
         assert_eq!(before.connect.socket, PathBuf::from("/a"));
         assert_eq!(after.connect.socket, PathBuf::from("/b"));
         assert!(matches!(after.command, Command::Status { json: true }));
+    }
+
+    #[test]
+    fn admin_flags_go_anywhere() {
+        let cli = Cli::try_parse_from([
+            "meshctl",
+            "admin",
+            "members",
+            "lab",
+            "--coordinator",
+            "http://127.0.0.1:7480",
+            "--token-file",
+            "/t",
+            "--json",
+        ]);
+        let Ok(Cli {
+            command: Command::Admin(admin),
+            ..
+        }) = cli
+        else {
+            panic!("not parsed: {cli:?}")
+        };
+        assert_eq!(admin.coordinator.as_deref(), Some("http://127.0.0.1:7480"));
+        assert_eq!(admin.token_file, Some(PathBuf::from("/t")));
+        assert!(matches!(
+            admin.command,
+            AdminCommand::Members {
+                output: JsonFlag { json: true },
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn join_timeout_default_and_no_wait_conflict() {
+        let Ok(Cli {
+            command: Command::Join(join),
+            ..
+        }) = Cli::try_parse_from(["meshctl", "join", "lab", "--token", "wm1_x"])
+        else {
+            panic!("join not parsed")
+        };
+        assert_eq!(join.timeout, Duration::from_secs(30));
+        assert!(
+            Cli::try_parse_from(["meshctl", "join", "lab", "--no-wait", "--wait-authorized"])
+                .is_err()
+        );
+        assert!(Cli::try_parse_from(["meshctl", "join", "lab", "--timeout", "5"]).is_err());
     }
 }

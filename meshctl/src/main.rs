@@ -1,15 +1,21 @@
 //! meshctl: the wiremesh command line.
 //!
-//! Key tools that behave exactly like `wg genkey` / `wg pubkey`, and `status`, which asks
-//! the local `meshd` over its unix socket (see [`mesh_proto::api`]) and prints the answer
-//! like `wg show`, or as JSON.
+//! Key tools that behave exactly like `wg genkey` / `wg pubkey`; `status`, `join` and
+//! `leave`, which talk to the local `meshd` over its unix socket (see [`mesh_proto::api`]);
+//! and `admin`, a client of the coordinator's admin HTTP API (see [`mesh_proto::admin`]).
 //!
-//! Kept thin: flags in [`cli`], the commands in [`keys`] and [`status`]. Every error is
-//! printed as one line, `meshctl: …`, with exit code 1.
+//! Kept thin: flags in [`cli`], the local API client in [`local`], the commands in [`keys`],
+//! [`status`], [`join`] and [`admin`]. Every error is printed as one line, `meshctl: …`,
+//! with exit code 1.
 
+mod admin;
 mod cli;
+mod duration;
+mod join;
 mod keys;
+mod local;
 mod status;
+mod table;
 
 use std::io::{self, Write as _};
 
@@ -38,6 +44,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Genkey => keys::genkey(&mut out)?,
         Command::Pubkey => keys::pubkey(&mut io::stdin().lock(), &mut out)?,
         Command::Status { json } => status::run(&cli.connect.socket, json, &mut out)?,
+        Command::Join(args) => join::join(&cli.connect.socket, &args, &mut out)?,
+        Command::Leave { network } => join::leave(&cli.connect.socket, &network, &mut out)?,
+        Command::Admin(args) => admin::run(args, &mut out)?,
     }
     out.flush()?;
     Ok(())

@@ -1,21 +1,15 @@
 //! `status`: ask meshd over its unix socket and print the answer like `wg show`.
 //!
-//! One exchange per run (see [`mesh_proto::api`]): connect, write `{"cmd":"status"}\n`,
-//! read one line of JSON. Connecting, sending and reading share one [`TIMEOUT`].
+//! One exchange per run through [`crate::local`]: `{"cmd":"status"}` out, one line of JSON
+//! back.
 
 use std::fmt::Write as _;
-use std::io::{self, Read as _, Write};
-use std::os::unix::net::UnixStream;
+use std::io::Write;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
-use mesh_proto::api::{Request, Response, Status};
-use socket2::{Domain, SockAddr, Socket, Type};
+use mesh_proto::api::{ControlState, ControlStatus, Request, Response, Status};
 
-/// How long meshd has to accept, take the request and answer.
-pub const TIMEOUT: Duration = Duration::from_secs(5);
-/// Largest answer accepted; a status with thousands of peers is well below this.
-const MAX_ANSWER: usize = 16 << 20;
+use crate::local::{self, one_line};
 
 /// Queries meshd at `socket` and prints its status, as text or pretty JSON.
 pub fn run(socket: &Path, json: bool, out: &mut impl Write) -> anyhow::Result<()> {
@@ -31,109 +25,8 @@ pub fn run(socket: &Path, json: bool, out: &mut impl Write) -> anyhow::Result<()
 
 /// One status exchange; the error is a complete one-line message.
 pub fn query(socket: &Path) -> Result<Status, String> {
-    let deadline = Instant::now() + TIMEOUT;
-    let shown = socket.display();
-    let timed_out = || {
-        format!(
-            "meshd at {shown} did not answer within {} seconds",
-            TIMEOUT.as_secs()
-        )
-    };
-
-    let mut stream = connect(socket).map_err(|e| {
-        if is_timeout(&e) {
-            timed_out()
-        } else {
-            describe_connect_error(socket, &e)
-        }
-    })?;
-
-    let mut request = serde_json::to_string(&Request::Status).map_err(|e| e.to_string())?;
-    request.push('\n');
-    stream
-        .set_write_timeout(Some(left(deadline).ok_or_else(timed_out)?))
-        .and_then(|()| stream.write_all(request.as_bytes()))
-        .map_err(|e| {
-            if is_timeout(&e) {
-                timed_out()
-            } else {
-                format!("sending to meshd at {shown}: {}", io_reason(&e))
-            }
-        })?;
-
-    let line = read_line(&mut stream, deadline).map_err(|e| {
-        if is_timeout(&e) {
-            timed_out()
-        } else {
-            format!("reading from meshd at {shown}: {}", io_reason(&e))
-        }
-    })?;
-    if line.iter().all(u8::is_ascii_whitespace) {
-        return Err(format!(
-            "meshd at {shown} closed the connection without answering"
-        ));
-    }
-    parse_answer(&line).map_err(|e| format!("meshd at {shown}: {e}"))
-}
-
-fn connect(socket: &Path) -> io::Result<UnixStream> {
-    let addr = SockAddr::unix(socket)?;
-    let sock = Socket::new(Domain::UNIX, Type::STREAM, None)?;
-    sock.connect_timeout(&addr, TIMEOUT)?;
-    Ok(UnixStream::from(std::os::fd::OwnedFd::from(sock)))
-}
-
-/// `cannot reach meshd at PATH: REASON (HINT)`.
-fn describe_connect_error(socket: &Path, e: &io::Error) -> String {
-    let hint = match e.kind() {
-        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => " (is meshd running?)",
-        io::ErrorKind::PermissionDenied => " (the socket is root-only; try sudo)",
-        _ => "",
-    };
-    format!(
-        "cannot reach meshd at {}: {}{hint}",
-        socket.display(),
-        io_reason(e)
-    )
-}
-
-fn left(deadline: Instant) -> Option<Duration> {
-    Some(deadline.saturating_duration_since(Instant::now())).filter(|d| !d.is_zero())
-}
-
-fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-    )
-}
-
-/// Reads up to the first newline (or EOF), giving up at `deadline`.
-fn read_line(stream: &mut UnixStream, deadline: Instant) -> io::Result<Vec<u8>> {
-    let mut line = Vec::new();
-    let mut chunk = [0u8; 8192];
-    loop {
-        let Some(timeout) = left(deadline) else {
-            return Err(io::ErrorKind::TimedOut.into());
-        };
-        stream.set_read_timeout(Some(timeout))?;
-        let n = match stream.read(&mut chunk) {
-            Ok(0) => return Ok(line),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if let Some(end) = chunk[..n].iter().position(|&b| b == b'\n') {
-            line.extend_from_slice(&chunk[..end]);
-            return Ok(line);
-        }
-        line.extend_from_slice(&chunk[..n]);
-        if line.len() > MAX_ANSWER {
-            return Err(io::Error::other(format!(
-                "answer longer than {MAX_ANSWER} bytes"
-            )));
-        }
-    }
+    let line = local::exchange(socket, &Request::Status)?;
+    parse_answer(&line).map_err(|e| format!("meshd at {}: {e}", socket.display()))
 }
 
 /// Decodes meshd's answer; an error answer becomes `Err` with meshd's reason.
@@ -171,6 +64,9 @@ pub fn render(status: &Status) -> String {
         let _ = writeln!(s, "  address: {address}");
     }
     let _ = writeln!(s, "  mtu: {}", status.mtu);
+    if let Some(control) = &status.control {
+        render_control(&mut s, control, &status.public_key.fingerprint());
+    }
     for peer in &status.peers {
         let _ = writeln!(s, "\npeer: {}", peer.public_key);
         if let Some(endpoint) = peer.endpoint {
@@ -213,6 +109,44 @@ pub fn render(status: &Status) -> String {
         }
     }
     s
+}
+
+/// The membership section: network, coordinators, state, message, netmap version.
+fn render_control(s: &mut String, control: &ControlStatus, fingerprint: &str) {
+    let _ = writeln!(s, "\nnetwork: {}", control.network);
+    let label = if control.coordinators.len() == 1 {
+        "coordinator"
+    } else {
+        "coordinators"
+    };
+    let _ = writeln!(s, "  {label}: {}", control.coordinators.join(", "));
+    let state = state_name(control.state);
+    if control.state == ControlState::Pending {
+        let _ = writeln!(
+            s,
+            "  state: {state} (an admin must authorise fingerprint {fingerprint}: \
+             meshctl admin … authorize {} {fingerprint})",
+            control.network
+        );
+    } else {
+        let _ = writeln!(s, "  state: {state}");
+    }
+    if let Some(message) = &control.message {
+        let _ = writeln!(s, "  message: {}", one_line(message));
+    }
+    if let Some(version) = control.netmap_version {
+        let _ = writeln!(s, "  netmap version: {version}");
+    }
+}
+
+/// A control state as meshd serializes it (`connecting`, `pending`, …).
+pub fn state_name(state: ControlState) -> &'static str {
+    match state {
+        ControlState::Connecting => "connecting",
+        ControlState::Pending => "pending",
+        ControlState::Connected => "connected",
+        ControlState::Denied => "denied",
+    }
 }
 
 /// `wg show`'s durations: `1 day, 2 hours, 1 minute, 5 seconds`, zero parts left out.
@@ -259,22 +193,6 @@ fn bytes(n: u64) -> String {
     }
 }
 
-fn io_reason(e: &io::Error) -> String {
-    let text = e.to_string();
-    match text.rfind(" (os error ") {
-        Some(i) if e.raw_os_error().is_some() => text[..i].to_owned(),
-        _ => text,
-    }
-}
-
-fn one_line(text: &str) -> String {
-    text.split(['\r', '\n'])
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -313,15 +231,52 @@ mod tests {
     }
 
     #[test]
-    fn connect_errors() {
-        let path = Path::new("/run/meshd/meshd.sock");
-        for (errno, want) in [
-            (2, "cannot reach meshd at /run/meshd/meshd.sock: No such file or directory (is meshd running?)"),
-            (13, "cannot reach meshd at /run/meshd/meshd.sock: Permission denied (the socket is root-only; try sudo)"),
-            (111, "cannot reach meshd at /run/meshd/meshd.sock: Connection refused (is meshd running?)"),
-            (20, "cannot reach meshd at /run/meshd/meshd.sock: Not a directory"),
+    fn control_section() {
+        let control =
+            |state, message: Option<&str>, coordinators: &[&str], version| ControlStatus {
+                network: "lab".to_owned(),
+                coordinators: coordinators.iter().map(|c| (*c).to_owned()).collect(),
+                state,
+                message: message.map(str::to_owned),
+                netmap_version: version,
+            };
+        let mut s = String::new();
+        render_control(
+            &mut s,
+            &control(
+                ControlState::Connected,
+                None,
+                &["203.0.113.1:7443"],
+                Some(7),
+            ),
+            "m9OJrAFV",
+        );
+        assert_eq!(
+            s,
+            "\nnetwork: lab\n  coordinator: 203.0.113.1:7443\n  state: connected\n  netmap version: 7\n"
+        );
+        let mut s = String::new();
+        render_control(
+            &mut s,
+            &control(
+                ControlState::Pending,
+                Some("wait\nfor it"),
+                &["a:1", "b:2"],
+                None,
+            ),
+            "m9OJrAFV",
+        );
+        assert_eq!(
+            s,
+            "\nnetwork: lab\n  coordinators: a:1, b:2\n  state: pending (an admin must authorise fingerprint m9OJrAFV: meshctl admin … authorize lab m9OJrAFV)\n  message: wait; for it\n"
+        );
+        for state in [
+            ControlState::Connecting,
+            ControlState::Pending,
+            ControlState::Connected,
+            ControlState::Denied,
         ] {
-            assert_eq!(describe_connect_error(path, &io::Error::from_raw_os_error(errno)), want);
+            assert_eq!(serde_json::to_value(state).unwrap(), state_name(state));
         }
     }
 

@@ -1,0 +1,536 @@
+//! `meshctl admin`: the coordinator's admin API from the command line.
+//!
+//! Each command is one HTTP call ([`client`]); the answer is printed as text (tables for
+//! listings) or, with `--json`, as the API's own JSON, pretty-printed and otherwise
+//! untouched (fields this meshctl does not know yet included).
+
+mod client;
+
+use std::fmt::Write as _;
+use std::io::{Read as _, Write};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::anyhow;
+use mesh_proto::admin::{
+    CreateNetwork, CreateToken, MemberView, NetworkView, TokenCreated, TokenView, UpdateMember,
+};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::cli::{AdminArgs, AdminCommand, JsonFlag, MemberArgs, NetworkCommand, TokenCommand};
+use crate::duration;
+use crate::local::io_reason;
+use crate::table;
+use client::{api_path, Client};
+
+/// A token file is a line of text; anything bigger is the wrong file.
+const MAX_TOKEN_FILE: u64 = 4096;
+
+/// Runs one admin command.
+pub fn run(args: AdminArgs, out: &mut impl Write) -> anyhow::Result<()> {
+    let url = args.coordinator.as_deref().ok_or_else(|| {
+        anyhow!("admin needs the coordinator's admin URL: give --coordinator URL or set MESHCTL_ADMIN_URL")
+    })?;
+    let file = args.token_file.as_deref().ok_or_else(|| {
+        anyhow!(
+            "admin needs the admin token: give --token-file FILE or set MESHCTL_ADMIN_TOKEN_FILE"
+        )
+    })?;
+    let token = read_token(file).map_err(anyhow::Error::msg)?;
+    let client = Client::new(url, &token).map_err(anyhow::Error::msg)?;
+    let text = command(&client, args.command, unix_now())?;
+    out.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// The admin token from `path`: one line, a trailing newline allowed. A token file others
+/// can read gets a warning (meshd refuses such key files; a token can be re-read from the
+/// coordinator's data dir, so here a warning is enough).
+fn read_token(path: &Path) -> Result<String, String> {
+    let shown = path.display();
+    let file = std::fs::File::open(path)
+        .map_err(|e| format!("reading the admin token from {shown}: {}", io_reason(&e)))?;
+    if let Ok(meta) = file.metadata() {
+        let mode = meta.permissions().mode();
+        if meta.is_file() && mode & 0o077 != 0 {
+            eprintln!(
+                "meshctl: warning: {shown} is accessible to group or others (mode {:04o}); chmod 600 it",
+                mode & 0o7777
+            );
+        }
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_TOKEN_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("reading the admin token from {shown}: {}", io_reason(&e)))?;
+    if bytes.len() as u64 > MAX_TOKEN_FILE {
+        return Err(format!(
+            "{shown} is larger than {MAX_TOKEN_FILE} bytes; it does not hold an admin token"
+        ));
+    }
+    let text = String::from_utf8(bytes).unwrap_or_default();
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(format!(
+            "{shown} does not hold an admin token (it is empty)"
+        ));
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "{shown} does not hold an admin token (one line of printable ASCII expected)"
+        ));
+    }
+    Ok(token.to_owned())
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Runs `command` and returns what to print.
+fn command(client: &Client, command: AdminCommand, now: u64) -> anyhow::Result<String> {
+    let text = match command {
+        AdminCommand::Network { command } => network(client, command)?,
+        AdminCommand::Members { network, output } => {
+            let answer = client.get(&api_path(&["networks", &network, "members"]))?;
+            show(output, answer, |members: Vec<MemberView>| {
+                members_table(&members, now)
+            })?
+        }
+        AdminCommand::Authorize(MemberArgs {
+            network,
+            node,
+            output,
+        }) => {
+            let answer = client.post(
+                &api_path(&["networks", &network, "members", &node, "authorize"]),
+                None::<&()>,
+            )?;
+            show(output, answer, |m: MemberView| {
+                format!(
+                    "authorized {} ({}) in {network}, address {}\n",
+                    m.name, m.fingerprint, m.address
+                )
+            })?
+        }
+        AdminCommand::Deauthorize(MemberArgs {
+            network,
+            node,
+            output,
+        }) => {
+            let answer = client.post(
+                &api_path(&["networks", &network, "members", &node, "deauthorize"]),
+                None::<&()>,
+            )?;
+            show(output, answer, |m: MemberView| {
+                format!("deauthorized {} ({}) in {network}\n", m.name, m.fingerprint)
+            })?
+        }
+        AdminCommand::DeleteMember { network, node } => {
+            client.delete(&api_path(&["networks", &network, "members", &node]))?;
+            format!("deleted member {node} from {network}\n")
+        }
+        AdminCommand::Rename {
+            network,
+            node,
+            new_name,
+            output,
+        } => {
+            let body = UpdateMember {
+                name: Some(new_name),
+                address: None,
+            };
+            let answer =
+                client.patch(&api_path(&["networks", &network, "members", &node]), &body)?;
+            show(output, answer, |m: MemberView| {
+                format!("renamed {} to {} in {network}\n", m.fingerprint, m.name)
+            })?
+        }
+        AdminCommand::SetAddress {
+            network,
+            node,
+            ip,
+            output,
+        } => {
+            let body = UpdateMember {
+                name: None,
+                address: Some(ip),
+            };
+            let answer =
+                client.patch(&api_path(&["networks", &network, "members", &node]), &body)?;
+            show(output, answer, |m: MemberView| {
+                format!(
+                    "{} ({}) in {network} now has address {}\n",
+                    m.name, m.fingerprint, m.address
+                )
+            })?
+        }
+        AdminCommand::Token { command } => token(client, command, now)?,
+    };
+    Ok(text)
+}
+
+fn network(client: &Client, command: NetworkCommand) -> anyhow::Result<String> {
+    Ok(match command {
+        NetworkCommand::Create {
+            name,
+            cidr,
+            mtu,
+            keepalive,
+            output,
+        } => {
+            let body = CreateNetwork {
+                name,
+                cidr,
+                mtu,
+                keepalive,
+            };
+            let answer = client.post(&api_path(&["networks"]), Some(&body))?;
+            show(output, answer, |n: NetworkView| {
+                format!(
+                    "created network {}: {}, mtu {}, keepalive {}\n",
+                    n.name,
+                    n.cidr,
+                    n.mtu,
+                    keepalive_text(n.keepalive)
+                )
+            })?
+        }
+        NetworkCommand::List { output } => {
+            let answer = client.get(&api_path(&["networks"]))?;
+            show(output, answer, |networks: Vec<NetworkView>| {
+                networks_table(&networks)
+            })?
+        }
+        NetworkCommand::Show { name, output } => {
+            let answer = client.get(&api_path(&["networks", &name]))?;
+            show(output, answer, |n: NetworkView| network_text(&n))?
+        }
+        NetworkCommand::Delete { name } => {
+            client.delete(&api_path(&["networks", &name]))?;
+            format!("deleted network {name}\n")
+        }
+    })
+}
+
+fn token(client: &Client, command: TokenCommand, now: u64) -> anyhow::Result<String> {
+    Ok(match command {
+        TokenCommand::Create {
+            network,
+            reusable,
+            expires,
+            output,
+        } => {
+            let body = CreateToken {
+                reusable,
+                expires_in_secs: expires.map(|d| d.as_secs()),
+            };
+            let answer = client.post(&api_path(&["networks", &network, "tokens"]), Some(&body))?;
+            show(output, answer, |created: TokenCreated| {
+                token_created_text(&created, now)
+            })?
+        }
+        TokenCommand::List { network, output } => {
+            let answer = client.get(&api_path(&["networks", &network, "tokens"]))?;
+            show(output, answer, |tokens: Vec<TokenView>| {
+                tokens_table(&tokens, now)
+            })?
+        }
+        TokenCommand::Revoke { network, id } => {
+            client.delete(&api_path(&["networks", &network, "tokens", &id]))?;
+            format!("revoked token {id} of {network}\n")
+        }
+    })
+}
+
+/// The API's JSON as is (`--json`), or `text` of it decoded as `T`.
+fn show<T: DeserializeOwned>(
+    output: JsonFlag,
+    answer: Value,
+    text: impl FnOnce(T) -> String,
+) -> anyhow::Result<String> {
+    if output.json {
+        let mut s = serde_json::to_string_pretty(&answer)?;
+        s.push('\n');
+        return Ok(s);
+    }
+    let value: T = serde_json::from_value(answer)
+        .map_err(|e| anyhow!("the coordinator answered with an unexpected body: {e}"))?;
+    Ok(text(value))
+}
+
+fn keepalive_text(secs: u16) -> String {
+    if secs == 0 {
+        "off".to_owned()
+    } else {
+        format!("{secs}s")
+    }
+}
+
+fn networks_table(networks: &[NetworkView]) -> String {
+    let rows: Vec<Vec<String>> = networks
+        .iter()
+        .map(|n| {
+            vec![
+                n.name.clone(),
+                n.cidr.to_string(),
+                n.mtu.to_string(),
+                keepalive_text(n.keepalive),
+                n.members.to_string(),
+                n.version.to_string(),
+            ]
+        })
+        .collect();
+    table::render(
+        &["NAME", "CIDR", "MTU", "KEEPALIVE", "MEMBERS", "VERSION"],
+        &rows,
+    )
+}
+
+fn network_text(n: &NetworkView) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "network: {}", n.name);
+    let _ = writeln!(s, "  cidr: {}", n.cidr);
+    let _ = writeln!(s, "  mtu: {}", n.mtu);
+    let _ = writeln!(s, "  keepalive: {}", keepalive_text(n.keepalive));
+    let _ = writeln!(s, "  members: {}", n.members);
+    let _ = writeln!(s, "  netmap version: {}", n.version);
+    s
+}
+
+fn members_table(members: &[MemberView], now: u64) -> String {
+    let rows: Vec<Vec<String>> = members
+        .iter()
+        .map(|m| {
+            vec![
+                m.name.clone(),
+                m.fingerprint.clone(),
+                m.address.to_string(),
+                table::yes_no(m.authorized),
+                table::yes_no(m.online),
+                m.last_seen
+                    .map_or_else(|| "never".to_owned(), |t| duration::ago(t, now)),
+                m.version.clone(),
+            ]
+        })
+        .collect();
+    table::render(
+        &[
+            "NAME",
+            "FINGERPRINT",
+            "ADDRESS",
+            "AUTHORIZED",
+            "ONLINE",
+            "LAST SEEN",
+            "VERSION",
+        ],
+        &rows,
+    )
+}
+
+/// `active`, `revoked`, `expired` or `used` (a one-time token that admitted its node).
+fn token_state(t: &TokenView, now: u64) -> &'static str {
+    if t.revoked {
+        "revoked"
+    } else if t.expires_at.is_some_and(|at| at <= now) {
+        "expired"
+    } else if !t.reusable && t.uses > 0 {
+        "used"
+    } else {
+        "active"
+    }
+}
+
+fn tokens_table(tokens: &[TokenView], now: u64) -> String {
+    let rows: Vec<Vec<String>> = tokens
+        .iter()
+        .map(|t| {
+            vec![
+                t.id.clone(),
+                if t.reusable { "reusable" } else { "one-time" }.to_owned(),
+                token_state(t, now).to_owned(),
+                t.uses.to_string(),
+                t.expires_at
+                    .map_or_else(|| "never".to_owned(), duration::utc),
+                duration::utc(t.created_at),
+            ]
+        })
+        .collect();
+    table::render(
+        &["ID", "KIND", "STATE", "USES", "EXPIRES", "CREATED"],
+        &rows,
+    )
+}
+
+/// The id and expiry, then the token alone on the last line (`… | tail -1`).
+fn token_created_text(created: &TokenCreated, now: u64) -> String {
+    let t = &created.token;
+    let kind = if t.reusable { "reusable" } else { "one-time" };
+    let expires = match t.expires_at {
+        Some(at) => format!(
+            "{} (in {})",
+            duration::utc(at),
+            duration::short(at.saturating_sub(now))
+        ),
+        None => "never".to_owned(),
+    };
+    format!(
+        "token id: {} ({kind}, network {})\nexpires: {expires}\n{}\n",
+        t.id, t.network, created.join_token
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn member(name: &str, authorized: bool, online: bool, last_seen: Option<u64>) -> MemberView {
+        MemberView {
+            public_key: "m9OJrAFVwqGa+bJFZnZX5+JZChdEygr56p86FYJdDjs="
+                .parse()
+                .unwrap(),
+            fingerprint: "m9OJrAFV".to_owned(),
+            name: name.to_owned(),
+            address: "10.9.8.3".parse().unwrap(),
+            authorized,
+            online,
+            last_seen,
+            version: "0.1.0".to_owned(),
+            endpoints: vec![],
+        }
+    }
+
+    #[test]
+    fn members_render() {
+        let now = 1_795_382_116;
+        let text = members_table(
+            &[
+                member("web-1", true, true, Some(now - 12)),
+                member("db", false, false, None),
+            ],
+            now,
+        );
+        assert_eq!(
+            text,
+            "\
+NAME   FINGERPRINT  ADDRESS   AUTHORIZED  ONLINE  LAST SEEN  VERSION
+web-1  m9OJrAFV     10.9.8.3  yes         yes     12s ago    0.1.0
+db     m9OJrAFV     10.9.8.3  no          no      never      0.1.0
+"
+        );
+    }
+
+    fn token(
+        id: &str,
+        reusable: bool,
+        expires_at: Option<u64>,
+        revoked: bool,
+        uses: u64,
+    ) -> TokenView {
+        TokenView {
+            id: id.to_owned(),
+            network: "lab".to_owned(),
+            reusable,
+            expires_at,
+            revoked,
+            uses,
+            created_at: 1_795_295_716,
+        }
+    }
+
+    #[test]
+    fn tokens_render() {
+        let now = 1_795_382_116;
+        let text = tokens_table(
+            &[
+                token("a1", false, None, false, 0),
+                token("b2", true, Some(now + 86400), false, 7),
+                token("c3", true, Some(now), false, 0),
+                token("d4", false, None, false, 1),
+                token("e5", true, None, true, 0),
+            ],
+            now,
+        );
+        assert_eq!(
+            text,
+            "\
+ID  KIND      STATE    USES  EXPIRES                  CREATED
+a1  one-time  active   0     never                    2026-11-21 21:15:16 UTC
+b2  reusable  active   7     2026-11-23 21:15:16 UTC  2026-11-21 21:15:16 UTC
+c3  reusable  expired  0     2026-11-22 21:15:16 UTC  2026-11-21 21:15:16 UTC
+d4  one-time  used     1     never                    2026-11-21 21:15:16 UTC
+e5  reusable  revoked  0     never                    2026-11-21 21:15:16 UTC
+"
+        );
+        let created = TokenCreated {
+            token: token("b2", false, Some(now + 86400), false, 0),
+            join_token: "wm1_abc".to_owned(),
+        };
+        assert_eq!(
+            token_created_text(&created, now),
+            "token id: b2 (one-time, network lab)\nexpires: 2026-11-23 21:15:16 UTC (in 1d)\nwm1_abc\n"
+        );
+    }
+
+    #[test]
+    fn networks_render() {
+        let n = NetworkView {
+            name: "lab".to_owned(),
+            cidr: "10.9.8.0/24".parse().unwrap(),
+            mtu: 1280,
+            keepalive: 0,
+            members: 3,
+            version: 7,
+        };
+        assert_eq!(
+            networks_table(std::slice::from_ref(&n)),
+            "NAME  CIDR         MTU   KEEPALIVE  MEMBERS  VERSION\nlab   10.9.8.0/24  1280  off        3        7\n"
+        );
+        assert_eq!(
+            network_text(&n),
+            "network: lab\n  cidr: 10.9.8.0/24\n  mtu: 1280\n  keepalive: off\n  members: 3\n  netmap version: 7\n"
+        );
+    }
+
+    #[test]
+    fn token_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin.token");
+        for (content, want) in [
+            ("s3cret\n", Ok("s3cret")),
+            ("s3cret", Ok("s3cret")),
+            ("  s3cret\r\n\n", Ok("s3cret")),
+            ("\n", Err("does not hold an admin token (it is empty)")),
+            (
+                "two words\n",
+                Err("does not hold an admin token (one line of printable ASCII expected)"),
+            ),
+        ] {
+            std::fs::write(&path, content).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            match (read_token(&path), want) {
+                (Ok(token), Ok(want)) => assert_eq!(token, want),
+                (Err(err), Err(want)) => assert_eq!(err, format!("{} {want}", path.display())),
+                (got, want) => panic!("{content:?}: got {got:?}, want {want:?}"),
+            }
+        }
+        std::fs::write(&path, "x".repeat(5000)).unwrap();
+        assert!(read_token(&path)
+            .unwrap_err()
+            .ends_with("is larger than 4096 bytes; it does not hold an admin token"));
+        let missing = dir.path().join("nope");
+        assert_eq!(
+            read_token(&missing).unwrap_err(),
+            format!(
+                "reading the admin token from {}: No such file or directory",
+                missing.display()
+            )
+        );
+    }
+}
