@@ -1,7 +1,8 @@
 //! The data plane: WireGuard (boringtun) between the TUN device and one UDP socket.
 //!
-//! Two OS threads carry packets, one per direction, each owning its preallocated buffers:
-//! - `outbound` ([`outbound::run`]): TUN → cryptokey routing → encrypt → UDP (GSO runs);
+//! OS threads carry packets, each owning its preallocated buffers:
+//! - `outbound` ([`outbound::run`]), one per TUN queue (multi-queue TUN, one queue per
+//!   core up to 4): TUN → cryptokey routing → encrypt → UDP (GSO runs);
 //! - `inbound` ([`inbound::run`]): UDP (GRO batches) → decrypt → source check → TUN (GRO
 //!   coalescing back into super-packets).
 //!
@@ -44,6 +45,8 @@ const HANDSHAKE_RATE_LIMIT: u64 = 100;
 /// How often boringtun's timers are driven. Its timer constants are whole seconds; 250 ms
 /// keeps retries close to their deadlines.
 const TIMER_TICK: Duration = Duration::from_millis(250);
+/// Most TUN queues (and outbound threads) to open, whatever the core count.
+const MAX_QUEUES: usize = 4;
 
 /// The running data plane, shared by the packet threads, the timers and the API.
 pub struct Device {
@@ -155,7 +158,9 @@ impl Device {
             .collect();
         let next_index = AtomicU32::new(u32::try_from(peers.len() + 1).unwrap_or(u32::MAX));
 
-        let tun = tun::create(&config.interface, config.address, config.mtu)?;
+        let queues = std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_QUEUES));
+        let (tun, extra_queues) =
+            tun::create(&config.interface, config.address, config.mtu, queues)?;
 
         let device = Arc::new(Device {
             interface: config.interface.clone(),
@@ -183,15 +188,20 @@ impl Device {
             "data plane ready"
         );
 
-        for (name, f) in [
-            ("meshd-out", outbound::run as fn(Arc<Device>)),
-            ("meshd-in", inbound::run as fn(Arc<Device>)),
-        ] {
+        let dev = device.clone();
+        std::thread::Builder::new()
+            .name("meshd-in".into())
+            .spawn(move || inbound::run(dev))
+            .context("spawning the inbound thread")?;
+        // One outbound thread per TUN queue; queue 0 is the device's own.
+        let mut queues: Vec<Option<tun_rs::SyncDevice>> = vec![None];
+        queues.extend(extra_queues.into_iter().map(Some));
+        for (i, queue) in queues.into_iter().enumerate() {
             let dev = device.clone();
             std::thread::Builder::new()
-                .name(name.into())
-                .spawn(move || f(dev))
-                .with_context(|| format!("spawning thread {name}"))?;
+                .name(format!("meshd-out{i}"))
+                .spawn(move || outbound::run(dev, queue))
+                .context("spawning an outbound thread")?;
         }
         Ok(device)
     }

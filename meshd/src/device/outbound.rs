@@ -57,8 +57,10 @@ fn push_run(runs: &mut Vec<Run>, to: SocketAddr, pos: usize, len: usize, max_seg
     });
 }
 
-/// The outbound thread's body. Returns only if the TUN device is gone.
-pub fn run(dev: Arc<Device>) {
+/// An outbound thread's body: reads TUN queue `queue` (the device's own queue when `None`).
+/// Returns only if the TUN device is gone.
+pub fn run(dev: Arc<Device>, queue: Option<tun_rs::SyncDevice>) {
+    let tun = queue.as_ref().unwrap_or(&dev.tun);
     let mut original = vec![0u8; VIRTIO_NET_HDR_LEN + MAX_PACKET];
     let mut bufs = vec![vec![0u8; MAX_PACKET]; IDEAL_BATCH_SIZE];
     let mut sizes = vec![0usize; IDEAL_BATCH_SIZE];
@@ -68,10 +70,7 @@ pub fn run(dev: Arc<Device>) {
     let max_segments = dev.udp.max_gso_segments().max(1);
 
     loop {
-        let n = match dev
-            .tun
-            .recv_multiple(&mut original, &mut bufs, &mut sizes, 0)
-        {
+        let n = match tun.recv_multiple(&mut original, &mut bufs, &mut sizes, 0) {
             Ok(n) => n,
             Err(e) if e.raw_os_error() == Some(libc::EBADFD) => {
                 tracing::error!("TUN device closed: {e}");
