@@ -6,7 +6,7 @@
 #   MTU=1420              (both implementations get the same MTU)
 #
 # Two namespaces on one veth link (198.51.100.1/.2). Each round measures raw veth, then
-# meshd, then wireguard-go (A B A B ...), each with iperf3 TCP for N seconds and ping RTT,
+# meshd, then wireguard-go, then nebula if installed (A B C A B C ...), each with iperf3 TCP for N seconds and ping RTT,
 # and prints every sample plus the medians and the meshd / wireguard-go ratio.
 set -euo pipefail
 T=${1:-5}
@@ -94,21 +94,51 @@ wggo_up() {
     ip netns exec $A ping -c 2 -W 2 10.66.0.2 >/dev/null
 }
 
+nebula_up() { # only when nebula is installed (apt-get install nebula)
+    local N="$D/neb"; rm -rf "$N"; mkdir -p "$N"
+    (cd "$N" && nebula-cert ca -name bench >/dev/null && nebula-cert sign -name a -ip 10.67.0.1/24 >/dev/null &&
+        nebula-cert sign -name b -ip 10.67.0.2/24 >/dev/null) || return 1
+    for x in a b; do
+        if [ $x = a ]; then oip=10.67.0.2; ounder=198.51.100.2; else oip=10.67.0.1; ounder=198.51.100.1; fi
+        cat > "$N/$x.yml" <<Y
+pki: {ca: $N/ca.crt, cert: $N/$x.crt, key: $N/$x.key}
+static_host_map: {"$oip": ["$ounder:4242"]}
+lighthouse: {am_lighthouse: false}
+listen: {host: 0.0.0.0, port: 4242}
+tun: {dev: wmbn$x, mtu: $MTU}
+logging: {level: error}
+firewall: {outbound: [{port: any, proto: any, host: any}], inbound: [{port: any, proto: any, host: any}]}
+Y
+    done
+    ip netns exec $A nebula -config "$N/a.yml" >/dev/null 2>&1 &
+    ip netns exec $B nebula -config "$N/b.yml" >/dev/null 2>&1 &
+    sleep 1.5
+    ip netns exec $A ping -c 3 -W 2 10.67.0.2 >/dev/null
+}
+HAVE_NEBULA=0; command -v nebula >/dev/null && command -v nebula-cert >/dev/null && HAVE_NEBULA=1
+
 echo "# machine: $(nproc) cores, $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "# meshd: $MESHD; wireguard-go $(dpkg-query -W -f='${Version}' wireguard-go 2>/dev/null); MTU $MTU; $T s per run; $ROUNDS rounds"
-declare -a RAW MESH WGGO MESH_RTT WGGO_RTT
+declare -a RAW MESH WGGO MESH_RTT WGGO_RTT NEB
 for r in $(seq 1 "$ROUNDS"); do
     RAW+=("$(bw 198.51.100.2)")
     meshd_up;  MESH+=("$(bw 10.66.0.2)"); MESH_RTT+=("$(rtt 10.66.0.2)"); stop_all
     wggo_up;   WGGO+=("$(bw 10.66.0.2)"); WGGO_RTT+=("$(rtt 10.66.0.2)"); stop_all
-    echo "round $r: raw ${RAW[-1]} Mbit/s | meshd ${MESH[-1]} Mbit/s rtt ${MESH_RTT[-1]} ms | wireguard-go ${WGGO[-1]} Mbit/s rtt ${WGGO_RTT[-1]} ms"
+    neb=""
+    if [ $HAVE_NEBULA = 1 ]; then
+        nebula_up && { NEB+=("$(bw 10.67.0.2)"); neb=" | nebula ${NEB[-1]} Mbit/s"; }
+        stop_all
+    fi
+    echo "round $r: raw ${RAW[-1]} Mbit/s | meshd ${MESH[-1]} Mbit/s rtt ${MESH_RTT[-1]} ms | wireguard-go ${WGGO[-1]} Mbit/s rtt ${WGGO_RTT[-1]} ms$neb"
 done
-python3 - "${RAW[*]}" "${MESH[*]}" "${WGGO[*]}" "${MESH_RTT[*]}" "${WGGO_RTT[*]}" <<'PY'
+python3 - "${RAW[*]}" "${MESH[*]}" "${WGGO[*]}" "${MESH_RTT[*]}" "${WGGO_RTT[*]}" "${NEB[*]:-}" <<'PY'
 import statistics, sys
-raw, mesh, wggo, mrtt, wrtt = ([float(x) for x in a.split()] for a in sys.argv[1:6])
+raw, mesh, wggo, mrtt, wrtt, neb = ([float(x) for x in a.split()] for a in sys.argv[1:7])
 m = statistics.median
 print(f"median: raw veth {m(raw):.0f} Mbit/s | meshd {m(mesh):.0f} Mbit/s, rtt {m(mrtt):.3f} ms | "
       f"wireguard-go {m(wggo):.0f} Mbit/s, rtt {m(wrtt):.3f} ms")
 print(f"meshd / wireguard-go throughput: {m(mesh)/m(wggo):.2f}x (per round: "
       + ", ".join(f"{a/b:.2f}" for a, b in zip(mesh, wggo)) + ")")
+if neb:
+    print(f"meshd / nebula throughput: {m(mesh)/m(neb):.2f}x (nebula median {m(neb):.0f} Mbit/s)")
 PY
