@@ -1,0 +1,365 @@
+//! Command line and configuration file.
+//!
+//! `serve` settings come from, lowest first: built-in defaults, the TOML file
+//! (`--config`, keys in kebab-case, unknown keys refused), then flags. [`ServeConfig`] is
+//! the validated result; every error is one line naming the flag or file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/wiremesh-coordinator";
+/// Default QUIC control address.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:7443";
+/// Default admin HTTP address.
+pub const DEFAULT_HTTP: &str = "127.0.0.1:7480";
+
+/// wiremesh coordinator: networks, members, overlay addresses and netmaps (control plane)
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the coordinator (QUIC control endpoint and admin HTTP API).
+    Serve(ServeArgs),
+    /// Print the certificate pin nodes check (sha256:…).
+    Pin(DirArgs),
+    /// Print the admin API token.
+    AdminToken(DirArgs),
+}
+
+/// Flags of `pin` and `admin-token`.
+#[derive(Debug, Args)]
+pub struct DirArgs {
+    /// Configuration file (TOML) to take `data-dir` from.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Data directory [default: /var/lib/wiremesh-coordinator].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Flags of `serve`; unset flags fall back to the file, then to defaults.
+#[derive(Debug, Default, Args)]
+pub struct ServeArgs {
+    /// Configuration file (TOML, same keys as the flags in kebab-case).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Data directory: certificate, admin token, database [default: /var/lib/wiremesh-coordinator].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// QUIC control address nodes connect to [default: 0.0.0.0:7443].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// Admin HTTP API address [default: 127.0.0.1:7480].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub http: Option<SocketAddr>,
+    /// Allow --http on a non-loopback address (the admin API has no TLS yet).
+    #[arg(long)]
+    pub http_insecure: bool,
+    /// Address nodes dial, written into join tokens (repeatable) [default: --listen,
+    /// unless that is a wildcard address].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise: Vec<String>,
+}
+
+/// The configuration file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct FileConfig {
+    /// Data directory.
+    pub data_dir: Option<PathBuf>,
+    /// QUIC control address.
+    pub listen: Option<SocketAddr>,
+    /// Admin HTTP API address.
+    pub http: Option<SocketAddr>,
+    /// Allow a non-loopback `http`.
+    pub http_insecure: Option<bool>,
+    /// Addresses written into join tokens.
+    pub advertise: Option<Vec<String>>,
+}
+
+/// Validated `serve` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeConfig {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// QUIC control address.
+    pub listen: SocketAddr,
+    /// Admin HTTP API address.
+    pub http: SocketAddr,
+    /// Addresses written into join tokens.
+    pub advertise: Vec<String>,
+}
+
+/// Why the configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid.
+    #[error("{}{}: {message}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Line of the error, when known.
+        line: Option<usize>,
+        /// What is wrong.
+        message: String,
+    },
+    /// The admin API would be reachable from the network without TLS.
+    #[error("--http {0} is not a loopback address and the admin API has no TLS yet; pass --http-insecure (or http-insecure = true) to serve it anyway")]
+    InsecureHttp(SocketAddr),
+    /// No address to put into join tokens.
+    #[error("--listen {0} is a wildcard address nodes cannot dial; pass --advertise HOST:PORT (the address nodes reach this coordinator at)")]
+    NoAdvertise(SocketAddr),
+    /// An advertised address is not `host:port`.
+    #[error(
+        "--advertise {0:?}: expected HOST:PORT (e.g. coord.example.net:7443 or [2001:db8::1]:7443)"
+    )]
+    BadAdvertise(String),
+}
+
+impl FileConfig {
+    /// Reads and parses `path`.
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        FileConfig::parse(path, &text)
+    }
+
+    fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            line: e
+                .span()
+                .and_then(|s| text.get(..s.start))
+                .map(|before| before.lines().count().max(1)),
+            message: e.message().trim().replace('\n', " "),
+        })
+    }
+}
+
+/// The data directory of `pin`/`admin-token`.
+pub fn data_dir(args: &DirArgs) -> Result<PathBuf, ConfigError> {
+    if let Some(d) = &args.data_dir {
+        return Ok(d.clone());
+    }
+    let file = match &args.config {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    };
+    Ok(file
+        .data_dir
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)))
+}
+
+/// Whether `s` is `host:port` with a non-empty host and a non-zero port.
+fn is_host_port(s: &str) -> bool {
+    if s.parse::<SocketAddr>().is_ok() {
+        return true;
+    }
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return false;
+    };
+    let port_ok = port.parse::<u16>().is_ok_and(|p| p != 0);
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    port_ok && host_ok
+}
+
+impl ServeConfig {
+    /// Defaults < file < flags, then validation.
+    pub fn resolve(args: &ServeArgs) -> Result<ServeConfig, ConfigError> {
+        let file = match &args.config {
+            Some(p) => FileConfig::load(p)?,
+            None => FileConfig::default(),
+        };
+        ServeConfig::merge(args, file)
+    }
+
+    fn merge(args: &ServeArgs, file: FileConfig) -> Result<ServeConfig, ConfigError> {
+        let default_addr = |s: &str| s.parse::<SocketAddr>().ok();
+        let data_dir = args
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let listen = args
+            .listen
+            .or(file.listen)
+            .or_else(|| default_addr(DEFAULT_LISTEN))
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 7443)));
+        let http = args
+            .http
+            .or(file.http)
+            .or_else(|| default_addr(DEFAULT_HTTP))
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7480)));
+        let http_insecure = args.http_insecure || file.http_insecure.unwrap_or(false);
+        let advertise = if args.advertise.is_empty() {
+            file.advertise.unwrap_or_default()
+        } else {
+            args.advertise.clone()
+        };
+        if !http.ip().is_loopback() && !http_insecure {
+            return Err(ConfigError::InsecureHttp(http));
+        }
+        for a in &advertise {
+            if !is_host_port(a) {
+                return Err(ConfigError::BadAdvertise(a.clone()));
+            }
+        }
+        let advertise = if advertise.is_empty() {
+            if listen.ip().is_unspecified() {
+                return Err(ConfigError::NoAdvertise(listen));
+            }
+            vec![listen.to_string()]
+        } else {
+            advertise
+        };
+        Ok(ServeConfig {
+            data_dir,
+            listen,
+            http,
+            advertise,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_cli(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("coordinator").chain(args.iter().copied()))
+    }
+
+    fn serve_args(args: &[&str]) -> ServeArgs {
+        match parse_cli(&[&["serve"], args].concat()).unwrap().command {
+            Command::Serve(a) => a,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn file(text: &str) -> FileConfig {
+        FileConfig::parse(Path::new("c.toml"), text).unwrap()
+    }
+
+    #[test]
+    fn defaults_file_flags_precedence() {
+        // Defaults alone: 0.0.0.0 cannot be advertised.
+        let err = ServeConfig::merge(&serve_args(&[]), FileConfig::default()).unwrap_err();
+        assert!(matches!(err, ConfigError::NoAdvertise(_)), "{err}");
+
+        let c = ServeConfig::merge(
+            &serve_args(&["--advertise", "coord.example:7443"]),
+            FileConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.http.to_string(), DEFAULT_HTTP);
+        assert_eq!(c.advertise, vec!["coord.example:7443"]);
+
+        let f =
+            file("data-dir = \"/srv/c\"\nlisten = \"192.0.2.1:7000\"\nhttp = \"127.0.0.1:9000\"\n");
+        let c = ServeConfig::merge(&serve_args(&[]), f).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/srv/c"));
+        assert_eq!(c.advertise, vec!["192.0.2.1:7000"]);
+        assert_eq!(c.http.port(), 9000);
+
+        let f = file(
+            "data-dir = \"/srv/c\"\nlisten = \"192.0.2.1:7000\"\nadvertise = [\"a.example:1\"]\n",
+        );
+        let c = ServeConfig::merge(
+            &serve_args(&[
+                "--data-dir",
+                "/x",
+                "--advertise",
+                "b.example:2",
+                "--advertise",
+                "[2001:db8::1]:3",
+            ]),
+            f,
+        )
+        .unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/x"));
+        assert_eq!(c.advertise, vec!["b.example:2", "[2001:db8::1]:3"]);
+    }
+
+    #[test]
+    fn refuses_bad_settings() {
+        let err = ServeConfig::merge(
+            &serve_args(&["--http", "0.0.0.0:7480", "--listen", "127.0.0.1:7443"]),
+            FileConfig::default(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::InsecureHttp(_)), "{err}");
+        assert!(ServeConfig::merge(
+            &serve_args(&[
+                "--http",
+                "0.0.0.0:7480",
+                "--http-insecure",
+                "--listen",
+                "127.0.0.1:7443"
+            ]),
+            FileConfig::default(),
+        )
+        .is_ok());
+        for bad in ["nohost", ":7443", "host:0", "host:x", "ho st:1"] {
+            let err = ServeConfig::merge(&serve_args(&["--advertise", bad]), FileConfig::default())
+                .unwrap_err();
+            assert!(matches!(err, ConfigError::BadAdvertise(_)), "{bad}: {err}");
+        }
+        assert!(parse_cli(&["serve", "--listen", "nope"]).is_err());
+    }
+
+    #[test]
+    fn file_errors_are_one_line() {
+        let err = FileConfig::parse(Path::new("c.toml"), "listen = \"127.0.0.1:1\"\nbogus = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("c.toml:"), "{err}");
+        assert!(err.contains("unknown field `bogus`"), "{err}");
+        assert!(!err.contains('\n'));
+        let err = FileConfig::parse(Path::new("c.toml"), "listen = \"x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("c.toml:1: "), "{err}");
+    }
+
+    #[test]
+    fn subcommands() {
+        assert!(matches!(
+            parse_cli(&["pin", "--data-dir", "/d"]).unwrap().command,
+            Command::Pin(DirArgs {
+                data_dir: Some(_),
+                ..
+            })
+        ));
+        let Command::AdminToken(a) = parse_cli(&["admin-token"]).unwrap().command else {
+            panic!("admin-token");
+        };
+        assert_eq!(data_dir(&a).unwrap(), PathBuf::from(DEFAULT_DATA_DIR));
+    }
+}

@@ -1,0 +1,278 @@
+//! The coordinator's data directory and what identifies it: the self-signed certificate
+//! nodes pin, and the admin API token.
+//!
+//! ```text
+//! DIR/            0700
+//! DIR/cert.der    the certificate (SAN "wiremesh-coordinator"); pin = sha256 of these bytes
+//! DIR/key.der     its PKCS#8 private key, 0600
+//! DIR/admin.token 32 random bytes, base64url, 0600
+//! DIR/db/         the sled store
+//! ```
+//! All are made on first start and reused afterwards; files are written atomically
+//! (temporary file, fsync, rename). Secret files that group or others can read are refused.
+
+use std::fs;
+use std::io::{self, Write as _};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use mesh_proto::control::CertPin;
+
+/// The certificate's subject alternative name (nodes pin the hash, not the name).
+pub const SERVER_NAME: &str = "wiremesh-coordinator";
+
+/// Why the data directory or identity could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// A file or directory operation failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// What went wrong.
+        source: io::Error,
+    },
+    /// A secret file is readable by group or others.
+    #[error("{} is accessible by group or others (mode {mode:03o}); run chmod 600 on it", path.display())]
+    Permissions {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// `pin` / `admin-token` before the first `serve`.
+    #[error("{} does not exist; run `coordinator serve --data-dir {}` once first", path.display(), dir.display())]
+    Missing {
+        /// The missing file.
+        path: PathBuf,
+        /// The data directory.
+        dir: PathBuf,
+    },
+    /// The admin token file is empty or not text.
+    #[error("{}: not an admin token", path.display())]
+    BadToken {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Certificate generation failed.
+    #[error("making the certificate: {0}")]
+    Cert(#[from] rcgen::Error),
+    /// The random generator failed.
+    #[error("random generator failed: {0}")]
+    Random(getrandom::Error),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> IdentityError + '_ {
+    move |source| IdentityError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The certificate and key the QUIC endpoint serves.
+#[derive(Clone)]
+pub struct Identity {
+    /// DER certificate.
+    pub cert_der: Vec<u8>,
+    /// PKCS#8 DER private key.
+    pub key_der: Vec<u8>,
+    /// The pin nodes check.
+    pub pin: CertPin,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("pin", &self.pin)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Paths inside a data directory.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    /// The directory.
+    pub dir: PathBuf,
+}
+
+impl DataDir {
+    /// A data directory at `dir` (nothing is touched yet).
+    pub fn new(dir: impl Into<PathBuf>) -> DataDir {
+        DataDir { dir: dir.into() }
+    }
+
+    /// `DIR/cert.der`.
+    pub fn cert(&self) -> PathBuf {
+        self.dir.join("cert.der")
+    }
+
+    /// `DIR/key.der`.
+    pub fn key(&self) -> PathBuf {
+        self.dir.join("key.der")
+    }
+
+    /// `DIR/admin.token`.
+    pub fn admin_token(&self) -> PathBuf {
+        self.dir.join("admin.token")
+    }
+
+    /// `DIR/db`.
+    pub fn db(&self) -> PathBuf {
+        self.dir.join("db")
+    }
+
+    /// Creates the directory (0700), or tightens an existing one to 0700.
+    pub fn create(&self) -> Result<(), IdentityError> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .map_err(io_err(&self.dir))?;
+        let meta = fs::metadata(&self.dir).map_err(io_err(&self.dir))?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700))
+                .map_err(io_err(&self.dir))?;
+        }
+        Ok(())
+    }
+
+    /// Loads the certificate and key, making them on first use.
+    pub fn load_or_create_identity(&self) -> Result<Identity, IdentityError> {
+        let (cert, key) = (self.cert(), self.key());
+        if !cert.exists() || !key.exists() {
+            let made = rcgen::generate_simple_self_signed(vec![SERVER_NAME.to_owned()])?;
+            write_private(&key, &made.signing_key.serialize_der())?;
+            write_private(&cert, made.cert.der())?;
+            tracing::info!(cert = %cert.display(), "made a new coordinator certificate");
+        }
+        self.load_identity()
+    }
+
+    /// Loads the certificate and key.
+    pub fn load_identity(&self) -> Result<Identity, IdentityError> {
+        let cert_der = read_existing(&self.dir, &self.cert(), false)?;
+        let key_der = read_existing(&self.dir, &self.key(), true)?;
+        Ok(Identity {
+            pin: CertPin::of_der(&cert_der),
+            cert_der,
+            key_der,
+        })
+    }
+
+    /// Loads the admin token, making it on first use.
+    pub fn load_or_create_admin_token(&self) -> Result<String, IdentityError> {
+        let path = self.admin_token();
+        if !path.exists() {
+            let mut bytes = [0u8; 32];
+            getrandom::getrandom(&mut bytes).map_err(IdentityError::Random)?;
+            let token = URL_SAFE_NO_PAD.encode(bytes);
+            write_private(&path, format!("{token}\n").as_bytes())?;
+        }
+        self.load_admin_token()
+    }
+
+    /// Loads the admin token.
+    pub fn load_admin_token(&self) -> Result<String, IdentityError> {
+        let path = self.admin_token();
+        let bytes = read_existing(&self.dir, &path, true)?;
+        let token = String::from_utf8(bytes)
+            .ok()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty() && !s.contains(char::is_whitespace))
+            .ok_or_else(|| IdentityError::BadToken { path: path.clone() })?;
+        Ok(token)
+    }
+}
+
+fn read_existing(dir: &Path, path: &Path, secret: bool) -> Result<Vec<u8>, IdentityError> {
+    let meta = match fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(IdentityError::Missing {
+                path: path.to_owned(),
+                dir: dir.to_owned(),
+            })
+        }
+        Err(e) => return Err(io_err(path)(e)),
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if secret && mode & 0o077 != 0 {
+        return Err(IdentityError::Permissions {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    fs::read(path).map_err(io_err(path))
+}
+
+/// Writes `bytes` to `path` atomically with mode 0600.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
+    let tmp = path.with_extension("tmp");
+    let _ = fs::remove_file(&tmp);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io_err(&tmp))?;
+    f.write_all(bytes).map_err(io_err(&tmp))?;
+    f.sync_all().map_err(io_err(&tmp))?;
+    fs::rename(&tmp, path).map_err(io_err(path))?;
+    if let Some(parent) = path.parent() {
+        if let Ok(d) = fs::File::open(parent) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn made_once_then_reused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::new(tmp.path().join("data"));
+        assert!(matches!(
+            dir.load_identity(),
+            Err(IdentityError::Missing { .. })
+        ));
+        dir.create().unwrap();
+        let mode = fs::metadata(&dir.dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        let a = dir.load_or_create_identity().unwrap();
+        let b = dir.load_or_create_identity().unwrap();
+        assert_eq!(a.pin, b.pin);
+        assert_eq!(a.pin, CertPin::of_der(&a.cert_der));
+        let key_mode = fs::metadata(dir.key()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(key_mode, 0o600);
+
+        let t1 = dir.load_or_create_admin_token().unwrap();
+        let t2 = dir.load_or_create_admin_token().unwrap();
+        assert_eq!(t1, t2);
+        assert_eq!(t1.len(), 43);
+        let token_mode = fs::metadata(dir.admin_token())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(token_mode, 0o600);
+    }
+
+    #[test]
+    fn refuses_readable_secrets() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::new(tmp.path());
+        dir.create().unwrap();
+        dir.load_or_create_admin_token().unwrap();
+        fs::set_permissions(dir.admin_token(), fs::Permissions::from_mode(0o644)).unwrap();
+        let err = dir.load_admin_token().unwrap_err().to_string();
+        assert!(
+            err.contains("accessible by group or others (mode 644)"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,144 @@
+//! The QUIC control endpoint: TLS 1.3 with the coordinator's self-signed certificate
+//! (nodes pin its hash), ALPN [`ALPN`], one bidirectional stream per connection opened by
+//! the node, each carrying one [`crate::session`].
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mesh_proto::control::{ALPN, EXPORTER_LABEL};
+use quinn::crypto::rustls::QuicServerConfig;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+use crate::identity::Identity;
+use crate::session::{self, End, HANDSHAKE_TIMEOUT};
+use crate::state::Coordinator;
+
+/// QUIC keep-alive: keeps NAT mappings open and notices dead nodes.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
+/// A connection silent this long is dead.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Connections beyond this are refused (bounds memory under a flood).
+pub const MAX_CONNECTIONS: usize = 20_000;
+/// How long the last frame (a `Denied`) gets to reach the node before the connection closes.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Application close codes.
+mod code {
+    pub const DONE: u32 = 0;
+    pub const DENIED: u32 = 1;
+    pub const REPLACED: u32 = 2;
+    pub const FAILED: u32 = 3;
+}
+
+/// Why the endpoint could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum QuicError {
+    /// The certificate or key is unusable.
+    #[error("TLS setup: {0}")]
+    Tls(#[from] rustls::Error),
+    /// The TLS configuration does not suit QUIC.
+    #[error("QUIC TLS setup: {0}")]
+    Quic(#[from] quinn::crypto::rustls::NoInitialCipherSuite),
+    /// Binding the UDP socket failed.
+    #[error("binding QUIC to {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The server configuration: TLS 1.3 only (ring), our certificate, ALPN, keep-alive and
+/// idle timeout, one bidirectional stream per connection.
+pub fn server_config(identity: &Identity) -> Result<quinn::ServerConfig, QuicError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(identity.cert_der.clone())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(identity.key_der.clone())),
+        )?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?));
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .keep_alive_interval(Some(KEEP_ALIVE))
+        .max_idle_timeout(Some(
+            quinn::IdleTimeout::try_from(IDLE_TIMEOUT)
+                .unwrap_or(quinn::VarInt::from_u32(15_000).into()),
+        ))
+        .max_concurrent_bidi_streams(1u32.into())
+        .max_concurrent_uni_streams(0u32.into())
+        // Nodes send small messages: small receive windows bound memory per connection.
+        .stream_receive_window((256u32 * 1024).into())
+        .receive_window((512u32 * 1024).into());
+    config.transport_config(Arc::new(transport));
+    Ok(config)
+}
+
+/// Binds the endpoint.
+pub fn bind(identity: &Identity, addr: SocketAddr) -> Result<quinn::Endpoint, QuicError> {
+    let config = server_config(identity)?;
+    quinn::Endpoint::server(config, addr).map_err(|source| QuicError::Bind { addr, source })
+}
+
+/// Accepts connections until the endpoint is closed, each in its own task.
+pub async fn serve(endpoint: quinn::Endpoint, coord: Arc<Coordinator>) {
+    let live = Arc::new(AtomicUsize::new(0));
+    while let Some(incoming) = endpoint.accept().await {
+        if live.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+            tracing::warn!(remote = %incoming.remote_address(), "too many connections, refusing");
+            incoming.refuse();
+            continue;
+        }
+        live.fetch_add(1, Ordering::Relaxed);
+        let (coord, live) = (coord.clone(), live.clone());
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            if let Err(e) = handle(incoming, &coord).await {
+                tracing::debug!(%remote, "connection failed: {e}");
+            }
+            live.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+/// Why a connection ended before its session started.
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error("handshake: {0}")]
+    Connect(#[from] quinn::ConnectionError),
+    #[error("no stream opened within {HANDSHAKE_TIMEOUT:?}")]
+    Timeout,
+    #[error("keying material export failed")]
+    Export,
+}
+
+async fn handle(incoming: quinn::Incoming, coord: &Coordinator) -> Result<(), ConnError> {
+    let conn = tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming)
+        .await
+        .map_err(|_| ConnError::Timeout)??;
+    let (mut send, recv) = tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.accept_bi())
+        .await
+        .map_err(|_| ConnError::Timeout)??;
+    let mut exporter = [0u8; 32];
+    conn.export_keying_material(&mut exporter, EXPORTER_LABEL, b"")
+        .map_err(|_| ConnError::Export)?;
+    let end = session::run(coord, recv, &mut send, exporter, conn.remote_address()).await;
+    let (code, reason): (u32, &[u8]) = match &end {
+        End::Closed => (code::DONE, b"bye"),
+        End::Denied(_) => (code::DENIED, b"denied"),
+        End::Replaced => (code::REPLACED, b"replaced by a newer connection"),
+        End::Failed(_) => (code::FAILED, b"failed"),
+    };
+    // Let the last frame arrive before closing (close discards unsent stream data).
+    if send.finish().is_ok() {
+        let _ = tokio::time::timeout(LINGER, send.stopped()).await;
+    }
+    conn.close(code.into(), reason);
+    Ok(())
+}

@@ -1,0 +1,432 @@
+//! Session tests over `tokio::io::duplex`: the whole protocol without QUIC.
+
+use std::collections::BTreeSet;
+
+use mesh_proto::admin::UpdateMember;
+use mesh_proto::control::{ClientMsg, JoinSecret, ServerMsg};
+use mesh_proto::netmap::{Netmap, PeerChange};
+use mesh_proto::Key;
+
+use super::End;
+use crate::testutil::{hello, private, Harness, Node};
+
+fn netmap(msg: ServerMsg) -> Netmap {
+    match msg {
+        ServerMsg::Netmap { netmap } => netmap,
+        other => panic!("expected a netmap, got {other:?}"),
+    }
+}
+
+fn changes(msg: ServerMsg) -> (u64, Vec<PeerChange>) {
+    match msg {
+        ServerMsg::Changes { version, changes } => (version, changes),
+        other => panic!("expected changes, got {other:?}"),
+    }
+}
+
+fn denied(msg: ServerMsg) -> String {
+    match msg {
+        ServerMsg::Denied { reason } => reason,
+        other => panic!("expected denied, got {other:?}"),
+    }
+}
+
+fn pending(msg: ServerMsg) -> String {
+    match msg {
+        ServerMsg::Pending { message } => message,
+        other => panic!("expected pending, got {other:?}"),
+    }
+}
+
+/// Joins node `seed` to `lab` with `token` and returns it with its first netmap.
+async fn join(h: &Harness, seed: u8, token: &JoinSecret) -> (Node, Netmap) {
+    let mut node = Node::connect(
+        &h.coord,
+        seed,
+        hello("lab", &private(seed), Some(token.clone())),
+    )
+    .await;
+    let map = netmap(node.recv().await);
+    (node, map)
+}
+
+#[tokio::test]
+async fn token_join_gets_netmap_and_peers_learn_of_it() {
+    let h = Harness::new();
+    h.network("lab").await;
+    let token = h.token("lab", true, None).await;
+    let (mut a, map_a) = join(&h, 1, &token).await;
+    assert!(
+        h.store.is_flushed(),
+        "netmap sent before the join was flushed"
+    );
+    assert_eq!(map_a.address.to_string(), "10.9.8.1/24");
+    assert_eq!(map_a.name, "node-1");
+    assert_eq!(map_a.network.mtu, 1280);
+    assert_eq!(map_a.network.keepalive, 25);
+    assert!(map_a.peers.is_empty());
+
+    let (_b, map_b) = join(&h, 2, &token).await;
+    assert_eq!(map_b.address.to_string(), "10.9.8.2/24");
+    let peer = &map_b.peers[&a.key];
+    assert_eq!(peer.address.to_string(), "10.9.8.1");
+    assert_eq!(peer.allowed_ips[0].to_string(), "10.9.8.1/32");
+    assert_eq!(
+        peer.endpoints,
+        vec![
+            "198.51.100.1:51820".parse().unwrap(),
+            "192.168.1.2:51820".parse().unwrap()
+        ]
+    );
+
+    let (version, ch) = changes(a.recv().await);
+    assert_eq!(version, map_b.version);
+    assert!(
+        matches!(&ch[..], [PeerChange::Upsert { peer }] if peer.public_key == private(2).public_key())
+    );
+    assert_eq!(h.coord.list_tokens("lab").await.unwrap()[0].uses, 2);
+    assert!(h.coord.is_online("lab", &a.key));
+}
+
+#[tokio::test]
+async fn wrong_proof_is_denied() {
+    let h = Harness::new();
+    h.network("lab").await;
+    let token = h.token("lab", true, None).await;
+    // Claims node 1's public key but answers with node 9's private key.
+    let mut node = Node::open(&h.coord, 9);
+    let mut claim = hello("lab", &private(9), Some(token));
+    claim.public_key = private(1).public_key();
+    node.send(&ClientMsg::Hello(claim)).await;
+    let ServerMsg::Challenge { ephemeral, nonce } = node.recv().await else {
+        panic!("no challenge");
+    };
+    let proof = mesh_proto::control::node_proof(
+        &private(9),
+        &ephemeral,
+        &nonce,
+        &crate::testutil::EXPORTER,
+    );
+    node.send(&ClientMsg::Proof { proof }).await;
+    assert!(denied(node.recv().await).contains("proof of key possession failed"));
+    assert!(matches!(node.end().await, End::Denied(_)));
+    assert!(h.coord.list_members("lab").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn low_order_keys_and_bad_messages_are_denied() {
+    let h = Harness::new();
+    h.network("lab").await;
+    let mut node = Node::open(&h.coord, 1);
+    let mut bad = hello("lab", &private(1), None);
+    bad.public_key = Key([0; 32]);
+    node.send(&ClientMsg::Hello(bad)).await;
+    assert!(denied(node.recv().await).contains("low order"));
+
+    // Proof before hello.
+    let mut node = Node::open(&h.coord, 1);
+    node.send(&ClientMsg::Proof {
+        proof: Key([1; 32]),
+    })
+    .await;
+    assert_eq!(denied(node.recv().await), "expected hello, got proof");
+
+    // Garbage, then an oversized frame.
+    let mut node = Node::open(&h.coord, 1);
+    tokio::io::AsyncWriteExt::write_all(&mut node.writer, b"\x00\x00\x00\x05hello")
+        .await
+        .unwrap();
+    assert!(denied(node.recv().await).starts_with("malformed message"));
+    let mut node = Node::open(&h.coord, 1);
+    tokio::io::AsyncWriteExt::write_all(&mut node.writer, b"\x00\x7f\xff\xff")
+        .await
+        .unwrap();
+    assert!(denied(node.recv().await).contains("exceeds"));
+
+    // An unknown network, after a good proof.
+    let mut node = Node::connect(&h.coord, 1, hello("nope", &private(1), None)).await;
+    assert_eq!(denied(node.recv().await), "unknown network \"nope\"");
+}
+
+#[tokio::test(start_paused = true)]
+async fn silent_nodes_time_out() {
+    let h = Harness::new();
+    let mut node = Node::open(&h.coord, 1);
+    let msg = node.frames.next::<ServerMsg>().await.unwrap().unwrap();
+    assert_eq!(denied(msg), "handshake timed out");
+}
+
+#[tokio::test]
+async fn bad_tokens_are_denied_with_a_clear_reason() {
+    let h = Harness::new();
+    h.network("lab").await;
+    h.network("other").await;
+    let once = h.token("lab", false, None).await;
+    let expiring = h.token("lab", true, Some(60)).await;
+    let revoked = h.token("lab", true, None).await;
+    let foreign = h.token("other", true, None).await;
+    h.coord.revoke_token("lab", &revoked.id).await.unwrap();
+    let mut wrong_secret = once.clone();
+    wrong_secret.secret = Key([9; 32]);
+    let mut unknown = once.clone();
+    unknown.id = "000000000000".into();
+
+    // The one-time token works once.
+    join(&h, 1, &once).await;
+    h.clock.advance(61);
+    let cases = [
+        (wrong_secret, "invalid join token".to_owned()),
+        (unknown, "invalid join token".to_owned()),
+        (
+            once.clone(),
+            format!("join token {} was already used (it is one-time)", once.id),
+        ),
+        (
+            expiring.clone(),
+            format!("join token {} has expired", expiring.id),
+        ),
+        (
+            revoked.clone(),
+            format!("join token {} was revoked", revoked.id),
+        ),
+        (
+            foreign.clone(),
+            format!(
+                "join token {} is for network \"other\", not \"lab\"",
+                foreign.id
+            ),
+        ),
+    ];
+    for (seed, (token, want)) in (2..).zip(cases) {
+        let mut node =
+            Node::connect(&h.coord, seed, hello("lab", &private(seed), Some(token))).await;
+        assert_eq!(denied(node.recv().await), want);
+    }
+    // None of them became a member.
+    assert_eq!(h.coord.list_members("lab").await.unwrap().len(), 1);
+    // The member that used the one-time token may present it again (a retry).
+    let (_n, map) = join(&h, 1, &once).await;
+    assert_eq!(map.address.to_string(), "10.9.8.1/24");
+}
+
+#[tokio::test]
+async fn pending_until_authorised_then_netmap() {
+    let h = Harness::new();
+    h.network("lab").await;
+    let token = h.token("lab", true, None).await;
+    let (mut a, _) = join(&h, 1, &token).await;
+
+    let mut b = Node::connect(&h.coord, 2, hello("lab", &private(2), None)).await;
+    let msg = pending(b.recv().await);
+    let fp = b.key.fingerprint();
+    assert!(msg.contains(&format!("authorize lab {fp}")), "{msg}");
+    // Its address is reserved already; peers do not see it.
+    let members = h.coord.list_members("lab").await.unwrap();
+    assert_eq!(members.len(), 2);
+    assert!(!members[1].authorized || !members[0].authorized);
+    a.quiet().await;
+
+    // Authorised through the API the HTTP layer uses, by fingerprint.
+    let view = h.coord.authorize("lab", &fp).await.unwrap();
+    assert!(view.authorized && view.online);
+    let map = netmap(b.recv().await);
+    assert_eq!(map.address.to_string(), "10.9.8.2/24");
+    assert!(map.peers.contains_key(&a.key));
+    let (_, ch) = changes(a.recv().await);
+    assert!(matches!(&ch[..], [PeerChange::Upsert { peer }] if peer.public_key == b.key));
+}
+
+#[tokio::test]
+async fn deauthorise_removes_everywhere_and_reauthorise_sends_full_map() {
+    let h = Harness::new();
+    h.network("lab").await;
+    let token = h.token("lab", true, None).await;
+    let (mut a, _) = join(&h, 1, &token).await;
+    let (mut b, _) = join(&h, 2, &token).await;
+    changes(a.recv().await);
+
+    h.coord.deauthorize("lab", "node-2").await.unwrap();
+    let (_, ch) = changes(a.recv().await);
+    assert_eq!(ch, vec![PeerChange::Remove { public_key: b.key }]);
+    assert_eq!(pending(b.recv().await), "deauthorized");
+
+    // Reconnecting without a token, it stays pending (and replaces its old session).
+    let mut b2 = Node::connect(&h.coord, 2, hello("lab", &private(2), None)).await;
+    assert!(pending(b2.recv().await).starts_with("waiting for an admin"));
+    assert_eq!(b.end().await, End::Replaced);
+
+    h.coord.authorize("lab", "node-2").await.unwrap();
+    let map = netmap(b2.recv().await);
+    assert_eq!(map.address.to_string(), "10.9.8.2/24");
+    let (_, ch) = changes(a.recv().await);
+    assert!(matches!(&ch[..], [PeerChange::Upsert { .. }]));
+}
+
+#[tokio::test]
+async fn delete_denies_the_member_and_frees_its_address() {
+    let h = Harness::new();
+    h.network("lab").await;
+    let token = h.token("lab", true, None).await;
+    let (mut a, _) = join(&h, 1, &token).await;
+    let (mut b, _) = join(&h, 2, &token).await;
+    changes(a.recv().await);
+
+    h.coord
+        .delete_member("lab", &b.key.to_base64())
+        .await
+        .unwrap();
+    assert_eq!(denied(b.recv().await), "removed from network");
+    let (_, ch) = changes(a.recv().await);
+    assert_eq!(ch, vec![PeerChange::Remove { public_key: b.key }]);
+    assert!(matches!(b.end().await, End::Denied(_)));
+
+    // The next joiner gets the freed address.
+    let (_c, map) = join(&h, 3, &token).await;
+    assert_eq!(map.address.to_string(), "10.9.8.2/24");
+
+    // Deleting the network denies everyone connected.
+    h.coord.delete_network("lab").await.unwrap();
+    changes(a.recv().await);
+    assert_eq!(denied(a.recv().await), "network deleted");
+}
+
+#[tokio::test]
+async fn resume_from_a_known_version_gets_changes() {
+    let h = Harness::new();
+    h.network("lab").await;
+    let token = h.token("lab", true, None).await;
+    let (a, map_a) = join(&h, 1, &token).await;
+    assert_eq!(a.end().await, End::Closed);
+    let (_b, _) = join(&h, 2, &token).await;
+
+    let mut again = hello("lab", &private(1), None);
+    again.resume = Some(map_a.version);
+    let mut a = Node::connect(&h.coord, 1, again.clone()).await;
+    let (version, ch) = changes(a.recv().await);
+    assert_eq!(version, map_a.version + 1);
+    assert!(
+        matches!(&ch[..], [PeerChange::Upsert { peer }] if peer.public_key == private(2).public_key())
+    );
+    // The result is exactly the current netmap.
+    let mut applied = map_a.clone();
+    applied.apply(version, &ch);
+    drop(a);
+
+    // A version it was never sent gets the full map.
+    again.resume = Some(map_a.version + 40);
+    let mut a = Node::connect(&h.coord, 1, again.clone()).await;
+    let full = netmap(a.recv().await);
+    assert_eq!(full, applied);
+    drop(a);
+
+    // Resuming at the current version: an empty change list.
+    again.resume = Some(full.version);
+    let mut a = Node::connect(&h.coord, 1, again.clone()).await;
+    assert_eq!(changes(a.recv().await), (full.version, vec![]));
+    drop(a);
+
+    // A node that was told it is pending drops its map: once authorised again it gets a
+    // full one even though it asked to resume.
+    h.coord.deauthorize("lab", "node-1").await.unwrap();
+    let mut a = Node::connect(&h.coord, 1, again).await;
+    pending(a.recv().await);
+    h.coord.authorize("lab", "node-1").await.unwrap();
+    netmap(a.recv().await);
+}
+
+#[tokio::test]
+async fn endpoints_renames_and_readdressing_are_pushed() {
+    let h = Harness::new();
+    h.network("lab").await;
+    let token = h.token("lab", true, None).await;
+    let (mut a, _) = join(&h, 1, &token).await;
+    let (mut b, _) = join(&h, 2, &token).await;
+    changes(a.recv().await);
+
+    b.send(&ClientMsg::Endpoints {
+        listen_port: 4000,
+        local: vec!["10.1.1.1:4000".parse().unwrap()],
+    })
+    .await;
+    let (_, ch) = changes(a.recv().await);
+    let [PeerChange::Upsert { peer }] = &ch[..] else {
+        panic!("{ch:?}");
+    };
+    assert_eq!(
+        peer.endpoints,
+        vec![
+            "198.51.100.2:4000".parse().unwrap(),
+            "10.1.1.1:4000".parse().unwrap()
+        ]
+    );
+    // Its own endpoints are not news to b.
+    b.quiet().await;
+
+    h.coord
+        .update_member(
+            "lab",
+            "node-2",
+            UpdateMember {
+                name: Some("web".into()),
+                address: Some("10.9.8.50".parse().unwrap()),
+            },
+        )
+        .await
+        .unwrap();
+    let (_, ch) = changes(b.recv().await);
+    assert_eq!(
+        ch,
+        vec![PeerChange::SelfUpdate {
+            address: "10.9.8.50/24".parse().unwrap(),
+            name: "web".into()
+        }]
+    );
+    let (_, ch) = changes(a.recv().await);
+    assert!(
+        matches!(&ch[..], [PeerChange::Upsert { peer }] if peer.name == "web" && peer.address.to_string() == "10.9.8.50")
+    );
+}
+
+#[tokio::test]
+async fn a_newer_session_replaces_the_older_one() {
+    let h = Harness::new();
+    h.network("lab").await;
+    let token = h.token("lab", true, None).await;
+    let (old, _) = join(&h, 1, &token).await;
+    let mut new = Node::connect(&h.coord, 1, hello("lab", &private(1), None)).await;
+    netmap(new.recv().await);
+    assert_eq!(old.end().await, End::Replaced);
+    assert!(h.coord.is_online("lab", &new.key));
+    assert_eq!(new.end().await, End::Closed);
+    assert!(!h.coord.is_online("lab", &private(1).public_key()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_joins_get_distinct_addresses() {
+    let h = Harness::new();
+    h.network("lab").await;
+    let token = h.token("lab", true, None).await;
+    let mut tasks = Vec::new();
+    for seed in 1..=50u8 {
+        let coord = h.coord.clone();
+        let token = token.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut node =
+                Node::connect(&coord, seed, hello("lab", &private(seed), Some(token))).await;
+            let map = netmap(node.recv().await);
+            (map.address.addr(), node)
+        }));
+    }
+    let mut addrs = BTreeSet::new();
+    let mut nodes = Vec::new();
+    for t in tasks {
+        let (addr, node) = t.await.unwrap();
+        addrs.insert(addr);
+        nodes.push(node);
+    }
+    assert_eq!(addrs.len(), 50);
+    let members = h.coord.list_members("lab").await.unwrap();
+    let stored: BTreeSet<_> = members.iter().map(|m| m.address).collect();
+    assert_eq!(stored, addrs);
+    assert!(members.iter().all(|m| m.online && m.authorized));
+}

@@ -1,0 +1,389 @@
+//! Admin operations: what the HTTP API ([`crate::http`]) calls, one method per route.
+
+use mesh_proto::admin::{
+    CreateNetwork, CreateToken, MemberView, NetworkView, TokenCreated, TokenView, UpdateMember,
+};
+use mesh_proto::control::{secret_hash, JoinSecret, JoinToken};
+use mesh_proto::Key;
+
+use super::{random32, Change, Coordinator, Error, NetState, State};
+use crate::ipam;
+use crate::model::{
+    validate_member_name, validate_network, validate_network_name, Member, Network, Token,
+    DEFAULT_KEEPALIVE, DEFAULT_MTU,
+};
+use crate::store::Op;
+
+/// Shortest key prefix accepted as a member reference.
+const MIN_PREFIX: usize = 8;
+
+fn no_network(net: &str) -> Error {
+    Error::NotFound(format!("no network {net:?}"))
+}
+
+fn network<'a>(st: &'a State, net: &str) -> Result<&'a NetState, Error> {
+    st.networks.get(net).ok_or_else(|| no_network(net))
+}
+
+/// A key written in standard base64 or base64url (padding optional).
+fn parse_any_key(s: &str) -> Option<Key> {
+    if let Ok(k) = s.parse() {
+        return Some(k);
+    }
+    let mut std: String = s
+        .chars()
+        .map(|c| match c {
+            '-' => '+',
+            '_' => '/',
+            c => c,
+        })
+        .collect();
+    if std.len() == 43 {
+        std.push('=');
+    }
+    std.parse().ok()
+}
+
+/// Finds the member `node` names: its public key, its name, or a unique prefix (at
+/// least [`MIN_PREFIX`] characters) of its base64 key.
+fn find_member<'a>(ns: &'a NetState, node: &str) -> Result<&'a Member, Error> {
+    if let Some(m) = parse_any_key(node).and_then(|k| ns.members.get(&k)) {
+        return Ok(m);
+    }
+    let prefix: String = node
+        .chars()
+        .map(|c| match c {
+            '-' => '+',
+            '_' => '/',
+            c => c,
+        })
+        .collect();
+    let by_prefix = node.len() >= MIN_PREFIX;
+    let found: Vec<&Member> = ns
+        .members
+        .values()
+        .filter(|m| m.name == node || (by_prefix && m.public_key.to_base64().starts_with(&prefix)))
+        .collect();
+    match found.as_slice() {
+        [m] => Ok(m),
+        [] => Err(Error::NotFound(format!(
+            "no member {node:?} in network {:?}",
+            ns.network.name
+        ))),
+        several => {
+            let list: Vec<String> = several
+                .iter()
+                .map(|m| format!("{} ({})", m.name, m.public_key.fingerprint()))
+                .collect();
+            Err(Error::Conflict(format!(
+                "{node:?} matches several members: {}; give the full key",
+                list.join(", ")
+            )))
+        }
+    }
+}
+
+impl Coordinator {
+    fn member_view(&self, net: &str, m: &Member) -> MemberView {
+        m.view(self.is_online(net, &m.public_key))
+    }
+
+    /// `GET /api/networks`.
+    pub async fn list_networks(&self) -> Vec<NetworkView> {
+        let st = self.state.lock().await;
+        st.networks
+            .values()
+            .map(|ns| ns.network.view(ns.members.len()))
+            .collect()
+    }
+
+    /// `GET /api/networks/{net}`.
+    pub async fn get_network(&self, net: &str) -> Result<NetworkView, Error> {
+        let st = self.state.lock().await;
+        let ns = network(&st, net)?;
+        Ok(ns.network.view(ns.members.len()))
+    }
+
+    /// `POST /api/networks`.
+    pub async fn create_network(&self, req: CreateNetwork) -> Result<NetworkView, Error> {
+        validate_network_name(&req.name)?;
+        let mtu = req.mtu.unwrap_or(DEFAULT_MTU);
+        let cidr = validate_network(req.cidr, mtu)?;
+        let network = Network {
+            name: req.name,
+            cidr,
+            mtu,
+            keepalive: req.keepalive.unwrap_or(DEFAULT_KEEPALIVE),
+            version: 1,
+        };
+        let view = {
+            let mut st = self.state.lock().await;
+            if st.networks.contains_key(&network.name) {
+                return Err(Error::Conflict(format!(
+                    "network {:?} already exists",
+                    network.name
+                )));
+            }
+            self.apply(&[Op::PutNetwork(network.clone())])?;
+            let view = network.view(0);
+            st.networks
+                .insert(network.name.clone(), NetState::new(network, Vec::new()));
+            view
+        };
+        self.durable().await?;
+        tracing::info!(network = %view.name, cidr = %view.cidr, "network created");
+        Ok(view)
+    }
+
+    /// `DELETE /api/networks/{net}`: the network, its members and tokens. Connected
+    /// members are denied.
+    pub async fn delete_network(&self, net: &str) -> Result<(), Error> {
+        {
+            let mut st = self.state.lock().await;
+            network(&st, net)?;
+            self.apply(&[Op::DeleteNetwork(net.to_owned())])?;
+            if let Some(mut ns) = st.networks.remove(net) {
+                ns.publish(true);
+            }
+            st.tokens.retain(|_, t| t.network != net);
+        }
+        self.durable().await?;
+        tracing::info!(network = %net, "network deleted");
+        Ok(())
+    }
+
+    /// `GET /api/networks/{net}/members`.
+    pub async fn list_members(&self, net: &str) -> Result<Vec<MemberView>, Error> {
+        let st = self.state.lock().await;
+        let ns = network(&st, net)?;
+        Ok(ns
+            .members
+            .values()
+            .map(|m| self.member_view(net, m))
+            .collect())
+    }
+
+    /// Resolves `node` to a member's key (see [`mesh_proto::admin`] for the forms).
+    pub async fn resolve_member(&self, net: &str, node: &str) -> Result<Key, Error> {
+        let st = self.state.lock().await;
+        Ok(find_member(network(&st, net)?, node)?.public_key)
+    }
+
+    /// Changes one member with `edit` and commits; answers the member's new view.
+    async fn edit_member(
+        &self,
+        net: &str,
+        node: &str,
+        what: &str,
+        edit: impl FnOnce(&NetState, &mut Member) -> Result<(), Error>,
+    ) -> Result<MemberView, Error> {
+        let view = {
+            let mut st = self.state.lock().await;
+            let ns = network(&st, net)?;
+            let mut m = find_member(ns, node)?.clone();
+            edit(ns, &mut m)?;
+            let view = self.member_view(net, &m);
+            let key = m.public_key;
+            self.commit(
+                &mut st,
+                net,
+                Change {
+                    put: vec![m],
+                    ..Change::default()
+                },
+            )?;
+            tracing::info!(network = %net, node = %key.fingerprint(), "member {what}");
+            view
+        };
+        self.durable().await?;
+        Ok(view)
+    }
+
+    /// `PATCH /api/networks/{net}/members/{node}`: rename and/or readdress.
+    pub async fn update_member(
+        &self,
+        net: &str,
+        node: &str,
+        req: UpdateMember,
+    ) -> Result<MemberView, Error> {
+        self.edit_member(net, node, "updated", |ns, m| {
+            if let Some(name) = req.name {
+                validate_member_name(&name)?;
+                if let Some(other) = ns
+                    .members
+                    .values()
+                    .find(|o| o.name == name && o.public_key != m.public_key)
+                {
+                    return Err(Error::Conflict(format!(
+                        "name {name:?} is already used by member {}",
+                        other.public_key.fingerprint()
+                    )));
+                }
+                m.name = name;
+            }
+            if let Some(address) = req.address {
+                ipam::check_request(&ns.network.cidr, address, &ns.by_addr, &m.public_key)?;
+                m.address = address;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// `POST /api/networks/{net}/members/{node}/authorize`.
+    pub async fn authorize(&self, net: &str, node: &str) -> Result<MemberView, Error> {
+        self.edit_member(net, node, "authorized", |_, m| {
+            m.authorized = true;
+            Ok(())
+        })
+        .await
+    }
+
+    /// `POST /api/networks/{net}/members/{node}/deauthorize`.
+    pub async fn deauthorize(&self, net: &str, node: &str) -> Result<MemberView, Error> {
+        self.edit_member(net, node, "deauthorized", |_, m| {
+            m.authorized = false;
+            Ok(())
+        })
+        .await
+    }
+
+    /// `DELETE /api/networks/{net}/members/{node}`: frees its address; a connected member
+    /// is denied.
+    pub async fn delete_member(&self, net: &str, node: &str) -> Result<(), Error> {
+        {
+            let mut st = self.state.lock().await;
+            let key = find_member(network(&st, net)?, node)?.public_key;
+            self.commit(
+                &mut st,
+                net,
+                Change {
+                    delete: vec![key],
+                    ..Change::default()
+                },
+            )?;
+            tracing::info!(network = %net, node = %key.fingerprint(), "member deleted");
+        }
+        self.durable().await?;
+        Ok(())
+    }
+
+    /// `GET /api/networks/{net}/tokens`, oldest first.
+    pub async fn list_tokens(&self, net: &str) -> Result<Vec<TokenView>, Error> {
+        let st = self.state.lock().await;
+        network(&st, net)?;
+        let mut views: Vec<TokenView> = st
+            .tokens
+            .values()
+            .filter(|t| t.network == net)
+            .map(Token::view)
+            .collect();
+        views.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(views)
+    }
+
+    /// `POST /api/networks/{net}/tokens`. The answer is the only place the secret ever
+    /// appears; the store keeps its hash.
+    pub async fn create_token(&self, net: &str, req: CreateToken) -> Result<TokenCreated, Error> {
+        let now = self.now();
+        let expires_at = match req.expires_in_secs {
+            None => None,
+            Some(0) => return Err(Error::Invalid("expires-in-secs must be at least 1".into())),
+            Some(s) => Some(
+                now.checked_add(s)
+                    .ok_or_else(|| Error::Invalid(format!("expires-in-secs {s} is too large")))?,
+            ),
+        };
+        let secret = Key(random32().map_err(Error::Random)?);
+        let created = {
+            let mut st = self.state.lock().await;
+            network(&st, net)?;
+            let id = loop {
+                let bytes = random32().map_err(Error::Random)?;
+                let id: String = bytes[..6].iter().map(|b| format!("{b:02x}")).collect();
+                if !st.tokens.contains_key(&id) {
+                    break id;
+                }
+            };
+            let token = Token {
+                id: id.clone(),
+                network: net.to_owned(),
+                secret_hash: secret_hash(&secret),
+                reusable: req.reusable,
+                expires_at,
+                revoked: false,
+                uses: 0,
+                created_at: now,
+            };
+            let view = token.view();
+            self.commit(
+                &mut st,
+                net,
+                Change {
+                    tokens: vec![token],
+                    ..Change::default()
+                },
+            )?;
+            let join_token = JoinToken {
+                coordinators: self.join.coordinators.clone(),
+                pin: self.join.pin,
+                network: net.to_owned(),
+                secret: JoinSecret { id, secret },
+            }
+            .encode();
+            TokenCreated {
+                token: view,
+                join_token,
+            }
+        };
+        self.durable().await?;
+        tracing::info!(network = %net, token = %created.token.id, reusable = req.reusable, "token created");
+        Ok(created)
+    }
+
+    /// `DELETE /api/networks/{net}/tokens/{id}`: revokes (idempotent).
+    pub async fn revoke_token(&self, net: &str, id: &str) -> Result<(), Error> {
+        {
+            let mut st = self.state.lock().await;
+            network(&st, net)?;
+            let mut token = st
+                .tokens
+                .get(id)
+                .filter(|t| t.network == net)
+                .cloned()
+                .ok_or_else(|| Error::NotFound(format!("no token {id:?} in network {net:?}")))?;
+            if token.revoked {
+                return Ok(());
+            }
+            token.revoked = true;
+            self.commit(
+                &mut st,
+                net,
+                Change {
+                    tokens: vec![token],
+                    ..Change::default()
+                },
+            )?;
+        }
+        self.durable().await?;
+        tracing::info!(network = %net, token = %id, "token revoked");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_in_any_base64() {
+        let key = Key([0xfb; 32]);
+        let std = key.to_base64();
+        assert!(std.contains('+') || std.contains('/'));
+        let url = std.replace('+', "-").replace('/', "_");
+        assert_eq!(parse_any_key(&std), Some(key));
+        assert_eq!(parse_any_key(&url), Some(key));
+        assert_eq!(parse_any_key(url.trim_end_matches('=')), Some(key));
+        assert_eq!(parse_any_key("web-1"), None);
+    }
+}

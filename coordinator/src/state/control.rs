@@ -1,0 +1,338 @@
+//! Control-plane operations: what a node's session ([`crate::session`]) calls after the
+//! node proved its key: admission (token or pending), endpoint updates, last-seen, and
+//! the record of what netmap version it was sent.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use mesh_proto::control::{ct_eq, secret_hash, Hello};
+use mesh_proto::Key;
+use tokio::sync::watch;
+
+use super::{Change, Coordinator, Error, LOG_KEEP};
+use crate::ipam::{self, IpamError};
+use crate::model::{clean_version, member_name_from_hello, ChangeRecord, Member, MAX_ENDPOINTS};
+use crate::snapshot::Snapshot;
+use crate::store::{Op, StoreError};
+
+/// Why a node is refused at admission; the text is the `Denied` reason it is sent.
+#[derive(Debug, thiserror::Error)]
+pub enum AdmitError {
+    /// The network does not exist.
+    #[error("unknown network {0:?}")]
+    UnknownNetwork(String),
+    /// No token with that id, or a wrong secret.
+    #[error("invalid join token")]
+    BadToken,
+    /// The token admits to another network.
+    #[error("join token {id} is for network {token_network:?}, not {network:?}")]
+    WrongNetwork {
+        /// Token id.
+        id: String,
+        /// The token's network.
+        token_network: String,
+        /// The network asked for.
+        network: String,
+    },
+    /// Revoked by an admin.
+    #[error("join token {0} was revoked")]
+    Revoked(String),
+    /// Past its expiry.
+    #[error("join token {0} has expired")]
+    Expired(String),
+    /// A one-time token that was used already.
+    #[error("join token {0} was already used (it is one-time)")]
+    Used(String),
+    /// No address left for a new member.
+    #[error("{0}")]
+    NoAddress(IpamError),
+    /// Storage failed.
+    #[error("coordinator storage failed, try again later")]
+    Store(#[from] StoreError),
+    /// Anything else that should not happen.
+    #[error("coordinator error: {0}")]
+    Internal(String),
+}
+
+impl From<Error> for AdmitError {
+    fn from(e: Error) -> AdmitError {
+        match e {
+            Error::Store(e) => AdmitError::Store(e),
+            other => AdmitError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// A node let in (authorised or pending): the network's snapshots.
+#[derive(Debug)]
+pub struct Admitted {
+    /// Snapshots of the member's network, the current one marked unseen.
+    pub snapshots: watch::Receiver<Arc<Snapshot>>,
+}
+
+/// The endpoint candidates a node's report yields: the address its QUIC connection comes
+/// from with its WireGuard port, then its local addresses (no unspecified addresses, no
+/// port 0, at most [`MAX_ENDPOINTS`]).
+pub fn reported_endpoints(
+    remote: SocketAddr,
+    listen_port: u16,
+    local: &[SocketAddr],
+) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
+    let observed = if listen_port == 0 {
+        Vec::new()
+    } else {
+        vec![SocketAddr::new(remote.ip().to_canonical(), listen_port)]
+    };
+    let mut locals: Vec<SocketAddr> = Vec::new();
+    for ep in local {
+        let ep = SocketAddr::new(ep.ip().to_canonical(), ep.port());
+        if locals.len() == MAX_ENDPOINTS {
+            break;
+        }
+        if ep.port() != 0 && !ep.ip().is_unspecified() && !locals.contains(&ep) {
+            locals.push(ep);
+        }
+    }
+    (observed, locals)
+}
+
+impl Coordinator {
+    /// Admits a node that proved it holds `hello.public_key`: with a token it becomes an
+    /// authorised member at once; without, an authorised member proceeds and anyone else
+    /// is (or becomes) a pending member. Durable before it returns.
+    pub async fn admit(&self, hello: &Hello, remote: SocketAddr) -> Result<Admitted, AdmitError> {
+        let now = self.now();
+        let net = hello.network.as_str();
+        let key = hello.public_key;
+        let (endpoints, local_endpoints) =
+            reported_endpoints(remote, hello.listen_port, &hello.local);
+        let snapshots = {
+            let mut st = self.state.lock().await;
+            let ns = st
+                .networks
+                .get(net)
+                .ok_or_else(|| AdmitError::UnknownNetwork(net.chars().take(64).collect()))?;
+            let existing = ns.members.get(&key).cloned();
+            let mut tokens = Vec::new();
+            let mut authorize = false;
+            if let Some(join) = &hello.join {
+                let token = st
+                    .tokens
+                    .get(&join.id)
+                    .filter(|t| ct_eq(&secret_hash(&join.secret), &t.secret_hash))
+                    .ok_or(AdmitError::BadToken)?;
+                if token.network != net {
+                    return Err(AdmitError::WrongNetwork {
+                        id: token.id.clone(),
+                        token_network: token.network.clone(),
+                        network: net.to_owned(),
+                    });
+                }
+                // A member that is authorised already needs no token: a retry after a
+                // lost answer must not fail on its own one-time token.
+                if !existing.as_ref().is_some_and(|m| m.authorized) {
+                    if token.revoked {
+                        return Err(AdmitError::Revoked(token.id.clone()));
+                    }
+                    if token.expires_at.is_some_and(|at| now >= at) {
+                        return Err(AdmitError::Expired(token.id.clone()));
+                    }
+                    if !token.reusable && token.uses > 0 {
+                        return Err(AdmitError::Used(token.id.clone()));
+                    }
+                    let mut used = token.clone();
+                    used.uses += 1;
+                    tokens.push(used);
+                }
+                authorize = true;
+            }
+            let created = existing.is_none();
+            let mut member = match existing {
+                Some(m) => m,
+                None => Member {
+                    public_key: key,
+                    name: member_name_from_hello(&hello.name, &key),
+                    address: ipam::next_free(&ns.network.cidr, &ns.by_addr)
+                        .map_err(AdmitError::NoAddress)?,
+                    authorized: false,
+                    created_at: now,
+                    last_seen: None,
+                    version: String::new(),
+                    endpoints: Vec::new(),
+                    local_endpoints: Vec::new(),
+                },
+            };
+            member.authorized |= authorize;
+            member.version = clean_version(&hello.version);
+            member.last_seen = Some(now);
+            member.endpoints = endpoints;
+            member.local_endpoints = local_endpoints;
+            let authorized = member.authorized;
+            let address = member.address;
+            self.commit(
+                &mut st,
+                net,
+                Change {
+                    put: vec![member],
+                    tokens,
+                    ..Change::default()
+                },
+            )?;
+            tracing::info!(
+                network = %net,
+                node = %key.fingerprint(),
+                %address,
+                authorized,
+                created,
+                token = hello.join.as_ref().map(|j| j.id.as_str()),
+                "node admitted"
+            );
+            let ns = st
+                .networks
+                .get(net)
+                .ok_or_else(|| AdmitError::UnknownNetwork(net.to_owned()))?;
+            ns.tx.subscribe()
+        };
+        self.durable().await?;
+        Ok(Admitted { snapshots })
+    }
+
+    /// Updates a member's endpoint candidates (a push follows when it is authorised and
+    /// they changed) and its last-seen time.
+    pub async fn update_endpoints(
+        &self,
+        net: &str,
+        key: &Key,
+        remote: SocketAddr,
+        listen_port: u16,
+        local: &[SocketAddr],
+    ) -> Result<(), Error> {
+        let (endpoints, local_endpoints) = reported_endpoints(remote, listen_port, local);
+        let now = self.now();
+        let mut st = self.state.lock().await;
+        let Some(mut m) = st
+            .networks
+            .get(net)
+            .and_then(|ns| ns.members.get(key))
+            .cloned()
+        else {
+            return Ok(());
+        };
+        m.endpoints = endpoints;
+        m.local_endpoints = local_endpoints;
+        m.last_seen = Some(now);
+        self.commit(
+            &mut st,
+            net,
+            Change {
+                put: vec![m],
+                ..Change::default()
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Records activity of a member (connect, message, disconnect). Not flushed: nothing
+    /// is acknowledged by it.
+    pub async fn seen(&self, net: &str, key: &Key) -> Result<(), Error> {
+        let now = self.now();
+        let mut st = self.state.lock().await;
+        let Some(mut m) = st
+            .networks
+            .get(net)
+            .and_then(|ns| ns.members.get(key))
+            .cloned()
+        else {
+            return Ok(());
+        };
+        m.last_seen = Some(now);
+        self.commit(
+            &mut st,
+            net,
+            Change {
+                put: vec![m],
+                ..Change::default()
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Records (durably) that `version` of the netmap is about to be sent to a member, or
+    /// with `None` that it is no longer authorised (so it cannot resume later).
+    pub async fn record_sent(
+        &self,
+        net: &str,
+        key: &Key,
+        version: Option<u64>,
+    ) -> Result<(), Error> {
+        {
+            let st = self.state.lock().await;
+            if !st.networks.contains_key(net) {
+                return Ok(());
+            }
+            let (network, key) = (net.to_owned(), *key);
+            self.apply(&[match version {
+                Some(version) => Op::PutSent {
+                    network,
+                    key,
+                    version,
+                },
+                None => Op::DeleteSent { network, key },
+            }])?;
+        }
+        self.durable().await?;
+        Ok(())
+    }
+
+    /// The change-log records that take a member from `from` to `to`, if it was sent
+    /// version `from` and the log still covers every version in between.
+    pub fn resume_records(
+        &self,
+        net: &str,
+        key: &Key,
+        from: u64,
+        to: u64,
+    ) -> Result<Option<Vec<ChangeRecord>>, StoreError> {
+        if from > to || to - from > LOG_KEEP || self.store.last_sent(net, key)? != Some(from) {
+            return Ok(None);
+        }
+        let mut records = Vec::new();
+        let mut expect = from;
+        for (version, record) in self.store.log_after(net, from)? {
+            if version > to {
+                break;
+            }
+            expect += 1;
+            if version != expect {
+                return Ok(None);
+            }
+            records.push(record);
+        }
+        Ok((expect == to).then_some(records))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_candidates() {
+        let remote: SocketAddr = "[::ffff:203.0.113.7]:40000".parse().unwrap();
+        let local: Vec<SocketAddr> = vec![
+            "192.168.1.5:51820".parse().unwrap(),
+            "0.0.0.0:51820".parse().unwrap(),
+            "192.168.1.6:0".parse().unwrap(),
+            "192.168.1.5:51820".parse().unwrap(),
+        ];
+        let (observed, locals) = reported_endpoints(remote, 51820, &local);
+        assert_eq!(observed, vec!["203.0.113.7:51820".parse().unwrap()]);
+        assert_eq!(locals, vec!["192.168.1.5:51820".parse().unwrap()]);
+        let (observed, _) = reported_endpoints(remote, 0, &local);
+        assert!(observed.is_empty());
+        let many: Vec<SocketAddr> = (1..=40)
+            .map(|i| format!("10.0.0.{i}:1").parse().unwrap())
+            .collect();
+        assert_eq!(reported_endpoints(remote, 1, &many).1.len(), MAX_ENDPOINTS);
+    }
+}

@@ -1,0 +1,446 @@
+//! The coordinator's state and every operation on it, shared by the admin HTTP API
+//! ([`crate::http`]) and the control sessions ([`crate::session`]).
+//!
+//! **Architecture Invariant:** every mutation runs under one async mutex ([`Coordinator`]'s
+//! `state`): it is checked, written to the store as one atomic batch, and only then applied
+//! to memory. So two members never get one address, whatever joins race. The lock is never
+//! held across a disk flush.
+//!
+//! **Architecture Invariant:** nothing is acknowledged before it is durable. After its
+//! batch, an operation waits in [`Coordinator::durable`] (group commit: one flush covers
+//! every batch applied before it started, so concurrent joins share flushes) before it
+//! answers the admin, admits a node or sends a netmap.
+//!
+//! Sessions learn about changes through one `watch` channel per network carrying an
+//! immutable [`Snapshot`]; a slow session skips intermediate snapshots instead of queueing
+//! them, so memory per session is bounded.
+
+mod admin;
+mod control;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex as StdMutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use mesh_proto::control::CertPin;
+use mesh_proto::netmap::PeerInfo;
+use mesh_proto::Key;
+use tokio::sync::{oneshot, watch, Mutex};
+
+pub use self::control::{AdmitError, Admitted};
+use crate::ipam::IpamError;
+use crate::model::{ChangeRecord, Member, ModelError, Network, Token};
+use crate::snapshot::Snapshot;
+use crate::store::{Op, Store, StoreError};
+
+/// Change-log entries kept per network: a node that missed fewer versions resumes with
+/// changes, one that missed more gets a full netmap.
+pub const LOG_KEEP: u64 = 1024;
+
+/// Unix time in seconds. A trait so tests can move time.
+pub trait Clock: Send + Sync + 'static {
+    /// Seconds since the Unix epoch.
+    fn now(&self) -> u64;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    }
+}
+
+/// A clock tests set by hand.
+#[derive(Debug, Default)]
+pub struct ManualClock(AtomicU64);
+
+impl ManualClock {
+    /// A clock showing `now`.
+    pub fn new(now: u64) -> ManualClock {
+        ManualClock(AtomicU64::new(now))
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, secs: u64) {
+        self.0.fetch_add(secs, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// What goes into join tokens besides the secret: where nodes dial, and the pin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinInfo {
+    /// Advertised QUIC addresses (`host:port`).
+    pub coordinators: Vec<String>,
+    /// The coordinator certificate's pin.
+    pub pin: CertPin,
+}
+
+/// Why an admin operation failed; each maps to one HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No such network, member or token (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The request is malformed or names something impossible (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// The request conflicts with existing state (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// Storage failed (500).
+    #[error("storage failed: {0}")]
+    Store(#[from] StoreError),
+    /// The operating system's random generator failed (500).
+    #[error("random generator failed: {0}")]
+    Random(getrandom::Error),
+}
+
+impl From<ModelError> for Error {
+    fn from(e: ModelError) -> Error {
+        Error::Invalid(e.to_string())
+    }
+}
+
+impl From<IpamError> for Error {
+    fn from(e: IpamError) -> Error {
+        match e {
+            IpamError::Taken { .. } | IpamError::Exhausted(_) => Error::Conflict(e.to_string()),
+            IpamError::Outside { .. } | IpamError::Reserved { .. } => Error::Invalid(e.to_string()),
+        }
+    }
+}
+
+/// 32 random bytes from the operating system.
+pub(crate) fn random32() -> Result<[u8; 32], getrandom::Error> {
+    let mut b = [0u8; 32];
+    getrandom::getrandom(&mut b)?;
+    Ok(b)
+}
+
+/// One network in memory.
+struct NetState {
+    network: Network,
+    members: BTreeMap<Key, Member>,
+    /// Address → holder, for assignment.
+    by_addr: BTreeMap<IpAddr, Key>,
+    /// Authorised members as peers; shared into snapshots.
+    peers: BTreeMap<Key, Arc<PeerInfo>>,
+    tx: watch::Sender<Arc<Snapshot>>,
+}
+
+impl NetState {
+    fn new(network: Network, members: Vec<Member>) -> NetState {
+        let mut by_addr = BTreeMap::new();
+        let mut peers = BTreeMap::new();
+        let mut map = BTreeMap::new();
+        for m in members {
+            by_addr.insert(m.address, m.public_key);
+            if m.authorized {
+                peers.insert(m.public_key, Arc::new(m.peer_info()));
+            }
+            map.insert(m.public_key, m);
+        }
+        let tx = watch::Sender::new(Arc::new(snapshot_of(&network, &map, &peers, false)));
+        NetState {
+            network,
+            members: map,
+            by_addr,
+            peers,
+            tx,
+        }
+    }
+
+    fn publish(&mut self, deleted: bool) {
+        let snap = snapshot_of(&self.network, &self.members, &self.peers, deleted);
+        self.tx.send_replace(Arc::new(snap));
+    }
+}
+
+fn snapshot_of(
+    network: &Network,
+    members: &BTreeMap<Key, Member>,
+    peers: &BTreeMap<Key, Arc<PeerInfo>>,
+    deleted: bool,
+) -> Snapshot {
+    Snapshot {
+        version: network.version,
+        network: network.info(),
+        peers: peers.clone(),
+        pending: members
+            .values()
+            .filter(|m| !m.authorized)
+            .map(|m| m.public_key)
+            .collect(),
+        deleted,
+    }
+}
+
+/// Everything mirrored in memory.
+#[derive(Default)]
+struct State {
+    networks: BTreeMap<String, NetState>,
+    /// Tokens of every network, by id.
+    tokens: BTreeMap<String, Token>,
+}
+
+/// A change to one network, prepared before anything is written.
+#[derive(Default)]
+struct Change {
+    /// Members to create or replace.
+    put: Vec<Member>,
+    /// Members to delete.
+    delete: Vec<Key>,
+    /// Tokens to create or replace.
+    tokens: Vec<Token>,
+}
+
+/// A live control session slot: the newest session of a member replaces the older one.
+struct Slot {
+    id: u64,
+    /// Dropping it tells the session it was replaced.
+    _kick: oneshot::Sender<()>,
+}
+
+/// The coordinator: state, store and sessions. Shared as `Arc<Coordinator>`.
+pub struct Coordinator {
+    state: Mutex<State>,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    join: JoinInfo,
+    /// Batches applied to the store (for group commit).
+    applied: AtomicU64,
+    /// Serialises flushes; holds the `applied` count the last flush covered.
+    flushed: Mutex<u64>,
+    sessions: StdMutex<HashMap<(String, Key), Slot>>,
+    next_session: AtomicU64,
+}
+
+impl std::fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coordinator")
+            .field("join", &self.join)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Coordinator {
+    /// Loads every network, member and token from `store`.
+    pub fn open(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        join: JoinInfo,
+    ) -> Result<Arc<Coordinator>, StoreError> {
+        let mut state = State::default();
+        for network in store.networks()? {
+            for t in store.tokens(&network.name)? {
+                state.tokens.insert(t.id.clone(), t);
+            }
+            let members = store.members(&network.name)?;
+            state
+                .networks
+                .insert(network.name.clone(), NetState::new(network, members));
+        }
+        Ok(Arc::new(Coordinator {
+            state: Mutex::new(state),
+            store,
+            clock,
+            join,
+            applied: AtomicU64::new(0),
+            flushed: Mutex::new(0),
+            sessions: StdMutex::new(HashMap::new()),
+            next_session: AtomicU64::new(1),
+        }))
+    }
+
+    /// Unix seconds now.
+    pub fn now(&self) -> u64 {
+        self.clock.now()
+    }
+
+    /// Applies `ops` to the store (one atomic batch).
+    fn apply(&self, ops: &[Op]) -> Result<(), StoreError> {
+        self.store.apply(ops)?;
+        self.applied.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Returns once every batch applied before the call is on disk. Concurrent callers
+    /// share flushes: whoever flushes covers everyone whose batch came before.
+    pub async fn durable(&self) -> Result<(), StoreError> {
+        let mine = self.applied.load(Ordering::SeqCst);
+        let mut flushed = self.flushed.lock().await;
+        if *flushed >= mine {
+            return Ok(());
+        }
+        let target = self.applied.load(Ordering::SeqCst);
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.flush())
+            .await
+            .map_err(|_| StoreError::Interrupted)??;
+        *flushed = target;
+        Ok(())
+    }
+
+    /// Writes `change` to the store, then to memory. When a netmap changes (an authorised
+    /// member's peer entry appeared, changed or went away) the version is bumped and the
+    /// change logged in the same batch; sessions are woken when any netmap or membership
+    /// changed. Returns whether the version was bumped.
+    fn commit(&self, st: &mut State, net: &str, change: Change) -> Result<bool, Error> {
+        let ns = st
+            .networks
+            .get_mut(net)
+            .ok_or_else(|| Error::NotFound(format!("no network {net:?}")))?;
+        let mut touched = BTreeSet::new();
+        let mut peer_updates = Vec::new();
+        let mut membership = !change.delete.is_empty();
+        for m in &change.put {
+            let new = m.authorized.then(|| m.peer_info());
+            if ns.peers.get(&m.public_key).map(|p| &**p) != new.as_ref() {
+                touched.insert(m.public_key);
+                peer_updates.push((m.public_key, new.map(Arc::new)));
+            }
+            membership |= !ns.members.contains_key(&m.public_key);
+        }
+        for k in &change.delete {
+            if ns.peers.contains_key(k) {
+                touched.insert(*k);
+                peer_updates.push((*k, None));
+            }
+        }
+        let bump = !touched.is_empty();
+        let mut network = ns.network.clone();
+        let mut ops = Vec::new();
+        for m in &change.put {
+            ops.push(Op::PutMember {
+                network: net.to_owned(),
+                member: m.clone(),
+            });
+        }
+        for k in &change.delete {
+            ops.push(Op::DeleteMember {
+                network: net.to_owned(),
+                key: *k,
+            });
+        }
+        for t in &change.tokens {
+            ops.push(Op::PutToken(t.clone()));
+        }
+        if bump {
+            network.version += 1;
+            ops.push(Op::PutNetwork(network.clone()));
+            ops.push(Op::PutLog {
+                network: net.to_owned(),
+                version: network.version,
+                record: ChangeRecord {
+                    network: false,
+                    touched: touched.into_iter().collect(),
+                },
+            });
+            if network.version > LOG_KEEP {
+                ops.push(Op::PruneLog {
+                    network: net.to_owned(),
+                    upto: network.version - LOG_KEEP,
+                });
+            }
+        }
+        if ops.is_empty() {
+            return Ok(false);
+        }
+        self.apply(&ops)?;
+
+        // Durable-to-be in the store: now memory.
+        for m in change.put {
+            let key = m.public_key;
+            let addr = m.address;
+            if let Some(old) = ns.members.insert(key, m) {
+                if old.address != addr && ns.by_addr.get(&old.address) == Some(&key) {
+                    ns.by_addr.remove(&old.address);
+                }
+            }
+            ns.by_addr.insert(addr, key);
+        }
+        for k in &change.delete {
+            if let Some(old) = ns.members.remove(k) {
+                if ns.by_addr.get(&old.address) == Some(k) {
+                    ns.by_addr.remove(&old.address);
+                }
+            }
+        }
+        for (k, p) in peer_updates {
+            match p {
+                Some(p) => ns.peers.insert(k, p),
+                None => ns.peers.remove(&k),
+            };
+        }
+        ns.network = network;
+        if bump || membership {
+            ns.publish(false);
+        }
+        for t in change.tokens {
+            st.tokens.insert(t.id.clone(), t);
+        }
+        Ok(bump)
+    }
+
+    fn sessions(&self) -> MutexGuard<'_, HashMap<(String, Key), Slot>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a member holds an authenticated control connection now.
+    pub fn is_online(&self, net: &str, key: &Key) -> bool {
+        self.sessions().contains_key(&(net.to_owned(), *key))
+    }
+
+    /// Registers a member's session; an older session of the same member is told to end
+    /// (the returned receiver fires when this one is replaced in turn).
+    pub(crate) fn register_session(&self, net: &str, key: &Key) -> SessionGuard<'_> {
+        let id = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.sessions()
+            .insert((net.to_owned(), *key), Slot { id, _kick: tx });
+        SessionGuard {
+            coord: self,
+            net: net.to_owned(),
+            key: *key,
+            id,
+            replaced: rx,
+        }
+    }
+}
+
+/// A registered session; unregisters on drop (also when the task is cancelled).
+pub(crate) struct SessionGuard<'a> {
+    coord: &'a Coordinator,
+    net: String,
+    key: Key,
+    id: u64,
+    /// Resolves when a newer session of the same member replaced this one.
+    pub replaced: oneshot::Receiver<()>,
+}
+
+impl Drop for SessionGuard<'_> {
+    fn drop(&mut self) {
+        let mut sessions = self.coord.sessions();
+        let slot = (std::mem::take(&mut self.net), self.key);
+        if sessions.get(&slot).is_some_and(|s| s.id == self.id) {
+            sessions.remove(&slot);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

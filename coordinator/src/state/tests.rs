@@ -1,0 +1,222 @@
+//! State tests: persistence across restarts (sled), durability, the change log.
+
+use std::sync::Arc;
+
+use mesh_proto::admin::CreateNetwork;
+use mesh_proto::control::JoinToken;
+
+use super::*;
+use crate::store::{MemoryStore, SledStore};
+use crate::testutil::{hello, join_info, private, remote, Harness};
+
+fn open_sled(path: &std::path::Path) -> Arc<Coordinator> {
+    let store = Arc::new(SledStore::open(path).unwrap());
+    Coordinator::open(store, Arc::new(ManualClock::new(5_000)), join_info()).unwrap()
+}
+
+async fn lab(coord: &Coordinator) {
+    coord
+        .create_network(CreateNetwork {
+            name: "lab".into(),
+            cidr: "10.9.8.0/24".parse().unwrap(),
+            mtu: Some(1400),
+            keepalive: Some(0),
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn addresses_survive_restart_and_rejoin() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let (token, before) = {
+        let coord = open_sled(&path);
+        lab(&coord).await;
+        let created = coord
+            .create_token("lab", mesh_proto::admin::CreateToken::default())
+            .await
+            .unwrap();
+        let token = created.join_token.parse::<JoinToken>().unwrap().secret;
+        coord
+            .admit(&hello("lab", &private(1), Some(token.clone())), remote(1))
+            .await
+            .unwrap();
+        coord
+            .admit(&hello("lab", &private(2), None), remote(2))
+            .await
+            .unwrap();
+        coord
+            .admit(&hello("lab", &private(3), None), remote(3))
+            .await
+            .unwrap();
+        coord.delete_member("lab", "node-2").await.unwrap();
+        (token, coord.list_members("lab").await.unwrap())
+    };
+    assert_eq!(before.len(), 2);
+
+    // A restarted coordinator has everything an admin or node was told.
+    let coord = open_sled(&path);
+    let net = coord.get_network("lab").await.unwrap();
+    assert_eq!((net.mtu, net.keepalive, net.members), (1400, 0, 2));
+    let after = coord.list_members("lab").await.unwrap();
+    assert_eq!(after, before);
+    let tokens = coord.list_tokens("lab").await.unwrap();
+    assert_eq!(tokens[0].uses, 1);
+
+    // The same key keeps its address when it comes back, with or without the token.
+    coord
+        .admit(&hello("lab", &private(1), Some(token)), remote(1))
+        .await
+        .unwrap();
+    coord
+        .admit(&hello("lab", &private(3), None), remote(3))
+        .await
+        .unwrap();
+    let again = coord.list_members("lab").await.unwrap();
+    let addr = |ms: &[mesh_proto::admin::MemberView], seed: u8| {
+        ms.iter()
+            .find(|m| m.public_key == private(seed).public_key())
+            .map(|m| m.address)
+    };
+    assert_eq!(addr(&again, 1), addr(&before, 1));
+    assert_eq!(addr(&again, 3), addr(&before, 3));
+    // The deleted member's address (.2) went to nobody else and is free again.
+    coord
+        .admit(&hello("lab", &private(4), None), remote(4))
+        .await
+        .unwrap();
+    let with4 = coord.list_members("lab").await.unwrap();
+    assert_eq!(
+        addr(&with4, 4).map(|a| a.to_string()).as_deref(),
+        Some("10.9.8.2")
+    );
+}
+
+#[tokio::test]
+async fn resume_records_survive_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let v = {
+        let coord = open_sled(&path);
+        lab(&coord).await;
+        coord
+            .admit(&hello("lab", &private(1), None), remote(1))
+            .await
+            .unwrap();
+        coord.authorize("lab", "node-1").await.unwrap();
+        let v = coord.get_network("lab").await.unwrap().version;
+        coord
+            .record_sent("lab", &private(1).public_key(), Some(v))
+            .await
+            .unwrap();
+        coord
+            .admit(&hello("lab", &private(2), None), remote(2))
+            .await
+            .unwrap();
+        coord.authorize("lab", "node-2").await.unwrap();
+        v
+    };
+    let coord = open_sled(&path);
+    let now = coord.get_network("lab").await.unwrap().version;
+    assert_eq!(now, v + 1);
+    let records = coord
+        .resume_records("lab", &private(1).public_key(), v, now)
+        .unwrap()
+        .unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].touched, vec![private(2).public_key()]);
+    // Another version than the one recorded: no resume.
+    assert!(coord
+        .resume_records("lab", &private(1).public_key(), v - 1, now)
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test]
+async fn every_acknowledged_change_is_flushed() {
+    let h = Harness::new();
+    h.network("lab").await;
+    assert!(h.store.is_flushed());
+    h.coord
+        .admit(&hello("lab", &private(1), None), remote(1))
+        .await
+        .unwrap();
+    assert!(h.store.is_flushed());
+    h.coord.authorize("lab", "node-1").await.unwrap();
+    assert!(h.store.is_flushed());
+    h.token("lab", false, None).await;
+    assert!(h.store.is_flushed());
+    h.coord.delete_network("lab").await.unwrap();
+    assert!(h.store.is_flushed());
+}
+
+#[tokio::test]
+async fn the_change_log_is_bounded() {
+    let store = Arc::new(MemoryStore::new());
+    let coord =
+        Coordinator::open(store.clone(), Arc::new(ManualClock::new(1)), join_info()).unwrap();
+    lab(&coord).await;
+    coord
+        .admit(&hello("lab", &private(1), None), remote(1))
+        .await
+        .unwrap();
+    let key = private(1).public_key();
+    let start = coord.get_network("lab").await.unwrap().version;
+    coord.record_sent("lab", &key, Some(start)).await.unwrap();
+    for i in 0..LOG_KEEP + 5 {
+        let edit = if i % 2 == 0 {
+            "authorize"
+        } else {
+            "deauthorize"
+        };
+        if edit == "authorize" {
+            coord.authorize("lab", "node-1").await.unwrap();
+        } else {
+            coord.deauthorize("lab", "node-1").await.unwrap();
+        }
+    }
+    let now = coord.get_network("lab").await.unwrap().version;
+    assert_eq!(now, start + LOG_KEEP + 5);
+    assert_eq!(store.log_after("lab", 0).unwrap().len() as u64, LOG_KEEP);
+    assert!(coord
+        .resume_records("lab", &key, start, now)
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test]
+async fn admin_errors_name_the_problem() {
+    let h = Harness::new();
+    h.network("lab").await;
+    let err = |e: Error| (std::mem::discriminant(&e), e.to_string());
+    let e = h.coord.get_network("nope").await.unwrap_err();
+    assert!(matches!(e, Error::NotFound(_)));
+    let e = h
+        .coord
+        .create_network(CreateNetwork {
+            name: "lab".into(),
+            cidr: "10.0.0.0/24".parse().unwrap(),
+            mtu: None,
+            keepalive: None,
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Conflict(_)), "{:?}", err(e));
+    let e = h
+        .coord
+        .create_token(
+            "lab",
+            mesh_proto::admin::CreateToken {
+                reusable: false,
+                expires_in_secs: Some(u64::MAX),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Invalid(_)));
+    assert!(matches!(
+        h.coord.revoke_token("lab", "nope").await.unwrap_err(),
+        Error::NotFound(_)
+    ));
+}

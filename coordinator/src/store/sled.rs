@@ -1,0 +1,207 @@
+//! [`Store`] on sled: one tree, keys prefixed by record kind, values JSON.
+//!
+//! ```text
+//! n/<net>               → Network
+//! m/<net>/<key: 32 B>   → Member
+//! t/<net>/<id>          → Token
+//! s/<net>/<key: 32 B>   → last-sent version (u64, big endian)
+//! l/<net>/<ver: u64 BE> → ChangeRecord
+//! ```
+//! Network names never contain `/`, so `m/lab/` does not match members of `lab2`. A list of
+//! [`Op`]s becomes one `sled::Batch`, which sled applies atomically.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use mesh_proto::Key;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::{Op, Store, StoreError};
+use crate::model::{ChangeRecord, Member, Network, Token};
+
+/// sled's page cache (its default, 1 GiB, is more than the coordinator's whole state).
+const CACHE_BYTES: u64 = 64 << 20;
+
+/// The on-disk store.
+#[derive(Debug)]
+pub struct SledStore {
+    pub(super) db: ::sled::Db,
+}
+
+impl SledStore {
+    /// Opens (or creates) the database at `path`.
+    pub fn open(path: &Path) -> Result<SledStore, StoreError> {
+        let db = ::sled::Config::new()
+            .path(path)
+            .cache_capacity(CACHE_BYTES)
+            .open()?;
+        Ok(SledStore { db })
+    }
+}
+
+fn network_key(net: &str) -> Vec<u8> {
+    format!("n/{net}").into_bytes()
+}
+
+fn prefix(kind: char, net: &str) -> Vec<u8> {
+    format!("{kind}/{net}/").into_bytes()
+}
+
+fn keyed(kind: char, net: &str, tail: &[u8]) -> Vec<u8> {
+    let mut k = prefix(kind, net);
+    k.extend_from_slice(tail);
+    k
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Plain data records: serialising cannot fail.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+fn decode<T: DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(value).map_err(|source| StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        source,
+    })
+}
+
+impl SledStore {
+    fn scan<T: DeserializeOwned>(&self, prefix: &[u8]) -> Result<Vec<T>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.scan_prefix(prefix) {
+            let (k, v) = item?;
+            out.push(decode(&k, &v)?);
+        }
+        Ok(out)
+    }
+}
+
+impl Store for SledStore {
+    fn networks(&self) -> Result<Vec<Network>, StoreError> {
+        self.scan(b"n/")
+    }
+
+    fn members(&self, network: &str) -> Result<Vec<Member>, StoreError> {
+        self.scan(&prefix('m', network))
+    }
+
+    fn tokens(&self, network: &str) -> Result<Vec<Token>, StoreError> {
+        self.scan(&prefix('t', network))
+    }
+
+    fn last_sent(&self, network: &str, key: &Key) -> Result<Option<u64>, StoreError> {
+        let k = keyed('s', network, &key.0);
+        Ok(self.db.get(&k)?.and_then(|v| {
+            let bytes: [u8; 8] = v.as_ref().try_into().ok()?;
+            Some(u64::from_be_bytes(bytes))
+        }))
+    }
+
+    fn log_after(&self, network: &str, after: u64) -> Result<Vec<(u64, ChangeRecord)>, StoreError> {
+        let Some(from) = after.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        let start = keyed('l', network, &from.to_be_bytes());
+        let end = keyed('l', network, &u64::MAX.to_be_bytes());
+        let mut out = Vec::new();
+        for item in self.db.range(start..=end) {
+            let (k, v) = item?;
+            let tail = &k[k.len().saturating_sub(8)..];
+            let version = u64::from_be_bytes(tail.try_into().unwrap_or([0; 8]));
+            out.push((version, decode(&k, &v)?));
+        }
+        Ok(out)
+    }
+
+    fn apply(&self, ops: &[Op]) -> Result<(), StoreError> {
+        // Collect into an ordered map first so a delete-by-prefix also drops puts earlier
+        // in the same list, then hand sled one atomic batch.
+        let mut writes: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+        for op in ops {
+            match op {
+                Op::PutNetwork(n) => {
+                    writes.insert(network_key(&n.name), Some(encode(n)));
+                }
+                Op::DeleteNetwork(net) => {
+                    writes.insert(network_key(net), None);
+                    for kind in ['m', 't', 's', 'l'] {
+                        let p = prefix(kind, net);
+                        for item in self.db.scan_prefix(&p) {
+                            let (k, _) = item?;
+                            writes.insert(k.to_vec(), None);
+                        }
+                        for (k, v) in writes.iter_mut() {
+                            if k.starts_with(&p) {
+                                *v = None;
+                            }
+                        }
+                    }
+                }
+                Op::PutMember { network, member } => {
+                    writes.insert(
+                        keyed('m', network, &member.public_key.0),
+                        Some(encode(member)),
+                    );
+                }
+                Op::DeleteMember { network, key } => {
+                    writes.insert(keyed('m', network, &key.0), None);
+                    writes.insert(keyed('s', network, &key.0), None);
+                }
+                Op::PutToken(t) => {
+                    writes.insert(keyed('t', &t.network, t.id.as_bytes()), Some(encode(t)));
+                }
+                Op::PutSent {
+                    network,
+                    key,
+                    version,
+                } => {
+                    writes.insert(
+                        keyed('s', network, &key.0),
+                        Some(version.to_be_bytes().to_vec()),
+                    );
+                }
+                Op::DeleteSent { network, key } => {
+                    writes.insert(keyed('s', network, &key.0), None);
+                }
+                Op::PutLog {
+                    network,
+                    version,
+                    record,
+                } => {
+                    writes.insert(
+                        keyed('l', network, &version.to_be_bytes()),
+                        Some(encode(record)),
+                    );
+                }
+                Op::PruneLog { network, upto } => {
+                    let start = keyed('l', network, &0u64.to_be_bytes());
+                    let end = keyed('l', network, &upto.to_be_bytes());
+                    for item in self.db.range(start.clone()..=end.clone()) {
+                        let (k, _) = item?;
+                        writes.insert(k.to_vec(), None);
+                    }
+                    for (k, v) in writes.iter_mut() {
+                        if *k >= start && *k <= end {
+                            *v = None;
+                        }
+                    }
+                }
+            }
+        }
+        let mut batch = ::sled::Batch::default();
+        for (k, v) in writes {
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
+        }
+        self.db.apply_batch(batch)?;
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}

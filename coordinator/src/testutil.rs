@@ -1,0 +1,177 @@
+//! Test helpers: a coordinator on the in-memory store with a hand-set clock, and a node
+//! that speaks the control protocol over `tokio::io::duplex`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mesh_proto::admin::{CreateNetwork, CreateToken};
+use mesh_proto::control::{
+    encode, node_proof, CertPin, ClientMsg, Hello, JoinSecret, JoinToken, ServerMsg,
+};
+use mesh_proto::Key;
+use tokio::io::{AsyncWriteExt as _, DuplexStream, ReadHalf, WriteHalf};
+use tokio::task::JoinHandle;
+
+use crate::frame::FrameReader;
+use crate::session::{self, End};
+use crate::state::{Coordinator, JoinInfo, ManualClock};
+use crate::store::MemoryStore;
+
+/// The exporter secret test connections use.
+pub const EXPORTER: [u8; 32] = [42; 32];
+
+/// A coordinator with its store and clock.
+pub struct Harness {
+    pub coord: Arc<Coordinator>,
+    pub store: Arc<MemoryStore>,
+    pub clock: Arc<ManualClock>,
+}
+
+pub fn join_info() -> JoinInfo {
+    JoinInfo {
+        coordinators: vec!["192.0.2.1:7443".into()],
+        pin: CertPin([3; 32]),
+    }
+}
+
+impl Harness {
+    pub fn new() -> Harness {
+        let store = Arc::new(MemoryStore::new());
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let coord = Coordinator::open(store.clone(), clock.clone(), join_info()).unwrap();
+        Harness {
+            coord,
+            store,
+            clock,
+        }
+    }
+
+    /// Creates network `name` on 10.9.8.0/24.
+    pub async fn network(&self, name: &str) {
+        self.coord
+            .create_network(CreateNetwork {
+                name: name.into(),
+                cidr: "10.9.8.0/24".parse().unwrap(),
+                mtu: None,
+                keepalive: None,
+            })
+            .await
+            .unwrap();
+    }
+
+    /// A new token of `net`, as the node presents it.
+    pub async fn token(&self, net: &str, reusable: bool, expires: Option<u64>) -> JoinSecret {
+        let created = self
+            .coord
+            .create_token(
+                net,
+                CreateToken {
+                    reusable,
+                    expires_in_secs: expires,
+                },
+            )
+            .await
+            .unwrap();
+        created.join_token.parse::<JoinToken>().unwrap().secret
+    }
+}
+
+/// A private key from a seed byte.
+pub fn private(seed: u8) -> Key {
+    Key::clamp_private([seed; 32])
+}
+
+pub fn hello(net: &str, private: &Key, join: Option<JoinSecret>) -> Hello {
+    Hello {
+        network: net.into(),
+        public_key: private.public_key(),
+        name: format!("node-{}", private.0[1]),
+        version: "0.1.0".into(),
+        join,
+        resume: None,
+        listen_port: 51820,
+        local: vec!["192.168.1.2:51820".parse().unwrap()],
+    }
+}
+
+/// A node connected to a session over a duplex pipe.
+pub struct Node {
+    pub frames: FrameReader<ReadHalf<DuplexStream>>,
+    pub writer: WriteHalf<DuplexStream>,
+    pub task: JoinHandle<End>,
+    pub key: Key,
+}
+
+/// The address test nodes "connect from".
+pub fn remote(seed: u8) -> SocketAddr {
+    SocketAddr::from(([198, 51, 100, seed], 40000))
+}
+
+impl Node {
+    /// Opens a session and says `hello` (nothing else).
+    pub fn open(coord: &Arc<Coordinator>, seed: u8) -> Node {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let (br, mut bw) = tokio::io::split(b);
+        let coord = coord.clone();
+        let task =
+            tokio::spawn(
+                async move { session::run(&coord, br, &mut bw, EXPORTER, remote(seed)).await },
+            );
+        let (ar, aw) = tokio::io::split(a);
+        Node {
+            frames: FrameReader::new(ar, usize::MAX),
+            writer: aw,
+            task,
+            key: private(seed).public_key(),
+        }
+    }
+
+    /// Opens a session, completes the handshake with `hello`'s key and returns the node.
+    pub async fn connect(coord: &Arc<Coordinator>, seed: u8, hello: Hello) -> Node {
+        let mut node = Node::open(coord, seed);
+        node.send(&ClientMsg::Hello(hello)).await;
+        let ServerMsg::Challenge { ephemeral, nonce } = node.recv().await else {
+            panic!("expected a challenge");
+        };
+        let proof = node_proof(&private(seed), &ephemeral, &nonce, &EXPORTER);
+        node.send(&ClientMsg::Proof { proof }).await;
+        node
+    }
+
+    pub async fn send(&mut self, msg: &ClientMsg) {
+        self.writer.write_all(&encode(msg)).await.unwrap();
+    }
+
+    /// The next message (fails the test after 5 s).
+    pub async fn recv(&mut self) -> ServerMsg {
+        tokio::time::timeout(Duration::from_secs(5), self.frames.next::<ServerMsg>())
+            .await
+            .expect("no message within 5 s")
+            .unwrap()
+            .expect("session closed")
+    }
+
+    /// Asserts nothing arrives for a little while.
+    pub async fn quiet(&mut self) {
+        let got =
+            tokio::time::timeout(Duration::from_millis(100), self.frames.next::<ServerMsg>()).await;
+        assert!(got.is_err(), "unexpected message: {got:?}");
+    }
+
+    /// The session's end (after the node closed or was denied).
+    pub async fn end(self) -> End {
+        // Both halves must go for the session to see the end of its stream.
+        let Node {
+            task,
+            writer,
+            frames,
+            ..
+        } = self;
+        drop((writer, frames));
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("session did not end")
+            .unwrap()
+    }
+}

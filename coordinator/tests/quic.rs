@@ -1,0 +1,301 @@
+//! The control protocol over real QUIC on 127.0.0.1, with a client that pins the
+//! coordinator's certificate the way meshd does.
+
+// Test helpers outside #[test] functions: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use coordinator::frame::{self, FrameReader};
+use coordinator::identity::{DataDir, SERVER_NAME};
+use coordinator::state::{Coordinator, JoinInfo, SystemClock};
+use coordinator::store::MemoryStore;
+use mesh_proto::admin::{CreateNetwork, CreateToken};
+use mesh_proto::control::{
+    node_proof, CertPin, ClientMsg, Hello, JoinSecret, JoinToken, ServerMsg, ALPN, EXPORTER_LABEL,
+};
+use mesh_proto::Key;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+
+/// Accepts exactly the certificate whose SHA-256 is the pin; TLS 1.3 signatures are still
+/// verified (with ring), so the server must hold the pinned certificate's key.
+#[derive(Debug)]
+struct PinVerifier {
+    pin: CertPin,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if CertPin::of_der(end_entity) == self.pin {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(
+                "certificate does not match the pin".into(),
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls12NotOffered,
+        ))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+fn client(pin: CertPin) -> quinn::Endpoint {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinVerifier { pin, provider }))
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+    endpoint
+}
+
+struct Server {
+    addr: SocketAddr,
+    pin: CertPin,
+    coord: Arc<Coordinator>,
+    _dir: tempfile::TempDir,
+}
+
+async fn server() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let data = DataDir::new(dir.path());
+    data.create().unwrap();
+    let identity = data.load_or_create_identity().unwrap();
+    let endpoint = coordinator::quic::bind(&identity, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = endpoint.local_addr().unwrap();
+    let coord = Coordinator::open(
+        Arc::new(MemoryStore::new()),
+        Arc::new(SystemClock),
+        JoinInfo {
+            coordinators: vec![addr.to_string()],
+            pin: identity.pin,
+        },
+    )
+    .unwrap();
+    coord
+        .create_network(CreateNetwork {
+            name: "lab".into(),
+            cidr: "10.9.8.0/24".parse().unwrap(),
+            mtu: None,
+            keepalive: None,
+        })
+        .await
+        .unwrap();
+    tokio::spawn(coordinator::quic::serve(endpoint, coord.clone()));
+    Server {
+        addr,
+        pin: identity.pin,
+        coord,
+        _dir: dir,
+    }
+}
+
+async fn token(s: &Server) -> JoinToken {
+    let created = s
+        .coord
+        .create_token(
+            "lab",
+            CreateToken {
+                reusable: true,
+                expires_in_secs: None,
+            },
+        )
+        .await
+        .unwrap();
+    created.join_token.parse().unwrap()
+}
+
+type Stream = (
+    quinn::Connection,
+    quinn::SendStream,
+    FrameReader<quinn::RecvStream>,
+);
+
+async fn open(addr: SocketAddr, pin: CertPin) -> Result<Stream, quinn::ConnectionError> {
+    let endpoint = client(pin);
+    let conn = endpoint.connect(addr, SERVER_NAME).unwrap().await?;
+    let (send, recv) = conn.open_bi().await?;
+    Ok((
+        conn,
+        send,
+        FrameReader::new(recv, mesh_proto::control::MAX_FRAME),
+    ))
+}
+
+async fn recv(r: &mut FrameReader<quinn::RecvStream>) -> ServerMsg {
+    tokio::time::timeout(Duration::from_secs(5), r.next::<ServerMsg>())
+        .await
+        .expect("no answer within 5 s")
+        .unwrap()
+        .expect("stream ended")
+}
+
+/// Hello with `claimed` as identity, proof made with `private`.
+async fn handshake(
+    stream: &mut Stream,
+    private: &Key,
+    claimed: Key,
+    join: Option<JoinSecret>,
+) -> ServerMsg {
+    let (conn, send, frames) = stream;
+    let hello = Hello {
+        network: "lab".into(),
+        public_key: claimed,
+        name: "quic-node".into(),
+        version: "test".into(),
+        join,
+        resume: None,
+        listen_port: 51820,
+        local: vec![],
+    };
+    frame::write(send, &ClientMsg::Hello(hello)).await.unwrap();
+    let ServerMsg::Challenge { ephemeral, nonce } = recv(frames).await else {
+        panic!("no challenge");
+    };
+    let mut exporter = [0u8; 32];
+    conn.export_keying_material(&mut exporter, EXPORTER_LABEL, b"")
+        .unwrap();
+    let proof = node_proof(private, &ephemeral, &nonce, &exporter);
+    frame::write(send, &ClientMsg::Proof { proof })
+        .await
+        .unwrap();
+    recv(frames).await
+}
+
+#[tokio::test]
+async fn token_join_over_quic_with_a_pinned_certificate() {
+    let s = server().await;
+    let token = token(&s).await;
+    assert_eq!(token.pin, s.pin);
+    assert_eq!(token.coordinators, vec![s.addr.to_string()]);
+    let private = Key::clamp_private([11; 32]);
+    let mut stream = open(s.addr, token.pin).await.unwrap();
+    let msg = handshake(
+        &mut stream,
+        &private,
+        private.public_key(),
+        Some(token.secret),
+    )
+    .await;
+    let ServerMsg::Netmap { netmap } = msg else {
+        panic!("expected a netmap, got {msg:?}");
+    };
+    assert_eq!(netmap.address.to_string(), "10.9.8.1/24");
+    let members = s.coord.list_members("lab").await.unwrap();
+    assert!(members[0].online);
+    assert_eq!(
+        members[0].endpoints,
+        vec!["127.0.0.1:51820".parse().unwrap()]
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_pin_fails_before_anything_is_sent() {
+    let s = server().await;
+    let err = open(s.addr, CertPin([0; 32]))
+        .await
+        .expect_err("connected despite a wrong pin");
+    assert!(err.to_string().contains("pin"), "{err}");
+    assert!(s.coord.list_members("lab").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn claiming_another_key_is_refused() {
+    let s = server().await;
+    let token = token(&s).await;
+    let victim = Key::clamp_private([12; 32]).public_key();
+    let mut stream = open(s.addr, s.pin).await.unwrap();
+    let msg = handshake(
+        &mut stream,
+        &Key::clamp_private([13; 32]),
+        victim,
+        Some(token.secret),
+    )
+    .await;
+    assert!(
+        matches!(&msg, ServerMsg::Denied { reason } if reason.contains("proof")),
+        "{msg:?}"
+    );
+    assert!(s.coord.list_members("lab").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn garbage_is_refused_without_disturbing_others() {
+    let s = server().await;
+    let token = token(&s).await;
+    // An oversized frame header, then garbage.
+    let (_c, mut send, mut frames) = open(s.addr, s.pin).await.unwrap();
+    send.write_all(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3])
+        .await
+        .unwrap();
+    let msg = recv(&mut frames).await;
+    assert!(
+        matches!(&msg, ServerMsg::Denied { reason } if reason.contains("exceeds")),
+        "{msg:?}"
+    );
+    let (_c2, mut send2, mut frames2) = open(s.addr, s.pin).await.unwrap();
+    send2.write_all(b"\x00\x00\x00\x03abc").await.unwrap();
+    assert!(matches!(recv(&mut frames2).await, ServerMsg::Denied { .. }));
+    // Raw UDP garbage at the port.
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for n in [1usize, 100, 1200] {
+        udp.send_to(&vec![0x5a; n], s.addr).await.unwrap();
+    }
+    // A well-behaved node still gets in.
+    let private = Key::clamp_private([14; 32]);
+    let mut stream = open(s.addr, s.pin).await.unwrap();
+    let msg = handshake(
+        &mut stream,
+        &private,
+        private.public_key(),
+        Some(token.secret),
+    )
+    .await;
+    assert!(matches!(msg, ServerMsg::Netmap { .. }), "{msg:?}");
+}
