@@ -253,7 +253,7 @@ where
                 }
                 msg = self.frames.next::<ClientMsg>() => match msg {
                     Ok(None) => return Ok(()),
-                    Ok(Some(ClientMsg::Endpoints { listen_port, local })) => {
+                    Ok(Some(ClientMsg::Endpoints { listen_port, local, .. })) => {
                         if let Err(e) = self
                             .coord
                             .update_endpoints(&self.net, &self.key, self.remote, listen_port, &local)

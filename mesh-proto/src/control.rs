@@ -19,7 +19,7 @@
 //!  | -- Hello {network, public-key, join?, resume?} -> |
 //!  | <- Challenge {ephemeral, nonce} ------------------ |
 //!  | -- Proof {proof} --------------------------------> |  proof of the private key
-//!  | <- Pending | Denied | Netmap ---------------------- |
+//!  | <- Pending | Denied | [Services] Netmap ----------- |
 //!  | <- Changes {version, changes} ... (pushed) -------- |
 //!  | -- Endpoints {...} (when they change) -----------> |
 //! ```
@@ -66,6 +66,10 @@ pub enum ClientMsg {
         listen_port: u16,
         /// Local interface addresses with the WireGuard port.
         local: Vec<SocketAddr>,
+        /// Addresses the coordinator's reflectors saw for the WireGuard socket (the NAT
+        /// mapping other members must use), best first.
+        #[serde(default)]
+        reflexive: Vec<SocketAddr>,
     },
 }
 
@@ -116,6 +120,16 @@ pub enum ServerMsg {
     Netmap {
         /// The map.
         netmap: Netmap,
+    },
+    /// NAT traversal services for this member; sent after authorisation, before the netmap.
+    Services {
+        /// Reflector addresses (`host:port`, UDP); two distinct ones let nodes tell
+        /// endpoint-independent from endpoint-dependent NAT mappings.
+        reflectors: Vec<String>,
+        /// Relay address (`host:port`, UDP), if the coordinator relays.
+        relay: Option<String>,
+        /// This member's relay token (`mesh_proto::relay::token`).
+        relay_token: Key,
     },
     /// Changes since the last message, reaching `version`.
     Changes {

@@ -19,8 +19,11 @@ pub mod admin;
 pub mod allowed_ips;
 pub mod api;
 pub mod control;
+pub mod disco;
 pub mod key;
 pub mod netmap;
+pub mod reflect;
+pub mod relay;
 
 pub use allowed_ips::AllowedIps;
 pub use key::{Key, KeyError};

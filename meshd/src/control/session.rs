@@ -28,6 +28,21 @@ pub trait Sink {
     fn pending(&mut self, message: &str);
     /// A new netmap is in force (full or after changes).
     fn netmap(&mut self, netmap: &Netmap);
+    /// The coordinator's NAT traversal services (reflectors, relay) for this member.
+    fn services(&mut self, services: Services) {
+        let _ = services;
+    }
+}
+
+/// What [`ServerMsg::Services`] carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Services {
+    /// Reflector addresses (`host:port`).
+    pub reflectors: Vec<String>,
+    /// Relay address (`host:port`), if any.
+    pub relay: Option<String>,
+    /// This member's relay token.
+    pub relay_token: Key,
 }
 
 /// Reads one frame.
@@ -109,6 +124,17 @@ where
                 current.apply(version, &changes);
                 sink.netmap(current);
             }
+            ServerMsg::Services {
+                reflectors,
+                relay,
+                relay_token,
+            } => {
+                sink.services(Services {
+                    reflectors,
+                    relay,
+                    relay_token,
+                });
+            }
             ServerMsg::Challenge { .. } => bail!("protocol error: a second challenge"),
         }
     }
@@ -121,6 +147,7 @@ fn kind(m: &ServerMsg) -> &'static str {
         ServerMsg::Denied { .. } => "denied",
         ServerMsg::Netmap { .. } => "netmap",
         ServerMsg::Changes { .. } => "changes",
+        ServerMsg::Services { .. } => "services",
     }
 }
 
