@@ -131,6 +131,7 @@ impl Member {
             last_seen: self.last_seen,
             version: self.version.clone(),
             endpoints: self.candidates(),
+            public_endpoint: None,
         }
     }
 }

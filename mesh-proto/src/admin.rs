@@ -78,6 +78,11 @@ pub struct UpdateMember {
     /// New overlay address (must be inside the network and free).
     #[serde(default)]
     pub address: Option<IpAddr>,
+    /// A public endpoint for the member's WireGuard port that the admin set up (port
+    /// forwarding, a cloud load balancer); offered to peers before discovered candidates.
+    /// An unspecified address (`0.0.0.0:0`) clears it.
+    #[serde(default)]
+    pub public_endpoint: Option<SocketAddr>,
 }
 
 /// A member as the API shows it.
@@ -102,6 +107,9 @@ pub struct MemberView {
     pub version: String,
     /// Endpoint candidates other members get.
     pub endpoints: Vec<SocketAddr>,
+    /// The admin-set public endpoint, if any.
+    #[serde(default)]
+    pub public_endpoint: Option<SocketAddr>,
 }
 
 /// `POST /api/networks/{net}/tokens`.

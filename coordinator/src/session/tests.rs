@@ -346,6 +346,7 @@ async fn endpoints_renames_and_readdressing_are_pushed() {
     b.send(&ClientMsg::Endpoints {
         listen_port: 4000,
         local: vec!["10.1.1.1:4000".parse().unwrap()],
+        reflexive: vec![],
     })
     .await;
     let (_, ch) = changes(a.recv().await);
@@ -369,6 +370,7 @@ async fn endpoints_renames_and_readdressing_are_pushed() {
             UpdateMember {
                 name: Some("web".into()),
                 address: Some("10.9.8.50".parse().unwrap()),
+                ..Default::default()
             },
         )
         .await

@@ -143,6 +143,7 @@ fn command(client: &Client, command: AdminCommand, now: u64) -> anyhow::Result<S
             let body = UpdateMember {
                 name: Some(new_name),
                 address: None,
+                ..Default::default()
             };
             let answer =
                 client.patch(&api_path(&["networks", &network, "members", &node]), &body)?;
@@ -159,6 +160,7 @@ fn command(client: &Client, command: AdminCommand, now: u64) -> anyhow::Result<S
             let body = UpdateMember {
                 name: None,
                 address: Some(ip),
+                ..Default::default()
             };
             let answer =
                 client.patch(&api_path(&["networks", &network, "members", &node]), &body)?;
