@@ -405,6 +405,7 @@ mod tests {
             last_seen,
             version: "0.1.0".to_owned(),
             endpoints: vec![],
+            public_endpoint: None,
         }
     }
 
