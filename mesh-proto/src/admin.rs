@@ -81,7 +81,7 @@ pub struct UpdateMember {
     /// A public endpoint for the member's WireGuard port that the admin set up (port
     /// forwarding, a cloud load balancer); offered to peers before discovered candidates.
     /// An unspecified address (`0.0.0.0:0`) clears it.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_endpoint: Option<SocketAddr>,
 }
 

@@ -22,6 +22,7 @@ pub mod control;
 pub mod disco;
 pub mod key;
 pub mod netmap;
+pub mod paths;
 pub mod reflect;
 pub mod relay;
 

@@ -9,6 +9,11 @@
 //!   kills and restarts it.
 //! - [`WgGo`]: wireguard-go configured with `wg`, for interoperability tests and for
 //!   checking the lab itself.
+//! - [`Coordinator`]: the real coordinator in a namespace (stop, kill, restart with the same
+//!   data directory), driven with `meshctl admin` inside that namespace.
+//! - [`control`]: control-plane scenarios: a coordinator on the internet, nodes on their
+//!   own sites joining through it, and [`control::measure_propagation`] for how fast a
+//!   membership change reaches every node.
 //! - [`topo`]: ready-made meshd topologies (full mesh on the internet, a linked pair).
 //! - [`xfer`]: checksummed TCP transfers and UDP junk through the `wm-xfer` tool.
 //!
@@ -18,9 +23,10 @@
 //! own namespaces; everything is removed in `Drop`, also when a test panics (then the
 //! daemons' logs are printed too).
 //!
-//! Deliberately left out: anything that needs the coordinator, and timing assertions other
-//! than the explicit bounds the tests state.
+//! Deliberately left out: timing assertions other than the explicit bounds the tests state.
 
+pub mod control;
+pub mod coordinator;
 pub mod lab;
 pub mod meshd;
 pub mod netns;
@@ -29,6 +35,7 @@ pub mod util;
 pub mod wg;
 pub mod xfer;
 
+pub use coordinator::Coordinator;
 pub use lab::{parse_ping_loss, ping, ping_once, ping_with, set_udp_loss, Lab, NatKind, NatRouter};
 pub use meshd::{Meshd, MeshdConfig};
 pub use netns::{cleanup_stale, Netns};

@@ -21,14 +21,18 @@ pub struct MeshdConfig {
     pub interface: String,
     /// UDP port.
     pub listen_port: u16,
-    /// Overlay address with prefix, e.g. `"10.9.8.1/24"`.
-    pub address: String,
+    /// Overlay address with prefix, e.g. `"10.9.8.1/24"`; None for a node that gets its
+    /// address from a coordinator (`meshctl join`).
+    pub address: Option<String>,
     /// Interface MTU (the tests use 1280).
     pub mtu: u16,
     /// The private key; None lets meshd generate `<state-dir>/node.key` on first start.
     pub key: Option<NodeKey>,
     /// Static peers.
     pub peers: Vec<Peer>,
+    /// The name meshd registers with a coordinator (`--name`); None = the hostname, which
+    /// all namespaces share.
+    pub node_name: Option<String>,
 }
 
 impl MeshdConfig {
@@ -37,11 +41,33 @@ impl MeshdConfig {
         MeshdConfig {
             interface: util::unique_ifname("wm"),
             listen_port,
-            address: address.to_owned(),
+            address: Some(address.to_owned()),
             mtu: 1280,
             key,
             peers: Vec::new(),
+            node_name: None,
         }
+    }
+
+    /// A config for a node that joins a network through a coordinator: only a unique
+    /// interface name, the port and MTU 1280 (and the key file when `key` is set); no
+    /// address, no peers. meshd starts, and waits for `meshctl join`.
+    pub fn unconfigured(listen_port: u16, key: Option<NodeKey>) -> MeshdConfig {
+        MeshdConfig {
+            interface: util::unique_ifname("wm"),
+            listen_port,
+            address: None,
+            mtu: 1280,
+            key,
+            peers: Vec::new(),
+            node_name: None,
+        }
+    }
+
+    /// Sets the name meshd registers with the coordinator (builder style).
+    pub fn named(mut self, name: &str) -> MeshdConfig {
+        self.node_name = Some(name.to_owned());
+        self
     }
 
     /// Adds a peer (builder style).
@@ -57,7 +83,9 @@ impl MeshdConfig {
         let mut t = String::new();
         t.push_str(&format!("interface = {}\n", q(&self.interface)));
         t.push_str(&format!("listen-port = {}\n", self.listen_port));
-        t.push_str(&format!("address = {}\n", q(&self.address)));
+        if let Some(address) = &self.address {
+            t.push_str(&format!("address = {}\n", q(address)));
+        }
         t.push_str(&format!("mtu = {}\n", self.mtu));
         if let Some(f) = key_file {
             t.push_str(&format!("private-key-file = {}\n", q(&f.to_string_lossy())));
@@ -134,11 +162,26 @@ impl Meshd {
         Ok(m)
     }
 
+    /// Starts meshd in `ns` without address or peers ([`MeshdConfig::unconfigured`], port
+    /// [`crate::topo::PORT`], registered under `name`), ready for `meshctl join`. With
+    /// `key` None meshd generates its key in the state directory.
+    pub fn start_unconfigured(
+        ns: &Arc<Netns>,
+        name: &str,
+        key: Option<NodeKey>,
+    ) -> anyhow::Result<Meshd> {
+        Meshd::start(
+            ns,
+            name,
+            MeshdConfig::unconfigured(crate::topo::PORT, key).named(name),
+        )
+    }
+
     fn spawn(&mut self) -> anyhow::Result<()> {
         let meshd = util::binary("meshd")?;
         let _ = std::fs::remove_file(&self.socket);
         let level = std::env::var("MESHD_LOG").unwrap_or_else(|_| "info".to_owned());
-        let argv = [
+        let mut argv = vec![
             meshd.to_string_lossy().into_owned(),
             "--config".into(),
             self.config_path.to_string_lossy().into_owned(),
@@ -147,6 +190,9 @@ impl Meshd {
             "--socket".into(),
             self.socket.to_string_lossy().into_owned(),
         ];
+        if let Some(n) = &self.config.node_name {
+            argv.extend(["--name".to_owned(), n.clone()]);
+        }
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         {
             let mut f = std::fs::OpenOptions::new()
@@ -206,13 +252,11 @@ impl Meshd {
         &self.config
     }
 
-    /// The overlay address without prefix length.
-    pub fn overlay_ip(&self) -> &str {
-        self.config
-            .address
-            .split('/')
-            .next()
-            .unwrap_or(&self.config.address)
+    /// The configured overlay address without prefix length; None when the node gets its
+    /// address from a coordinator (see [`Meshd::address`]).
+    pub fn overlay_ip(&self) -> Option<&str> {
+        let a = self.config.address.as_deref()?;
+        a.split('/').next()
     }
 
     /// The API socket path.
@@ -280,17 +324,7 @@ impl Meshd {
 
     /// The status straight from the unix socket (`{"cmd":"status"}`).
     pub fn status_via_socket(&self) -> anyhow::Result<Value> {
-        let mut s = UnixStream::connect(&self.socket)
-            .with_context(|| format!("connecting to {}", self.socket.display()))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        s.write_all(b"{\"cmd\":\"status\"}\n")?;
-        let mut line = String::new();
-        BufReader::new(s)
-            .read_line(&mut line)
-            .context("reading the status reply")?;
-        let v: Value = serde_json::from_str(line.trim())
-            .with_context(|| format!("status reply is not JSON: {line:?}"))?;
-        unwrap_status(v)
+        status_at(&self.socket)
     }
 
     /// `meshctl --socket PATH status` (the human form), or an error when meshctl fails.
@@ -331,6 +365,128 @@ impl Meshd {
             .with_context(|| format!("status has no dropped.{counter}: {s}"))
     }
 
+    /// Runs `meshctl --socket PATH <args>` (from the root namespace: the unix socket is a
+    /// file, no network needed) and returns its output whatever the exit status.
+    pub fn meshctl(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
+        let meshctl = util::binary("meshctl")?;
+        util::output(
+            Command::new(meshctl)
+                .arg("--socket")
+                .arg(&self.socket)
+                .args(args),
+        )
+    }
+
+    /// Like [`Meshd::meshctl`], but fails with meshctl's output unless it exits 0; returns
+    /// stdout.
+    pub fn meshctl_ok(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = self.meshctl(args)?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            bail!(
+                "node {}: `meshctl {}` failed ({}):\nstdout: {}\nstderr: {}",
+                self.name,
+                args.join(" "),
+                out.status,
+                stdout.trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(stdout)
+    }
+
+    /// `meshctl join NETWORK --token TOKEN --json --timeout 30s`: returns once the node is
+    /// connected (meshctl waits), with the control status meshctl printed.
+    pub fn join_with_token(&self, network: &str, token: &str) -> anyhow::Result<Value> {
+        let out = self.meshctl_ok(&[
+            "join",
+            network,
+            "--token",
+            token,
+            "--json",
+            "--timeout",
+            "30s",
+        ])?;
+        serde_json::from_str(out.trim())
+            .with_context(|| format!("meshctl join --json printed no JSON: {out:?}"))
+    }
+
+    /// `meshctl join NETWORK --coordinator HOST:PORT --pin PIN`, without a token: returns
+    /// meshctl's stdout once meshd reports the node pending (or connected).
+    pub fn join_with_pin(
+        &self,
+        network: &str,
+        coordinator: &str,
+        pin: &str,
+    ) -> anyhow::Result<String> {
+        self.meshctl_ok(&[
+            "join",
+            network,
+            "--coordinator",
+            coordinator,
+            "--pin",
+            pin,
+            "--timeout",
+            "30s",
+        ])
+    }
+
+    /// `meshctl leave NETWORK`; returns its stdout.
+    pub fn leave(&self, network: &str) -> anyhow::Result<String> {
+        self.meshctl_ok(&["leave", network])
+    }
+
+    /// The `control` object of the status (Null when the node is in no network).
+    pub fn control(&self) -> anyhow::Result<Value> {
+        Ok(self.status()?["control"].clone())
+    }
+
+    /// `control.state` (`connecting`, `pending`, `connected`, `denied`), or None when the
+    /// node is in no network or its status cannot be read.
+    pub fn control_state(&self) -> Option<String> {
+        let s = self.status_via_socket().ok()?;
+        s["control"]["state"].as_str().map(str::to_owned)
+    }
+
+    /// Polls until `control.state` is `state`; on time-out the error carries the last
+    /// control status and the end of meshd's log.
+    pub fn wait_control_state(&self, state: &str, timeout: Duration) -> anyhow::Result<Duration> {
+        let what = format!("node {}: control.state = {state}", self.name);
+        util::wait_until(timeout, &what, || {
+            self.control_state().as_deref() == Some(state)
+        })
+        .map_err(|e| {
+            let control = self
+                .status_via_socket()
+                .map(|s| s["control"].to_string())
+                .unwrap_or_else(|e| format!("(no status: {e:#})"));
+            e.context(format!(
+                "last control status: {control}\nmeshd {} log:\n{}",
+                self.name,
+                self.log_tail(30)
+            ))
+        })
+    }
+
+    /// The overlay address the status reports, with its prefix (`"10.9.8.1/24"`): the
+    /// configured one, or the one the coordinator assigned. None when there is none.
+    pub fn address_with_prefix(&self) -> anyhow::Result<Option<String>> {
+        Ok(self.status()?["address"].as_str().map(str::to_owned))
+    }
+
+    /// The overlay address the status reports, without prefix; an error when there is none.
+    pub fn address(&self) -> anyhow::Result<String> {
+        let a = self
+            .address_with_prefix()?
+            .with_context(|| format!("node {} has no overlay address yet", self.name))?;
+        Ok(a.split('/').next().unwrap_or(&a).to_owned())
+    }
+
+    /// The public keys of the peers the node has now.
+    pub fn peer_keys(&self) -> anyhow::Result<Vec<String>> {
+        Ok(peer_keys_of(&self.status()?))
+    }
+
     /// Kills meshd with SIGKILL (no chance to clean up) and waits for it.
     pub fn kill9(&mut self) -> anyhow::Result<()> {
         if let Some(mut c) = self.child.take() {
@@ -356,6 +512,35 @@ impl Meshd {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+}
+
+/// The status of the meshd listening on `socket`, straight from the unix socket
+/// (`{"cmd":"status"}`), without starting a process: cheap enough to poll every few
+/// milliseconds from several threads.
+pub fn status_at(socket: &Path) -> anyhow::Result<Value> {
+    let mut s = UnixStream::connect(socket)
+        .with_context(|| format!("connecting to {}", socket.display()))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(b"{\"cmd\":\"status\"}\n")?;
+    let mut line = String::new();
+    BufReader::new(s)
+        .read_line(&mut line)
+        .context("reading the status reply")?;
+    let v: Value = serde_json::from_str(line.trim())
+        .with_context(|| format!("status reply is not JSON: {line:?}"))?;
+    unwrap_status(v)
+}
+
+/// The public keys of the peers a status lists.
+pub fn peer_keys_of(status: &Value) -> Vec<String> {
+    status["peers"]
+        .as_array()
+        .map(|ps| {
+            ps.iter()
+                .filter_map(|p| p["public-key"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn unwrap_status(v: Value) -> anyhow::Result<Value> {
