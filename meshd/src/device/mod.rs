@@ -203,6 +203,9 @@ impl Device {
                 .spawn(move || outbound::run(dev, queue))
                 .context("spawning an outbound thread")?;
         }
+        for peer in &device.peers.load().list {
+            device.initiate_handshake(peer);
+        }
         Ok(device)
     }
 
@@ -298,6 +301,7 @@ impl Device {
         let keepalive =
             netmap.and_then(|m| (m.network.keepalive > 0).then_some(m.network.keepalive));
         let mut next = BTreeMap::new();
+        let mut fresh = Vec::new();
         for info in netmap.iter().flat_map(|m| m.peers.values()) {
             if info.public_key == self.public_key
                 || d.static_peers
@@ -313,7 +317,11 @@ impl Device {
                     refresh_endpoint(p, info);
                     p.clone()
                 }
-                _ => self.new_peer(info, keepalive),
+                _ => {
+                    let peer = self.new_peer(info, keepalive);
+                    fresh.push(peer.clone());
+                    peer
+                }
             };
             next.insert(info.public_key, peer);
         }
@@ -337,6 +345,10 @@ impl Device {
             .cloned()
             .collect();
         self.peers.store(Arc::new(PeerTable::new(all)));
+        drop(d);
+        for peer in &fresh {
+            self.initiate_handshake(peer);
+        }
         tracing::info!(
             version = netmap.map(|m| m.version),
             kept,
@@ -344,6 +356,24 @@ impl Device {
             removed,
             "netmap applied"
         );
+    }
+
+    /// Sends a handshake initiation to `peer` now rather than on its first packet. A peer
+    /// that is new to us may still hold a session with our previous incarnation (we
+    /// restarted, or left and re-joined); until it hears a new initiation it would keep
+    /// encrypting with that stale session, and WireGuard itself would only notice after
+    /// REKEY_TIMEOUT + KEEPALIVE_TIMEOUT (15 s).
+    fn initiate_handshake(&self, peer: &Peer) {
+        let Some(to) = peer.endpoint() else { return };
+        let mut buf = [0u8; 256];
+        let mut tunn = peer.tunn.lock();
+        if let TunnResult::WriteToNetwork(packet) =
+            tunn.format_handshake_initiation(&mut buf, false)
+        {
+            if let Err(e) = self.udp.send_now(to, packet) {
+                tracing::debug!(peer = %peer.public_key.fingerprint(), "initial handshake: {e}");
+            }
+        }
     }
 
     fn new_peer(&self, info: &PeerInfo, keepalive: Option<u16>) -> Arc<Peer> {
