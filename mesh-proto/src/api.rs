@@ -29,6 +29,15 @@ pub enum Request {
         /// The network to leave (must be the one joined).
         network: String,
     },
+    /// Probe a peer (disco ping over its current path and every candidate) and report which
+    /// paths answered.
+    Ping {
+        /// Peer name, overlay address, public key or key prefix.
+        peer: String,
+    },
+    /// Report this node's NAT mapping behaviour and whether UDP works, using the
+    /// coordinator's two reflectors.
+    Netcheck,
 }
 
 /// `meshctl join`: either a token (which carries coordinator, pin and network) or a
@@ -57,6 +66,20 @@ pub enum Response {
         ok: bool,
         /// The node's status.
         status: Status,
+    },
+    /// A ping's result.
+    Ping {
+        /// Always true.
+        ok: bool,
+        /// What answered.
+        ping: PingReport,
+    },
+    /// A netcheck's result.
+    Netcheck {
+        /// Always true.
+        ok: bool,
+        /// The report.
+        netcheck: NetcheckReport,
     },
     /// A request without a result succeeded; `message` says what happened.
     Done {
@@ -138,7 +161,7 @@ pub enum ControlState {
 }
 
 /// One peer as `meshctl status` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct PeerStatus {
     /// The peer's public key.
@@ -155,6 +178,74 @@ pub struct PeerStatus {
     pub tx_bytes: u64,
     /// Persistent keepalive interval in seconds, if enabled.
     pub persistent_keepalive: Option<u16>,
+    /// The peer's name in the network (None for static peers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// How packets reach it now: `direct` or `relay` (None: no path known yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathType>,
+    /// Round-trip time of the current path, from disco probes, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<f64>,
+}
+
+/// How a peer is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PathType {
+    /// Straight to one of its addresses (LAN or public).
+    Direct,
+    /// Through the coordinator's relay.
+    Relay,
+}
+
+/// Answer to [`Request::Ping`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct PingReport {
+    /// The peer's public key.
+    pub public_key: Key,
+    /// One line per probed path that answered.
+    pub answers: Vec<PingAnswer>,
+    /// The path packets use after the probes.
+    pub path: Option<PathType>,
+}
+
+/// A path that answered a ping.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct PingAnswer {
+    /// `direct` or `relay`.
+    pub path: PathType,
+    /// The address that answered (the relay's for relayed answers).
+    pub addr: SocketAddr,
+    /// Round-trip time in milliseconds.
+    pub rtt_ms: f64,
+}
+
+/// Answer to [`Request::Netcheck`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct NetcheckReport {
+    /// Whether any reflector answered over UDP.
+    pub udp: bool,
+    /// What each reflector saw as this node's WireGuard socket address.
+    pub reflections: Vec<Reflection>,
+    /// `endpoint-independent`, `endpoint-dependent` (symmetric NAT: needs the relay with
+    /// other symmetric or port-restricted peers) or `unknown`.
+    pub mapping: String,
+    /// Whether the node's relay registration is acknowledged.
+    pub relay: bool,
+}
+
+/// One reflector's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Reflection {
+    /// The reflector asked.
+    pub reflector: SocketAddr,
+    /// The source address it saw, if it answered.
+    pub observed: Option<SocketAddr>,
 }
 
 /// Packets `meshd` dropped, by reason. All counters only grow.

@@ -95,10 +95,12 @@ fn call(socket: &Path, request: &Request) -> Result<String, String> {
     match serde_json::from_slice::<Response>(&line) {
         Ok(Response::Done { message, .. }) => Ok(one_line(&message)),
         Ok(Response::Error { error, .. }) => Err(format!("meshd refused: {}", one_line(&error))),
-        Ok(Response::Status { .. }) => Err(format!(
-            "meshd at {} answered with a status instead of a result",
-            socket.display()
-        )),
+        Ok(Response::Status { .. } | Response::Ping { .. } | Response::Netcheck { .. }) => {
+            Err(format!(
+                "meshd at {} answered with a report instead of a result",
+                socket.display()
+            ))
+        }
         Err(e) => Err(format!(
             "meshd at {}: unexpected answer: {e}",
             socket.display()
@@ -417,6 +419,9 @@ mod tests {
             rx_bytes: 0,
             tx_bytes: 0,
             persistent_keepalive: None,
+            name: None,
+            path: None,
+            rtt_ms: None,
         };
         Status {
             interface: "mesh0".to_owned(),

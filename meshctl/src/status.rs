@@ -34,7 +34,9 @@ fn parse_answer(line: &[u8]) -> Result<Status, String> {
     match serde_json::from_slice::<Response>(line) {
         Ok(Response::Status { status, .. }) => Ok(status),
         Ok(Response::Error { error, .. }) => Err(one_line(&error)),
-        Ok(Response::Done { .. }) => Err("meshd answered without a status".to_owned()),
+        Ok(Response::Done { .. } | Response::Ping { .. } | Response::Netcheck { .. }) => {
+            Err("meshd answered without a status".to_owned())
+        }
         // `untagged` reports only "did not match any variant"; find out what is wrong.
         Err(_) => {
             let value: serde_json::Value =

@@ -106,6 +106,9 @@ fn answer(request: Request, device: &Device, control: &Arc<Control>) -> Response
         },
         Request::Join(req) => done(control.join(req)),
         Request::Leave { network } => done(control.leave(&network)),
+        Request::Ping { .. } | Request::Netcheck => {
+            Response::error("this meshd has no NAT traversal support yet")
+        }
     }
 }
 

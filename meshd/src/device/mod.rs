@@ -240,6 +240,9 @@ impl Device {
                     rx_bytes: rx as u64,
                     tx_bytes: tx as u64,
                     persistent_keepalive: p.persistent_keepalive,
+                    name: None,
+                    path: None,
+                    rtt_ms: None,
                 }
             })
             .collect();
