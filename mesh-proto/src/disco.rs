@@ -16,7 +16,7 @@
 //!      1..=4 0x00  0x00  0x00   WireGuard (message type, then three reserved zero bytes)
 //!      'w'   'm'   'D'   '1'    disco (this module)
 //!      'w'   'm'   'R'   '1'    reflection (crate::reflect)
-//!      'w'   'm'   'L'   '1'    relay framing (defined by the relay)
+//!      'w'   'm'   'L'   '1'    relay framing (crate::relay)
 //! ```
 //!
 //! # Sealed datagram
@@ -68,8 +68,6 @@ use crate::Key;
 
 /// The four bytes every disco datagram starts with.
 pub const MAGIC: [u8; 4] = *b"wmD1";
-/// Relay frames start with these four bytes (the framing is defined by the relay).
-pub const RELAY_MAGIC: [u8; 4] = *b"wmL1";
 /// Most candidates one [`DiscoMsg::CallMeMaybe`] carries; [`seal`] sends the first ones.
 pub const MAX_CANDIDATES: usize = 16;
 /// Label hashed into the [`SharedKey`], so the key is used for nothing else.
@@ -102,7 +100,7 @@ pub enum Kind {
     Disco,
     /// A reflection answer (`wmR1`): [`crate::reflect::parse_response`].
     Reflect,
-    /// A relay frame (`wmL1`).
+    /// A relay frame (`wmL1`): [`crate::relay`].
     Relay,
     /// Anything else (drop and count it).
     Unknown,
@@ -115,7 +113,7 @@ pub fn classify(datagram: &[u8]) -> Kind {
         Some([1..=4, 0, 0, 0]) => Kind::WireGuard,
         Some(&MAGIC) => Kind::Disco,
         Some(&crate::reflect::MAGIC) => Kind::Reflect,
-        Some(&RELAY_MAGIC) => Kind::Relay,
+        Some(&crate::relay::MAGIC) => Kind::Relay,
         _ => Kind::Unknown,
     }
 }

@@ -28,7 +28,9 @@
 //!   [`PROBE_INTERVAL`] and send a CallMeMaybe through the relay every
 //!   [`CALL_ME_MAYBE_INTERVAL`], so the other side probes back at the same moment and both
 //!   NATs open (simultaneous open). Receiving a ping or a CallMeMaybe probes all candidates
-//!   at once, at most once per [`MIN_ROUND_SPACING`]: that reaction is what punches holes.
+//!   at once, at most once per [`MIN_ROUND_SPACING`], and a ping from a candidate that is
+//!   not alive is answered by a ping back to it (at most every [`PING_BACK_SPACING`]):
+//!   those reactions are what punch holes. New candidates are probed as soon as known.
 //! - **A direct path alive**: ping it every [`HEARTBEAT_INTERVAL`]; an unanswered ping is
 //!   retransmitted after [`RETRANSMIT_MIN`] (or twice the RTT); every candidate is probed
 //!   every [`UPGRADE_INTERVAL`] to find a better path and keep fallbacks fresh.
@@ -70,17 +72,21 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
 /// path and keep fallbacks known).
 pub const UPGRADE_INTERVAL: Duration = Duration::from_secs(10);
 /// A path without evidence (pong or authenticated traffic) for this long is dead: three
-/// missed heartbeats and a half (tailscale's `trustUDPAddrDuration` is the same 6.5 s).
+/// heartbeat intervals and a quarter, so three heartbeats (and their retransmissions) went
+/// unanswered (tailscale's `trustUDPAddrDuration` is the same 6.5 s).
 pub const PATH_TIMEOUT: Duration = Duration::from_millis(6500);
 /// Shortest wait before retransmitting an unanswered ping to the current path (the wait is
 /// twice the RTT when that is longer, at most [`HEARTBEAT_INTERVAL`]). Under heavy loss this
 /// is what keeps a working path from being declared dead.
-pub const RETRANSMIT_MIN: Duration = Duration::from_millis(500);
+pub const RETRANSMIT_MIN: Duration = Duration::from_millis(250);
 /// A pong for a ping older than this is ignored (and the ping forgotten).
 pub const PING_EXPIRY: Duration = Duration::from_secs(5);
 /// Probe rounds triggered by the peer (a ping, a CallMeMaybe, new candidates) are at least
 /// this far apart.
 pub const MIN_ROUND_SPACING: Duration = Duration::from_secs(1);
+/// A candidate that pings us while not alive is pinged back at once (outside full rounds),
+/// but not sooner than this after our last ping to it.
+pub const PING_BACK_SPACING: Duration = Duration::from_millis(250);
 /// Timers are spread by up to this many percent either way, so peers (and the many peers
 /// of one node) do not fall into lockstep.
 pub const JITTER_PERCENT: u64 = 10;
@@ -95,6 +101,10 @@ pub const MAX_OUTSTANDING_PINGS: usize = 64;
 pub const MAX_QUEUED_TRANSMITS: usize = 64;
 /// Most events waiting for [`PeerPaths::poll_event`]; beyond it the last two are merged.
 pub const MAX_QUEUED_EVENTS: usize = 16;
+/// A learned candidate without evidence for this long (since it was learned or last alive)
+/// is forgotten, so a stale peer-reflexive address (or a replayed ping's spoofed source) is
+/// not probed forever.
+pub const LEARNED_TTL: Duration = Duration::from_secs(30);
 /// How many recently answered ping ids are remembered to refuse replays.
 const RECENT_PINGS: usize = 32;
 
@@ -255,6 +265,8 @@ struct Cand {
     last_evidence: Option<Instant>,
     last_pong: Option<Instant>,
     last_ping: Option<Instant>,
+    /// When to ping just this candidate (new, or pinged us while not alive).
+    probe_at: Option<Instant>,
     added: Instant,
 }
 
@@ -269,6 +281,7 @@ impl Cand {
             last_evidence: None,
             last_pong: None,
             last_ping: None,
+            probe_at: Some(now),
             added: now,
         }
     }
@@ -335,7 +348,7 @@ impl PeerPaths {
     /// Replaces the netmap's candidates for this peer (its reflected address, local
     /// addresses, admin-set endpoint). Candidates that stay keep their state; learned ones
     /// stay; a removed one that is the current path is kept as learned until it dies. New
-    /// candidates are probed at once (within [`MIN_ROUND_SPACING`]). Unusable addresses
+    /// candidates are probed at once (at the next `handle_timeout`). Unusable addresses
     /// (unspecified, port 0, multicast, broadcast) are skipped; at most
     /// `MAX_CANDIDATES - MAX_LEARNED` are taken.
     pub fn set_candidates(&mut self, now: Instant, candidates: Vec<SocketAddr>) {
@@ -350,7 +363,6 @@ impl PeerPaths {
         }
         let current = self.current_addr();
         let mut old = std::mem::take(&mut self.candidates);
-        let mut added = false;
         for addr in &wanted {
             match old.iter().position(|c| c.addr == *addr) {
                 Some(i) => {
@@ -358,10 +370,8 @@ impl PeerPaths {
                     c.learned = false;
                     self.candidates.push(c);
                 }
-                None => {
-                    self.candidates.push(Cand::new(now, *addr, false));
-                    added = true;
-                }
+                // Probed at once: Cand::new sets probe_at.
+                None => self.candidates.push(Cand::new(now, *addr, false)),
             }
         }
         // What was learned stays learned; the current path stays while it works.
@@ -376,22 +386,21 @@ impl PeerPaths {
                 break;
             }
         }
-        if added {
-            self.request_round(now);
-        }
     }
 
     /// Sets this node's own candidates, which CallMeMaybe messages advertise to the peer
     /// (at most [`crate::disco::MAX_CANDIDATES`]). Empty by default: a CallMeMaybe then only
     /// asks the peer to probe the candidates it has.
     pub fn set_own_candidates(&mut self, candidates: Vec<SocketAddr>) {
-        self.own_candidates = candidates
-            .into_iter()
-            .map(canonical)
-            .filter(usable)
-            .collect();
-        self.own_candidates.dedup();
-        self.own_candidates.truncate(crate::disco::MAX_CANDIDATES);
+        self.own_candidates.clear();
+        for addr in candidates.into_iter().map(canonical) {
+            if self.own_candidates.len() == crate::disco::MAX_CANDIDATES {
+                break;
+            }
+            if usable(&addr) && !self.own_candidates.contains(&addr) {
+                self.own_candidates.push(addr);
+            }
+        }
     }
 
     /// Whether a relay can be used. Without one, and without a direct path, the peer is
@@ -413,8 +422,10 @@ impl PeerPaths {
 
     /// An authenticated ping arrived. Queues a pong to the same source (its `observed` is
     /// the source address; unspecified for the relay), learns a direct source it did not
-    /// know as a peer-reflexive candidate, and — unless a direct path is alive — probes all
-    /// candidates at once (rate-limited): the reaction that makes simultaneous open work.
+    /// know as a peer-reflexive candidate and pings it (or pings back a known one that is
+    /// not alive, at most every [`PING_BACK_SPACING`]), and — unless a direct path is
+    /// alive — probes all candidates at once (at most once per [`MIN_ROUND_SPACING`]): the
+    /// reaction that makes simultaneous open work.
     /// A ping whose `tx` was already answered (a replay) is ignored.
     pub fn handle_ping(&mut self, now: Instant, from: Source, tx: [u8; 12]) {
         let from = canonical_source(from);
@@ -430,13 +441,26 @@ impl PeerPaths {
             Source::Relay => SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0),
         };
         self.queue_transmit(from, DiscoMsg::Pong { tx, observed });
-        let mut learned = false;
         if let Source::Direct(a) = from {
-            if usable(&a) && self.find(a).is_none() {
-                learned = self.add_learned(now, a);
+            match self.find(a) {
+                // It reaches us from there: ping back at once (the pong may well get
+                // through now that its NAT has sent to us), at most every PING_BACK_SPACING.
+                Some(i) if !self.candidates[i].alive => {
+                    let c = &mut self.candidates[i];
+                    let at = c
+                        .last_ping
+                        .map_or(now, |t| (t + PING_BACK_SPACING).max(now));
+                    c.probe_at = Some(c.probe_at.map_or(at, |p| p.min(at)));
+                }
+                Some(_) => {}
+                // Peer-reflexive: probed at once (Cand::new sets probe_at).
+                None if usable(&a) => {
+                    self.add_learned(now, a);
+                }
+                None => {}
             }
         }
-        if learned || !self.is_direct() {
+        if !self.is_direct() {
             self.request_round(now);
         }
     }
@@ -508,12 +532,19 @@ impl PeerPaths {
                     self.evidence(now, i);
                 }
             }
-            None => {
-                if usable(&from) && self.add_learned(now, from) {
-                    self.request_round(now);
-                }
+            // Learned, and so probed at once; it counts once a probe went out.
+            None if usable(&from) => {
+                self.add_learned(now, from);
             }
+            None => {}
         }
+    }
+
+    /// Probes every candidate at the next `handle_timeout` (at most once per
+    /// [`MIN_ROUND_SPACING`]), for `meshctl ping`: the answers show in
+    /// [`PeerPaths::snapshot`] (`last_pong`, `rtt`).
+    pub fn probe_now(&mut self, now: Instant) {
+        self.request_round(now);
     }
 
     /// Runs the timers due at `now`: expires paths and pings, sends probe rounds,
@@ -543,6 +574,15 @@ impl PeerPaths {
                 self.reselect(now);
             }
         }
+        // Learned candidates that never worked, or stopped working long ago, are forgotten.
+        let current = self.current_addr();
+        self.candidates.retain(|c| {
+            !c.learned
+                || c.alive
+                || Some(c.addr) == current
+                || now.saturating_duration_since(c.last_evidence.unwrap_or(c.added).max(c.added))
+                    < LEARNED_TTL
+        });
 
         if !self.candidates.is_empty() && now >= self.next_round {
             self.last_round = Some(now);
@@ -556,6 +596,14 @@ impl PeerPaths {
                 PROBE_INTERVAL
             };
             self.next_round = now + self.jittered(interval);
+        }
+
+        // Single candidates due a probe: new ones, and ones that pinged us (ping back).
+        for i in 0..self.candidates.len() {
+            if self.candidates[i].probe_at.is_some_and(|t| t <= now) {
+                let to = Source::Direct(self.candidates[i].addr);
+                self.send_ping(now, to, rng);
+            }
         }
 
         if let Some(addr) = self.current_addr() {
@@ -575,9 +623,10 @@ impl PeerPaths {
         }
     }
 
-    /// When [`PeerPaths::handle_timeout`] must next be called, and why ("probe",
-    /// "call-me-maybe", "heartbeat", "retransmit", "path-expiry"). `None`: nothing to do
-    /// until something arrives.
+    /// When [`PeerPaths::handle_timeout`] must next be called, and why: "probe" (a round
+    /// of all candidates), "probe-now" (a new candidate, or a ping back), "call-me-maybe",
+    /// "heartbeat", "retransmit", "path-expiry". `None`: nothing to do until something
+    /// arrives.
     pub fn poll_timeout(&self) -> Option<(Instant, &'static str)> {
         let mut best: Option<(Instant, &'static str)> = None;
         let mut consider = |t: Instant, why: &'static str| {
@@ -587,6 +636,9 @@ impl PeerPaths {
         };
         if !self.candidates.is_empty() {
             consider(self.next_round, "probe");
+        }
+        if let Some(t) = self.candidates.iter().filter_map(|c| c.probe_at).min() {
+            consider(t, "probe-now");
         }
         if self.is_direct() {
             consider(self.next_heartbeat, "heartbeat");
@@ -801,6 +853,7 @@ impl PeerPaths {
         if let Source::Direct(addr) = to {
             if let Some(i) = self.find(addr) {
                 self.candidates[i].last_ping = Some(now);
+                self.candidates[i].probe_at = None;
             }
             if self.current_addr() == Some(addr) {
                 // Any ping to the current path is its heartbeat, and is retransmitted
@@ -839,4 +892,697 @@ impl PeerPaths {
 }
 
 #[cfg(test)]
-mod tests {}
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    /// A deterministic rng for the tests (SplitMix64).
+    fn rng(seed: u64) -> impl FnMut() -> u64 {
+        let mut state = seed;
+        move || {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+    }
+
+    fn drain(p: &mut PeerPaths) -> Vec<(Source, DiscoMsg)> {
+        std::iter::from_fn(|| p.poll_transmit()).collect()
+    }
+
+    fn events(p: &mut PeerPaths) -> Vec<PathEvent> {
+        std::iter::from_fn(|| p.poll_event()).collect()
+    }
+
+    fn pings_to(msgs: &[(Source, DiscoMsg)], to: SocketAddr) -> Vec<[u8; 12]> {
+        msgs.iter()
+            .filter_map(|(s, m)| match (s, m) {
+                (Source::Direct(a), DiscoMsg::Ping { tx }) if *a == to => Some(*tx),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Runs every timer due up to `until`, like a driver would; checks that each call moves
+    /// the deadline past `now` (no busy loop). Returns everything sent, with its time.
+    fn run_until(
+        p: &mut PeerPaths,
+        until: Instant,
+        rng: &mut dyn FnMut() -> u64,
+    ) -> Vec<(Instant, Source, DiscoMsg)> {
+        let mut sent = Vec::new();
+        while let Some((t, why)) = p.poll_timeout() {
+            if t > until {
+                break;
+            }
+            p.handle_timeout(t, rng);
+            if let Some((next, _)) = p.poll_timeout() {
+                assert!(next > t, "timer {why} at {t:?} did not advance");
+            }
+            sent.extend(drain(p).into_iter().map(|(s, m)| (t, s, m)));
+        }
+        sent
+    }
+
+    #[test]
+    fn better_path_table() {
+        use PathKind::*;
+        let k = |ms: u64| Some(Duration::from_millis(ms));
+        let table = [
+            // (current, new, switch?)
+            ((Relay, None), (Public, None), true),
+            ((Relay, None), (Lan, k(50)), true),
+            ((Public, k(5)), (Lan, k(500)), true),
+            ((Public, k(5)), (Relay, None), false),
+            ((Lan, k(500)), (Public, k(1)), false),
+            ((Lan, None), (Public, k(1)), false),
+            ((Public, k(100)), (Public, k(76)), false),
+            ((Public, k(100)), (Public, k(75)), false),
+            ((Public, k(100)), (Public, k(74)), true),
+            ((Public, k(100)), (Public, k(150)), false),
+            ((Public, k(100)), (Public, None), false),
+            ((Public, None), (Public, k(100)), true),
+            ((Public, None), (Public, None), false),
+            ((Lan, k(4)), (Lan, k(2)), true),
+            ((Relay, None), (Relay, None), false),
+            ((Public, Some(Duration::MAX)), (Public, k(1)), true),
+            ((Public, k(1)), (Public, Some(Duration::MAX)), false),
+        ];
+        for (cur, new, want) in table {
+            assert_eq!(better_path(cur, new), want, "{cur:?} -> {new:?}");
+        }
+    }
+
+    #[test]
+    fn kinds() {
+        let table = [
+            ("10.1.2.3:1", PathKind::Lan),
+            ("172.16.0.1:1", PathKind::Lan),
+            ("172.32.0.1:1", PathKind::Public),
+            ("192.168.0.1:1", PathKind::Lan),
+            ("169.254.1.1:1", PathKind::Lan),
+            ("127.0.0.1:1", PathKind::Lan),
+            ("100.64.0.1:1", PathKind::Public),
+            ("203.0.113.1:1", PathKind::Public),
+            ("[fd00::1]:1", PathKind::Lan),
+            ("[fe80::1%2]:1", PathKind::Lan),
+            ("[2001:db8::1]:1", PathKind::Public),
+            ("[::ffff:192.168.1.1]:1", PathKind::Lan),
+            ("[::ffff:8.8.8.8]:1", PathKind::Public),
+        ];
+        for (a, want) in table {
+            assert_eq!(kind_of(&addr(a)), want, "{a}");
+            assert_eq!(Candidate::new(addr(a)).kind, want);
+        }
+        assert!(PathKind::Lan < PathKind::Public && PathKind::Public < PathKind::Relay);
+    }
+
+    #[test]
+    fn punches_then_heartbeats() {
+        let t0 = Instant::now(); // the test is the driver: it owns the clock
+        let mut r = rng(1);
+        let mut p = PeerPaths::new(t0, true);
+        assert_eq!(p.path(), Some(Path::Relay));
+        // Nothing to probe yet, but the peer is asked to call.
+        assert_eq!(p.poll_timeout(), Some((t0, "call-me-maybe")));
+
+        let (lan, public) = (addr("192.168.1.9:51820"), addr("203.0.113.9:51820"));
+        p.set_candidates(
+            t0,
+            vec![public, lan, public, addr("0.0.0.0:1"), addr("1.2.3.4:0")],
+        );
+        assert_eq!(p.snapshot().len(), 2);
+        assert_eq!(p.poll_timeout().map(|(t, _)| t), Some(t0));
+        p.handle_timeout(t0, &mut r);
+        let sent = drain(&mut p);
+        assert_eq!(pings_to(&sent, lan).len(), 1);
+        let tx_pub = pings_to(&sent, public)[0];
+        assert!(sent
+            .iter()
+            .any(|(s, m)| *s == Source::Relay && matches!(m, DiscoMsg::CallMeMaybe { .. })));
+
+        // The public pong arrives first: direct.
+        let t1 = t0 + ms(40);
+        p.handle_pong(t1, Source::Direct(public), tx_pub, addr("198.51.100.1:1"));
+        assert_eq!(p.path(), Some(Path::Direct(public)));
+        assert_eq!(p.rtt(), Some(ms(40)));
+        assert_eq!(p.observed_by_peer(), Some(addr("198.51.100.1:1")));
+        assert_eq!(
+            events(&mut p),
+            vec![PathEvent::Changed {
+                from: Some(Path::Relay),
+                to: Some(Path::Direct(public))
+            }]
+        );
+        let (t, why) = p.poll_timeout().unwrap();
+        assert_eq!(why, "heartbeat");
+        let hb = t - t1;
+        assert!(hb >= ms(1800) && hb <= ms(2200), "{hb:?}");
+
+        // Then heartbeats every 2 s ± 10 %, each answered: no retransmissions.
+        let mut now = t1;
+        let mut beats = 0;
+        while now < t1 + Duration::from_secs(9) {
+            let (t, why) = p.poll_timeout().unwrap();
+            assert_ne!(why, "retransmit");
+            now = t;
+            p.handle_timeout(now, &mut r);
+            for tx in pings_to(&drain(&mut p), public) {
+                p.handle_pong(
+                    now + ms(40),
+                    Source::Direct(public),
+                    tx,
+                    addr("198.51.100.1:1"),
+                );
+                if why == "heartbeat" {
+                    beats += 1;
+                }
+            }
+        }
+        assert!((4..=5).contains(&beats), "{beats}");
+        assert_eq!(p.path(), Some(Path::Direct(public)));
+        assert!(events(&mut p).is_empty());
+    }
+
+    #[test]
+    fn lan_beats_public_regardless_of_rtt() {
+        let t0 = Instant::now();
+        let mut r = rng(2);
+        let mut p = PeerPaths::new(t0, true);
+        let (lan, public) = (addr("10.0.0.2:51820"), addr("203.0.113.9:51820"));
+        p.set_candidates(t0, vec![public, lan]);
+        p.handle_timeout(t0, &mut r);
+        let sent = drain(&mut p);
+        p.handle_pong(
+            t0 + ms(10),
+            Source::Direct(public),
+            pings_to(&sent, public)[0],
+            public,
+        );
+        p.handle_pong(
+            t0 + ms(90),
+            Source::Direct(lan),
+            pings_to(&sent, lan)[0],
+            lan,
+        );
+        assert_eq!(p.path(), Some(Path::Direct(lan)));
+        assert_eq!(events(&mut p).len(), 2);
+    }
+
+    #[test]
+    fn hysteresis_between_public_paths() {
+        let t0 = Instant::now();
+        let mut r = rng(3);
+        let mut p = PeerPaths::new(t0, false);
+        assert_eq!(p.path(), None);
+        let (a, b, c) = (
+            addr("198.51.100.1:1"),
+            addr("198.51.100.2:1"),
+            addr("198.51.100.3:1"),
+        );
+        p.set_candidates(t0, vec![a, b, c]);
+        p.handle_timeout(t0, &mut r);
+        let sent = drain(&mut p);
+        p.handle_pong(t0 + ms(100), Source::Direct(a), pings_to(&sent, a)[0], a);
+        assert_eq!(p.path(), Some(Path::Direct(a)));
+        // 80 ms is not a quarter better than 100 ms; 70 ms is.
+        p.handle_pong(t0 + ms(80), Source::Direct(b), pings_to(&sent, b)[0], b);
+        assert_eq!(p.path(), Some(Path::Direct(a)));
+        p.handle_pong(t0 + ms(70), Source::Direct(c), pings_to(&sent, c)[0], c);
+        assert_eq!(p.path(), Some(Path::Direct(c)));
+        assert_eq!(
+            events(&mut p),
+            vec![
+                PathEvent::Changed {
+                    from: None,
+                    to: Some(Path::Direct(a))
+                },
+                PathEvent::Changed {
+                    from: Some(Path::Direct(a)),
+                    to: Some(Path::Direct(c))
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn dead_path_falls_back_to_relay_then_returns() {
+        let t0 = Instant::now();
+        let mut r = rng(4);
+        let mut p = PeerPaths::new(t0, true);
+        let public = addr("203.0.113.9:51820");
+        p.set_candidates(t0, vec![public]);
+        p.handle_timeout(t0, &mut r);
+        let tx = pings_to(&drain(&mut p), public)[0];
+        let t1 = t0 + ms(50);
+        p.handle_pong(t1, Source::Direct(public), tx, public);
+        events(&mut p);
+
+        // From now on nothing answers: heartbeat, retransmissions, then death at 6.5 s.
+        let sent = run_until(&mut p, t1 + PATH_TIMEOUT, &mut r);
+        let pings = sent
+            .iter()
+            .filter(|(_, s, m)| *s == Source::Direct(public) && matches!(m, DiscoMsg::Ping { .. }))
+            .count();
+        assert!(pings >= 8, "heartbeats and retransmissions: {pings}");
+        assert_eq!(p.path(), Some(Path::Relay));
+        assert_eq!(
+            events(&mut p),
+            vec![PathEvent::Changed {
+                from: Some(Path::Direct(public)),
+                to: Some(Path::Relay)
+            }]
+        );
+        // The switch happened when the evidence ran out, with a CallMeMaybe at once.
+        let cmm: Vec<Instant> = sent
+            .iter()
+            .filter(|(_, _, m)| matches!(m, DiscoMsg::CallMeMaybe { .. }))
+            .map(|(t, _, _)| *t)
+            .collect();
+        assert_eq!(cmm, vec![t1 + PATH_TIMEOUT]);
+
+        // On demand (meshctl ping): a round at once, then the regular schedule.
+        let t = t1 + PATH_TIMEOUT + ms(1500);
+        p.probe_now(t);
+        assert_eq!(p.poll_timeout(), Some((t, "probe")));
+
+        // On the relay: probes every 3 s ± 10 %.
+        let sent = run_until(&mut p, t1 + Duration::from_secs(20), &mut r);
+        let probe_times: Vec<Instant> = sent
+            .iter()
+            .filter(|(_, s, _)| *s == Source::Direct(public))
+            .map(|(t, _, _)| *t)
+            .collect();
+        assert!(probe_times.len() >= 4);
+        for w in probe_times.windows(2) {
+            let gap = w[1] - w[0];
+            assert!(gap >= ms(2700) && gap <= ms(3300), "{gap:?}");
+        }
+        // It answers again: back to direct with the next pong.
+        let now = t1 + Duration::from_secs(20);
+        let next = run_until(&mut p, now + Duration::from_secs(4), &mut r);
+        let (t, _, msg) = next
+            .iter()
+            .find(|(_, s, _)| *s == Source::Direct(public))
+            .unwrap();
+        let DiscoMsg::Ping { tx } = msg else {
+            panic!("not a ping: {msg:?}")
+        };
+        p.handle_pong(*t + ms(50), Source::Direct(public), *tx, public);
+        assert_eq!(p.path(), Some(Path::Direct(public)));
+    }
+
+    #[test]
+    fn falls_back_to_another_alive_candidate() {
+        let t0 = Instant::now();
+        let mut r = rng(12);
+        let mut p = PeerPaths::new(t0, true);
+        let (lan, public) = (addr("10.0.0.2:51820"), addr("203.0.113.9:51820"));
+        p.set_candidates(t0, vec![lan, public]);
+        p.handle_timeout(t0, &mut r);
+        let sent = drain(&mut p);
+        p.handle_pong(
+            t0 + ms(1),
+            Source::Direct(lan),
+            pings_to(&sent, lan)[0],
+            lan,
+        );
+        p.handle_pong(
+            t0 + ms(30),
+            Source::Direct(public),
+            pings_to(&sent, public)[0],
+            public,
+        );
+        assert_eq!(p.path(), Some(Path::Direct(lan)));
+        // Only the public address keeps answering (also the upgrade round at ~10 s).
+        let mut now = t0;
+        let mut switched_at = None;
+        while now < t0 + Duration::from_secs(12) {
+            let (t, _) = p.poll_timeout().unwrap();
+            now = t;
+            p.handle_timeout(now, &mut r);
+            for tx in pings_to(&drain(&mut p), public) {
+                p.handle_pong(now + ms(30), Source::Direct(public), tx, public);
+            }
+            if switched_at.is_none() && p.path() == Some(Path::Direct(public)) {
+                switched_at = Some(now);
+            }
+        }
+        // The LAN path died 6.5 s after its last pong; the public one was alive.
+        let switched_at = switched_at.unwrap();
+        assert!(
+            switched_at - t0 <= ms(6501) + PATH_TIMEOUT,
+            "{switched_at:?}"
+        );
+        assert_eq!(p.path(), Some(Path::Direct(public)));
+    }
+
+    #[test]
+    fn forged_redirected_and_replayed_pongs_change_nothing() {
+        let t0 = Instant::now();
+        let mut r = rng(5);
+        let mut p = PeerPaths::new(t0, true);
+        let (a, evil) = (addr("203.0.113.9:51820"), addr("198.51.100.66:4444"));
+        p.set_candidates(t0, vec![a]);
+        p.handle_timeout(t0, &mut r);
+        let tx = pings_to(&drain(&mut p), a)[0];
+
+        // Wrong tx.
+        p.handle_pong(t0 + ms(10), Source::Direct(a), [0xee; 12], a);
+        // Right tx, but from another address (an attempt to redirect), or via the relay.
+        p.handle_pong(t0 + ms(10), Source::Direct(evil), tx, a);
+        p.handle_pong(t0 + ms(10), Source::Relay, tx, a);
+        assert_eq!(p.path(), Some(Path::Relay));
+        assert!(events(&mut p).is_empty());
+        assert!(p.snapshot().iter().all(|c| !c.alive && c.addr != evil));
+
+        // A pong after the ping expired.
+        p.handle_pong(t0 + PING_EXPIRY + ms(1), Source::Direct(a), tx, a);
+        assert_eq!(p.path(), Some(Path::Relay));
+
+        // A pong counts once: replaying an accepted pong after the path died is nothing.
+        let t1 = t0 + Duration::from_secs(10);
+        let sent = run_until(&mut p, t1, &mut r);
+        let (t, tx2) = sent
+            .iter()
+            .rev()
+            .find_map(|(t, s, m)| match (s, m) {
+                (Source::Direct(to), DiscoMsg::Ping { tx }) if *to == a => Some((*t, *tx)),
+                _ => None,
+            })
+            .unwrap();
+        p.handle_pong(t + ms(5), Source::Direct(a), tx2, a);
+        assert_eq!(p.path(), Some(Path::Direct(a)));
+        let t2 = t + Duration::from_secs(8);
+        run_until(&mut p, t2, &mut r);
+        assert_eq!(p.path(), Some(Path::Relay));
+        p.handle_pong(t2, Source::Direct(a), tx2, a);
+        assert_eq!(p.path(), Some(Path::Relay));
+    }
+
+    #[test]
+    fn ping_gets_pong_learns_source_and_triggers_rate_limited_rounds() {
+        let t0 = Instant::now();
+        let mut r = rng(6);
+        let mut p = PeerPaths::new(t0, true);
+        let known = addr("203.0.113.9:51820");
+        let prflx = addr("203.0.113.9:61000");
+        p.set_candidates(t0, vec![known]);
+        p.handle_timeout(t0, &mut r);
+        drain(&mut p);
+
+        let t1 = t0 + ms(300);
+        p.handle_ping(t1, Source::Direct(prflx), [1; 12]);
+        let sent = drain(&mut p);
+        assert_eq!(
+            sent,
+            vec![(
+                Source::Direct(prflx),
+                DiscoMsg::Pong {
+                    tx: [1; 12],
+                    observed: prflx
+                }
+            )]
+        );
+        let snap = p.snapshot();
+        assert!(snap
+            .iter()
+            .any(|c| c.addr == prflx && c.learned && !c.alive));
+        // The new address is probed at once; the full reaction round waits for the 1 s
+        // spacing since the round at t0.
+        assert_eq!(p.poll_timeout(), Some((t1, "probe-now")));
+        p.handle_timeout(t1, &mut r);
+        let sent = drain(&mut p);
+        assert_eq!(pings_to(&sent, prflx).len(), 1);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(p.poll_timeout(), Some((t0 + MIN_ROUND_SPACING, "probe")));
+
+        // A replayed ping is not answered and teaches nothing.
+        p.handle_ping(t1 + ms(1), Source::Direct(addr("192.0.2.1:1")), [1; 12]);
+        assert!(drain(&mut p).is_empty());
+        assert_eq!(p.snapshot().len(), 2);
+
+        // Via the relay: the pong goes back via the relay, observed unspecified.
+        p.handle_ping(t1, Source::Relay, [2; 12]);
+        let sent = drain(&mut p);
+        assert_eq!(
+            sent,
+            vec![(
+                Source::Relay,
+                DiscoMsg::Pong {
+                    tx: [2; 12],
+                    observed: addr("0.0.0.0:0")
+                }
+            )]
+        );
+
+        p.handle_timeout(t0 + MIN_ROUND_SPACING, &mut r);
+        let sent = drain(&mut p);
+        assert_eq!(pings_to(&sent, known).len(), 1);
+        assert_eq!(pings_to(&sent, prflx).len(), 1);
+        // Another ping right after: a ping back to it a little later, the next full round a
+        // second after the last.
+        let t2 = t0 + MIN_ROUND_SPACING + ms(10);
+        p.handle_ping(t2, Source::Direct(prflx), [3; 12]);
+        assert_eq!(drain(&mut p).len(), 1, "the pong");
+        let back = t0 + MIN_ROUND_SPACING + PING_BACK_SPACING;
+        assert_eq!(p.poll_timeout(), Some((back, "probe-now")));
+        p.handle_timeout(back, &mut r);
+        let sent = drain(&mut p);
+        assert_eq!(pings_to(&sent, prflx).len(), 1);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(
+            p.poll_timeout(),
+            Some((t0 + MIN_ROUND_SPACING * 2, "probe"))
+        );
+    }
+
+    #[test]
+    fn call_me_maybe_learns_and_probes() {
+        let t0 = Instant::now();
+        let mut r = rng(7);
+        let mut p = PeerPaths::new(t0, true);
+        p.set_own_candidates(vec![addr("[::ffff:192.0.2.1]:5"), addr("0.0.0.0:0")]);
+        p.handle_call_me_maybe(
+            t0,
+            vec![addr("198.51.100.7:9"), addr("[::ffff:198.51.100.8]:9")],
+        );
+        assert_eq!(p.poll_timeout().map(|(t, _)| t), Some(t0));
+        p.handle_timeout(t0, &mut r);
+        let sent = drain(&mut p);
+        assert_eq!(pings_to(&sent, addr("198.51.100.7:9")).len(), 1);
+        assert_eq!(pings_to(&sent, addr("198.51.100.8:9")).len(), 1);
+        assert!(sent.contains(&(
+            Source::Relay,
+            DiscoMsg::CallMeMaybe {
+                candidates: vec![addr("192.0.2.1:5")]
+            }
+        )));
+    }
+
+    #[test]
+    fn authenticated_traffic_is_evidence_but_never_redirects_by_itself() {
+        let t0 = Instant::now();
+        let mut r = rng(8);
+        let mut p = PeerPaths::new(t0, true);
+        let (known, unknown) = (addr("203.0.113.9:51820"), addr("198.51.100.5:777"));
+        p.set_candidates(t0, vec![known]);
+        run_until(&mut p, t0 + ms(100), &mut r);
+
+        // Unknown address: learned (to be probed), not the path, however often it is seen.
+        for i in 0..5 {
+            p.note_authenticated_direct(t0 + ms(200 + i), unknown);
+        }
+        assert_eq!(p.path(), Some(Path::Relay));
+        assert!(p.snapshot().iter().any(|c| c.addr == unknown && !c.alive));
+
+        // A netmap candidate: evidence enough.
+        p.note_authenticated_direct(t0 + ms(300), known);
+        assert_eq!(p.path(), Some(Path::Direct(known)));
+        assert_eq!(p.rtt(), None);
+
+        // Traffic keeps it alive without pongs.
+        let mut now = t0 + ms(300);
+        for _ in 0..10 {
+            now += Duration::from_secs(1);
+            run_until(&mut p, now, &mut r);
+            p.note_authenticated_direct(now, known);
+        }
+        assert_eq!(p.path(), Some(Path::Direct(known)));
+
+        // The learned address was probed meanwhile; when the known path dies, traffic from
+        // the learned one is evidence enough.
+        let later = now + Duration::from_secs(7);
+        let sent = run_until(&mut p, later, &mut r);
+        assert_eq!(p.path(), Some(Path::Relay));
+        let probed = p.snapshot().iter().any(|c| c.addr == unknown) && {
+            let all: Vec<_> = sent.iter().map(|(_, s, _)| *s).collect();
+            all.contains(&Source::Direct(unknown))
+        };
+        assert!(probed);
+        p.note_authenticated_direct(later, unknown);
+        assert_eq!(p.path(), Some(Path::Direct(unknown)));
+    }
+
+    #[test]
+    fn state_is_bounded() {
+        let t0 = Instant::now();
+        let mut r = rng(9);
+        let mut p = PeerPaths::new(t0, true);
+        let many: Vec<SocketAddr> = (1..100u16)
+            .map(|i| SocketAddr::new("198.51.100.1".parse().unwrap(), i))
+            .collect();
+        p.set_candidates(t0, many.clone());
+        assert_eq!(p.snapshot().len(), MAX_CANDIDATES - MAX_LEARNED);
+        for i in 1..100u16 {
+            let mut tx = [0; 12];
+            tx[..2].copy_from_slice(&i.to_le_bytes());
+            let a = SocketAddr::new("192.0.2.1".parse().unwrap(), i);
+            p.handle_ping(t0, Source::Direct(a), tx);
+            p.note_authenticated_direct(t0, SocketAddr::new("192.0.2.2".parse().unwrap(), i));
+        }
+        p.handle_call_me_maybe(t0, many);
+        let snap = p.snapshot();
+        assert!(snap.len() <= MAX_CANDIDATES);
+        assert!(snap.iter().filter(|c| c.learned).count() <= MAX_LEARNED);
+        // Rounds every second for a while never keep more than 64 pings or 64 transmits.
+        let mut now = t0;
+        for i in 0..30u8 {
+            now += ms(1000);
+            p.handle_call_me_maybe(now, vec![]);
+            p.handle_ping(now, Source::Relay, [i; 12]);
+            p.handle_timeout(now, &mut r);
+            assert!(p.outstanding.len() <= MAX_OUTSTANDING_PINGS);
+            assert!(p.transmits.len() <= MAX_QUEUED_TRANSMITS);
+        }
+        assert!(p.recent_pings.len() <= RECENT_PINGS);
+        // Events merge rather than grow.
+        for i in 0..40 {
+            p.set_relay_available(now, i % 2 == 0);
+        }
+        assert!(p.events.len() <= MAX_QUEUED_EVENTS);
+    }
+
+    #[test]
+    fn candidates_that_stay_keep_state() {
+        let t0 = Instant::now();
+        let mut r = rng(10);
+        let mut p = PeerPaths::new(t0, true);
+        let (a, b, c) = (
+            addr("198.51.100.1:1"),
+            addr("198.51.100.2:1"),
+            addr("198.51.100.3:1"),
+        );
+        p.set_candidates(t0, vec![a, b]);
+        p.handle_timeout(t0, &mut r);
+        let sent = drain(&mut p);
+        p.handle_pong(t0 + ms(20), Source::Direct(a), pings_to(&sent, a)[0], a);
+        assert_eq!(p.path(), Some(Path::Direct(a)));
+
+        // a stays, b goes, c arrives: a keeps its RTT and stays the path; c is probed soon.
+        p.set_candidates(t0 + ms(30), vec![c, a]);
+        let snap = p.snapshot();
+        assert_eq!(snap.iter().map(|s| s.addr).collect::<Vec<_>>(), vec![c, a]);
+        assert_eq!(snap[1].rtt, Some(ms(20)));
+        assert_eq!(snap[1].last_pong_age(t0 + ms(120)), Some(ms(100)));
+        assert!(snap[1].alive);
+        assert_eq!(p.poll_timeout(), Some((t0 + ms(30), "probe-now")));
+
+        // The current path leaves the netmap: kept (as learned) while it works.
+        p.set_candidates(t0 + ms(40), vec![c]);
+        assert_eq!(p.path(), Some(Path::Direct(a)));
+        assert!(p.snapshot().iter().any(|s| s.addr == a && s.learned));
+    }
+
+    #[test]
+    fn learned_candidates_that_never_answer_are_forgotten() {
+        let t0 = Instant::now();
+        let mut r = rng(13);
+        let mut p = PeerPaths::new(t0, true);
+        let (known, spoofed) = (addr("203.0.113.9:51820"), addr("192.0.2.99:53"));
+        p.set_candidates(t0, vec![known]);
+        p.handle_ping(t0, Source::Direct(spoofed), [1; 12]);
+        assert_eq!(p.snapshot().len(), 2);
+        let sent = run_until(&mut p, t0 + LEARNED_TTL + Duration::from_secs(4), &mut r);
+        // Probed while it was a candidate, then dropped; the netmap's candidate stays.
+        assert!(sent.iter().any(|(_, s, _)| *s == Source::Direct(spoofed)));
+        let last = sent
+            .iter()
+            .filter(|(_, s, _)| *s == Source::Direct(spoofed))
+            .map(|(t, _, _)| *t)
+            .max()
+            .unwrap();
+        assert!(last < t0 + LEARNED_TTL + PROBE_INTERVAL);
+        let snap = p.snapshot();
+        assert_eq!(snap.iter().map(|c| c.addr).collect::<Vec<_>>(), vec![known]);
+    }
+
+    #[test]
+    fn relay_availability() {
+        let t0 = Instant::now();
+        let mut p = PeerPaths::new(t0, false);
+        assert_eq!(p.poll_timeout(), None);
+        p.set_relay_available(t0, true);
+        assert_eq!(p.path(), Some(Path::Relay));
+        p.set_relay_available(t0, false);
+        assert_eq!(p.path(), None);
+        assert_eq!(events(&mut p).len(), 2);
+    }
+
+    #[test]
+    fn timers_always_advance_under_random_input() {
+        let t0 = Instant::now();
+        let mut r = rng(11);
+        let mut p = PeerPaths::new(t0, true);
+        let addrs: Vec<SocketAddr> = (1..6u16)
+            .map(|i| SocketAddr::new("198.51.100.1".parse().unwrap(), i))
+            .chain([addr("10.0.0.1:5")])
+            .collect();
+        p.set_candidates(t0, addrs.clone());
+        let mut now = t0;
+        let mut pending: Vec<(Source, [u8; 12])> = Vec::new();
+        for _ in 0..3000 {
+            let x = r();
+            now += ms(x % 700);
+            let a = addrs[(x % 6) as usize];
+            match x % 7 {
+                0 => p.handle_ping(now, Source::Direct(a), [(x >> 8) as u8; 12]),
+                1 => p.handle_call_me_maybe(now, vec![a]),
+                2 => p.note_authenticated_direct(now, a),
+                3 if !pending.is_empty() => {
+                    let (s, tx) = pending.swap_remove((x % pending.len() as u64) as usize);
+                    p.handle_pong(now, s, tx, addrs[0]);
+                }
+                4 => p.set_candidates(now, addrs[(x % 3) as usize..].to_vec()),
+                _ => {}
+            }
+            while let Some((t, why)) = p.poll_timeout() {
+                if t > now {
+                    break;
+                }
+                p.handle_timeout(now, &mut r);
+                if let Some((next, _)) = p.poll_timeout() {
+                    assert!(next > now, "{why} did not advance");
+                }
+            }
+            for (s, m) in drain(&mut p) {
+                if let DiscoMsg::Ping { tx } = m {
+                    if x % 3 != 0 {
+                        pending.push((s, tx));
+                    }
+                }
+            }
+            pending.truncate(100);
+            events(&mut p);
+        }
+    }
+}
