@@ -85,7 +85,7 @@ async fn handle(stream: UnixStream, device: &Device, control: &Arc<Control>) {
     let response = match reader.read_line(&mut line).await {
         Ok(0) => return,
         Ok(_) => match serde_json::from_str::<Request>(line.trim_end()) {
-            Ok(request) => answer(request, device, control),
+            Ok(request) => answer(request, device, control).await,
             Err(e) => Response::error(format!("bad request: {e}")),
         },
         Err(e) => Response::error(format!("reading request: {e}")),
@@ -98,7 +98,7 @@ async fn handle(stream: UnixStream, device: &Device, control: &Arc<Control>) {
     }
 }
 
-fn answer(request: Request, device: &Device, control: &Arc<Control>) -> Response {
+async fn answer(request: Request, device: &Device, control: &Arc<Control>) -> Response {
     match request {
         Request::Status => Response::Status {
             ok: true,
@@ -106,8 +106,19 @@ fn answer(request: Request, device: &Device, control: &Arc<Control>) -> Response
         },
         Request::Join(req) => done(control.join(req)),
         Request::Leave { network } => done(control.leave(&network)),
-        Request::Ping { .. } | Request::Netcheck => {
-            Response::error("this meshd has no NAT traversal support yet")
+        Request::Ping { peer } => match device.ping(&peer).await {
+            Ok(ping) => Response::Ping { ok: true, ping },
+            Err(e) => Response::error(e),
+        },
+        Request::Netcheck => {
+            if device.has_reflectors() {
+                Response::Netcheck {
+                    ok: true,
+                    netcheck: device.netcheck().await,
+                }
+            } else {
+                Response::error("no reflectors known: join a network first (meshctl join)")
+            }
         }
     }
 }

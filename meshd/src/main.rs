@@ -80,6 +80,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let device =
             device::Device::start(&config, private_key).context("starting the data plane")?;
+        tokio::spawn(device::traversal::run(device.clone()));
         let control = control::Control::start(device.clone(), cache, private_key, name)?;
         let _socket = api::serve(&cli.socket, device.clone(), control)
             .with_context(|| format!("listening on {}", cli.socket.display()))?;

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 const MEMBERSHIP: &[u8] = b"membership";
 const NETMAP: &[u8] = b"netmap";
+const SERVICES: &[u8] = b"services";
 
 /// The network this node joined.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,6 +86,16 @@ impl Cache {
     /// Stores (or with `None`, forgets) the netmap.
     pub fn set_netmap(&self, m: Option<&Netmap>) -> anyhow::Result<()> {
         self.put(NETMAP, m)
+    }
+
+    /// The coordinator's NAT traversal services, as last received.
+    pub fn services(&self) -> anyhow::Result<Option<super::session::Services>> {
+        self.get(SERVICES)
+    }
+
+    /// Stores (or with `None`, forgets) the services.
+    pub fn set_services(&self, s: Option<&super::session::Services>) -> anyhow::Result<()> {
+        self.put(SERVICES, s)
     }
 }
 

@@ -70,6 +70,9 @@ impl Control {
         if let Some(m) = control.cache.membership()? {
             match control.cache.netmap()? {
                 Some(netmap) if netmap.network.name == m.network => {
+                    if let Some(services) = control.cache.services()? {
+                        control.device.set_services(resolve_services(&services));
+                    }
                     tracing::info!(network = %m.network, version = netmap.version, "restoring tunnels from the cached netmap");
                     control.device.apply_netmap(Some(&netmap));
                 }
@@ -143,7 +146,11 @@ impl Control {
             .set_membership(None)
             .map_err(|e| format!("{e:#}"))?;
         self.cache.set_netmap(None).map_err(|e| format!("{e:#}"))?;
+        self.cache
+            .set_services(None)
+            .map_err(|e| format!("{e:#}"))?;
         self.device.apply_netmap(None);
+        self.device.set_services(Default::default());
         self.device.set_control_status(None);
         Ok(format!("left network {network:?}"))
     }
@@ -253,6 +260,7 @@ impl Control {
             .flatten()
             .filter(|n| n.network.name == m.network);
         let listen_port = self.device.listen_port();
+        let local = local_endpoints(self.device.interface(), listen_port);
         let hello = Hello {
             network: m.network.clone(),
             public_key: self.device.public_key(),
@@ -261,7 +269,13 @@ impl Control {
             join: m.join.clone(),
             resume: cached.as_ref().map(|n| n.version),
             listen_port,
-            local: local_endpoints(self.device.interface(), listen_port),
+            local: local.clone(),
+        };
+        self.device.set_local_candidates(local.clone());
+        let feed = session::EndpointFeed {
+            listen_port,
+            local,
+            reflexive: self.device.reflexive_watch(),
         };
         let mut sink = Applier {
             control: self,
@@ -276,6 +290,7 @@ impl Control {
             &self.private_key,
             cached,
             &mut sink,
+            Some(feed),
         )
         .await;
         let authorised = sink.authorised;
@@ -328,6 +343,34 @@ impl Sink for Applier<'_> {
             None,
             Some(netmap.version),
         );
+    }
+
+    fn services(&mut self, services: session::Services) {
+        if let Err(e) = self.control.cache.set_services(Some(&services)) {
+            tracing::warn!("caching the coordinator's services: {e:#}");
+        }
+        self.control
+            .device
+            .set_services(resolve_services(&services));
+    }
+}
+
+/// Resolves the coordinator's service addresses (IPv4: the WireGuard socket's family).
+fn resolve_services(s: &session::Services) -> crate::device::traversal::Services {
+    use std::net::ToSocketAddrs as _;
+    let resolve = |t: &String| -> Option<SocketAddr> {
+        match t.to_socket_addrs() {
+            Ok(mut addrs) => addrs.find(SocketAddr::is_ipv4),
+            Err(e) => {
+                tracing::warn!("resolving {t}: {e}");
+                None
+            }
+        }
+    };
+    crate::device::traversal::Services {
+        reflectors: s.reflectors.iter().filter_map(resolve).collect(),
+        relay: s.relay.as_ref().and_then(resolve),
+        relay_token: Some(s.relay_token),
     }
 }
 

@@ -35,7 +35,8 @@ pub trait Sink {
 }
 
 /// What [`ServerMsg::Services`] carries.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct Services {
     /// Reflector addresses (`host:port`).
     pub reflectors: Vec<String>,
@@ -78,17 +79,31 @@ async fn expect_msg<R: AsyncRead + Unpin>(r: &mut R) -> anyhow::Result<ServerMsg
     }
 }
 
+/// What the node reports about its endpoints during a session: its WireGuard port, local
+/// addresses, and (as they are learned) the reflexive addresses the reflectors saw.
+#[derive(Debug)]
+pub struct EndpointFeed {
+    /// WireGuard UDP port.
+    pub listen_port: u16,
+    /// Local candidates.
+    pub local: Vec<std::net::SocketAddr>,
+    /// Reflexive candidates; every change is reported.
+    pub reflexive: tokio::sync::watch::Receiver<Vec<std::net::SocketAddr>>,
+}
+
 /// Runs a session. `exporter` is this connection's TLS exporter secret
 /// (`mesh_proto::control::EXPORTER_LABEL`); `netmap` is the map the node has (cached), whose
 /// version `hello.resume` names.
+#[allow(clippy::too_many_arguments)] // a session needs all of them; a struct would only rename them
 pub async fn run<R, W>(
     mut r: R,
     mut w: W,
     exporter: [u8; 32],
     hello: Hello,
     private_key: &Key,
-    mut netmap: Option<Netmap>,
+    netmap: Option<Netmap>,
     sink: &mut impl Sink,
+    endpoints: Option<EndpointFeed>,
 ) -> anyhow::Result<Outcome>
 where
     R: AsyncRead + Unpin,
@@ -103,8 +118,39 @@ where
         ServerMsg::Denied { reason } => return Ok(Outcome::Denied(reason)),
         other => bail!("protocol error: expected a challenge, got {}", kind(&other)),
     }
+    // Reading and reporting endpoints run side by side; whichever fails first ends it.
+    let writer = async {
+        let Some(mut feed) = endpoints else {
+            return std::future::pending::<anyhow::Result<()>>().await;
+        };
+        if !feed.reflexive.borrow().is_empty() {
+            feed.reflexive.mark_changed();
+        }
+        while feed.reflexive.changed().await.is_ok() {
+            let reflexive = feed.reflexive.borrow_and_update().clone();
+            let msg = ClientMsg::Endpoints {
+                listen_port: feed.listen_port,
+                local: feed.local.clone(),
+                reflexive,
+            };
+            write_msg(&mut w, &msg).await?;
+        }
+        std::future::pending::<anyhow::Result<()>>().await
+    };
+    tokio::select! {
+        outcome = receive(&mut r, netmap, sink) => outcome,
+        failed = writer => failed.map(|()| Outcome::Closed),
+    }
+}
+
+/// The receiving half of a session after the handshake.
+async fn receive<R: AsyncRead + Unpin>(
+    r: &mut R,
+    mut netmap: Option<Netmap>,
+    sink: &mut impl Sink,
+) -> anyhow::Result<Outcome> {
     loop {
-        let Some(msg) = read_msg(&mut r).await? else {
+        let Some(msg) = read_msg(r).await? else {
             return Ok(Outcome::Closed);
         };
         match msg {
@@ -272,7 +318,7 @@ mod tests {
             .await;
         });
         let mut rec = Record::default();
-        let outcome = run(cr, cw, exporter, hello(&node), &node, None, &mut rec)
+        let outcome = run(cr, cw, exporter, hello(&node), &node, None, &mut rec, None)
             .await
             .unwrap();
         coordinator.await.unwrap();
@@ -317,6 +363,7 @@ mod tests {
             &node,
             None,
             &mut Record::default(),
+            None,
         )
         .await
         .unwrap_err();

@@ -8,15 +8,20 @@
 //! static key it carries, only then does that peer's `Tunn` see it.
 
 use std::io::IoSliceMut;
-use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::{Packet, TunnResult};
 use quinn_udp::{RecvMeta, BATCH_SIZE};
 use tun_rs::{GROTable, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
 
+use mesh_proto::disco::{self, Kind};
+use mesh_proto::paths::Source;
+use mesh_proto::relay;
+
 use super::peer::{Peer, PeerTable};
+use super::traversal::{self, Via};
 use super::{Device, Drops};
 use mesh_proto::Key;
 
@@ -90,8 +95,16 @@ struct Tally {
 struct Item {
     start: usize,
     len: usize,
-    from: SocketAddr,
+    /// Where it came from; replies go back the same way.
+    via: Via,
     data_peer: Option<u32>,
+}
+
+/// The peer index of a WireGuard data message (`receiver_index >> 8`), if it is one.
+#[inline]
+fn data_index(d: &[u8]) -> Option<u32> {
+    (d.len() >= 16 && d[0] == MSG_DATA && d[1..4] == [0, 0, 0])
+        .then(|| u32::from_le_bytes([d[4], d[5], d[6], d[7]]) >> 8)
 }
 
 /// The inbound thread's body.
@@ -116,7 +129,12 @@ pub fn run(dev: Arc<Device>) {
             }
         };
 
-        // Split GRO trains into datagrams and note each data message's peer index.
+        // Split GRO trains into datagrams; WireGuard messages (direct or unwrapped from the
+        // relay) become items, disco, reflection and relay control messages are handled
+        // here and now.
+        let table = dev.peers.load();
+        let mut tally = Tally::default();
+        let relay_addr = dev.traversal.relay();
         items.clear();
         for (b, m) in meta.iter().take(n).enumerate() {
             let stride = m.stride.max(1);
@@ -125,20 +143,54 @@ pub fn run(dev: Arc<Device>) {
             while start < end {
                 let len = stride.min(end - start);
                 let d = &rx[start..start + len];
-                let data_peer = (len >= 16 && d[0] == MSG_DATA && d[1..4] == [0, 0, 0])
-                    .then(|| u32::from_le_bytes([d[4], d[5], d[6], d[7]]) >> 8);
-                items.push(Item {
-                    start,
-                    len,
-                    from: m.addr,
-                    data_peer,
-                });
+                let handled = match disco::classify(d) {
+                    Kind::WireGuard => {
+                        let data_peer = data_index(d);
+                        items.push(Item {
+                            start,
+                            len,
+                            via: Via::Direct(m.addr),
+                            data_peer,
+                        });
+                        true
+                    }
+                    Kind::Relay if relay_addr == Some(m.addr) => match relay::parse(d) {
+                        Some(relay::Frame::Deliver { from, payload }) => {
+                            match disco::classify(payload) {
+                                Kind::WireGuard => {
+                                    items.push(Item {
+                                        start: start + relay::HEADER_LEN,
+                                        len: payload.len(),
+                                        via: Via::Relay {
+                                            relay: m.addr,
+                                            peer: from,
+                                        },
+                                        data_peer: data_index(payload),
+                                    });
+                                    true
+                                }
+                                Kind::Disco => {
+                                    traversal::handle_disco(&dev, &table, payload, Source::Relay)
+                                }
+                                _ => false,
+                            }
+                        }
+                        Some(relay::Frame::Registered { key }) => {
+                            key == dev.public_key && traversal::handle_registered(&dev, m.addr)
+                        }
+                        _ => false,
+                    },
+                    Kind::Disco => traversal::handle_disco(&dev, &table, d, Source::Direct(m.addr)),
+                    Kind::Reflect => traversal::handle_reflect(&dev, d, m.addr),
+                    Kind::Relay | Kind::Unknown => false,
+                };
+                if !handled {
+                    tally.invalid += 1;
+                }
                 start += len;
             }
         }
 
-        let table = dev.peers.load();
-        let mut tally = Tally::default();
         let mut i = 0;
         while i < items.len() {
             let item = items[i];
@@ -147,7 +199,7 @@ pub fn run(dev: Arc<Device>) {
                     &dev,
                     &table,
                     &rx[item.start..item.start + item.len],
-                    item.from,
+                    item.via,
                     &mut scratch,
                     &mut tally,
                 );
@@ -192,10 +244,17 @@ fn decrypt_run(
         }
         let datagram = &rx[item.start..item.start + item.len];
         let slot = tun.slot(datagram.len());
-        match tunn.decapsulate(Some(item.from.ip()), datagram, &mut slot[TUN_OFFSET..]) {
+        let direct = match item.via {
+            Via::Direct(a) => Some(a),
+            Via::Relay { .. } => None,
+        };
+        let source_ip = match item.via {
+            Via::Direct(a) | Via::Relay { relay: a, .. } => a.ip(),
+        };
+        match tunn.decapsulate(Some(source_ip), datagram, &mut slot[TUN_OFFSET..]) {
             TunnResult::WriteToTunnelV4(packet, src) => {
                 let len = packet.len();
-                authenticated_from = Some(item.from);
+                authenticated_from = direct.or(authenticated_from);
                 if source_allowed(table, peer, src.into()) {
                     tun.commit(len);
                 } else {
@@ -204,7 +263,7 @@ fn decrypt_run(
             }
             TunnResult::WriteToTunnelV6(packet, src) => {
                 let len = packet.len();
-                authenticated_from = Some(item.from);
+                authenticated_from = direct.or(authenticated_from);
                 if source_allowed(table, peer, src.into()) {
                     tun.commit(len);
                 } else {
@@ -212,10 +271,8 @@ fn decrypt_run(
                 }
             }
             // An authenticated keepalive.
-            TunnResult::Done => authenticated_from = Some(item.from),
-            TunnResult::WriteToNetwork(reply) => {
-                let _ = dev.udp.send(item.from, reply, None);
-            }
+            TunnResult::Done => authenticated_from = direct.or(authenticated_from),
+            TunnResult::WriteToNetwork(reply) => dev.send_via(item.via, reply),
             TunnResult::Err(e) => {
                 tracing::trace!(peer = %peer.public_key.fingerprint(), "decapsulate: {e:?}");
                 tally.invalid += 1;
@@ -224,7 +281,7 @@ fn decrypt_run(
     }
     drop(tunn);
     if let Some(from) = authenticated_from {
-        if peer.observe_source(from) {
+        if peer.observe_source(from, Instant::now()) {
             tracing::info!(peer = %peer.public_key.fingerprint(), endpoint = %from, "peer endpoint changed");
         }
     }
@@ -241,10 +298,13 @@ fn handshake(
     dev: &Device,
     table: &PeerTable,
     datagram: &[u8],
-    from: SocketAddr,
+    via: Via,
     scratch: &mut [u8],
     tally: &mut Tally,
 ) {
+    let from = match via {
+        Via::Direct(a) | Via::Relay { relay: a, .. } => a,
+    };
     let mut cookie = [0u8; 64];
     let peer = match dev
         .rate_limiter
@@ -252,7 +312,7 @@ fn handshake(
     {
         Err(TunnResult::WriteToNetwork(reply)) => {
             // Under load: answer with a cookie instead of doing the handshake.
-            let _ = dev.udp.send(from, reply, None);
+            dev.send_via(via, reply);
             return;
         }
         Err(_) => {
@@ -309,9 +369,7 @@ fn handshake(
                 // A handshake response, a confirming keepalive, or queued data: all prove
                 // that the message we got was authentic.
                 authenticated = true;
-                if let Err(e) = dev.udp.send(from, packet, None) {
-                    tracing::debug!(to = %from, "send: {e}");
-                }
+                dev.send_via(via, packet);
                 result = tunn.decapsulate(None, &[], scratch);
             }
             TunnResult::Err(e) => {
@@ -323,7 +381,8 @@ fn handshake(
         }
     }
     drop(tunn);
-    if authenticated && peer.observe_source(from) {
+    let direct = matches!(via, Via::Direct(_));
+    if authenticated && direct && peer.observe_source(from, Instant::now()) {
         tracing::info!(peer = %peer.public_key.fingerprint(), endpoint = %from, "peer endpoint changed");
     }
 }

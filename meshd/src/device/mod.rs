@@ -16,6 +16,7 @@ mod inbound;
 mod outbound;
 pub mod peer;
 mod sys;
+pub mod traversal;
 mod tun;
 mod udp;
 
@@ -36,7 +37,7 @@ use mesh_proto::Key;
 use parking_lot::Mutex;
 
 use crate::config::Config;
-use peer::{Peer, PeerTable};
+use peer::{Endpoint, Peer, PeerTable, Traversal};
 use udp::Udp;
 
 /// Handshake messages per second before the rate limiter demands cookies (boringtun's
@@ -51,6 +52,7 @@ const MAX_QUEUES: usize = 4;
 /// The running data plane, shared by the packet threads, the timers and the API.
 pub struct Device {
     interface: String,
+    private_key: Key,
     public_key: Key,
     static_secret: StaticSecret,
     static_public: PublicKey,
@@ -66,6 +68,10 @@ pub struct Device {
     next_index: AtomicU32,
     /// What `meshctl status` shows about the coordinator connection.
     control_status: Mutex<Option<ControlStatus>>,
+    /// NAT traversal: services, reflections, own candidates.
+    traversal: traversal::State,
+    /// The reflexive addresses, for the control session to report.
+    reflexive_watch: tokio::sync::watch::Sender<Vec<std::net::SocketAddr>>,
 }
 
 /// The configuration the packet paths see, split by origin.
@@ -144,7 +150,7 @@ impl Device {
                     p.public_key,
                     p.allowed_ips.clone(),
                     p.persistent_keepalive,
-                    p.endpoint,
+                    p.endpoint.map(Endpoint::Direct),
                     Tunn::new(
                         static_secret.clone(),
                         PublicKey::from(p.public_key.0),
@@ -153,6 +159,7 @@ impl Device {
                         index,
                         Some(rate_limiter.clone()),
                     ),
+                    None,
                 ))
             })
             .collect();
@@ -164,6 +171,7 @@ impl Device {
 
         let device = Arc::new(Device {
             interface: config.interface.clone(),
+            private_key,
             public_key,
             static_secret,
             static_public,
@@ -181,6 +189,8 @@ impl Device {
             }),
             next_index,
             control_status: Mutex::new(None),
+            traversal: traversal::State::default(),
+            reflexive_watch: tokio::sync::watch::Sender::new(Vec::new()),
         });
         tracing::info!(
             public_key = %device.public_key.fingerprint(),
@@ -232,17 +242,24 @@ impl Device {
             .iter()
             .map(|p| {
                 let (since_handshake, tx, rx, _, _) = p.tunn.lock().stats();
+                let endpoint = p.endpoint();
+                let (name, rtt) = match &p.traversal {
+                    Some(t) => (Some(t.name.read().clone()), t.paths.lock().rtt()),
+                    None => (None, None),
+                };
                 PeerStatus {
                     public_key: p.public_key,
-                    endpoint: p.endpoint(),
+                    endpoint: endpoint.map(|e| e.addr()),
                     allowed_ips: p.allowed_ips.clone(),
                     latest_handshake_secs: since_handshake.map(|d| d.as_secs()),
                     rx_bytes: rx as u64,
                     tx_bytes: tx as u64,
                     persistent_keepalive: p.persistent_keepalive,
-                    name: None,
-                    path: None,
-                    rtt_ms: None,
+                    name,
+                    path: traversal::path_type(endpoint),
+                    rtt_ms: rtt
+                        .filter(|_| matches!(endpoint, Some(Endpoint::Direct(_))))
+                        .map(|d| d.as_secs_f64() * 1000.0),
                 }
             })
             .collect();
@@ -317,7 +334,12 @@ impl Device {
                 Some(p)
                     if p.allowed_ips == info.allowed_ips && p.persistent_keepalive == keepalive =>
                 {
-                    refresh_endpoint(p, info);
+                    if let Some(t) = &p.traversal {
+                        if *t.name.read() != info.name {
+                            t.name.write().clone_from(&info.name);
+                        }
+                    }
+                    traversal::update_candidates(self, p, &info.endpoints);
                     p.clone()
                 }
                 _ => {
@@ -367,15 +389,12 @@ impl Device {
     /// encrypting with that stale session, and WireGuard itself would only notice after
     /// REKEY_TIMEOUT + KEEPALIVE_TIMEOUT (15 s).
     fn initiate_handshake(&self, peer: &Peer) {
-        let Some(to) = peer.endpoint() else { return };
         let mut buf = [0u8; 256];
         let mut tunn = peer.tunn.lock();
         if let TunnResult::WriteToNetwork(packet) =
             tunn.format_handshake_initiation(&mut buf, false)
         {
-            if let Err(e) = self.udp.send_now(to, packet) {
-                tracing::debug!(peer = %peer.public_key.fingerprint(), "initial handshake: {e}");
-            }
+            self.send_to_peer(peer, packet);
         }
     }
 
@@ -389,34 +408,33 @@ impl Device {
             index,
             Some(self.rate_limiter.clone()),
         );
+        let paths = self.new_paths(&info.endpoints);
+        // Until a probe answers: the relay if there is one, else the first candidate.
+        let endpoint = self.endpoint_for(paths.path()).or_else(|| {
+            info.endpoints
+                .iter()
+                .find(|a| a.is_ipv4())
+                .map(|a| Endpoint::Direct(*a))
+        });
+        let traversal = Traversal {
+            paths: Mutex::new(paths),
+            disco: mesh_proto::disco::SharedKey::new(&self.private_key, &info.public_key),
+            name: parking_lot::RwLock::new(info.name.clone()),
+        };
         Arc::new(Peer::new(
             index,
             info.public_key,
             info.allowed_ips.clone(),
             keepalive,
-            info.endpoints.first().copied(),
+            endpoint,
             tunn,
+            Some(traversal),
         ))
     }
-}
 
-/// Endpoint policy for a peer the netmap lists again: keep a working endpoint (it may be
-/// one the peer roamed to); otherwise take the coordinator's first candidate.
-fn refresh_endpoint(peer: &Peer, info: &PeerInfo) {
-    let Some(first) = info.endpoints.first() else {
-        return;
-    };
-    let current = peer.endpoint();
-    if current.is_some_and(|c| info.endpoints.contains(&c)) {
-        return;
-    }
-    let recent = peer
-        .tunn
-        .lock()
-        .time_since_last_handshake()
-        .is_some_and(|t| t < Duration::from_secs(180));
-    if current.is_none() || !recent {
-        peer.set_endpoint(*first);
+    /// Subscribes to this node's reflexive addresses (for the control session).
+    pub fn reflexive_watch(&self) -> tokio::sync::watch::Receiver<Vec<std::net::SocketAddr>> {
+        self.reflexive_watch.subscribe()
     }
 }
 
@@ -437,13 +455,7 @@ pub async fn timers(device: Arc<Device>) {
         for peer in &table.list {
             let mut tunn = peer.tunn.lock();
             match tunn.update_timers(&mut buf) {
-                TunnResult::WriteToNetwork(packet) => {
-                    if let Some(ep) = peer.endpoint() {
-                        if let Err(e) = device.udp.send_now(ep, packet) {
-                            tracing::debug!(peer = %peer.public_key.fingerprint(), "timer send: {e}");
-                        }
-                    }
-                }
+                TunnResult::WriteToNetwork(packet) => device.send_to_peer(peer, packet),
                 TunnResult::Err(e) => {
                     tracing::debug!(peer = %peer.public_key.fingerprint(), "timers: {e:?}");
                 }

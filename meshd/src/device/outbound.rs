@@ -8,7 +8,9 @@ use std::sync::Arc;
 use boringtun::noise::{Tunn, TunnResult};
 use tun_rs::{IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
 
-use super::peer::Peer;
+use mesh_proto::relay;
+
+use super::peer::{Endpoint, Peer};
 use super::{Device, Drops};
 
 /// Largest IP packet the TUN can hand over after GSO splitting.
@@ -65,7 +67,7 @@ pub fn run(dev: Arc<Device>, queue: Option<tun_rs::SyncDevice>) {
     let mut bufs = vec![vec![0u8; MAX_PACKET]; IDEAL_BATCH_SIZE];
     let mut sizes = vec![0usize; IDEAL_BATCH_SIZE];
     let mut targets: Vec<Option<Arc<Peer>>> = vec![None; IDEAL_BATCH_SIZE];
-    let mut out = vec![0u8; IDEAL_BATCH_SIZE * (MAX_PACKET + DATA_OVERHEAD)];
+    let mut out = vec![0u8; IDEAL_BATCH_SIZE * (relay::HEADER_LEN + MAX_PACKET + DATA_OVERHEAD)];
     let mut runs: Vec<Run> = Vec::with_capacity(IDEAL_BATCH_SIZE);
     let max_segments = dev.udp.max_gso_segments().max(1);
 
@@ -118,18 +120,27 @@ pub fn run(dev: Arc<Device>, queue: Option<tun_rs::SyncDevice>) {
                 targets[j] = None;
                 j += 1;
             }
-            let Some(to) = peer.endpoint() else {
-                no_endpoint += (j - i) as u64;
-                i = j;
-                continue;
+            // Relayed datagrams carry the relay's SEND header in front, so they still form
+            // equal-sized GSO runs.
+            let (to, header) = match peer.endpoint() {
+                Some(Endpoint::Direct(a)) => (a, 0),
+                Some(Endpoint::Relay(a)) => (a, relay::HEADER_LEN),
+                None => {
+                    no_endpoint += (j - i) as u64;
+                    i = j;
+                    continue;
+                }
             };
             let mut tunn = peer.tunn.lock();
             for k in i..j {
                 let packet = &bufs[k][..sizes[k]];
                 let room = (packet.len() + DATA_OVERHEAD).max(HANDSHAKE_INIT_LEN);
-                match tunn.encapsulate(packet, &mut out[pos..pos + room]) {
+                if header > 0 {
+                    relay::write_header(&mut out[pos..pos + header], relay::SEND, &peer.public_key);
+                }
+                match tunn.encapsulate(packet, &mut out[pos + header..pos + header + room]) {
                     TunnResult::WriteToNetwork(datagram) => {
-                        let len = datagram.len();
+                        let len = header + datagram.len();
                         push_run(&mut runs, to, pos, len, max_segments);
                         pos += len;
                     }

@@ -12,8 +12,39 @@ use std::sync::Arc;
 
 use boringtun::noise::Tunn;
 use ipnet::IpNet;
+use mesh_proto::disco::SharedKey;
+use mesh_proto::paths::PeerPaths;
 use mesh_proto::{AllowedIps, Key};
 use parking_lot::{Mutex, RwLock};
+
+/// Where WireGuard datagrams for a peer go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// Straight to the peer at this address.
+    Direct(SocketAddr),
+    /// Through the relay at this address, wrapped in a relay SEND header.
+    Relay(SocketAddr),
+}
+
+impl Endpoint {
+    /// The UDP destination.
+    pub fn addr(&self) -> SocketAddr {
+        match *self {
+            Endpoint::Direct(a) | Endpoint::Relay(a) => a,
+        }
+    }
+}
+
+/// NAT traversal state of a network peer (static peers have none: they keep WireGuard's
+/// plain roaming).
+pub struct Traversal {
+    /// Path selection (sans-IO, from mesh-proto).
+    pub paths: Mutex<PeerPaths>,
+    /// Key sealing disco messages to and from this peer.
+    pub disco: SharedKey,
+    /// The peer's name in the network (admins may rename it).
+    pub name: RwLock<String>,
+}
 
 /// One WireGuard peer: its noise state and where to reach it.
 pub struct Peer {
@@ -29,7 +60,9 @@ pub struct Peer {
     pub persistent_keepalive: Option<u16>,
     /// boringtun's state machine for this peer (handshakes, sessions, timers).
     pub tunn: Mutex<Tunn>,
-    endpoint: RwLock<Option<SocketAddr>>,
+    endpoint: RwLock<Option<Endpoint>>,
+    /// Path selection for peers from a network; `None` for static peers.
+    pub traversal: Option<Traversal>,
 }
 
 impl std::fmt::Debug for Peer {
@@ -49,8 +82,9 @@ impl Peer {
         public_key: Key,
         allowed_ips: Vec<IpNet>,
         persistent_keepalive: Option<u16>,
-        endpoint: Option<SocketAddr>,
+        endpoint: Option<Endpoint>,
         tunn: Tunn,
+        traversal: Option<Traversal>,
     ) -> Peer {
         Peer {
             index,
@@ -59,30 +93,36 @@ impl Peer {
             persistent_keepalive,
             tunn: Mutex::new(tunn),
             endpoint: RwLock::new(endpoint),
+            traversal,
         }
     }
 
     /// Where packets for this peer go now.
     #[inline]
-    pub fn endpoint(&self) -> Option<SocketAddr> {
+    pub fn endpoint(&self) -> Option<Endpoint> {
         *self.endpoint.read()
     }
 
-    /// Points the peer at `to` (control-plane decision, e.g. a new candidate).
-    pub fn set_endpoint(&self, to: SocketAddr) {
-        *self.endpoint.write() = Some(to);
+    /// Points the peer at `to` (a path decision).
+    pub fn set_endpoint(&self, to: Option<Endpoint>) {
+        *self.endpoint.write() = to;
     }
 
-    /// Roaming: an authenticated packet arrived from `from`; make it the endpoint.
-    /// Returns true when the endpoint changed.
+    /// An authenticated WireGuard packet arrived directly from `from`. Static peers roam
+    /// (the endpoint moves to `from`, as in WireGuard); for network peers it is evidence for
+    /// their path selection, which decides. Returns true when a static peer's endpoint moved.
     #[inline]
-    pub fn observe_source(&self, from: SocketAddr) -> bool {
-        if self.endpoint() == Some(from) {
+    pub fn observe_source(&self, from: SocketAddr, now: std::time::Instant) -> bool {
+        if let Some(t) = &self.traversal {
+            t.paths.lock().note_authenticated_direct(now, from);
+            return false;
+        }
+        if self.endpoint() == Some(Endpoint::Direct(from)) {
             return false;
         }
         let mut ep = self.endpoint.write();
-        let changed = *ep != Some(from);
-        *ep = Some(from);
+        let changed = *ep != Some(Endpoint::Direct(from));
+        *ep = Some(Endpoint::Direct(from));
         changed
     }
 }
