@@ -54,6 +54,21 @@ pub enum Command {
     },
     /// Manage networks, members and join tokens through the coordinator's admin API.
     Admin(AdminArgs),
+    /// Probe a peer over every path (direct candidates, relay) and show which answered.
+    Ping {
+        /// The peer: its name, overlay address, or public key (or a prefix of it).
+        peer: String,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Report this node's NAT mapping behaviour and whether UDP works, using the
+    /// coordinator's two reflectors.
+    Netcheck {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `meshctl join`.

@@ -14,6 +14,7 @@ mod duration;
 mod join;
 mod keys;
 mod local;
+mod probe;
 mod status;
 mod table;
 
@@ -47,6 +48,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Join(args) => join::join(&cli.connect.socket, &args, &mut out)?,
         Command::Leave { network } => join::leave(&cli.connect.socket, &network, &mut out)?,
         Command::Admin(args) => admin::run(args, &mut out)?,
+        Command::Ping { peer, json } => probe::ping(&cli.connect.socket, &peer, json, &mut out)?,
+        Command::Netcheck { json } => probe::netcheck(&cli.connect.socket, json, &mut out)?,
     }
     out.flush()?;
     Ok(())

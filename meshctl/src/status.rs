@@ -71,8 +71,25 @@ pub fn render(status: &Status) -> String {
     }
     for peer in &status.peers {
         let _ = writeln!(s, "\npeer: {}", peer.public_key);
+        if let Some(name) = &peer.name {
+            let _ = writeln!(s, "  name: {name}");
+        }
         if let Some(endpoint) = peer.endpoint {
             let _ = writeln!(s, "  endpoint: {endpoint}");
+        }
+        if let Some(path) = peer.path {
+            let word = match path {
+                mesh_proto::api::PathType::Direct => "direct",
+                mesh_proto::api::PathType::Relay => "relay",
+            };
+            match peer.rtt_ms {
+                Some(rtt) => {
+                    let _ = writeln!(s, "  path: {word} (rtt {rtt:.1} ms)");
+                }
+                None => {
+                    let _ = writeln!(s, "  path: {word}");
+                }
+            }
         }
         let allowed = if peer.allowed_ips.is_empty() {
             "(none)".to_owned()
