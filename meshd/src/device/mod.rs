@@ -23,7 +23,7 @@ mod udp;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
@@ -394,6 +394,7 @@ impl Device {
         if let TunnResult::WriteToNetwork(packet) =
             tunn.format_handshake_initiation(&mut buf, false)
         {
+            peer.initiation_sent(packet, Instant::now());
             self.send_to_peer(peer, packet);
         }
     }
@@ -438,6 +439,44 @@ impl Device {
     }
 }
 
+/// How often an unanswered handshake initiation is resent during the first
+/// [`FAST_RETRY_WINDOW`] of an attempt (plus up to a third as jitter).
+const FAST_RETRY: Duration = Duration::from_secs(1);
+/// How long handshakes are retried every [`FAST_RETRY`] before boringtun's own
+/// REKEY_TIMEOUT (5 s, without jitter) takes over.
+const FAST_RETRY_WINDOW: Duration = Duration::from_secs(30);
+
+/// Resends an unanswered handshake initiation sooner than WireGuard's 5 s REKEY_TIMEOUT.
+///
+/// Under heavy loss (carriers dropping UDP at night) an initiation and its response both
+/// arrive with probability (1 - loss)^2 per try, per hop: at 30 % loss through the relay
+/// that is one try in four, so 5 s between tries means joins that take half a minute or
+/// more. boringtun also retransmits without the spec's jitter. meshd therefore resends
+/// every 1 to 1.33 s for the first 30 s of an attempt. Peers accept this: each initiation
+/// carries a fresh timestamp, and wireguard-go's per-peer limit is 50 per second.
+fn retry_handshake(dev: &Device, peer: &Peer, tunn: &mut Tunn, buf: &mut [u8], now: Instant) {
+    let track = peer.handshake_track();
+    let (Some(first), Some(last)) = (track.first, track.last) else {
+        return;
+    };
+    let completed = tunn
+        .time_since_last_handshake()
+        .is_some_and(|age| now.checked_sub(age).is_some_and(|at| at >= first));
+    if completed || now.saturating_duration_since(first) > FAST_RETRY_WINDOW {
+        peer.handshake_done();
+        return;
+    }
+    let mut b = [0u8; 1];
+    let _ = getrandom::getrandom(&mut b);
+    let jitter = FAST_RETRY.mul_f64(f64::from(b[0]) / 255.0 / 3.0);
+    if now.saturating_duration_since(last) >= FAST_RETRY + jitter {
+        if let TunnResult::WriteToNetwork(packet) = tunn.format_handshake_initiation(buf, true) {
+            peer.initiation_sent(packet, now);
+            dev.send_to_peer(peer, packet);
+        }
+    }
+}
+
 /// Drives every peer's WireGuard timers and resets the handshake rate limiter each second.
 /// Runs until the process exits.
 pub async fn timers(device: Arc<Device>) {
@@ -452,10 +491,15 @@ pub async fn timers(device: Arc<Device>) {
             device.rate_limiter.reset_count();
         }
         let table = device.peers.load();
+        let now = Instant::now();
         for peer in &table.list {
             let mut tunn = peer.tunn.lock();
+            retry_handshake(&device, peer, &mut tunn, &mut buf, now);
             match tunn.update_timers(&mut buf) {
-                TunnResult::WriteToNetwork(packet) => device.send_to_peer(peer, packet),
+                TunnResult::WriteToNetwork(packet) => {
+                    peer.initiation_sent(packet, now);
+                    device.send_to_peer(peer, packet);
+                }
                 TunnResult::Err(e) => {
                     tracing::debug!(peer = %peer.public_key.fingerprint(), "timers: {e:?}");
                 }

@@ -131,6 +131,7 @@ pub fn run(dev: Arc<Device>, queue: Option<tun_rs::SyncDevice>) {
                     continue;
                 }
             };
+            let now = std::time::Instant::now();
             let mut tunn = peer.tunn.lock();
             for k in i..j {
                 let packet = &bufs[k][..sizes[k]];
@@ -140,6 +141,7 @@ pub fn run(dev: Arc<Device>, queue: Option<tun_rs::SyncDevice>) {
                 }
                 match tunn.encapsulate(packet, &mut out[pos + header..pos + header + room]) {
                     TunnResult::WriteToNetwork(datagram) => {
+                        peer.initiation_sent(datagram, now);
                         let len = header + datagram.len();
                         push_run(&mut runs, to, pos, len, max_segments);
                         pos += len;

@@ -63,6 +63,17 @@ pub struct Peer {
     endpoint: RwLock<Option<Endpoint>>,
     /// Path selection for peers from a network; `None` for static peers.
     pub traversal: Option<Traversal>,
+    /// Handshake initiations sent and not yet answered (see [`Peer::initiation_sent`]).
+    handshake: Mutex<HandshakeTrack>,
+}
+
+/// When this node started and last retried a handshake that has not completed yet.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HandshakeTrack {
+    /// The first initiation of the current attempt.
+    pub first: Option<std::time::Instant>,
+    /// The latest initiation.
+    pub last: Option<std::time::Instant>,
 }
 
 impl std::fmt::Debug for Peer {
@@ -94,7 +105,30 @@ impl Peer {
             tunn: Mutex::new(tunn),
             endpoint: RwLock::new(endpoint),
             traversal,
+            handshake: Mutex::new(HandshakeTrack::default()),
         }
+    }
+
+    /// Notes that a handshake initiation went out to this peer (`datagram` is what was
+    /// sent: anything but an initiation, message type 1, is ignored). Cheap: it looks at one
+    /// byte unless it is an initiation, which is rare.
+    #[inline]
+    pub fn initiation_sent(&self, datagram: &[u8], now: std::time::Instant) {
+        if datagram.first() == Some(&1) {
+            let mut t = self.handshake.lock();
+            t.first.get_or_insert(now);
+            t.last = Some(now);
+        }
+    }
+
+    /// The handshake attempt in progress, if any.
+    pub fn handshake_track(&self) -> HandshakeTrack {
+        *self.handshake.lock()
+    }
+
+    /// Forgets the attempt (it completed, or gave up).
+    pub fn handshake_done(&self) {
+        *self.handshake.lock() = HandshakeTrack::default();
     }
 
     /// Where packets for this peer go now.
