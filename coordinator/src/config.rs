@@ -3,6 +3,12 @@
 //! `serve` settings come from, lowest first: built-in defaults, the TOML file
 //! (`--config`, keys in kebab-case, unknown keys refused), then flags. [`ServeConfig`] is
 //! the validated result; every error is one line naming the flag or file.
+//!
+//! Ports: QUIC control on `--listen` (7443 by default), the two UDP reflectors on the next
+//! two ports (7444, 7445) and the UDP relay on the one after (7446), all on the `--listen`
+//! IP unless `--reflect`/`--relay` say otherwise. Members are told the reflector and relay
+//! addresses with the host of the first `--advertise` (or `--advertise-reflect` /
+//! `--advertise-relay` when a NAT or load balancer maps ports differently).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -70,6 +76,24 @@ pub struct ServeArgs {
     /// unless that is a wildcard address].
     #[arg(long, value_name = "HOST:PORT")]
     pub advertise: Vec<String>,
+    /// UDP reflector address, for endpoint discovery (repeatable; two let nodes classify
+    /// their NAT) [default: the --listen IP on the two ports after --listen's].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub reflect: Vec<SocketAddr>,
+    /// UDP relay address [default: the --listen IP on the third port after --listen's].
+    #[arg(long, value_name = "ADDR:PORT", conflicts_with = "no_relay")]
+    pub relay: Option<SocketAddr>,
+    /// Run no relay (members without a direct path then have none).
+    #[arg(long)]
+    pub no_relay: bool,
+    /// Reflector address members are told (repeatable) [default: the host of the first
+    /// --advertise with each reflector's port].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise_reflect: Vec<String>,
+    /// Relay address members are told [default: the host of the first --advertise with
+    /// the relay's port].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise_relay: Option<String>,
 }
 
 /// The configuration file.
@@ -86,6 +110,16 @@ pub struct FileConfig {
     pub http_insecure: Option<bool>,
     /// Addresses written into join tokens.
     pub advertise: Option<Vec<String>>,
+    /// UDP reflector addresses (an empty list runs none).
+    pub reflect: Option<Vec<SocketAddr>>,
+    /// UDP relay address.
+    pub relay: Option<SocketAddr>,
+    /// Run no relay.
+    pub no_relay: Option<bool>,
+    /// Reflector addresses members are told.
+    pub advertise_reflect: Option<Vec<String>>,
+    /// Relay address members are told.
+    pub advertise_relay: Option<String>,
 }
 
 /// Validated `serve` settings.
@@ -99,6 +133,15 @@ pub struct ServeConfig {
     pub http: SocketAddr,
     /// Addresses written into join tokens.
     pub advertise: Vec<String>,
+    /// UDP reflector addresses.
+    pub reflect: Vec<SocketAddr>,
+    /// UDP relay address (`None`: no relay).
+    pub relay: Option<SocketAddr>,
+    /// Reflector addresses members are told (empty: derived, see
+    /// [`ServeConfig::advertised_services`]).
+    pub advertise_reflect: Vec<String>,
+    /// Relay address members are told (`None`: derived).
+    pub advertise_relay: Option<String>,
 }
 
 /// Why the configuration is unusable.
@@ -133,6 +176,20 @@ pub enum ConfigError {
         "--advertise {0:?}: expected HOST:PORT (e.g. coord.example.net:7443 or [2001:db8::1]:7443)"
     )]
     BadAdvertise(String),
+    /// An advertised reflector or relay address is not `host:port`.
+    #[error("--advertise-{flag} {value:?}: expected HOST:PORT (e.g. coord.example.net:7444)")]
+    BadAdvertiseService {
+        /// `reflect` or `relay`.
+        flag: &'static str,
+        /// The value.
+        value: String,
+    },
+    /// The default reflector/relay ports would pass 65535.
+    #[error("--listen {0}: the reflector and relay default to the three ports after it, which do not exist; pass --reflect and --relay (or --no-relay)")]
+    NoDefaultPorts(SocketAddr),
+    /// Two services on one UDP address.
+    #[error("UDP address {0} is given twice (--listen, --reflect and --relay must all differ)")]
+    AddressClash(SocketAddr),
 }
 
 impl FileConfig {
@@ -237,12 +294,94 @@ impl ServeConfig {
         } else {
             advertise
         };
+
+        // Default ports: the three after --listen's (or any port when it is 0).
+        let after = |n: u16| -> Result<SocketAddr, ConfigError> {
+            let port = match listen.port() {
+                0 => 0,
+                p => p
+                    .checked_add(n)
+                    .ok_or(ConfigError::NoDefaultPorts(listen))?,
+            };
+            Ok(SocketAddr::new(listen.ip(), port))
+        };
+        let reflect = if !args.reflect.is_empty() {
+            args.reflect.clone()
+        } else if let Some(r) = file.reflect {
+            r
+        } else {
+            vec![after(1)?, after(2)?]
+        };
+        let relay = if args.no_relay {
+            None
+        } else if let Some(r) = args.relay {
+            Some(r)
+        } else if file.no_relay == Some(true) {
+            None
+        } else {
+            Some(file.relay.map_or_else(|| after(3), Ok)?)
+        };
+        let mut seen = vec![listen];
+        for a in reflect.iter().chain(&relay) {
+            if a.port() != 0 && seen.contains(a) {
+                return Err(ConfigError::AddressClash(*a));
+            }
+            seen.push(*a);
+        }
+        let advertise_reflect = if args.advertise_reflect.is_empty() {
+            file.advertise_reflect.unwrap_or_default()
+        } else {
+            args.advertise_reflect.clone()
+        };
+        let advertise_relay = args.advertise_relay.clone().or(file.advertise_relay);
+        for (flag, value) in advertise_reflect
+            .iter()
+            .map(|v| ("reflect", v))
+            .chain(advertise_relay.iter().map(|v| ("relay", v)))
+        {
+            if !is_host_port(value) {
+                return Err(ConfigError::BadAdvertiseService {
+                    flag,
+                    value: value.clone(),
+                });
+            }
+        }
         Ok(ServeConfig {
             data_dir,
             listen,
             http,
             advertise,
+            reflect,
+            relay,
+            advertise_reflect,
+            advertise_relay,
         })
+    }
+
+    /// The reflector addresses and relay address members are told, given where the
+    /// sockets ended up bound: the explicit `advertise-*` settings, or else the host of the
+    /// first advertised control address with each socket's port.
+    pub fn advertised_services(
+        &self,
+        reflectors: &[SocketAddr],
+        relay: Option<SocketAddr>,
+    ) -> (Vec<String>, Option<String>) {
+        let first = self.advertise.first().map_or("", String::as_str);
+        let host = first.rsplit_once(':').map_or(first, |(h, _)| h);
+        let reflect = if self.advertise_reflect.is_empty() {
+            reflectors
+                .iter()
+                .map(|a| format!("{host}:{}", a.port()))
+                .collect()
+        } else {
+            self.advertise_reflect.clone()
+        };
+        let relay = relay.map(|a| {
+            self.advertise_relay
+                .clone()
+                .unwrap_or_else(|| format!("{host}:{}", a.port()))
+        });
+        (reflect, relay)
     }
 }
 
@@ -305,6 +444,110 @@ mod tests {
         .unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/x"));
         assert_eq!(c.advertise, vec!["b.example:2", "[2001:db8::1]:3"]);
+    }
+
+    #[test]
+    fn service_ports_default_after_listen() {
+        let c = ServeConfig::merge(
+            &serve_args(&["--advertise", "coord.example:7443"]),
+            FileConfig::default(),
+        )
+        .unwrap();
+        let ports: Vec<u16> = c.reflect.iter().map(|a| a.port()).collect();
+        assert_eq!(ports, vec![7444, 7445]);
+        assert_eq!(c.relay, Some("0.0.0.0:7446".parse().unwrap()));
+        let (reflect, relay) = c.advertised_services(&c.reflect, c.relay);
+        assert_eq!(reflect, vec!["coord.example:7444", "coord.example:7445"]);
+        assert_eq!(relay.as_deref(), Some("coord.example:7446"));
+
+        // IPv6 hosts keep their brackets; ports are the bound ones.
+        let c = ServeConfig::merge(
+            &serve_args(&["--listen", "[2001:db8::1]:0"]),
+            FileConfig::default(),
+        )
+        .unwrap();
+        assert!(c.reflect.iter().all(|a| a.port() == 0));
+        let bound: Vec<SocketAddr> = vec!["[2001:db8::1]:5000".parse().unwrap()];
+        let (reflect, relay) =
+            c.advertised_services(&bound, Some("[2001:db8::1]:5001".parse().unwrap()));
+        assert_eq!(reflect, vec!["[2001:db8::1]:5000"]);
+        assert_eq!(relay.as_deref(), Some("[2001:db8::1]:5001"));
+
+        // Flags over file, --no-relay over everything, explicit advertised addresses.
+        let f = file(
+            "listen = \"192.0.2.1:9000\"\nreflect = [\"192.0.2.1:3478\"]\nrelay = \"192.0.2.1:3479\"\nadvertise-relay = \"relay.example:443\"\n",
+        );
+        let c = ServeConfig::merge(&serve_args(&[]), f).unwrap();
+        assert_eq!(c.reflect, vec!["192.0.2.1:3478".parse().unwrap()]);
+        assert_eq!(c.relay, Some("192.0.2.1:3479".parse().unwrap()));
+        let (_, relay) = c.advertised_services(&c.reflect, c.relay);
+        assert_eq!(relay.as_deref(), Some("relay.example:443"));
+        let c = ServeConfig::merge(
+            &serve_args(&[
+                "--no-relay",
+                "--reflect",
+                "192.0.2.1:1",
+                "--reflect",
+                "192.0.2.1:2",
+                "--advertise-reflect",
+                "r.example:1",
+            ]),
+            file("listen = \"192.0.2.1:9000\"\nrelay = \"192.0.2.1:3479\"\n"),
+        )
+        .unwrap();
+        assert_eq!(c.relay, None);
+        assert_eq!(c.reflect.len(), 2);
+        assert_eq!(
+            c.advertised_services(&c.reflect, None),
+            (vec!["r.example:1".to_owned()], None)
+        );
+        let c = ServeConfig::merge(
+            &serve_args(&["--relay", "192.0.2.1:7"]),
+            file("listen = \"192.0.2.1:9000\"\nno-relay = true\n"),
+        )
+        .unwrap();
+        assert_eq!(c.relay, Some("192.0.2.1:7".parse().unwrap()));
+        let c = ServeConfig::merge(
+            &serve_args(&[]),
+            file("listen = \"192.0.2.1:9000\"\nno-relay = true\nreflect = []\n"),
+        )
+        .unwrap();
+        assert!(c.relay.is_none() && c.reflect.is_empty());
+    }
+
+    #[test]
+    fn refuses_bad_service_settings() {
+        assert!(parse_cli(&["serve", "--relay", "127.0.0.1:1", "--no-relay"]).is_err());
+        let err = ServeConfig::merge(
+            &serve_args(&["--listen", "127.0.0.1:65534"]),
+            FileConfig::default(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::NoDefaultPorts(_)), "{err}");
+        let err = ServeConfig::merge(
+            &serve_args(&["--listen", "127.0.0.1:7443", "--reflect", "127.0.0.1:7443"]),
+            FileConfig::default(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::AddressClash(_)), "{err}");
+        let err = ServeConfig::merge(
+            &serve_args(&["--listen", "127.0.0.1:7443", "--relay", "127.0.0.1:7444"]),
+            FileConfig::default(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "UDP address 127.0.0.1:7444 is given twice (--listen, --reflect and --relay must all differ)"
+        );
+        let err = ServeConfig::merge(
+            &serve_args(&["--listen", "127.0.0.1:7443", "--advertise-relay", "nope"]),
+            FileConfig::default(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, ConfigError::BadAdvertiseService { flag: "relay", .. }),
+            "{err}"
+        );
     }
 
     #[test]

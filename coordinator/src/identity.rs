@@ -6,6 +6,7 @@
 //! DIR/cert.der    the certificate (SAN "wiremesh-coordinator"); pin = sha256 of these bytes
 //! DIR/key.der     its PKCS#8 private key, 0600
 //! DIR/admin.token 32 random bytes, base64url, 0600
+//! DIR/relay.secret 32 random bytes (raw), 0600: relay tokens derive from it
 //! DIR/db/         the sled store
 //! ```
 //! All are made on first start and reused afterwards; files are written atomically
@@ -19,6 +20,7 @@ use std::path::{Path, PathBuf};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use mesh_proto::control::CertPin;
+use mesh_proto::Key;
 
 /// The certificate's subject alternative name (nodes pin the hash, not the name).
 pub const SERVER_NAME: &str = "wiremesh-coordinator";
@@ -53,6 +55,12 @@ pub enum IdentityError {
     /// The admin token file is empty or not text.
     #[error("{}: not an admin token", path.display())]
     BadToken {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The relay secret file does not hold exactly 32 bytes.
+    #[error("{}: not a relay secret (expected 32 bytes); delete it to make a new one (members then get new relay tokens when they reconnect)", path.display())]
+    BadRelaySecret {
         /// The file.
         path: PathBuf,
     },
@@ -116,6 +124,11 @@ impl DataDir {
     /// `DIR/admin.token`.
     pub fn admin_token(&self) -> PathBuf {
         self.dir.join("admin.token")
+    }
+
+    /// `DIR/relay.secret`.
+    pub fn relay_secret(&self) -> PathBuf {
+        self.dir.join("relay.secret")
     }
 
     /// `DIR/db`.
@@ -183,6 +196,21 @@ impl DataDir {
             .filter(|s| !s.is_empty() && !s.contains(char::is_whitespace))
             .ok_or_else(|| IdentityError::BadToken { path: path.clone() })?;
         Ok(token)
+    }
+
+    /// Loads the relay secret, making it on first use.
+    pub fn load_or_create_relay_secret(&self) -> Result<Key, IdentityError> {
+        let path = self.relay_secret();
+        if !path.exists() {
+            let mut bytes = [0u8; 32];
+            getrandom::getrandom(&mut bytes).map_err(IdentityError::Random)?;
+            write_private(&path, &bytes)?;
+        }
+        let bytes = read_existing(&self.dir, &path, true)?;
+        let bytes: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| IdentityError::BadRelaySecret { path: path.clone() })?;
+        Ok(Key(bytes))
     }
 }
 
@@ -260,6 +288,33 @@ mod tests {
             .mode()
             & 0o777;
         assert_eq!(token_mode, 0o600);
+    }
+
+    #[test]
+    fn relay_secret_made_once_private_and_checked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::new(tmp.path());
+        dir.create().unwrap();
+        let a = dir.load_or_create_relay_secret().unwrap();
+        assert_eq!(dir.load_or_create_relay_secret().unwrap(), a);
+        assert_ne!(a, Key([0; 32]));
+        let mode = fs::metadata(dir.relay_secret())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+        fs::set_permissions(dir.relay_secret(), fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(matches!(
+            dir.load_or_create_relay_secret(),
+            Err(IdentityError::Permissions { .. })
+        ));
+        fs::set_permissions(dir.relay_secret(), fs::Permissions::from_mode(0o600)).unwrap();
+        fs::write(dir.relay_secret(), b"short").unwrap();
+        assert!(matches!(
+            dir.load_or_create_relay_secret(),
+            Err(IdentityError::BadRelaySecret { .. })
+        ));
     }
 
     #[test]

@@ -1,26 +1,34 @@
 //! The wiremesh coordinator: networks, members, overlay addresses, join tokens, and the
-//! netmaps it pushes to nodes over QUIC; an admin HTTP API on the side.
+//! netmaps it pushes to nodes over QUIC; an admin HTTP API on the side; UDP reflectors and
+//! a relay for NAT traversal.
 //!
 //! Shape: a state core ([`state`]: one async mutex, a [`store::Store`] behind it, a
-//! `watch` channel of immutable [`snapshot::Snapshot`]s per network) with two IO shells,
-//! [`quic`] + [`session`] for nodes and [`http`] for admins. Pure pieces ([`ipam`],
-//! [`snapshot`], [`model`] validation) are unit-tested in place; the session logic runs over
-//! any byte stream so its tests need no QUIC.
+//! `watch` channel of immutable [`snapshot::Snapshot`]s per network, and the relay's
+//! [`membership::Membership`] index) with IO shells: [`quic`] + [`session`] for nodes,
+//! [`http`] for admins, [`reflector`] and [`relay`] on their own UDP sockets. Pure pieces
+//! ([`ipam`], [`snapshot`], [`model`] validation, [`membership`], the relay's decisions)
+//! are unit-tested in place; the session logic runs over any byte stream so its tests need
+//! no QUIC.
 //!
-//! What it leaves out: relaying traffic, NAT reflection and TLS on the admin API (later
-//! issues); it never sees a node's private key.
+//! What it leaves out: TLS on the admin API, separate relay processes (later issues); it
+//! never sees a node's private key, and the relay never sees a payload in clear.
 
 pub mod config;
 pub mod frame;
 pub mod http;
 pub mod identity;
 pub mod ipam;
+pub mod membership;
 pub mod model;
 pub mod quic;
+pub mod reflector;
+pub mod relay;
 pub mod session;
 pub mod snapshot;
 pub mod state;
+pub mod stats;
 pub mod store;
+pub mod udp;
 
 pub use state::Coordinator;
 

@@ -91,13 +91,38 @@ pub struct Member {
     /// Endpoints the node reported on its own interfaces.
     #[serde(default)]
     pub local_endpoints: Vec<SocketAddr>,
+    /// Addresses the coordinator's reflectors saw for the node's WireGuard socket (its NAT
+    /// mappings), as the node reported them, best first.
+    #[serde(default)]
+    pub reflexive_endpoints: Vec<SocketAddr>,
+    /// A public endpoint an admin set up for the node (port forwarding, a load balancer).
+    #[serde(default)]
+    pub public_endpoint: Option<SocketAddr>,
 }
 
 impl Member {
-    /// Endpoint candidates peers get: observed first, then local, without duplicates.
+    /// Endpoint candidates peers get, best first, without duplicates, at most
+    /// [`MAX_ENDPOINTS`]:
+    /// 1. the admin-set public endpoint;
+    /// 2. the reflexive addresses (the NAT mappings of the WireGuard socket itself);
+    /// 3. the observed QUIC source IP with the WireGuard port, only while no reflexive
+    ///    address is known (behind NAT it names the control connection's mapping, whose
+    ///    port is usually not the WireGuard socket's);
+    /// 4. the local interface addresses.
     pub fn candidates(&self) -> Vec<SocketAddr> {
+        let observed: &[SocketAddr] = if self.reflexive_endpoints.is_empty() {
+            &self.endpoints
+        } else {
+            &[]
+        };
         let mut out: Vec<SocketAddr> = Vec::new();
-        for ep in self.endpoints.iter().chain(&self.local_endpoints) {
+        let all = self
+            .public_endpoint
+            .iter()
+            .chain(&self.reflexive_endpoints)
+            .chain(observed)
+            .chain(&self.local_endpoints);
+        for ep in all {
             if out.len() == MAX_ENDPOINTS {
                 break;
             }
@@ -131,7 +156,7 @@ impl Member {
             last_seen: self.last_seen,
             version: self.version.clone(),
             endpoints: self.candidates(),
-            public_endpoint: None,
+            public_endpoint: self.public_endpoint,
         }
     }
 }
@@ -379,6 +404,8 @@ mod tests {
                 "192.168.1.2:51820".parse().unwrap(),
                 "203.0.113.1:51820".parse().unwrap(),
             ],
+            reflexive_endpoints: vec![],
+            public_endpoint: None,
         };
         assert_eq!(
             m.candidates(),
@@ -388,6 +415,57 @@ mod tests {
             ]
         );
         assert_eq!(m.peer_info().allowed_ips[0].to_string(), "10.0.0.1/32");
+    }
+
+    #[test]
+    fn candidates_order_public_reflexive_observed_local() {
+        let ep = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let mut m = Member {
+            public_key: Key([1; 32]),
+            name: "a".into(),
+            address: "10.0.0.1".parse().unwrap(),
+            authorized: true,
+            created_at: 0,
+            last_seen: None,
+            version: String::new(),
+            endpoints: vec![ep("203.0.113.1:51820")],
+            local_endpoints: vec![ep("192.168.1.2:51820"), ep("198.51.100.9:7000")],
+            reflexive_endpoints: vec![],
+            public_endpoint: Some(ep("198.51.100.9:7000")),
+        };
+        // No reflexive address yet: the observed one stands in.
+        assert_eq!(
+            m.candidates(),
+            vec![
+                ep("198.51.100.9:7000"),
+                ep("203.0.113.1:51820"),
+                ep("192.168.1.2:51820")
+            ]
+        );
+        // With reflexive addresses the observed guess is dropped.
+        m.reflexive_endpoints = vec![ep("203.0.113.1:40001"), ep("[2001:db8::1]:51820")];
+        assert_eq!(
+            m.candidates(),
+            vec![
+                ep("198.51.100.9:7000"),
+                ep("203.0.113.1:40001"),
+                ep("[2001:db8::1]:51820"),
+                ep("192.168.1.2:51820")
+            ]
+        );
+        assert_eq!(m.view(false).public_endpoint, Some(ep("198.51.100.9:7000")));
+        // Bounded.
+        m.local_endpoints = (1..=40).map(|i| ep(&format!("10.1.0.{i}:1"))).collect();
+        assert_eq!(m.candidates().len(), MAX_ENDPOINTS);
+        assert_eq!(m.candidates()[0], ep("198.51.100.9:7000"));
+    }
+
+    #[test]
+    fn older_member_records_still_load() {
+        let json = r#"{"public-key":"m9OJrAFVwqGa+bJFZnZX5+JZChdEygr56p86FYJdDjs=","name":"a",
+            "address":"10.0.0.1","authorized":true,"created-at":1}"#;
+        let m: Member = serde_json::from_str(json).unwrap();
+        assert!(m.reflexive_endpoints.is_empty() && m.public_endpoint.is_none());
     }
 
     #[test]

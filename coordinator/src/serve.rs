@@ -1,34 +1,63 @@
-//! `coordinator serve`: data directory, identity, store, then the QUIC endpoint and the
-//! admin API until SIGINT/SIGTERM.
+//! `coordinator serve`: data directory, identity, store, then the QUIC endpoint, the UDP
+//! reflectors and relay, and the admin API until SIGINT/SIGTERM.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use coordinator::config::ServeConfig;
 use coordinator::identity::DataDir;
-use coordinator::state::{Coordinator, JoinInfo, SystemClock};
+use coordinator::relay::Relay;
+use coordinator::state::{Clock, Coordinator, JoinInfo, Services, SystemClock};
 use coordinator::store::SledStore;
-use coordinator::{http, quic};
+use coordinator::{http, quic, reflector, relay, udp};
 
 pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let dir = DataDir::new(&cfg.data_dir);
     dir.create()?;
     let identity = dir.load_or_create_identity()?;
     let admin_token = dir.load_or_create_admin_token()?;
+    let relay_secret = dir.load_or_create_relay_secret()?;
+
+    // Every socket is bound before anything is served, so a port in use fails the start.
+    let endpoint = quic::bind(&identity, cfg.listen)?;
+    let reflect_sockets = cfg
+        .reflect
+        .iter()
+        .map(|a| udp::bind("reflector", *a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let relay_socket = cfg.relay.map(|a| udp::bind("relay", a)).transpose()?;
+    let reflect_addrs = reflect_sockets
+        .iter()
+        .map(|s| s.local_addr())
+        .collect::<Result<Vec<SocketAddr>, _>>()
+        .context("reading the reflector addresses")?;
+    let relay_addr = relay_socket
+        .as_ref()
+        .map(|s| s.local_addr())
+        .transpose()
+        .context("reading the relay address")?;
+    let (reflectors, relay) = cfg.advertised_services(&reflect_addrs, relay_addr);
+
     let db = dir.db();
     let store = SledStore::open(&db).with_context(|| format!("opening {}", db.display()))?;
-    let coord = Coordinator::open(
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let coord = Coordinator::open_with_services(
         Arc::new(store),
-        Arc::new(SystemClock),
+        clock.clone(),
         JoinInfo {
             coordinators: cfg.advertise.clone(),
             pin: identity.pin,
         },
+        Some(Services {
+            reflectors: reflectors.clone(),
+            relay: relay.clone(),
+            relay_secret,
+        }),
     )
     .with_context(|| format!("loading {}", db.display()))?;
 
-    let endpoint = quic::bind(&identity, cfg.listen)?;
     let http_listener = tokio::net::TcpListener::bind(cfg.http)
         .await
         .with_context(|| format!("binding the admin API to {}", cfg.http))?;
@@ -40,12 +69,27 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         pin = %identity.pin,
         quic = %quic_addr,
         http = %http_addr,
+        reflect = ?reflect_addrs,
+        relay = ?relay_addr,
         advertise = ?cfg.advertise,
+        advertise_reflect = ?reflectors,
+        advertise_relay = ?relay,
         admin_token = %dir.admin_token().display(),
         data_dir = %cfg.data_dir.display(),
         "coordinator running"
     );
 
+    let mut udp_tasks = Vec::new();
+    for socket in reflect_sockets {
+        udp_tasks.push(tokio::spawn(reflector::serve(
+            socket,
+            coord.stats().clone(),
+        )));
+    }
+    if let Some(socket) = relay_socket {
+        let core = Arc::new(Relay::new(relay_secret, &coord));
+        udp_tasks.push(tokio::spawn(relay::serve(socket, core, clock)));
+    }
     let quic_task = tokio::spawn(quic::serve(endpoint.clone(), coord.clone()));
     let app = http::router(coord.clone(), &admin_token);
     let http_task = tokio::spawn(async move {
@@ -56,6 +100,9 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
 
     shutdown_signal().await;
     tracing::info!("shutting down");
+    for t in &udp_tasks {
+        t.abort();
+    }
     endpoint.close(0u32.into(), b"coordinator shutting down");
     let _ = tokio::time::timeout(Duration::from_secs(3), endpoint.wait_idle()).await;
     quic_task.abort();
@@ -64,6 +111,12 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         Ok(Err(e)) if e.is_panic() => tracing::error!("admin API task panicked"),
         _ => {}
     }
+    let stats = coord.stats().read();
+    tracing::info!(
+        reflector = ?stats.reflector,
+        relay = ?stats.relay,
+        "udp service counters"
+    );
     coord.durable().await.context("flushing the database")?;
     Ok(())
 }

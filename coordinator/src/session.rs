@@ -5,26 +5,32 @@
 //! ```text
 //! handshake (≤ HANDSHAKE_TIMEOUT)    Hello → Challenge → Proof → verify
 //! admission                          token / pending / authorised   (Coordinator::admit)
-//! loop                               snapshot changed → Netmap | Changes | Pending | Denied
+//! loop                               snapshot changed → [Services] Netmap | Changes
+//!                                                       | Pending | Denied
 //!                                    Endpoints from the node → Coordinator::update_endpoints
 //!                                    replaced by a newer session of the same member → end
 //! ```
 //! Before a netmap or changes go out, the version is recorded durably
 //! ([`Coordinator::record_sent`]), so a reconnecting node can resume from it.
+//!
+//! Whenever an authorised member is about to get its first map on a connection (a full
+//! netmap, or the changes it resumes with; again after a deauthorisation was lifted), it
+//! is first sent [`ServerMsg::Services`]: the reflectors, the relay and its relay token, so
+//! it can look for paths while it sets up its peers.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use mesh_proto::control::{ct_eq, expected_proof, ClientMsg, Hello, ServerMsg};
-use mesh_proto::Key;
+use mesh_proto::{relay, Key};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tracing::Instrument as _;
 
 use crate::frame::{self, FrameReader, ReadError, WriteError};
 use crate::snapshot::{Snapshot, Status};
-use crate::state::{random32, Coordinator};
+use crate::state::{random32, Coordinator, EndpointReport};
 
 /// Time a node has to say hello and prove its key.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -253,10 +259,15 @@ where
                 }
                 msg = self.frames.next::<ClientMsg>() => match msg {
                     Ok(None) => return Ok(()),
-                    Ok(Some(ClientMsg::Endpoints { listen_port, local, .. })) => {
+                    Ok(Some(ClientMsg::Endpoints { listen_port, local, reflexive })) => {
+                        let report = EndpointReport {
+                            listen_port,
+                            local: &local,
+                            reflexive: &reflexive,
+                        };
                         if let Err(e) = self
                             .coord
-                            .update_endpoints(&self.net, &self.key, self.remote, listen_port, &local)
+                            .update_endpoints(&self.net, &self.key, self.remote, &report)
                             .await
                         {
                             tracing::warn!("updating endpoints: {e}");
@@ -319,13 +330,30 @@ where
                             changes,
                         }
                     }
-                    None => self.first_message(&snap)?,
+                    None => {
+                        let msg = self.first_message(&snap)?;
+                        self.send_services().await?;
+                        msg
+                    }
                 };
                 self.record(Some(snap.version)).await?;
                 self.sent = Some(snap);
                 send(self.writer, &msg).await
             }
         }
+    }
+
+    /// Tells the member about the NAT traversal services, if the coordinator has any.
+    async fn send_services(&mut self) -> Result<(), Fail> {
+        let Some(services) = self.coord.services() else {
+            return Ok(());
+        };
+        let msg = ServerMsg::Services {
+            reflectors: services.reflectors.clone(),
+            relay: services.relay.clone(),
+            relay_token: relay::token(&services.relay_secret, &self.key),
+        };
+        send(self.writer, &msg).await
     }
 
     /// The first netmap message: changes when the node resumes from a version we can

@@ -15,8 +15,24 @@ use tokio::task::JoinHandle;
 
 use crate::frame::FrameReader;
 use crate::session::{self, End};
-use crate::state::{Coordinator, JoinInfo, ManualClock};
+use crate::state::{Coordinator, JoinInfo, ManualClock, Services};
 use crate::store::MemoryStore;
+
+/// Opens the sled store at `path`, retrying for a while when the lock is still held: sled
+/// releases a dropped database's file lock from its background flusher thread, a moment
+/// after the last handle is gone, so an in-process reopen can race it.
+pub fn open_sled_store(path: &std::path::Path) -> crate::store::SledStore {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match crate::store::SledStore::open(path) {
+            Ok(s) => return s,
+            Err(e) if std::time::Instant::now() < deadline && e.to_string().contains("lock") => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("opening {}: {e}", path.display()),
+        }
+    }
+}
 
 /// The exporter secret test connections use.
 pub const EXPORTER: [u8; 32] = [42; 32];
@@ -35,11 +51,29 @@ pub fn join_info() -> JoinInfo {
     }
 }
 
+/// The relay secret test coordinators use.
+pub const RELAY_SECRET: Key = Key([5; 32]);
+
+/// The NAT traversal services test coordinators advertise.
+pub fn services() -> Services {
+    Services {
+        reflectors: vec!["192.0.2.1:7444".into(), "192.0.2.1:7445".into()],
+        relay: Some("192.0.2.1:7446".into()),
+        relay_secret: RELAY_SECRET,
+    }
+}
+
 impl Harness {
     pub fn new() -> Harness {
         let store = Arc::new(MemoryStore::new());
         let clock = Arc::new(ManualClock::new(1_000_000));
-        let coord = Coordinator::open(store.clone(), clock.clone(), join_info()).unwrap();
+        let coord = Coordinator::open_with_services(
+            store.clone(),
+            clock.clone(),
+            join_info(),
+            Some(services()),
+        )
+        .unwrap();
         Harness {
             coord,
             store,
@@ -101,6 +135,8 @@ pub struct Node {
     pub writer: WriteHalf<DuplexStream>,
     pub task: JoinHandle<End>,
     pub key: Key,
+    /// `Services` messages [`Node::recv`] passed over, in order.
+    pub services: Vec<ServerMsg>,
 }
 
 /// The address test nodes "connect from".
@@ -124,6 +160,7 @@ impl Node {
             writer: aw,
             task,
             key: private(seed).public_key(),
+            services: Vec::new(),
         }
     }
 
@@ -143,8 +180,19 @@ impl Node {
         self.writer.write_all(&encode(msg)).await.unwrap();
     }
 
-    /// The next message (fails the test after 5 s).
+    /// The next message other than `Services` (kept in `self.services`); fails the test
+    /// after 5 s.
     pub async fn recv(&mut self) -> ServerMsg {
+        loop {
+            match self.recv_any().await {
+                msg @ ServerMsg::Services { .. } => self.services.push(msg),
+                msg => return msg,
+            }
+        }
+    }
+
+    /// The next message, whatever it is (fails the test after 5 s).
+    pub async fn recv_any(&mut self) -> ServerMsg {
         tokio::time::timeout(Duration::from_secs(5), self.frames.next::<ServerMsg>())
             .await
             .expect("no message within 5 s")

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use coordinator::frame::{self, FrameReader};
 use coordinator::identity::{DataDir, SERVER_NAME};
-use coordinator::state::{Coordinator, JoinInfo, SystemClock};
+use coordinator::state::{Coordinator, JoinInfo, Services, SystemClock};
 use coordinator::store::MemoryStore;
 use mesh_proto::admin::{CreateNetwork, CreateToken};
 use mesh_proto::control::{
@@ -102,6 +102,8 @@ struct Server {
     _dir: tempfile::TempDir,
 }
 
+const RELAY_SECRET: Key = Key([5; 32]);
+
 async fn server() -> Server {
     let dir = tempfile::tempdir().unwrap();
     let data = DataDir::new(dir.path());
@@ -109,13 +111,18 @@ async fn server() -> Server {
     let identity = data.load_or_create_identity().unwrap();
     let endpoint = coordinator::quic::bind(&identity, "127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = endpoint.local_addr().unwrap();
-    let coord = Coordinator::open(
+    let coord = Coordinator::open_with_services(
         Arc::new(MemoryStore::new()),
         Arc::new(SystemClock),
         JoinInfo {
             coordinators: vec![addr.to_string()],
             pin: identity.pin,
         },
+        Some(Services {
+            reflectors: vec!["127.0.0.1:7444".into(), "127.0.0.1:7445".into()],
+            relay: None,
+            relay_secret: RELAY_SECRET,
+        }),
     )
     .unwrap();
     coord
@@ -223,6 +230,15 @@ async fn token_join_over_quic_with_a_pinned_certificate() {
         Some(token.secret),
     )
     .await;
+    assert_eq!(
+        msg,
+        ServerMsg::Services {
+            reflectors: vec!["127.0.0.1:7444".into(), "127.0.0.1:7445".into()],
+            relay: None,
+            relay_token: mesh_proto::relay::token(&RELAY_SECRET, &private.public_key()),
+        }
+    );
+    let msg = recv(&mut stream.2).await;
     let ServerMsg::Netmap { netmap } = msg else {
         panic!("expected a netmap, got {msg:?}");
     };
@@ -297,5 +313,7 @@ async fn garbage_is_refused_without_disturbing_others() {
         Some(token.secret),
     )
     .await;
+    assert!(matches!(msg, ServerMsg::Services { .. }), "{msg:?}");
+    let msg = recv(&mut stream.2).await;
     assert!(matches!(msg, ServerMsg::Netmap { .. }), "{msg:?}");
 }

@@ -1,6 +1,6 @@
 //! Flags and subcommands.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -164,6 +164,26 @@ pub enum AdminCommand {
         #[command(flatten)]
         output: JsonFlag,
     },
+    /// Set the public endpoint peers try first for a member (a port forward or load
+    /// balancer to its WireGuard port), or clear it with --clear.
+    SetEndpoint {
+        /// The network.
+        network: String,
+        /// The member: its name, public key or fingerprint (8+ characters of the key).
+        node: String,
+        /// The public address and port, e.g. 203.0.113.5:51820 or [2001:db8::5]:51820.
+        #[arg(
+            value_name = "IP:PORT",
+            required_unless_present = "clear",
+            conflicts_with = "clear"
+        )]
+        endpoint: Option<SocketAddr>,
+        /// Remove the member's public endpoint.
+        #[arg(long)]
+        clear: bool,
+        #[command(flatten)]
+        output: JsonFlag,
+    },
     /// Create, list and revoke join tokens.
     Token {
         #[command(subcommand)]
@@ -310,6 +330,36 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn set_endpoint_takes_an_address_or_clear() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(
+                ["meshctl", "admin", "set-endpoint", "lab", "web-1"]
+                    .iter()
+                    .chain(args),
+            )
+        };
+        let Ok(Cli {
+            command: Command::Admin(admin),
+            ..
+        }) = parse(&["203.0.113.5:51820"])
+        else {
+            panic!("set-endpoint not parsed")
+        };
+        assert!(matches!(
+            admin.command,
+            AdminCommand::SetEndpoint {
+                endpoint: Some(_),
+                clear: false,
+                ..
+            }
+        ));
+        assert!(parse(&["--clear"]).is_ok());
+        assert!(parse(&[]).is_err());
+        assert!(parse(&["203.0.113.5:51820", "--clear"]).is_err());
+        assert!(parse(&["203.0.113.5"]).is_err());
     }
 
     #[test]

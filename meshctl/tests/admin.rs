@@ -254,6 +254,80 @@ fn member_commands_encode_the_node() {
 }
 
 #[test]
+fn set_endpoint_patches_the_public_endpoint() {
+    let mut with_endpoint = member_view("web-1", None);
+    with_endpoint["public-endpoint"] = json!("203.0.113.5:51820");
+    let admin = Admin::start(vec![(200, with_endpoint.clone())]);
+    let out = admin.run(&["set-endpoint", "lab", "web-1", "203.0.113.5:51820"]);
+    assert_eq!(
+        assert_ok(&out),
+        "web-1 (m9OJrAFV) in lab now has public endpoint 203.0.113.5:51820\n"
+    );
+    let body = admin
+        .expect("PATCH", "/api/networks/lab/members/web-1")
+        .unwrap();
+    assert_eq!(
+        body,
+        json!({ "name": null, "address": null, "public-endpoint": "203.0.113.5:51820" })
+    );
+
+    let admin = Admin::start(vec![(200, member_view("web-1", None))]);
+    let out = admin.run(&["set-endpoint", "lab", KEY, "--clear"]);
+    assert_eq!(
+        assert_ok(&out),
+        "web-1 (m9OJrAFV) in lab has no public endpoint\n"
+    );
+    let body = admin
+        .expect("PATCH", &format!("/api/networks/lab/members/{KEY_IN_PATH}"))
+        .unwrap();
+    assert_eq!(
+        body,
+        json!({ "name": null, "address": null, "public-endpoint": "0.0.0.0:0" })
+    );
+
+    let admin = Admin::start(vec![(200, with_endpoint.clone())]);
+    let text = assert_ok(&admin.run(&[
+        "set-endpoint",
+        "lab",
+        "web-1",
+        "[2001:db8::5]:51820",
+        "--json",
+    ]));
+    assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), with_endpoint);
+    let body = admin
+        .expect("PATCH", "/api/networks/lab/members/web-1")
+        .unwrap();
+    assert_eq!(body["public-endpoint"], json!("[2001:db8::5]:51820"));
+
+    let admin = Admin::start(vec![(
+        400,
+        json!({ "error": "public-endpoint 203.0.113.5:0: port 0 is not a port peers can send to" }),
+    )]);
+    assert_error(
+        &admin.run(&["set-endpoint", "lab", "web-1", "203.0.113.5:0"]),
+        "meshctl: 400 Bad Request: public-endpoint 203.0.113.5:0: port 0 is not a port peers can send to",
+    );
+
+    // Neither an address nor --clear, or both: a usage error before any request.
+    let admin = Admin::start(vec![(500, Value::Null)]);
+    for args in [
+        &["set-endpoint", "lab", "web-1"][..],
+        &[
+            "set-endpoint",
+            "lab",
+            "web-1",
+            "203.0.113.5:51820",
+            "--clear",
+        ],
+        &["set-endpoint", "lab", "web-1", "not-an-address"],
+    ] {
+        let out = admin.run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+    }
+    assert!(admin.coordinator.requests().is_empty());
+}
+
+#[test]
 fn token_create_prints_the_token_alone_on_the_last_line() {
     let expires = now() + 86400;
     let join_token = "wm1_eyJjb29yZGluYXRvcnMiOltdfQ";

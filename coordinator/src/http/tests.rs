@@ -600,3 +600,77 @@ async fn ambiguous_prefixes_get_409_listing_candidates() {
         .await;
     assert_eq!(v.name, "alpha");
 }
+
+#[tokio::test]
+async fn public_endpoint_is_set_shown_and_cleared() {
+    let api = Api::new();
+    api.h.network("lab").await;
+    api.h
+        .coord
+        .admit(&hello("lab", &private(1), None), remote(1))
+        .await
+        .unwrap();
+    let path = "/api/networks/lab/members/node-1";
+    let v: MemberView = api
+        .ok(
+            Method::PATCH,
+            path,
+            Some(r#"{"public-endpoint":"203.0.113.5:51820"}"#),
+            StatusCode::OK,
+        )
+        .await;
+    let public: std::net::SocketAddr = "203.0.113.5:51820".parse().unwrap();
+    assert_eq!(v.public_endpoint, Some(public));
+    assert_eq!(v.endpoints.first(), Some(&public));
+    assert_eq!(v.name, "node-1");
+
+    // Listed too; a PATCH that does not name it leaves it alone.
+    let _: MemberView = api
+        .ok(
+            Method::PATCH,
+            path,
+            Some(r#"{"name":"web"}"#),
+            StatusCode::OK,
+        )
+        .await;
+    let members: Vec<MemberView> = api
+        .ok(
+            Method::GET,
+            "/api/networks/lab/members",
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(members[0].public_endpoint, Some(public));
+    let (_, raw) = api
+        .call(Method::GET, "/api/networks/lab/members", None)
+        .await;
+    assert!(String::from_utf8_lossy(&raw).contains(r#""public-endpoint":"203.0.113.5:51820""#));
+
+    for (body, want) in [
+        (r#"{"public-endpoint":"203.0.113.5:0"}"#, "port 0"),
+        (r#"{"public-endpoint":"224.0.0.1:1"}"#, "not a unicast"),
+        (r#"{"public-endpoint":"203.0.113.5"}"#, "bad request body"),
+    ] {
+        let msg = api
+            .fails(
+                Method::PATCH,
+                "/api/networks/lab/members/web",
+                Some(body),
+                StatusCode::BAD_REQUEST,
+            )
+            .await;
+        assert!(msg.contains(want), "{body}: {msg}");
+    }
+
+    let v: MemberView = api
+        .ok(
+            Method::PATCH,
+            "/api/networks/lab/members/web",
+            Some(r#"{"public-endpoint":"0.0.0.0:0"}"#),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(v.public_endpoint, None);
+    assert!(!v.endpoints.contains(&public));
+}

@@ -1,14 +1,18 @@
 //! Session tests over `tokio::io::duplex`: the whole protocol without QUIC.
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
 
 use mesh_proto::admin::UpdateMember;
 use mesh_proto::control::{ClientMsg, JoinSecret, ServerMsg};
 use mesh_proto::netmap::{Netmap, PeerChange};
-use mesh_proto::Key;
+use mesh_proto::{relay, Key};
 
 use super::End;
-use crate::testutil::{hello, private, Harness, Node};
+use crate::state::{Coordinator, ManualClock};
+use crate::store::MemoryStore;
+use crate::testutil::{hello, join_info, private, Harness, Node, RELAY_SECRET};
 
 fn netmap(msg: ServerMsg) -> Netmap {
     match msg {
@@ -431,4 +435,166 @@ async fn concurrent_joins_get_distinct_addresses() {
     let stored: BTreeSet<_> = members.iter().map(|m| m.address).collect();
     assert_eq!(stored, addrs);
     assert!(members.iter().all(|m| m.online && m.authorized));
+}
+
+#[tokio::test]
+async fn services_come_before_the_first_netmap_of_each_connection() {
+    let h = Harness::new();
+    h.network("lab").await;
+    let token = h.token("lab", true, None).await;
+    let want = |key: &Key| ServerMsg::Services {
+        reflectors: vec!["192.0.2.1:7444".into(), "192.0.2.1:7445".into()],
+        relay: Some("192.0.2.1:7446".into()),
+        relay_token: relay::token(&RELAY_SECRET, key),
+    };
+
+    // Token join: Services, then the netmap.
+    let mut a = Node::connect(&h.coord, 1, hello("lab", &private(1), Some(token.clone()))).await;
+    assert_eq!(a.recv_any().await, want(&a.key));
+    netmap(a.recv_any().await);
+
+    // Pending: nothing about services until authorised.
+    let mut b = Node::connect(&h.coord, 2, hello("lab", &private(2), None)).await;
+    pending(b.recv_any().await);
+    h.coord.authorize("lab", "node-2").await.unwrap();
+    assert_eq!(b.recv_any().await, want(&b.key));
+    netmap(b.recv_any().await);
+    // Later pushes carry no Services.
+    changes(a.recv_any().await);
+
+    // Deauthorised, then authorised again on the same connection: told again.
+    h.coord.deauthorize("lab", "node-2").await.unwrap();
+    pending(b.recv_any().await);
+    changes(a.recv_any().await);
+    h.coord.authorize("lab", "node-2").await.unwrap();
+    assert_eq!(b.recv_any().await, want(&b.key));
+    netmap(b.recv_any().await);
+    changes(a.recv_any().await);
+    a.quiet().await;
+
+    // A resuming node gets Services before its changes.
+    let version = h.coord.get_network("lab").await.unwrap().version;
+    let mut again = hello("lab", &private(1), None);
+    again.resume = Some(version);
+    let mut a2 = Node::connect(&h.coord, 1, again).await;
+    assert_eq!(a2.recv_any().await, want(&a2.key));
+    assert_eq!(changes(a2.recv_any().await), (version, vec![]));
+    drop(a);
+
+    // A coordinator without NAT services sends none.
+    let plain = Coordinator::open(
+        Arc::new(MemoryStore::new()),
+        Arc::new(ManualClock::new(1)),
+        join_info(),
+    )
+    .unwrap();
+    plain
+        .create_network(mesh_proto::admin::CreateNetwork {
+            name: "lab".into(),
+            cidr: "10.9.8.0/24".parse().unwrap(),
+            mtu: None,
+            keepalive: None,
+        })
+        .await
+        .unwrap();
+    let token = plain
+        .create_token("lab", Default::default())
+        .await
+        .unwrap()
+        .join_token
+        .parse::<mesh_proto::control::JoinToken>()
+        .unwrap()
+        .secret;
+    let mut n = Node::connect(&plain, 3, hello("lab", &private(3), Some(token))).await;
+    netmap(n.recv_any().await);
+}
+
+#[tokio::test]
+async fn reflexive_and_public_endpoints_shape_the_candidates() {
+    let h = Harness::new();
+    h.network("lab").await;
+    let token = h.token("lab", true, None).await;
+    let (mut a, _) = join(&h, 1, &token).await;
+    let (mut b, _) = join(&h, 2, &token).await;
+    changes(a.recv().await);
+    let ep = |s: &str| s.parse::<SocketAddr>().unwrap();
+    let observed = ep("198.51.100.2:51820");
+    let local = ep("192.168.1.2:51820");
+
+    // Reflexive addresses replace the observed guess; locals come last.
+    b.send(&ClientMsg::Endpoints {
+        listen_port: 51820,
+        local: vec![local, ep("0.0.0.0:51820")],
+        reflexive: vec![ep("198.51.100.2:40001"), ep("[::ffff:198.51.100.2]:40001")],
+    })
+    .await;
+    assert_eq!(
+        upserted_endpoints(&mut a).await,
+        vec![ep("198.51.100.2:40001"), local]
+    );
+
+    // An admin-set public endpoint goes first, and shows in the member's view.
+    let view = h
+        .coord
+        .update_member(
+            "lab",
+            "node-2",
+            UpdateMember {
+                public_endpoint: Some(ep("203.0.113.50:51820")),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(view.public_endpoint, Some(ep("203.0.113.50:51820")));
+    let want = vec![ep("203.0.113.50:51820"), ep("198.51.100.2:40001"), local];
+    assert_eq!(view.endpoints, want);
+    assert_eq!(upserted_endpoints(&mut a).await, want);
+    b.quiet().await;
+
+    // A reconnect through the same NAT keeps the reflexive address until the node
+    // reports again: nothing changes for peers.
+    drop(b);
+    let mut b = Node::connect(&h.coord, 2, hello("lab", &private(2), None)).await;
+    netmap(b.recv().await);
+    a.quiet().await;
+
+    // No reflexive address known: the observed one is back, after the public one.
+    b.send(&ClientMsg::Endpoints {
+        listen_port: 51820,
+        local: vec![local],
+        reflexive: vec![],
+    })
+    .await;
+    assert_eq!(
+        upserted_endpoints(&mut a).await,
+        vec![ep("203.0.113.50:51820"), observed, local]
+    );
+
+    // An unspecified address clears the public endpoint.
+    let view = h
+        .coord
+        .update_member(
+            "lab",
+            "node-2",
+            UpdateMember {
+                public_endpoint: Some(ep("0.0.0.0:0")),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(view.public_endpoint, None);
+    assert_eq!(upserted_endpoints(&mut a).await, vec![observed, local]);
+    let members = h.coord.list_members("lab").await.unwrap();
+    assert!(members.iter().all(|m| m.public_endpoint.is_none()));
+}
+
+/// The endpoints of the single peer upserted in the next changes `node` gets.
+async fn upserted_endpoints(node: &mut Node) -> Vec<SocketAddr> {
+    let (_, ch) = changes(node.recv().await);
+    match &ch[..] {
+        [PeerChange::Upsert { peer }] => peer.endpoints.clone(),
+        other => panic!("expected one upsert, got {other:?}"),
+    }
 }

@@ -1,5 +1,7 @@
 //! Admin operations: what the HTTP API ([`crate::http`]) calls, one method per route.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
 use mesh_proto::admin::{
     CreateNetwork, CreateToken, MemberView, NetworkView, TokenCreated, TokenView, UpdateMember,
 };
@@ -83,6 +85,26 @@ fn find_member<'a>(ns: &'a NetState, node: &str) -> Result<&'a Member, Error> {
     }
 }
 
+/// An admin-set public endpoint: `None` (cleared) for an unspecified address; otherwise
+/// an address peers can send to, IPv4-mapped IPv6 written as IPv4.
+fn public_endpoint(ep: SocketAddr) -> Result<Option<SocketAddr>, Error> {
+    let ip = ep.ip().to_canonical();
+    if ip.is_unspecified() {
+        return Ok(None);
+    }
+    if ep.port() == 0 {
+        return Err(Error::Invalid(format!(
+            "public-endpoint {ep}: port 0 is not a port peers can send to"
+        )));
+    }
+    if ip.is_multicast() || ip == IpAddr::V4(Ipv4Addr::BROADCAST) {
+        return Err(Error::Invalid(format!(
+            "public-endpoint {ep}: not a unicast address"
+        )));
+    }
+    Ok(Some(SocketAddr::new(ip, ep.port())))
+}
+
 impl Coordinator {
     fn member_view(&self, net: &str, m: &Member) -> MemberView {
         m.view(self.is_online(net, &m.public_key))
@@ -146,6 +168,7 @@ impl Coordinator {
                 ns.publish(true);
             }
             st.tokens.retain(|_, t| t.network != net);
+            self.publish_membership(&st);
         }
         self.durable().await?;
         tracing::info!(network = %net, "network deleted");
@@ -199,7 +222,8 @@ impl Coordinator {
         Ok(view)
     }
 
-    /// `PATCH /api/networks/{net}/members/{node}`: rename and/or readdress.
+    /// `PATCH /api/networks/{net}/members/{node}`: rename, readdress, and/or set or clear
+    /// (with an unspecified address) the public endpoint.
     pub async fn update_member(
         &self,
         net: &str,
@@ -224,6 +248,9 @@ impl Coordinator {
             if let Some(address) = req.address {
                 ipam::check_request(&ns.network.cidr, address, &ns.by_addr, &m.public_key)?;
                 m.address = address;
+            }
+            if let Some(ep) = req.public_endpoint {
+                m.public_endpoint = public_endpoint(ep)?;
             }
             Ok(())
         })
@@ -374,6 +401,28 @@ impl Coordinator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn public_endpoints() {
+        let ep = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert_eq!(public_endpoint(ep("0.0.0.0:0")).unwrap(), None);
+        assert_eq!(public_endpoint(ep("[::]:0")).unwrap(), None);
+        assert_eq!(public_endpoint(ep("0.0.0.0:51820")).unwrap(), None);
+        assert_eq!(
+            public_endpoint(ep("[::ffff:203.0.113.5]:51820")).unwrap(),
+            Some(ep("203.0.113.5:51820"))
+        );
+        assert_eq!(
+            public_endpoint(ep("[2001:db8::5]:1")).unwrap(),
+            Some(ep("[2001:db8::5]:1"))
+        );
+        for bad in ["203.0.113.5:0", "224.0.0.1:51820", "255.255.255.255:1"] {
+            assert!(
+                matches!(public_endpoint(ep(bad)), Err(Error::Invalid(_))),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn keys_in_any_base64() {

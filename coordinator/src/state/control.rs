@@ -63,6 +63,19 @@ impl From<Error> for AdmitError {
     }
 }
 
+/// What a node's `Endpoints` message says ([`ClientMsg::Endpoints`]).
+///
+/// [`ClientMsg::Endpoints`]: mesh_proto::control::ClientMsg::Endpoints
+#[derive(Debug, Clone, Copy)]
+pub struct EndpointReport<'a> {
+    /// WireGuard UDP port.
+    pub listen_port: u16,
+    /// Local interface addresses with the WireGuard port.
+    pub local: &'a [SocketAddr],
+    /// What the reflectors saw, best first.
+    pub reflexive: &'a [SocketAddr],
+}
+
 /// A node let in (authorised or pending): the network's snapshots.
 #[derive(Debug)]
 pub struct Admitted {
@@ -83,17 +96,24 @@ pub fn reported_endpoints(
     } else {
         vec![SocketAddr::new(remote.ip().to_canonical(), listen_port)]
     };
-    let mut locals: Vec<SocketAddr> = Vec::new();
-    for ep in local {
+    (observed, clean_endpoints(local))
+}
+
+/// Reported addresses as candidates: IPv4-mapped IPv6 as IPv4, without unspecified or
+/// multicast addresses, port 0 or duplicates, at most [`MAX_ENDPOINTS`], order kept.
+pub fn clean_endpoints(reported: &[SocketAddr]) -> Vec<SocketAddr> {
+    let mut out: Vec<SocketAddr> = Vec::new();
+    for ep in reported {
         let ep = SocketAddr::new(ep.ip().to_canonical(), ep.port());
-        if locals.len() == MAX_ENDPOINTS {
+        if out.len() == MAX_ENDPOINTS {
             break;
         }
-        if ep.port() != 0 && !ep.ip().is_unspecified() && !locals.contains(&ep) {
-            locals.push(ep);
+        let usable = ep.port() != 0 && !ep.ip().is_unspecified() && !ep.ip().is_multicast();
+        if usable && !out.contains(&ep) {
+            out.push(ep);
         }
     }
-    (observed, locals)
+    out
 }
 
 impl Coordinator {
@@ -160,6 +180,8 @@ impl Coordinator {
                     version: String::new(),
                     endpoints: Vec::new(),
                     local_endpoints: Vec::new(),
+                    reflexive_endpoints: Vec::new(),
+                    public_endpoint: None,
                 },
             };
             member.authorized |= authorize;
@@ -167,6 +189,12 @@ impl Coordinator {
             member.last_seen = Some(now);
             member.endpoints = endpoints;
             member.local_endpoints = local_endpoints;
+            // Hello carries no reflexive addresses; the node reports them once it asked the
+            // reflectors. Until then keep those of the last connection that are still
+            // plausible (same public IP: a reconnect through the same NAT), so peers are not
+            // sent a worse candidate list in between; after a move they are stale.
+            let ip = remote.ip().to_canonical();
+            member.reflexive_endpoints.retain(|ep| ep.ip() == ip);
             let authorized = member.authorized;
             let address = member.address;
             self.commit(
@@ -197,17 +225,18 @@ impl Coordinator {
         Ok(Admitted { snapshots })
     }
 
-    /// Updates a member's endpoint candidates (a push follows when it is authorised and
-    /// they changed) and its last-seen time.
+    /// Updates a member's endpoint candidates from its report (a push follows when it is
+    /// authorised and they changed) and its last-seen time.
     pub async fn update_endpoints(
         &self,
         net: &str,
         key: &Key,
         remote: SocketAddr,
-        listen_port: u16,
-        local: &[SocketAddr],
+        report: &EndpointReport<'_>,
     ) -> Result<(), Error> {
-        let (endpoints, local_endpoints) = reported_endpoints(remote, listen_port, local);
+        let (endpoints, local_endpoints) =
+            reported_endpoints(remote, report.listen_port, report.local);
+        let reflexive_endpoints = clean_endpoints(report.reflexive);
         let now = self.now();
         let mut st = self.state.lock().await;
         let Some(mut m) = st
@@ -220,6 +249,7 @@ impl Coordinator {
         };
         m.endpoints = endpoints;
         m.local_endpoints = local_endpoints;
+        m.reflexive_endpoints = reflexive_endpoints;
         m.last_seen = Some(now);
         self.commit(
             &mut st,
@@ -334,5 +364,19 @@ mod tests {
             .map(|i| format!("10.0.0.{i}:1").parse().unwrap())
             .collect();
         assert_eq!(reported_endpoints(remote, 1, &many).1.len(), MAX_ENDPOINTS);
+        let reflexive: Vec<SocketAddr> = vec![
+            "[::ffff:203.0.113.7]:40001".parse().unwrap(),
+            "203.0.113.7:40001".parse().unwrap(),
+            "224.0.0.1:1".parse().unwrap(),
+            "[::]:1".parse().unwrap(),
+            "[2001:db8::7]:51820".parse().unwrap(),
+        ];
+        assert_eq!(
+            clean_endpoints(&reflexive),
+            vec![
+                "203.0.113.7:40001".parse().unwrap(),
+                "[2001:db8::7]:51820".parse().unwrap()
+            ]
+        );
     }
 }

@@ -13,7 +13,9 @@
 //!
 //! Sessions learn about changes through one `watch` channel per network carrying an
 //! immutable [`Snapshot`]; a slow session skips intermediate snapshots instead of queueing
-//! them, so memory per session is bounded.
+//! them, so memory per session is bounded. The relay learns who is authorised where from
+//! one [`Membership`] value behind an `ArcSwap`, replaced under the lock whenever any
+//! network's set of authorised members changes.
 
 mod admin;
 mod control;
@@ -24,15 +26,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwap;
 use mesh_proto::control::CertPin;
 use mesh_proto::netmap::PeerInfo;
 use mesh_proto::Key;
 use tokio::sync::{oneshot, watch, Mutex};
 
-pub use self::control::{AdmitError, Admitted};
+pub use self::control::{AdmitError, Admitted, EndpointReport};
 use crate::ipam::IpamError;
+use crate::membership::Membership;
 use crate::model::{ChangeRecord, Member, ModelError, Network, Token};
 use crate::snapshot::Snapshot;
+use crate::stats::NatStats;
 use crate::store::{Op, Store, StoreError};
 
 /// Change-log entries kept per network: a node that missed fewer versions resumes with
@@ -87,6 +92,29 @@ pub struct JoinInfo {
     pub coordinators: Vec<String>,
     /// The coordinator certificate's pin.
     pub pin: CertPin,
+}
+
+/// The NAT traversal services members are told about ([`ServerMsg::Services`]).
+///
+/// [`ServerMsg::Services`]: mesh_proto::control::ServerMsg::Services
+#[derive(Clone)]
+pub struct Services {
+    /// Advertised reflector addresses (`host:port`).
+    pub reflectors: Vec<String>,
+    /// Advertised relay address (`host:port`), if the coordinator relays.
+    pub relay: Option<String>,
+    /// The relay secret members' relay tokens derive from
+    /// ([`mesh_proto::relay::token`]).
+    pub relay_secret: Key,
+}
+
+impl std::fmt::Debug for Services {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Services")
+            .field("reflectors", &self.reflectors)
+            .field("relay", &self.relay)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why an admin operation failed; each maps to one HTTP status.
@@ -189,6 +217,11 @@ fn snapshot_of(
     }
 }
 
+/// The relay's view of `st`: each network's authorised keys.
+fn membership_of(st: &State) -> Membership {
+    Membership::build(st.networks.values().map(|ns| ns.peers.keys()))
+}
+
 /// Everything mirrored in memory.
 #[derive(Default)]
 struct State {
@@ -227,6 +260,10 @@ pub struct Coordinator {
     flushed: Mutex<u64>,
     sessions: StdMutex<HashMap<(String, Key), Slot>>,
     next_session: AtomicU64,
+    /// Authorised members by network, for the relay; replaced under `state`.
+    membership: Arc<ArcSwap<Membership>>,
+    services: Option<Services>,
+    stats: Arc<NatStats>,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -238,11 +275,22 @@ impl std::fmt::Debug for Coordinator {
 }
 
 impl Coordinator {
-    /// Loads every network, member and token from `store`.
+    /// Loads every network, member and token from `store`; no NAT traversal services.
     pub fn open(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         join: JoinInfo,
+    ) -> Result<Arc<Coordinator>, StoreError> {
+        Coordinator::open_with_services(store, clock, join, None)
+    }
+
+    /// Loads every network, member and token from `store`; authorised members are told
+    /// about `services` before their first netmap on each connection.
+    pub fn open_with_services(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        join: JoinInfo,
+        services: Option<Services>,
     ) -> Result<Arc<Coordinator>, StoreError> {
         let mut state = State::default();
         for network in store.networks()? {
@@ -254,6 +302,7 @@ impl Coordinator {
                 .networks
                 .insert(network.name.clone(), NetState::new(network, members));
         }
+        let membership = Arc::new(ArcSwap::from_pointee(membership_of(&state)));
         Ok(Arc::new(Coordinator {
             state: Mutex::new(state),
             store,
@@ -263,7 +312,30 @@ impl Coordinator {
             flushed: Mutex::new(0),
             sessions: StdMutex::new(HashMap::new()),
             next_session: AtomicU64::new(1),
+            membership,
+            services,
+            stats: Arc::new(NatStats::default()),
         }))
+    }
+
+    /// The NAT traversal services members are told about, if any.
+    pub fn services(&self) -> Option<&Services> {
+        self.services.as_ref()
+    }
+
+    /// Who is authorised where, always current (for the relay).
+    pub fn membership(&self) -> Arc<ArcSwap<Membership>> {
+        self.membership.clone()
+    }
+
+    /// Counters of the reflectors and the relay.
+    pub fn stats(&self) -> &Arc<NatStats> {
+        &self.stats
+    }
+
+    /// Rebuilds the relay's view of the authorised members (under the state lock).
+    fn publish_membership(&self, st: &State) {
+        self.membership.store(Arc::new(membership_of(st)));
     }
 
     /// Unix seconds now.
@@ -307,10 +379,13 @@ impl Coordinator {
         let mut touched = BTreeSet::new();
         let mut peer_updates = Vec::new();
         let mut membership = !change.delete.is_empty();
+        // Whether someone became or stopped being authorised (the relay's concern).
+        let mut authorised_set = false;
         for m in &change.put {
             let new = m.authorized.then(|| m.peer_info());
             if ns.peers.get(&m.public_key).map(|p| &**p) != new.as_ref() {
                 touched.insert(m.public_key);
+                authorised_set |= ns.peers.contains_key(&m.public_key) != new.is_some();
                 peer_updates.push((m.public_key, new.map(Arc::new)));
             }
             membership |= !ns.members.contains_key(&m.public_key);
@@ -318,6 +393,7 @@ impl Coordinator {
         for k in &change.delete {
             if ns.peers.contains_key(k) {
                 touched.insert(*k);
+                authorised_set = true;
                 peer_updates.push((*k, None));
             }
         }
@@ -392,6 +468,9 @@ impl Coordinator {
         }
         for t in change.tokens {
             st.tokens.insert(t.id.clone(), t);
+        }
+        if authorised_set {
+            self.publish_membership(st);
         }
         Ok(bump)
     }

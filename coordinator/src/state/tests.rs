@@ -6,11 +6,11 @@ use mesh_proto::admin::CreateNetwork;
 use mesh_proto::control::JoinToken;
 
 use super::*;
-use crate::store::{MemoryStore, SledStore};
-use crate::testutil::{hello, join_info, private, remote, Harness};
+use crate::store::MemoryStore;
+use crate::testutil::{hello, join_info, open_sled_store, private, remote, Harness};
 
 fn open_sled(path: &std::path::Path) -> Arc<Coordinator> {
-    let store = Arc::new(SledStore::open(path).unwrap());
+    let store = Arc::new(open_sled_store(path));
     Coordinator::open(store, Arc::new(ManualClock::new(5_000)), join_info()).unwrap()
 }
 
@@ -219,4 +219,57 @@ async fn admin_errors_name_the_problem() {
         h.coord.revoke_token("lab", "nope").await.unwrap_err(),
         Error::NotFound(_)
     ));
+}
+
+#[tokio::test]
+async fn the_relay_view_follows_authorisation_and_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let (k1, k2, k3) = (
+        private(1).public_key(),
+        private(2).public_key(),
+        private(3).public_key(),
+    );
+    {
+        let coord = open_sled(&path);
+        let view = coord.membership();
+        lab(&coord).await;
+        assert!(view.load().is_empty());
+        for seed in 1..=3 {
+            coord
+                .admit(&hello("lab", &private(seed), None), remote(seed))
+                .await
+                .unwrap();
+        }
+        // Pending members are not in it.
+        assert!(view.load().is_empty());
+        coord.authorize("lab", "node-1").await.unwrap();
+        coord.authorize("lab", "node-2").await.unwrap();
+        assert!(view.load().share_network(&k1, &k2));
+        // Endpoint and name changes leave it alone; a deauthorisation does not.
+        let before = view.load_full();
+        coord
+            .update_member(
+                "lab",
+                "node-1",
+                mesh_proto::admin::UpdateMember {
+                    name: Some("web".into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert!(Arc::ptr_eq(&before, &view.load_full()));
+        coord.authorize("lab", "node-3").await.unwrap();
+        coord.deauthorize("lab", "node-2").await.unwrap();
+        assert!(!view.load().is_member(&k2));
+        assert!(view.load().share_network(&k1, &k3));
+    }
+    // Rebuilt from the store on start.
+    let coord = open_sled(&path);
+    let view = coord.membership();
+    assert_eq!(view.load().len(), 2);
+    assert!(view.load().share_network(&k1, &k3) && !view.load().is_member(&k2));
+    coord.delete_network("lab").await.unwrap();
+    assert!(view.load().is_empty());
 }

@@ -1,6 +1,7 @@
 //! The same behaviour checked against both stores, plus sled's survival across reopen.
 
 use super::*;
+use crate::testutil::open_sled_store;
 
 fn network(name: &str, version: u64) -> Network {
     Network {
@@ -23,6 +24,8 @@ fn member(b: u8) -> Member {
         version: "0.1.0".into(),
         endpoints: vec!["203.0.113.9:51820".parse().unwrap()],
         local_endpoints: vec![],
+        reflexive_endpoints: vec![],
+        public_endpoint: None,
     }
 }
 
@@ -171,10 +174,10 @@ fn sled_store_behaves_and_survives_reopen() {
         fill(&s);
     }
     // Everything flushed is there after reopening.
-    let s = SledStore::open(&path).unwrap();
+    let s = open_sled_store(&path);
     exercise(&s);
     drop(s);
-    let s = SledStore::open(&path).unwrap();
+    let s = open_sled_store(&path);
     assert_eq!(s.networks().unwrap(), vec![network("lab2", 1)]);
     assert_eq!(s.members("lab2").unwrap(), vec![member(9)]);
 }

@@ -8,6 +8,7 @@ mod client;
 
 use std::fmt::Write as _;
 use std::io::{Read as _, Write};
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -169,6 +170,32 @@ fn command(client: &Client, command: AdminCommand, now: u64) -> anyhow::Result<S
                     "{} ({}) in {network} now has address {}\n",
                     m.name, m.fingerprint, m.address
                 )
+            })?
+        }
+        AdminCommand::SetEndpoint {
+            network,
+            node,
+            endpoint,
+            clear,
+            output,
+        } => {
+            // The API clears the endpoint when given an unspecified address.
+            let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+            let body = UpdateMember {
+                public_endpoint: Some(endpoint.filter(|_| !clear).unwrap_or(unspecified)),
+                ..Default::default()
+            };
+            let answer =
+                client.patch(&api_path(&["networks", &network, "members", &node]), &body)?;
+            show(output, answer, |m: MemberView| match m.public_endpoint {
+                Some(ep) => format!(
+                    "{} ({}) in {network} now has public endpoint {ep}\n",
+                    m.name, m.fingerprint
+                ),
+                None => format!(
+                    "{} ({}) in {network} has no public endpoint\n",
+                    m.name, m.fingerprint
+                ),
             })?
         }
         AdminCommand::Token { command } => token(client, command, now)?,
