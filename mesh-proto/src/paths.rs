@@ -61,6 +61,15 @@ use std::time::{Duration, Instant};
 use crate::disco::DiscoMsg;
 use crate::reflect::canonical_ip;
 
+/// How long a ping to a public candidate that is not alive waits after its opener (see
+/// [`PeerPaths::poll_opener`]): longer than a CallMeMaybe takes through the relay.
+pub const OPENER_LEAD: Duration = Duration::from_millis(250);
+/// An opener's mapping lives as long as the NAT keeps unanswered UDP mappings (Linux: 30 s);
+/// a candidate still not alive after this long is opened again.
+pub const OPENER_REFRESH: Duration = Duration::from_secs(20);
+/// The IP TTL of openers: past a NAT one or two hops away, not as far as the peer's NAT.
+pub const OPENER_TTL: u32 = 2;
+
 /// While no direct path is alive, every candidate is probed this often (± [`JITTER_PERCENT`]).
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(3);
 /// While no direct path is alive, a CallMeMaybe goes through the relay this often, so the
@@ -268,6 +277,8 @@ struct Cand {
     /// When to ping just this candidate (new, or pinged us while not alive).
     probe_at: Option<Instant>,
     added: Instant,
+    /// When an opener last went to it (see [`PeerPaths::poll_opener`]).
+    opened: Option<Instant>,
 }
 
 impl Cand {
@@ -283,6 +294,7 @@ impl Cand {
             last_ping: None,
             probe_at: Some(now),
             added: now,
+            opened: None,
         }
     }
 }
@@ -306,6 +318,8 @@ pub struct PeerPaths {
     /// Transaction ids of pings already answered, to refuse replays.
     recent_pings: VecDeque<[u8; 12]>,
     transmits: VecDeque<(Source, DiscoMsg)>,
+    use_openers: bool,
+    openers: VecDeque<SocketAddr>,
     events: VecDeque<PathEvent>,
     /// Next probe round of all candidates.
     next_round: Instant,
@@ -334,6 +348,8 @@ impl PeerPaths {
             outstanding: VecDeque::new(),
             recent_pings: VecDeque::new(),
             transmits: VecDeque::new(),
+            use_openers: false,
+            openers: VecDeque::new(),
             events: VecDeque::new(),
             next_round: now,
             last_round: None,
@@ -662,6 +678,28 @@ impl PeerPaths {
         self.transmits.pop_front()
     }
 
+    /// Turns openers on (see [`PeerPaths::poll_opener`]).
+    pub fn enable_openers(&mut self) {
+        self.use_openers = true;
+    }
+
+    /// The next public candidate to send an *opener* to: any small datagram from the
+    /// WireGuard socket with an IP TTL of [`OPENER_TTL`], which creates this node's NAT
+    /// mapping toward the candidate but expires in transit before it reaches the peer's NAT.
+    ///
+    /// Why: a Linux NAT (`masquerade`) that receives an unsolicited packet from the peer keeps
+    /// a conntrack entry for it, and when this side then sends to that peer, the mapping
+    /// clashes with that entry and gets another port, which the peer's NAT drops: holes stay
+    /// closed for good. So before pinging a public candidate that is not alive, each side
+    /// opens its own NAT without touching the other's, and pings only [`OPENER_LEAD`] later,
+    /// by when the other side (woken by the CallMeMaybe sent through the relay) has opened
+    /// its NAT too.
+    ///
+    /// Off until [`PeerPaths::enable_openers`]: the driver must be able to send with a TTL.
+    pub fn poll_opener(&mut self) -> Option<SocketAddr> {
+        self.openers.pop_front()
+    }
+
     /// The next path change, oldest first.
     pub fn poll_event(&mut self) -> Option<PathEvent> {
         self.events.pop_front()
@@ -842,6 +880,26 @@ impl PeerPaths {
     }
 
     fn send_ping(&mut self, now: Instant, to: Source, rng: &mut dyn FnMut() -> u64) {
+        // A public candidate that is not alive gets an opener first, and the ping only
+        // OPENER_LEAD later (see `poll_opener`).
+        if let Source::Direct(addr) = to {
+            if let Some(i) = self.find(addr) {
+                let c = &mut self.candidates[i];
+                let fresh = c
+                    .opened
+                    .is_some_and(|t| now.saturating_duration_since(t) < OPENER_REFRESH);
+                if self.use_openers && c.kind == PathKind::Public && !c.alive && !fresh {
+                    c.opened = Some(now);
+                    let at = now + OPENER_LEAD;
+                    c.probe_at = Some(c.probe_at.map_or(at, |p| p.max(at)));
+                    if self.openers.len() >= MAX_QUEUED_TRANSMITS {
+                        self.openers.pop_front();
+                    }
+                    self.openers.push_back(addr);
+                    return;
+                }
+            }
+        }
         let mut tx = [0u8; 12];
         tx[..8].copy_from_slice(&rng().to_le_bytes());
         tx[8..].copy_from_slice(&rng().to_le_bytes()[..4]);
@@ -1584,5 +1642,41 @@ mod tests {
             pending.truncate(100);
             events(&mut p);
         }
+    }
+
+    #[test]
+    fn openers_precede_pings_to_public_candidates_only() {
+        let t0 = Instant::now();
+        let mut rng = rng(7);
+        let mut p = PeerPaths::new(t0, true);
+        p.enable_openers();
+        let public: SocketAddr = "203.0.113.7:51820".parse().unwrap();
+        let lan: SocketAddr = "192.168.1.7:51820".parse().unwrap();
+        p.set_candidates(t0, vec![public, lan]);
+        p.handle_timeout(t0, &mut rng);
+        assert_eq!(p.poll_opener(), Some(public));
+        assert_eq!(p.poll_opener(), None);
+        let pinged: Vec<Source> = std::iter::from_fn(|| p.poll_transmit())
+            .filter(|(_, m)| matches!(m, DiscoMsg::Ping { .. }))
+            .map(|(to, _)| to)
+            .collect();
+        assert_eq!(
+            pinged,
+            vec![Source::Direct(lan)],
+            "the public candidate waits for its opener"
+        );
+        // OPENER_LEAD later the public candidate gets its ping, without a second opener.
+        let (at, _) = p.poll_timeout().unwrap();
+        assert!(at <= t0 + OPENER_LEAD);
+        let t1 = t0 + OPENER_LEAD;
+        p.handle_timeout(t1, &mut rng);
+        assert_eq!(p.poll_opener(), None);
+        assert!(std::iter::from_fn(|| p.poll_transmit())
+            .any(|(to, m)| to == Source::Direct(public) && matches!(m, DiscoMsg::Ping { .. })));
+        // Still not alive after OPENER_REFRESH: opened again.
+        let t2 = t0 + OPENER_REFRESH + Duration::from_secs(1);
+        p.probe_now(t2);
+        p.handle_timeout(t2, &mut rng);
+        assert_eq!(p.poll_opener(), Some(public));
     }
 }

@@ -32,3 +32,56 @@ pub fn wait(fd: RawFd, events: i16, timeout_ms: i32) -> io::Result<bool> {
     }
     Ok(rc > 0)
 }
+
+/// Sends one UDP datagram from `fd` to `to` with IP TTL `ttl` for this datagram only (an
+/// `IP_TTL` control message), leaving the socket's TTL alone for concurrent senders.
+/// Never blocks (`MSG_DONTWAIT`).
+pub fn send_with_ttl(
+    fd: RawFd,
+    to: std::net::SocketAddrV4,
+    payload: &[u8],
+    ttl: u32,
+) -> io::Result<()> {
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: to.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(to.ip().octets()),
+        },
+        sin_zero: [0; 8],
+    };
+    let mut iov = libc::iovec {
+        iov_base: payload.as_ptr() as *mut libc::c_void,
+        iov_len: payload.len(),
+    };
+    // Room for one cmsghdr carrying a c_int, 8-byte aligned as cmsghdr requires.
+    let mut control = [0u64; 4];
+    let ttl = libc::c_int::try_from(ttl).unwrap_or(64);
+    // SAFETY: every pointer handed to the kernel points at a live local (`addr`, `iov`,
+    // `payload` via `iov`, `control`) that outlives the sendmsg call; the control buffer is
+    // zeroed, aligned for cmsghdr and large enough for CMSG_SPACE(sizeof(c_int)) (checked
+    // below), so CMSG_FIRSTHDR is non-null and CMSG_DATA points inside it.
+    let rc = unsafe {
+        let space = libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) as usize;
+        if space > std::mem::size_of_val(&control) {
+            return Err(io::Error::other("control buffer too small"));
+        }
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_name = &addr as *const libc::sockaddr_in as *mut libc::c_void;
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+        msg.msg_controllen = space;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::IPPROTO_IP;
+        (*cmsg).cmsg_type = libc::IP_TTL;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut libc::c_int, ttl);
+        libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT)
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -192,6 +192,7 @@ impl Device {
     pub fn new_paths(&self, candidates: &[SocketAddr]) -> PeerPaths {
         let now = Instant::now();
         let mut paths = PeerPaths::new(now, self.traversal.relay().is_some());
+        paths.enable_openers();
         paths.set_candidates(now, ipv4_only(candidates));
         paths.set_own_candidates(self.traversal.own_candidates());
         paths
@@ -208,6 +209,15 @@ impl Device {
     /// Sends what `paths` queued and applies its path changes to the peer's endpoint.
     pub fn flush_paths(&self, peer: &Peer, t: &Traversal, paths: &mut PeerPaths) {
         let relay = self.traversal.relay();
+        while let Some(to) = paths.poll_opener() {
+            // Its content does not matter: it is meant to expire on the way.
+            if let Err(e) = self
+                .udp
+                .send_with_ttl(to, &disco::MAGIC, mesh_proto::paths::OPENER_TTL)
+            {
+                tracing::debug!(%to, "opener: {e}");
+            }
+        }
         while let Some((to, msg)) = paths.poll_transmit() {
             let via = match to {
                 Source::Direct(a) => Via::Direct(a),

@@ -81,6 +81,14 @@ impl Udp {
         self.state.try_send((&self.socket).into(), &transmit)
     }
 
+    /// Sends an IPv4 datagram with a one-off IP TTL (NAT traversal openers).
+    pub fn send_with_ttl(&self, to: SocketAddr, contents: &[u8], ttl: u32) -> io::Result<()> {
+        match to {
+            SocketAddr::V4(v4) => sys::send_with_ttl(self.socket.as_raw_fd(), v4, contents, ttl),
+            SocketAddr::V6(_) => Err(io::Error::other("the WireGuard socket is IPv4")),
+        }
+    }
+
     /// Receives a batch, blocking until at least one datagram is there. With GRO a
     /// buffer may hold several datagrams of `meta.stride` bytes each.
     pub fn recv(&self, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta]) -> io::Result<usize> {
