@@ -367,29 +367,50 @@ impl Device {
         })
     }
 
+    /// A peer by name (exact), overlay address, or public key prefix (at least 4
+    /// characters), in that order of precedence.
     fn find_peer(&self, query: &str) -> Result<Arc<Peer>, String> {
         let table = self.peers.load();
-        let matches: Vec<&Arc<Peer>> = table
+        let pick = |matches: Vec<&Arc<Peer>>| -> Option<Result<Arc<Peer>, String>> {
+            match matches.as_slice() {
+                [] => None,
+                [one] => Some(Ok((*one).clone())),
+                _ => Some(Err(format!(
+                    "{query:?} matches {} peers; be more specific",
+                    matches.len()
+                ))),
+            }
+        };
+        let by_name = table
             .list
             .iter()
             .filter(|p| {
                 p.traversal
                     .as_ref()
                     .is_some_and(|t| *t.name.read() == query)
-                    || p.public_key.to_base64().starts_with(query)
-                    || query
-                        .parse::<std::net::IpAddr>()
-                        .is_ok_and(|ip| p.allowed_ips.iter().any(|n| n.contains(&ip)))
             })
             .collect();
-        match matches.as_slice() {
-            [one] => Ok((*one).clone()),
-            [] => Err(format!("no peer matches {query:?}")),
-            _ => Err(format!(
-                "{query:?} matches {} peers; be more specific",
-                matches.len()
-            )),
+        if let Some(r) = pick(by_name) {
+            return r;
         }
+        if let Ok(ip) = query.parse::<std::net::IpAddr>() {
+            if let Some(p) = table.route(ip) {
+                return Ok(p.clone());
+            }
+        }
+        if query.len() >= 4 {
+            let by_key = table
+                .list
+                .iter()
+                .filter(|p| p.public_key.to_base64().starts_with(query))
+                .collect();
+            if let Some(r) = pick(by_key) {
+                return r;
+            }
+        }
+        Err(format!(
+            "no peer matches {query:?} (name, overlay address or key prefix)"
+        ))
     }
 }
 
