@@ -102,9 +102,30 @@ impl State {
         own
     }
 
-    /// Addresses the reflectors saw for the WireGuard socket, newest first, deduplicated.
+    /// Addresses the reflectors saw for the WireGuard socket, deduplicated.
     pub fn reflexive(&self) -> Vec<SocketAddr> {
         self.reflexive.read().clone()
+    }
+
+    /// Whether this host has no NAT in front of it: an interface carries the public address
+    /// the reflectors saw (or, before any reflection, a public address at all).
+    ///
+    /// Such a host must not send openers: with no NAT of its own to pass, a TTL-2 opener
+    /// already reaches the peer's NAT, whose mapping toward us then clashes (see
+    /// `PeerPaths::poll_opener`), and masquerade reuses the clashed port for that peer's
+    /// later destinations too.
+    pub fn public_host(&self) -> bool {
+        let local = self.local.read();
+        let reflexive = self.reflexive.read();
+        if reflexive.is_empty() {
+            local
+                .iter()
+                .any(|a| mesh_proto::paths::kind_of(a) == mesh_proto::paths::PathKind::Public)
+        } else {
+            reflexive
+                .iter()
+                .any(|r| local.iter().any(|l| l.ip() == r.ip()))
+        }
     }
 }
 
@@ -209,7 +230,13 @@ impl Device {
     /// Sends what `paths` queued and applies its path changes to the peer's endpoint.
     pub fn flush_paths(&self, peer: &Peer, t: &Traversal, paths: &mut PeerPaths) {
         let relay = self.traversal.relay();
+        let public_host = self.traversal.public_host();
         while let Some(to) = paths.poll_opener() {
+            if public_host {
+                // No NAT of ours to open; the ping still waits OPENER_LEAD, which gives
+                // the peer time to open its NAT toward us first.
+                continue;
+            }
             // Its content does not matter: it is meant to expire on the way.
             if let Err(e) = self
                 .udp
@@ -486,10 +513,13 @@ pub fn handle_reflect(dev: &Device, datagram: &[u8], from: SocketAddr) -> bool {
         };
         state.pending.swap_remove(i);
         state.seen.insert(from, (observed, now));
-        let mut seen: Vec<(SocketAddr, Instant)> = state.seen.values().copied().collect();
-        seen.sort_by_key(|(_, at)| std::cmp::Reverse(*at));
+        // In reflector order, so that answers arriving in a different order do not look
+        // like a change (behind a symmetric NAT each reflector sees another port).
+        let mut seen: Vec<(SocketAddr, SocketAddr)> =
+            state.seen.iter().map(|(r, (o, _))| (*r, *o)).collect();
+        seen.sort();
         let mut out: Vec<SocketAddr> = Vec::new();
-        for (a, _) in seen {
+        for (_, a) in seen {
             if a.is_ipv4() && !out.contains(&a) {
                 out.push(a);
             }
