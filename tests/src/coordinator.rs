@@ -18,6 +18,12 @@ use crate::util::{self, TempDir};
 pub const CONTROL_PORT: u16 = 7443;
 /// The admin HTTP port, on the coordinator namespace's loopback.
 pub const HTTP_PORT: u16 = 7480;
+/// The coordinator's two UDP reflectors (NAT traversal, issue 4): listen port + 1 and + 2,
+/// on the listen address. Two ports let a node tell endpoint-independent from
+/// endpoint-dependent (symmetric) NAT mappings.
+pub const REFLECTOR_PORTS: [u16; 2] = [CONTROL_PORT + 1, CONTROL_PORT + 2];
+/// The coordinator's relay (listen port + 3), framing in `mesh_proto::relay`.
+pub const RELAY_PORT: u16 = CONTROL_PORT + 3;
 
 /// A running (or deliberately stopped) coordinator. Its data directory (certificate, admin
 /// token, database) and log live in a private temporary directory that outlives restarts.

@@ -102,6 +102,10 @@ impl Lab {
             internet.ip(&["addr", "add", gw, "dev", &bridge])?;
         }
         internet.sysctl("net.ipv4.ip_forward=1")?;
+        // Routed hosts ([`Lab::attach_routed`]) share a /24 with other hosts on the bridge;
+        // the internet must forward between them without telling them to talk directly.
+        internet.sysctl("net.ipv4.conf.all.send_redirects=0")?;
+        internet.sysctl(&format!("net.ipv4.conf.{bridge}.send_redirects=0"))?;
         Ok(Lab {
             internet,
             bridge,
@@ -166,6 +170,42 @@ impl Lab {
         Ok(if_host)
     }
 
+    /// The internet's bridge (inside [`Lab::internet`]), e.g. for capturing traffic.
+    pub fn bridge(&self) -> &str {
+        &self.bridge
+    }
+
+    /// Connects `host` to the internet bridge like [`Lab::attach`], but with `ip` as a /32
+    /// and an on-link default route via the gateway of its documentation /24 (how many
+    /// clouds attach instances). So every packet between two routed hosts is *routed* by
+    /// the internet namespace, even within one /24, and passes its `forward` hook: where
+    /// [`set_loss`] and path blocking act. Returns the interface name inside `host`.
+    pub fn attach_routed(&self, host: &Netns, ip: Ipv4Addr) -> anyhow::Result<String> {
+        let gw = INTERNET_GATEWAYS
+            .iter()
+            .filter_map(|g| parse_cidr(g).ok())
+            .find(|(g, glen)| same_subnet(*g, ip, *glen))
+            .map(|(g, _)| g)
+            .with_context(|| format!("{ip} is in none of the internet's ranges"))?;
+        let (if_host, if_inet) = veth(host, &self.internet)?;
+        self.internet
+            .ip(&["link", "set", &if_inet, "master", &self.bridge])?;
+        self.internet.ip(&["link", "set", &if_inet, "up"])?;
+        host.ip(&["addr", "add", &format!("{ip}/32"), "dev", &if_host])?;
+        host.ip(&["link", "set", &if_host, "up"])?;
+        host.ip(&[
+            "route",
+            "add",
+            "default",
+            "via",
+            &gw.to_string(),
+            "dev",
+            &if_host,
+            "onlink",
+        ])?;
+        Ok(if_host)
+    }
+
     /// A host on the internet in one step: [`Lab::host`] + [`Lab::attach`].
     pub fn internet_host(&self, tag: &str, addr: &str) -> anyhow::Result<(Arc<Netns>, String)> {
         let h = self.host(tag)?;
@@ -182,10 +222,36 @@ impl Lab {
         wan_addr: &str,
         lan_addr: &str,
     ) -> anyhow::Result<NatRouter> {
+        self.nat_router_on(kind, wan_addr, lan_addr, false)
+    }
+
+    /// [`Lab::nat_router`] with its WAN attached by [`Lab::attach_routed`] (`wan_ip` without
+    /// prefix), so its traffic to every other routed host crosses the internet's `forward`
+    /// hook.
+    pub fn routed_nat_router(
+        &self,
+        kind: NatKind,
+        wan_ip: Ipv4Addr,
+        lan_addr: &str,
+    ) -> anyhow::Result<NatRouter> {
+        self.nat_router_on(kind, &format!("{wan_ip}/32"), lan_addr, true)
+    }
+
+    fn nat_router_on(
+        &self,
+        kind: NatKind,
+        wan_addr: &str,
+        lan_addr: &str,
+        routed: bool,
+    ) -> anyhow::Result<NatRouter> {
         let (wan_ip, _) = parse_cidr(wan_addr)?;
         let (lan_ip, lan_prefix_len) = parse_cidr(lan_addr)?;
         let ns = self.host("nat")?;
-        let wan_if = self.attach(&ns, wan_addr)?;
+        let wan_if = if routed {
+            self.attach_routed(&ns, wan_ip)?
+        } else {
+            self.attach(&ns, wan_addr)?
+        };
         let lan_bridge = util::unique_ifname("lan");
         ns.ip(&["link", "add", &lan_bridge, "type", "bridge"])?;
         ns.ip(&["addr", "add", lan_addr, "dev", &lan_bridge])?;
@@ -271,17 +337,37 @@ fn veth(a: &Netns, b: &Netns) -> anyhow::Result<(String, String)> {
 /// exactly one of the input, output and forward hooks of a namespace, so the rate applies
 /// once per namespace. `0` removes the rules.
 pub fn set_udp_loss(ns: &Netns, percent: u8) -> anyhow::Result<()> {
+    set_loss(ns, percent, &["udp"])
+}
+
+/// Like [`set_udp_loss`], for the layer-4 protocols in `protocols` (nft names: `"udp"`,
+/// `"icmp"`, `"tcp"`). Dropping ICMP at the same rate as UDP makes an underlay `ping` a
+/// fair baseline for a ping through the tunnel (whose ICMP rides in UDP). Replaces any
+/// earlier loss rules of the namespace; `0` removes them.
+pub fn set_loss(ns: &Netns, percent: u8, protocols: &[&str]) -> anyhow::Result<()> {
     if percent > 100 {
         bail!("loss of {percent} % is not a percentage");
     }
+    if protocols.is_empty()
+        || protocols
+            .iter()
+            .any(|p| p.is_empty() || !p.chars().all(|c| c.is_ascii_alphanumeric()))
+    {
+        bail!("bad protocol list {protocols:?}");
+    }
+    let l4 = if protocols.len() == 1 {
+        protocols[0].to_owned()
+    } else {
+        format!("{{ {} }}", protocols.join(", "))
+    };
     // Creating the table first makes the delete valid whether or not it existed.
     let mut rules = String::from("table inet wmloss\ndelete table inet wmloss\n");
     if percent > 0 {
         // nft rejects `< 100` after `mod 100` (out of range): 100 % is a plain drop.
         let matcher = if percent == 100 {
-            String::from("meta l4proto udp")
+            format!("meta l4proto {l4}")
         } else {
-            format!("meta l4proto udp numgen random mod 100 < {percent}")
+            format!("meta l4proto {l4} numgen random mod 100 < {percent}")
         };
         rules.push_str("table inet wmloss {\n");
         for (chain, hook) in [

@@ -15,7 +15,13 @@
 //!   own sites joining through it, and [`control::measure_propagation`] for how fast a
 //!   membership change reaches every node.
 //! - [`topo`]: ready-made meshd topologies (full mesh on the internet, a linked pair).
-//! - [`xfer`]: checksummed TCP transfers and UDP junk through the `wm-xfer` tool.
+//! - [`sites`]: NAT traversal scenarios (issue 4): N sites behind NAT routers of each kind
+//!   (two nodes behind one NAT as an option), a coordinator with reflectors and relay,
+//!   blocking the direct path between two sites, first-reply timing, paths from status.
+//! - [`capture`]: tcpdump on the underlay and a pcap reader, to replay real datagrams.
+//! - [`xfer`]: through the `wm-xfer` tool: checksummed TCP transfers (also paced, in the
+//!   background), UDP junk and hand-made datagrams, a reflector and probe that show what a
+//!   NAT does to a socket; iperf3 throughput.
 //!
 //! Rules the harness enforces for every test: it needs root and fails (never skips) without
 //! it; every name (namespace, interface, directory) carries the pid and a counter so tests
@@ -25,18 +31,22 @@
 //!
 //! Deliberately left out: timing assertions other than the explicit bounds the tests state.
 
+pub mod capture;
 pub mod control;
 pub mod coordinator;
 pub mod lab;
 pub mod meshd;
 pub mod netns;
+pub mod sites;
 pub mod topo;
 pub mod util;
 pub mod wg;
 pub mod xfer;
 
 pub use coordinator::Coordinator;
-pub use lab::{parse_ping_loss, ping, ping_once, ping_with, set_udp_loss, Lab, NatKind, NatRouter};
+pub use lab::{
+    parse_ping_loss, ping, ping_once, ping_with, set_loss, set_udp_loss, Lab, NatKind, NatRouter,
+};
 pub use meshd::{Meshd, MeshdConfig};
 pub use netns::{cleanup_stale, Netns};
 pub use util::{require_root, wait_until, TempDir};

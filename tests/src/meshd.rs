@@ -482,6 +482,35 @@ impl Meshd {
         Ok(a.split('/').next().unwrap_or(&a).to_owned())
     }
 
+    /// One raw request over the API socket ([`request_at`]).
+    pub fn request(&self, request: &Value, timeout: Duration) -> anyhow::Result<Value> {
+        request_at(&self.socket, request, timeout)
+    }
+
+    /// The local API's netcheck (what `meshctl netcheck --json` prints): `{udp,
+    /// reflections: [{reflector, observed}], mapping, relay}`.
+    pub fn netcheck(&self) -> anyhow::Result<Value> {
+        let reply = self
+            .request(
+                &serde_json::json!({"cmd": "netcheck"}),
+                Duration::from_secs(15),
+            )
+            .with_context(|| format!("node {}: netcheck", self.name))?;
+        reply_field(reply, "netcheck").with_context(|| format!("node {}: netcheck", self.name))
+    }
+
+    /// The local API's ping of `peer` (name, overlay address or key; what `meshctl ping`
+    /// prints): `{public-key, answers: [{path, addr, rtt-ms}], path}`.
+    pub fn disco_ping(&self, peer: &str) -> anyhow::Result<Value> {
+        let reply = self
+            .request(
+                &serde_json::json!({"cmd": "ping", "peer": peer}),
+                Duration::from_secs(15),
+            )
+            .with_context(|| format!("node {}: ping {peer}", self.name))?;
+        reply_field(reply, "ping").with_context(|| format!("node {}: ping {peer}", self.name))
+    }
+
     /// The public keys of the peers the node has now.
     pub fn peer_keys(&self) -> anyhow::Result<Vec<String>> {
         Ok(peer_keys_of(&self.status()?))
@@ -518,17 +547,38 @@ impl Meshd {
 /// (`{"cmd":"status"}`), without starting a process: cheap enough to poll every few
 /// milliseconds from several threads.
 pub fn status_at(socket: &Path) -> anyhow::Result<Value> {
+    unwrap_status(request_at(
+        socket,
+        &serde_json::json!({"cmd": "status"}),
+        Duration::from_secs(5),
+    )?)
+}
+
+/// Sends one request line (`mesh_proto::api::Request` as JSON) to the meshd listening on
+/// `socket` and returns its one-line reply as JSON, whatever `ok` says.
+pub fn request_at(socket: &Path, request: &Value, timeout: Duration) -> anyhow::Result<Value> {
     let mut s = UnixStream::connect(socket)
         .with_context(|| format!("connecting to {}", socket.display()))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.write_all(b"{\"cmd\":\"status\"}\n")?;
+    s.set_read_timeout(Some(timeout))?;
+    s.write_all(format!("{request}\n").as_bytes())?;
     let mut line = String::new();
     BufReader::new(s)
         .read_line(&mut line)
-        .context("reading the status reply")?;
-    let v: Value = serde_json::from_str(line.trim())
-        .with_context(|| format!("status reply is not JSON: {line:?}"))?;
-    unwrap_status(v)
+        .with_context(|| format!("reading the reply to {request}"))?;
+    serde_json::from_str(line.trim())
+        .with_context(|| format!("reply to {request} is not JSON: {line:?}"))
+}
+
+/// The `field` of a successful reply (`{"ok":true,"<field>":{...}}`), or an error with
+/// meshd's message.
+fn reply_field(reply: Value, field: &str) -> anyhow::Result<Value> {
+    if reply["ok"] != true {
+        bail!("meshd answered an error: {reply}");
+    }
+    reply
+        .get(field)
+        .cloned()
+        .with_context(|| format!("reply without {field}: {reply}"))
 }
 
 /// The public keys of the peers a status lists.

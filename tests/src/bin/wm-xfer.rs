@@ -7,11 +7,23 @@
 //!                                       print "bytes=N sha256=HEX"
 //! wm-xfer garbage HOST:PORT COUNT SEED  send COUNT junk UDP datagrams (lengths 0..=1500,
 //!                                       some shaped like WireGuard messages), print "sent=N"
+//! wm-xfer send HOST:PORT BYTES MBIT     as `send`, paced to MBIT Mbit/s (a transfer that
+//!                                       lasts, e.g. across a path failover)
+//! wm-xfer udp-send [--bind IP:PORT] [--repeat N] [--listen-ms MS] [--ttl N] HOST:PORT HEX...
+//!                                       send each hex payload N times from one socket
+//!                                       (with IP TTL N: a low TTL opens the local NAT
+//!                                       mapping without reaching the peer's NAT),
+//!                                       print "sent=N", then for MS milliseconds print
+//!                                       "reply FROM HEX" per datagram received, "recv=N"
+//! wm-xfer reflect BIND:PORT             answer every datagram with "observed IP:PORT"
+//!                                       (its source as seen here), until killed
+//! wm-xfer probe BIND:PORT SERVER...     from one socket, ask each reflector what it sees;
+//!                                       print "SERVER OBSERVED" or "SERVER -" per server
 //! ```
 //! The sender's and the receiver's lines are equal exactly when the stream arrived intact.
 
 use std::io::{Read as _, Write as _};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -48,7 +60,9 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn send(addr: &str, total: u64) -> anyhow::Result<()> {
+/// Sends `total` bytes of the stream to `addr`; with `mbit` set, no faster than that on
+/// average (checked after every 16 kB write).
+fn send(addr: &str, total: u64, mbit: Option<f64>) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut stream = loop {
         match TcpStream::connect(addr) {
@@ -62,14 +76,22 @@ fn send(addr: &str, total: u64) -> anyhow::Result<()> {
     };
     let mut rng = Rng::new(STREAM_SEED);
     let mut hash = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
+    let chunk = if mbit.is_some() { 16 * 1024 } else { 64 * 1024 };
+    let mut buf = vec![0u8; chunk];
     let mut left = total;
+    let start = Instant::now();
     while left > 0 {
         let n = usize::try_from(left.min(buf.len() as u64))?;
         rng.fill(&mut buf[..n]);
         hash.update(&buf[..n]);
         stream.write_all(&buf[..n]).context("sending")?;
         left -= n as u64;
+        if let Some(mbit) = mbit {
+            let due = Duration::from_secs_f64((total - left) as f64 * 8.0 / (mbit * 1e6));
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
     }
     stream
         .shutdown(std::net::Shutdown::Write)
@@ -144,6 +166,161 @@ fn garbage(addr: &str, count: u64, seed: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn unhex(text: &str) -> anyhow::Result<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        anyhow::bail!("odd-length hex {text:?}");
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| {
+            text.get(i..i + 2)
+                .and_then(|b| u8::from_str_radix(b, 16).ok())
+                .with_context(|| format!("bad hex {text:?}"))
+        })
+        .collect()
+}
+
+/// `udp-send`: payloads from one socket (optionally bound to a given address, e.g. the
+/// port a stopped meshd used), then listen for answers.
+fn udp_send(args: &[&str]) -> anyhow::Result<()> {
+    let mut bind = "0.0.0.0:0".to_owned();
+    let mut repeat = 1u32;
+    let mut listen_ms = 0u64;
+    let mut ttl = None;
+    let mut rest = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match *a {
+            "--bind" => bind = (*it.next().context("--bind needs IP:PORT")?).to_owned(),
+            "--repeat" => {
+                repeat = it
+                    .next()
+                    .context("--repeat needs N")?
+                    .parse()
+                    .context("--repeat needs a number")?;
+            }
+            "--listen-ms" => {
+                listen_ms = it
+                    .next()
+                    .context("--listen-ms needs MS")?
+                    .parse()
+                    .context("--listen-ms needs a number")?;
+            }
+            "--ttl" => {
+                ttl = Some(
+                    it.next()
+                        .context("--ttl needs N")?
+                        .parse::<u32>()
+                        .context("--ttl needs a number")?,
+                );
+            }
+            other => rest.push(other),
+        }
+    }
+    let (dest, payloads) = rest
+        .split_first()
+        .context("udp-send needs HOST:PORT and at least one HEX payload")?;
+    let payloads = payloads
+        .iter()
+        .map(|p| unhex(p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let sock = UdpSocket::bind(&bind).with_context(|| format!("binding {bind}"))?;
+    if let Some(ttl) = ttl {
+        sock.set_ttl(ttl).context("setting the TTL")?;
+    }
+    let mut sent = 0u64;
+    for _ in 0..repeat {
+        for p in &payloads {
+            if sock.send_to(p, dest).is_ok() {
+                sent += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    println!("sent={sent}");
+    let mut received = 0u64;
+    if listen_ms > 0 {
+        let deadline = Instant::now() + Duration::from_millis(listen_ms);
+        let mut buf = [0u8; 65536];
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            if left.is_zero() {
+                break;
+            }
+            sock.set_read_timeout(Some(left))?;
+            match sock.recv_from(&mut buf) {
+                Ok((n, from)) => {
+                    received += 1;
+                    println!("reply {from} {}", hex(&buf[..n]));
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break
+                }
+                // ICMP errors from earlier sends (port unreachable) surface here.
+                Err(_) => {}
+            }
+        }
+    }
+    println!("recv={received}");
+    Ok(())
+}
+
+/// `reflect`: a STUN-like reflector for checking the lab's NAT routers.
+fn reflect(bind: &str) -> anyhow::Result<()> {
+    let sock = UdpSocket::bind(bind).with_context(|| format!("binding {bind}"))?;
+    eprintln!("wm-xfer: reflecting on {bind}");
+    let mut buf = [0u8; 2048];
+    loop {
+        if let Ok((_, from)) = sock.recv_from(&mut buf) {
+            let _ = sock.send_to(format!("observed {from}").as_bytes(), from);
+        }
+    }
+}
+
+/// `probe`: what each reflector sees of one local socket.
+fn probe(bind: &str, servers: &[&str]) -> anyhow::Result<()> {
+    let sock = UdpSocket::bind(bind).with_context(|| format!("binding {bind}"))?;
+    sock.set_read_timeout(Some(Duration::from_millis(300)))?;
+    let mut buf = [0u8; 2048];
+    for server in servers {
+        let server_addr: SocketAddr = server
+            .parse()
+            .with_context(|| format!("bad server address {server:?}"))?;
+        let mut observed = None;
+        'tries: for _ in 0..5 {
+            let _ = sock.send_to(b"probe", server_addr);
+            let deadline = Instant::now() + Duration::from_millis(300);
+            while Instant::now() < deadline {
+                match sock.recv_from(&mut buf) {
+                    Ok((n, from)) if from == server_addr => {
+                        let text = String::from_utf8_lossy(&buf[..n]);
+                        if let Some(o) = text.strip_prefix("observed ") {
+                            observed = Some(o.trim().to_owned());
+                            break 'tries;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        break
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+        println!("{server} {}", observed.as_deref().unwrap_or("-"));
+    }
+    Ok(())
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args
@@ -155,8 +332,22 @@ fn main() {
         ["send", addr, bytes] => bytes
             .parse::<u64>()
             .context("BYTES must be a number")
-            .and_then(|b| send(addr, b)),
+            .and_then(|b| send(addr, b, None)),
+        ["send", addr, bytes, mbit] => (|| {
+            let mbit: f64 = mbit.parse().context("MBIT must be a number")?;
+            if mbit.is_nan() || mbit <= 0.0 {
+                anyhow::bail!("MBIT must be positive");
+            }
+            send(
+                addr,
+                bytes.parse().context("BYTES must be a number")?,
+                Some(mbit),
+            )
+        })(),
         ["recv", bind] => recv(bind),
+        ["udp-send", rest @ ..] => udp_send(rest),
+        ["reflect", bind] => reflect(bind),
+        ["probe", bind, servers @ ..] if !servers.is_empty() => probe(bind, servers),
         ["garbage", addr, count, seed] => (|| {
             garbage(
                 addr,
@@ -165,7 +356,9 @@ fn main() {
             )
         })(),
         _ => Err(anyhow::anyhow!(
-            "usage: wm-xfer send HOST:PORT BYTES | recv BIND:PORT | garbage HOST:PORT COUNT SEED"
+            "usage: wm-xfer send HOST:PORT BYTES [MBIT] | recv BIND:PORT | garbage HOST:PORT COUNT SEED \
+             | udp-send [--bind IP:PORT] [--repeat N] [--listen-ms MS] [--ttl N] HOST:PORT HEX... \
+             | reflect BIND:PORT | probe BIND:PORT SERVER..."
         )),
     };
     if let Err(e) = result {
@@ -191,5 +384,8 @@ mod tests {
     #[test]
     fn hex_form() {
         assert_eq!(hex(&[0, 0xab, 0x10]), "00ab10");
+        assert_eq!(unhex("00ab10").ok(), Some(vec![0, 0xab, 0x10]));
+        assert!(unhex("0").is_err());
+        assert!(unhex("zz").is_err());
     }
 }
