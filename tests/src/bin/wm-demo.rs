@@ -1,19 +1,26 @@
-//! wm-demo: the product flow in network namespaces. A coordinator on a simulated internet,
-//! three sites on three "providers", each running meshd with no network configured; the
-//! admin creates a network and a reusable join token, and every node joins with
-//! `meshctl join lab --token …`. Prints each node's `meshctl status`, pings every pair over
-//! the overlay, prints a summary, then keeps everything up until Ctrl-C (SIGINT) or SIGTERM
-//! and removes it all.
+//! wm-demo: the product flow in network namespaces (issue 6). A coordinator on a simulated
+//! internet and three nodes on three "providers", each behind its own NAT router, one of
+//! them symmetric; the admin creates a network and a reusable join token, every node joins
+//! with `meshctl join lab --token …`. Prints each node's `meshctl status` (paths direct or
+//! relayed), pings every pair over the overlay, prints a summary with the path each pair
+//! should use and fails when one differs, then keeps everything up until Ctrl-C (SIGINT) or
+//! SIGTERM and removes it all.
 //!
 //! ```text
-//!              coordinator 192.0.2.10 (QUIC :7443, admin API on its own loopback)
+//!              coordinator 192.0.2.10 (QUIC :7443, reflectors :7444 :7445, relay :7446)
 //!                    │
-//!   internet ── site a 198.51.100.1 ── site b 203.0.113.2 ── site c 198.51.100.3
+//!   internet ─┬─ provider 1: cone NAT      198.51.100.11 ── LAN 192.168.1.0/24 ── node a
+//!             ├─ provider 2: cone NAT      203.0.113.12  ── LAN 192.168.2.0/24 ── node b
+//!             └─ provider 3: symmetric NAT 198.51.100.13 ── LAN 192.168.3.0/24 ── node c
 //! ```
+//! Two port-restricted cones punch through to each other (a ↔ b direct); a cone against a
+//! symmetric NAT cannot, so a ↔ c and b ↔ c go through the coordinator's relay (see
+//! [`wiremesh_tests::sites::expected_path`]).
 //!
 //! ```text
 //! sudo target/ci/wm-demo                      # explore; Ctrl-C to tear down
-//! sudo target/ci/wm-demo --exit-after-checks  # CI: exit 0 iff every ping got through
+//! sudo target/ci/wm-demo --exit-after-checks  # CI: exit 0 iff every pair got through on
+//!                                             # the expected path without loss
 //! ```
 //! Needs root and the workspace built (`cargo build --workspace --profile ci`).
 
@@ -23,30 +30,37 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use wiremesh_tests::control::{self, CIDR, COORDINATOR_IP, NETWORK};
+use wiremesh_tests::control::{CIDR, COORDINATOR_IP, NETWORK};
 use wiremesh_tests::coordinator::CONTROL_PORT;
-use wiremesh_tests::topo::label;
-use wiremesh_tests::{ping, ping_once, wait_until, Coordinator, Lab, Meshd};
+use wiremesh_tests::sites::{nat_name, NatMesh, SiteSpec};
+use wiremesh_tests::{ping, ping_once, wait_until, Lab, NatKind};
 
-const NODES: usize = 3;
+/// The three providers: a name for the output and the NAT in front of the node.
+const PROVIDERS: [(&str, NatKind); 3] = [
+    ("provider 1", NatKind::Cone),
+    ("provider 2", NatKind::Cone),
+    ("provider 3", NatKind::Symmetric),
+];
 const PINGS: u32 = 5;
 /// How long a node may take to join, and the mesh to converge (generous: 2 cores).
 const CONVERGE: Duration = Duration::from_secs(30);
+/// How long a pair may take to settle on its expected path after its first packet
+/// (hole punching for cone × cone, relay fallback for cone × symmetric).
+const PATH_SETTLE: Duration = Duration::from_secs(30);
 
 struct PairResult {
     from: String,
     to: String,
     to_ip: String,
+    expected: &'static str,
     path: String,
     loss: f64,
 }
 
-/// A node of the demo: its daemon and where it sits.
-struct Site {
-    meshd: Meshd,
-    provider: usize,
-    public_ip: String,
-    overlay_ip: String,
+impl PairResult {
+    fn ok(&self) -> bool {
+        self.loss == 0.0 && self.path == self.expected
+    }
 }
 
 /// Indents every line of `text` by four spaces (command output under the command line).
@@ -119,27 +133,39 @@ fn watch_signals(interrupted: Arc<AtomicBool>) -> anyhow::Result<mpsc::Receiver<
     Ok(sig_rx)
 }
 
-fn print_status(s: &Site) {
-    let n = &s.meshd;
-    println!(
-        "==== node {} ({}, provider {} at {}, namespace {}) ====",
+/// `"a (provider 1, cone NAT)"`.
+fn describe(mesh: &NatMesh, i: usize) -> String {
+    let n = &mesh.nodes[i];
+    format!(
+        "{} ({}, {} NAT)",
         n.name(),
-        s.overlay_ip,
-        s.provider,
-        s.public_ip,
+        PROVIDERS[n.site].0,
+        nat_name(n.nat)
+    )
+}
+
+fn print_status(mesh: &NatMesh, i: usize, overlay: &str) {
+    let n = &mesh.nodes[i];
+    println!(
+        "==== node {} ({overlay}; {}, {} NAT at {}, LAN {}; namespace {}) ====",
+        n.name(),
+        PROVIDERS[n.site].0,
+        nat_name(n.nat),
+        n.public_ip,
+        n.lan_ip,
         n.ns().name()
     );
-    match n.meshctl_status_text() {
+    match n.meshd.meshctl_status_text() {
         Ok(text) if !text.trim().is_empty() => println!(
             "$ meshctl --socket {} status\n{}",
-            n.socket().display(),
+            n.meshd.socket().display(),
             text.trim_end()
         ),
         other => {
             if let Err(e) = other {
                 println!("(meshctl status failed: {e:#}; showing the API's JSON instead)");
             }
-            match n.status() {
+            match n.meshd.status() {
                 Ok(s) => println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default()),
                 Err(e) => println!("(status unavailable: {e:#})"),
             }
@@ -148,39 +174,54 @@ fn print_status(s: &Site) {
     println!();
 }
 
-/// The path `from` reports for `to` (`direct`/`relay`), or `-` when its meshd does not say.
-fn path_of(from: &Meshd, to: &Meshd) -> String {
-    to.public_key()
-        .and_then(|k| from.peer_status(&k))
-        .ok()
-        .and_then(|p| p["path"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| "-".to_owned())
+/// Sends each pair its first packets (which start the handshake and the path probing),
+/// then waits until both sides report the path the pair should use. A pair that does not
+/// get there is reported here and fails in the summary.
+fn settle_paths(mesh: &NatMesh, ips: &[String], interrupted: &AtomicBool) {
+    for i in 0..mesh.nodes.len() {
+        for (j, ip) in ips.iter().enumerate().skip(i + 1) {
+            if interrupted.load(Ordering::SeqCst) {
+                return;
+            }
+            let want = mesh.expected_path(i, j);
+            let what = format!("first reply {} -> {ip}", mesh.nodes[i].name());
+            let _ = wait_until(Duration::from_secs(10), &what, || {
+                interrupted.load(Ordering::SeqCst) || ping_once(mesh.nodes[i].ns(), ip)
+            });
+            match mesh.wait_path(i, j, want, PATH_SETTLE) {
+                Ok(took) => println!(
+                    "  {} <-> {}: {want} after {:.1} s",
+                    describe(mesh, i),
+                    describe(mesh, j),
+                    took.as_secs_f64()
+                ),
+                Err(e) => println!("  {e:#}"),
+            }
+        }
+    }
 }
 
-fn check_pairs(sites: &[Site], interrupted: &AtomicBool) -> Vec<PairResult> {
+fn check_pairs(mesh: &NatMesh, ips: &[String], interrupted: &AtomicBool) -> Vec<PairResult> {
     let mut results = Vec::new();
-    for from in sites {
-        for to in sites {
-            if from.meshd.name() == to.meshd.name() || interrupted.load(Ordering::SeqCst) {
+    for (i, from) in mesh.nodes.iter().enumerate() {
+        for (j, (to, ip)) in mesh.nodes.iter().zip(ips).enumerate() {
+            if i == j || interrupted.load(Ordering::SeqCst) {
                 continue;
             }
-            let what = format!(
-                "{} -> {} ({})",
-                from.meshd.name(),
-                to.meshd.name(),
-                to.overlay_ip
-            );
-            // The first packet may trigger the handshake; give it time, then measure.
+            let what = format!("{} -> {} ({ip})", from.name(), to.name());
+            // Usually answered at once (settle_paths sent the first packets).
             let _ = wait_until(Duration::from_secs(10), &what, || {
-                ping_once(from.meshd.ns(), &to.overlay_ip)
+                interrupted.load(Ordering::SeqCst) || ping_once(from.ns(), ip)
             });
-            let loss = ping(from.meshd.ns(), &to.overlay_ip, PINGS);
-            println!("ping {what}: {loss:.0}% loss");
+            let loss = ping(from.ns(), ip, PINGS);
+            let path = mesh.path(i, j).unwrap_or_else(|| "-".to_owned());
+            println!("ping {what}: {loss:.0}% loss, path {path}");
             results.push(PairResult {
-                from: from.meshd.name().to_owned(),
-                to: to.meshd.name().to_owned(),
-                to_ip: to.overlay_ip.clone(),
-                path: path_of(&from.meshd, &to.meshd),
+                from: from.name().to_owned(),
+                to: to.name().to_owned(),
+                to_ip: ip.clone(),
+                expected: mesh.expected_path(i, j),
+                path,
                 loss,
             });
         }
@@ -188,15 +229,15 @@ fn check_pairs(sites: &[Site], interrupted: &AtomicBool) -> Vec<PairResult> {
     results
 }
 
-/// Starts the coordinator, creates the network and token, starts and joins the nodes.
-/// Each step prints a progress line. Fills `coord` and `sites` as it goes, so that whatever
-/// was started is cleaned up by the caller even when a later step fails.
+/// Starts the coordinator (with the network and a reusable token), the three sites and
+/// their nodes, and joins the nodes. Each step prints a progress line. Fills `mesh` as soon
+/// as it exists, so whatever was started is cleaned up by the caller even when a later
+/// step fails. Returns the nodes' overlay addresses.
 fn bring_up(
     lab: &Lab,
-    coord: &mut Option<Coordinator>,
-    sites: &mut Vec<Site>,
+    mesh: &mut Option<NatMesh>,
     interrupted: &AtomicBool,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<String>> {
     let stop_if_interrupted = || -> anyhow::Result<()> {
         if interrupted.load(Ordering::SeqCst) {
             bail!("interrupted");
@@ -204,57 +245,44 @@ fn bring_up(
         Ok(())
     };
     println!("starting coordinator on {COORDINATOR_IP}:{CONTROL_PORT} …");
-    let c = coord.insert(control::start_coordinator(lab)?);
+    let m = mesh.insert(NatMesh::new(lab, &[])?);
     println!(
         "  coordinator up (namespace {}, certificate pin {})",
-        c.ns().name(),
-        c.pin()?
+        m.coord.ns().name(),
+        m.coord.pin()?
     );
-    stop_if_interrupted()?;
-
     println!("$ meshctl admin network create {NETWORK} --cidr {CIDR}");
-    let out = c.admin(&["network", "create", NETWORK, "--cidr", CIDR])?;
-    if !out.trim().is_empty() {
-        println!("{}", indented(&out));
-    }
     println!("$ meshctl admin token create {NETWORK} --reusable");
-    let out = c.admin(&["token", "create", NETWORK, "--reusable"])?;
-    println!("{}", indented(&out));
-    let token = out
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .context("`meshctl admin token create` printed nothing")?
-        .to_owned();
+    println!("    {}", short(&m.token));
+    let networks = m.coord.admin(&["network", "list"])?;
+    println!("$ meshctl admin network list\n{}", indented(&networks));
     stop_if_interrupted()?;
 
-    for i in 0..NODES {
-        let name = label(i);
-        let public_ip = control::site_ip(i);
-        println!(
-            "starting meshd on site {name} (provider {}, {public_ip}), no network configured …",
-            i + 1
-        );
-        let meshd = control::start_site(lab, i, &name, None)?;
-        sites.push(Site {
-            meshd,
-            provider: i + 1,
-            public_ip,
-            overlay_ip: String::new(),
-        });
+    for (name, nat) in PROVIDERS {
+        let added = m.add_site(lab, SiteSpec::one(nat))?;
+        for i in added {
+            let n = &m.nodes[i];
+            println!(
+                "{name}: {} NAT at {}, node {} at {} behind it, meshd running with no network",
+                nat_name(nat),
+                n.public_ip,
+                n.name(),
+                n.lan_ip
+            );
+        }
         stop_if_interrupted()?;
     }
 
-    for s in sites.iter_mut() {
-        let name = s.meshd.name().to_owned();
+    let mut ips = Vec::new();
+    for n in &m.nodes {
+        let name = n.name();
         println!(
             "node {name}: $ meshctl join {NETWORK} --token {}",
-            short(&token)
+            short(&m.token)
         );
-        let out = s
+        let out = n
             .meshd
-            .meshctl(&["join", NETWORK, "--token", &token, "--timeout", "30s"])?;
+            .meshctl(&["join", NETWORK, "--token", &m.token, "--timeout", "30s"])?;
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
@@ -267,90 +295,84 @@ fn bring_up(
         if !out.status.success() {
             bail!("node {name}: `meshctl join` failed ({})", out.status);
         }
-        let state = s.meshd.control_state();
+        let state = n.meshd.control_state();
         if state.as_deref() != Some("connected") {
             bail!("node {name}: `meshctl join` returned but the node is {state:?}, not connected");
         }
-        s.overlay_ip = s.meshd.address()?;
-        println!("node {name} joined as {}", s.overlay_ip);
+        let ip = n.meshd.address()?;
+        println!("node {name} joined as {ip}");
+        ips.push(ip);
     }
 
     println!("waiting for every node to list the others as peers …");
-    let nodes: Vec<&Meshd> = sites.iter().map(|s| &s.meshd).collect();
-    let keys = nodes
-        .iter()
-        .map(|n| n.public_key())
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let took = wait_until(CONVERGE, "every node lists every other node", || {
-        interrupted.load(Ordering::SeqCst)
-            || nodes.iter().enumerate().all(|(i, n)| {
-                n.peer_keys().is_ok_and(|have| {
-                    keys.iter()
-                        .enumerate()
-                        .all(|(j, k)| i == j || have.contains(k))
-                })
-            })
-    })?;
+    m.wait_peers(CONVERGE)?;
     stop_if_interrupted()?;
     println!(
-        "  full mesh after {:.1} s: {} nodes, {} peers each",
-        took.as_secs_f64(),
-        NODES,
-        NODES - 1
+        "  full mesh: {} nodes, {} peers each",
+        m.nodes.len(),
+        m.nodes.len() - 1
     );
-    Ok(())
+    Ok(ips)
 }
 
-fn print_summary(results: &[PairResult]) -> bool {
+fn print_summary(results: &[PairResult], nodes: usize) -> bool {
     println!("==== summary ====");
     println!(
-        "{:<6} {:<6} {:<10} {:<7} {:>6}  result",
-        "from", "to", "overlay", "path", "loss"
+        "{:<6} {:<6} {:<10} {:<9} {:<7} {:>6}  result",
+        "from", "to", "overlay", "expected", "path", "loss"
     );
     for r in results {
-        let verdict = if r.loss == 0.0 {
-            "ok"
-        } else if r.loss < 100.0 {
+        let verdict = if r.loss >= 100.0 {
+            "FAILED"
+        } else if r.path != r.expected {
+            "WRONG PATH"
+        } else if r.loss > 0.0 {
             "LOSSY"
         } else {
-            "FAILED"
+            "ok"
         };
         println!(
-            "{:<6} {:<6} {:<10} {:<7} {:>5.0}%  {verdict}",
-            r.from, r.to, r.to_ip, r.path, r.loss
+            "{:<6} {:<6} {:<10} {:<9} {:<7} {:>5.0}%  {verdict}",
+            r.from, r.to, r.to_ip, r.expected, r.path, r.loss
         );
     }
-    let expected = NODES * (NODES - 1);
-    let good = results.iter().filter(|r| r.loss == 0.0).count();
+    let expected = nodes * (nodes - 1);
+    let good = results.iter().filter(|r| r.ok()).count();
     let ok = results.len() == expected && good == expected;
     println!(
-        "{}: {good}/{expected} pairs reached each other without loss",
+        "{}: {good}/{expected} pairs reached each other without loss on the expected path",
         if ok { "PASS" } else { "FAIL" },
     );
     ok
 }
 
-fn print_try_it(sites: &[Site], coord: &Coordinator) {
+fn print_try_it(mesh: &NatMesh, ips: &[String]) {
     println!();
     println!("The mesh stays up. Try, in another terminal:");
-    for (i, s) in sites.iter().enumerate() {
-        let other = &sites[(i + 1) % sites.len()];
+    let n = mesh.nodes.len();
+    for (i, node) in mesh.nodes.iter().enumerate() {
+        let other = (i + 1) % n;
         println!(
             "  node {}: sudo ip netns exec {} ping {}",
-            s.meshd.name(),
-            s.meshd.ns().name(),
-            other.overlay_ip
+            node.name(),
+            node.ns().name(),
+            ips[other]
         );
         println!(
             "          sudo meshctl --socket {} status",
-            s.meshd.socket().display()
+            node.meshd.socket().display()
+        );
+        println!(
+            "          sudo meshctl --socket {} ping {}",
+            node.meshd.socket().display(),
+            mesh.nodes[other].name()
         );
     }
     println!(
         "  coordinator: sudo ip netns exec {} meshctl admin --coordinator {} --token-file {} members {NETWORK}",
-        coord.ns().name(),
-        coord.admin_url(),
-        coord.token_file().display()
+        mesh.coord.ns().name(),
+        mesh.coord.admin_url(),
+        mesh.coord.token_file().display()
     );
     println!("Press Ctrl-C (or send SIGTERM) to stop and remove everything.");
 }
@@ -361,28 +383,39 @@ fn run(exit_after_checks: bool) -> anyhow::Result<bool> {
     let interrupted = Arc::new(AtomicBool::new(false));
     let signals = watch_signals(interrupted.clone())?;
     println!(
-        "wm-demo: a coordinator and {NODES} sites on a simulated internet; the nodes join network \
-         {NETWORK:?} ({CIDR}) with a token"
+        "wm-demo: a coordinator and {} nodes on {} providers, each behind its own NAT ({}); \
+         the nodes join network {NETWORK:?} ({CIDR}) with a token",
+        PROVIDERS.len(),
+        PROVIDERS.len(),
+        PROVIDERS
+            .iter()
+            .map(|(_, nat)| nat_name(*nat))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     println!("creating the internet namespace (198.51.100.0/24, 203.0.113.0/24, 192.0.2.0/24) …");
     let lab = Lab::new()?;
-    let mut coord = None;
-    let mut sites = Vec::new();
-    let brought_up = bring_up(&lab, &mut coord, &mut sites, &interrupted);
+    let mut mesh = None;
+    let brought_up = bring_up(&lab, &mut mesh, &interrupted);
 
     let mut waited = false;
-    let ok = match (&brought_up, coord.as_ref()) {
-        (Ok(()), Some(coord)) => {
+    let ok = match (&brought_up, mesh.as_ref()) {
+        (Ok(ips), Some(mesh)) => {
+            println!("first packets between every pair; waiting for each pair's path …");
+            settle_paths(mesh, ips, &interrupted);
             println!();
-            for s in &sites {
-                print_status(s);
+            for (i, ip) in ips.iter().enumerate() {
+                print_status(mesh, i, ip);
             }
             println!("pinging every pair over the overlay …");
-            let results = check_pairs(&sites, &interrupted);
+            let results = check_pairs(mesh, ips, &interrupted);
             println!();
-            let ok = print_summary(&results);
+            let ok = print_summary(&results, mesh.nodes.len());
+            if !ok {
+                mesh.dump_status();
+            }
             if !exit_after_checks && !interrupted.load(Ordering::SeqCst) {
-                print_try_it(&sites, coord);
+                print_try_it(mesh, ips);
                 let sig = signals.recv().unwrap_or("the signal thread ended");
                 println!("\n{sig}: stopping meshd and the coordinator, removing the namespaces …");
                 waited = true;
@@ -394,10 +427,9 @@ fn run(exit_after_checks: bool) -> anyhow::Result<bool> {
     if interrupted.load(Ordering::SeqCst) && !waited {
         println!("interrupted: cleaning up …");
     }
-    // Daemons first, then the coordinator, then the namespaces (explicit, because main
-    // exits with a code and skips destructors).
-    drop(sites);
-    drop(coord);
+    // Daemons first (the mesh drops its nodes, then the NAT routers and the coordinator),
+    // then the namespaces (explicit, because main exits with a code and skips destructors).
+    drop(mesh);
     drop(lab);
     println!("cleaned up");
     if interrupted.load(Ordering::SeqCst) && brought_up.is_err() {
@@ -415,11 +447,13 @@ fn main() {
             "-h" | "--help" => {
                 println!(
                     "usage: wm-demo [--exit-after-checks]\n\n\
-                     Starts a coordinator and {NODES} meshd nodes on {NODES} sites in network namespaces,\n\
-                     creates network {NETWORK:?} ({CIDR}) and a reusable token, joins every node with\n\
-                     `meshctl join`, prints their status, pings every pair over the overlay, then waits\n\
+                     Starts a coordinator and three meshd nodes on three providers in network\n\
+                     namespaces, each node behind its own NAT (cone, cone, symmetric), creates\n\
+                     network {NETWORK:?} ({CIDR}) and a reusable token, joins every node with\n\
+                     `meshctl join`, prints their status, pings every pair over the overlay and\n\
+                     checks each pair's path (cone-cone direct, cone-symmetric relayed), then waits\n\
                      for Ctrl-C and cleans up. With --exit-after-checks it exits after the checks:\n\
-                     0 if every ping got through."
+                     0 if every pair got through without loss on its expected path."
                 );
                 return;
             }
