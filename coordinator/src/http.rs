@@ -154,6 +154,14 @@ pub fn router(coord: Arc<Coordinator>, admin_token: &str) -> Router {
             post(deauthorize),
         )
         .route(
+            "/api/networks/{net}/members/{node}/routes/{prefix}/approve",
+            post(approve_route),
+        )
+        .route(
+            "/api/networks/{net}/members/{node}/routes/{prefix}",
+            axum::routing::delete(unapprove_route),
+        )
+        .route(
             "/api/networks/{net}/tokens",
             get(list_tokens).post(create_token),
         )
@@ -249,6 +257,20 @@ async fn deauthorize(
     Params((net, node)): Params<(String, String)>,
 ) -> Answer<impl IntoResponse> {
     Ok(Json(api.coord.deauthorize(&net, &node).await?))
+}
+
+async fn approve_route(
+    State(api): State<Api>,
+    Params((net, node, prefix)): Params<(String, String, String)>,
+) -> Answer<impl IntoResponse> {
+    Ok(Json(api.coord.approve_route(&net, &node, &prefix).await?))
+}
+
+async fn unapprove_route(
+    State(api): State<Api>,
+    Params((net, node, prefix)): Params<(String, String, String)>,
+) -> Answer<impl IntoResponse> {
+    Ok(Json(api.coord.unapprove_route(&net, &node, &prefix).await?))
 }
 
 async fn delete_member(

@@ -24,6 +24,8 @@ pub const MAX_ENDPOINTS: usize = 16;
 pub const MAX_NAME: usize = 63;
 /// Longest meshd version string kept.
 pub const MAX_VERSION: usize = 64;
+/// Most advertised routes kept per member (bounds netmap size per peer).
+pub const MAX_ROUTES: usize = 64;
 
 /// A network: an overlay prefix and the settings its members share.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +100,12 @@ pub struct Member {
     /// A public endpoint an admin set up for the node (port forwarding, a load balancer).
     #[serde(default)]
     pub public_endpoint: Option<SocketAddr>,
+    /// Prefixes the node advertises (from its last hello), see [`clean_routes`].
+    #[serde(default)]
+    pub advertised_routes: Vec<IpNet>,
+    /// Prefixes an admin approved for it, sorted; routed to it while also advertised.
+    #[serde(default)]
+    pub approved_routes: Vec<IpNet>,
 }
 
 impl Member {
@@ -133,13 +141,24 @@ impl Member {
         out
     }
 
-    /// The member as a peer in other members' netmaps.
+    /// Routes in effect: approved and advertised, in approval (sorted) order.
+    pub fn active_routes(&self) -> impl Iterator<Item = IpNet> + '_ {
+        self.approved_routes
+            .iter()
+            .filter(|r| self.advertised_routes.contains(r))
+            .copied()
+    }
+
+    /// The member as a peer in other members' netmaps: its allowed IPs are its address
+    /// and its active routes.
     pub fn peer_info(&self) -> PeerInfo {
         PeerInfo {
             public_key: self.public_key,
             name: self.name.clone(),
             address: self.address,
-            allowed_ips: vec![IpNet::from(self.address)],
+            allowed_ips: std::iter::once(IpNet::from(self.address))
+                .chain(self.active_routes())
+                .collect(),
             endpoints: self.candidates(),
         }
     }
@@ -157,6 +176,8 @@ impl Member {
             version: self.version.clone(),
             endpoints: self.candidates(),
             public_endpoint: self.public_endpoint,
+            advertised_routes: self.advertised_routes.clone(),
+            approved_routes: self.approved_routes.clone(),
         }
     }
 }
@@ -229,6 +250,9 @@ pub enum ModelError {
     /// MTU out of range.
     #[error("mtu {0} is out of range ({MIN_MTU}..=65535)")]
     Mtu(u16),
+    /// A route that is not a canonical prefix.
+    #[error("invalid route {0:?}: {1}")]
+    Route(String, String),
 }
 
 /// Checks a network name: 1..=32 characters of `[a-z0-9-]`, starting with a letter or digit.
@@ -307,6 +331,72 @@ pub fn validate_network(cidr: IpNet, mtu: u16) -> Result<IpNet, ModelError> {
         return Err(ModelError::Mtu(mtu));
     }
     Ok(cidr.trunc())
+}
+
+/// The routes a node's hello advertises, as kept: canonical prefixes (host bits
+/// cleared; IPv4-mapped IPv6 not special), without duplicates or default routes, order
+/// kept, at most [`MAX_ROUTES`]. A node validates its own config; this only bounds what a
+/// misbehaving one can make the coordinator store.
+pub fn clean_routes(reported: &[IpNet]) -> Vec<IpNet> {
+    let mut out: Vec<IpNet> = Vec::new();
+    for r in reported {
+        let r = r.trunc();
+        if out.len() == MAX_ROUTES {
+            break;
+        }
+        if r.prefix_len() > 0 && !out.contains(&r) {
+            out.push(r);
+        }
+    }
+    out
+}
+
+/// Parses a route an admin names: a CIDR with no host bits.
+pub fn parse_route(text: &str) -> Result<IpNet, ModelError> {
+    let net: IpNet = text
+        .parse()
+        .map_err(|_| ModelError::Route(text.to_owned(), "not a CIDR prefix".into()))?;
+    if net.trunc() != net {
+        return Err(ModelError::Route(
+            text.to_owned(),
+            format!("host bits set; did you mean {}?", net.trunc()),
+        ));
+    }
+    Ok(net)
+}
+
+/// Whether two prefixes share any address.
+pub fn overlaps(a: &IpNet, b: &IpNet) -> bool {
+    a.contains(b) || b.contains(a)
+}
+
+/// Why `route` cannot be approved for `member` in `network` with these other members: it
+/// overlaps the overlay prefix, or another member's approved route. `None` if it can.
+pub fn route_conflict<'a>(
+    network: &Network,
+    member: &Key,
+    route: &IpNet,
+    members: impl IntoIterator<Item = &'a Member>,
+) -> Option<String> {
+    if overlaps(route, &network.cidr) {
+        return Some(format!(
+            "route {route} overlaps the network's prefix {}",
+            network.cidr
+        ));
+    }
+    for m in members {
+        if m.public_key == *member {
+            continue;
+        }
+        if let Some(other) = m.approved_routes.iter().find(|r| overlaps(r, route)) {
+            return Some(format!(
+                "route {route} overlaps {other}, approved for member {} ({})",
+                m.name,
+                m.public_key.fingerprint()
+            ));
+        }
+    }
+    None
 }
 
 /// serde for `[u8; 32]` as 64 hex digits.
@@ -406,6 +496,8 @@ mod tests {
             ],
             reflexive_endpoints: vec![],
             public_endpoint: None,
+            advertised_routes: vec![],
+            approved_routes: vec![],
         };
         assert_eq!(
             m.candidates(),
@@ -432,6 +524,8 @@ mod tests {
             local_endpoints: vec![ep("192.168.1.2:51820"), ep("198.51.100.9:7000")],
             reflexive_endpoints: vec![],
             public_endpoint: Some(ep("198.51.100.9:7000")),
+            advertised_routes: vec![],
+            approved_routes: vec![],
         };
         // No reflexive address yet: the observed one stands in.
         assert_eq!(
@@ -466,6 +560,109 @@ mod tests {
             "address":"10.0.0.1","authorized":true,"created-at":1}"#;
         let m: Member = serde_json::from_str(json).unwrap();
         assert!(m.reflexive_endpoints.is_empty() && m.public_endpoint.is_none());
+    }
+
+    fn member(b: u8, address: &str) -> Member {
+        Member {
+            public_key: Key([b; 32]),
+            name: format!("n{b}"),
+            address: address.parse().unwrap(),
+            authorized: true,
+            created_at: 0,
+            last_seen: None,
+            version: String::new(),
+            endpoints: vec![],
+            local_endpoints: vec![],
+            reflexive_endpoints: vec![],
+            public_endpoint: None,
+            advertised_routes: vec![],
+            approved_routes: vec![],
+        }
+    }
+
+    #[test]
+    fn allowed_ips_are_address_and_approved_advertised_routes() {
+        let net = |s: &str| s.parse::<IpNet>().unwrap();
+        let mut m = member(1, "10.9.8.2");
+        let ips = |m: &Member| -> Vec<String> {
+            m.peer_info()
+                .allowed_ips
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        assert_eq!(ips(&m), ["10.9.8.2/32"]);
+        // Advertised only: not routed.
+        m.advertised_routes = vec![net("10.244.3.0/24"), net("10.244.4.0/24")];
+        assert_eq!(ips(&m), ["10.9.8.2/32"]);
+        // Approved only: not routed either.
+        m.approved_routes = vec![net("10.244.3.0/24"), net("10.250.0.0/16")];
+        assert_eq!(ips(&m), ["10.9.8.2/32", "10.244.3.0/24"]);
+        // Both: routed; withdrawn by the node: gone again.
+        m.advertised_routes.push(net("10.250.0.0/16"));
+        assert_eq!(ips(&m), ["10.9.8.2/32", "10.244.3.0/24", "10.250.0.0/16"]);
+        m.advertised_routes.clear();
+        assert_eq!(ips(&m), ["10.9.8.2/32"]);
+        let view = m.view(false);
+        assert_eq!(view.approved_routes.len(), 2);
+        assert!(view.advertised_routes.is_empty());
+    }
+
+    #[test]
+    fn routes_cleaned_and_parsed() {
+        let net = |s: &str| s.parse::<IpNet>().unwrap();
+        assert_eq!(
+            clean_routes(&[
+                net("10.244.3.7/24"),
+                net("10.244.3.0/24"),
+                net("0.0.0.0/0"),
+                net("fd00::/64")
+            ]),
+            vec![net("10.244.3.0/24"), net("fd00::/64")]
+        );
+        let many: Vec<IpNet> = (0..=255).map(|i| net(&format!("10.{i}.0.0/16"))).collect();
+        assert_eq!(clean_routes(&many).len(), MAX_ROUTES);
+        assert_eq!(parse_route("10.244.3.0/24").unwrap(), net("10.244.3.0/24"));
+        for bad in ["10.244.3.1/24", "10.244.3.0", "x", "10.244.3.0/33"] {
+            assert!(
+                matches!(parse_route(bad), Err(ModelError::Route(..))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn route_conflicts() {
+        let net = |s: &str| s.parse::<IpNet>().unwrap();
+        let network = Network {
+            name: "lab".into(),
+            cidr: net("10.9.8.0/24"),
+            mtu: 1280,
+            keepalive: 25,
+            version: 1,
+        };
+        let a = member(1, "10.9.8.2");
+        let mut b = member(2, "10.9.8.3");
+        b.approved_routes = vec![net("10.244.2.0/24")];
+        let members = [a.clone(), b.clone()];
+        let conflict = |key: &Key, r: &str| route_conflict(&network, key, &net(r), &members);
+        assert_eq!(conflict(&a.public_key, "10.244.1.0/24"), None);
+        // The member's own approved routes are no conflict (re-approving is idempotent).
+        assert_eq!(conflict(&b.public_key, "10.244.2.0/24"), None);
+        for bad in [
+            "10.244.2.0/24",
+            "10.244.2.128/25",
+            "10.244.0.0/16",
+            "0.0.0.0/0",
+        ] {
+            let why = conflict(&a.public_key, bad).unwrap_or_else(|| panic!("{bad}"));
+            assert!(why.contains("n2") || why.contains("network"), "{why}");
+        }
+        for bad in ["10.9.8.0/24", "10.9.8.128/25", "10.0.0.0/8"] {
+            let why = conflict(&a.public_key, bad).unwrap_or_else(|| panic!("{bad}"));
+            assert!(why.contains("network's prefix"), "{bad}: {why}");
+        }
+        assert_eq!(conflict(&a.public_key, "fd00::/64"), None);
     }
 
     #[test]

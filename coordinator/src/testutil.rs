@@ -126,6 +126,7 @@ pub fn hello(net: &str, private: &Key, join: Option<JoinSecret>) -> Hello {
         resume: None,
         listen_port: 51820,
         local: vec!["192.168.1.2:51820".parse().unwrap()],
+        routes: vec![],
     }
 }
 

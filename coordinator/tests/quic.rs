@@ -200,6 +200,7 @@ async fn handshake(
         resume: None,
         listen_port: 51820,
         local: vec![],
+        routes: vec![],
     };
     frame::write(send, &ClientMsg::Hello(hello)).await.unwrap();
     let ServerMsg::Challenge { ephemeral, nonce } = recv(frames).await else {

@@ -12,6 +12,8 @@
 //! | POST | `/api/networks/{net}/members/{node}/authorize` | | [`MemberView`] |
 //! | POST | `/api/networks/{net}/members/{node}/deauthorize` | | [`MemberView`] |
 //! | DELETE | `/api/networks/{net}/members/{node}` | | 204 |
+//! | POST | `/api/networks/{net}/members/{node}/routes/{prefix}/approve` | | [`MemberView`] |
+//! | DELETE | `/api/networks/{net}/members/{node}/routes/{prefix}` | | [`MemberView`] (unapproved) |
 //! | GET | `/api/networks/{net}/tokens` | | `[TokenView]` |
 //! | POST | `/api/networks/{net}/tokens` | [`CreateToken`] | 201 [`TokenCreated`] |
 //! | DELETE | `/api/networks/{net}/tokens/{id}` | | 204 (revoked) |
@@ -19,6 +21,11 @@
 //! `{node}` is a member's name, its public key (base64url or URL-encoded base64) or a
 //! unique prefix (at least 8 characters) of its base64 key (the fingerprint). Errors
 //! answer with a 4xx/5xx status and an [`ApiError`] body.
+//!
+//! `{prefix}` is a CIDR with no host bits, its `/` URL-encoded (`10.244.3.0%2F24`). An
+//! approved route reaches peers (in the member's allowed IPs) only while the member also
+//! advertises it; approving one that overlaps the network's prefix or another member's
+//! approved route answers 409, unapproving one that is not approved 404.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -110,6 +117,12 @@ pub struct MemberView {
     /// The admin-set public endpoint, if any.
     #[serde(default)]
     pub public_endpoint: Option<SocketAddr>,
+    /// Prefixes the node advertises (its `advertise-routes`).
+    #[serde(default)]
+    pub advertised_routes: Vec<IpNet>,
+    /// Prefixes an admin approved for it; in effect where also advertised.
+    #[serde(default)]
+    pub approved_routes: Vec<IpNet>,
 }
 
 /// `POST /api/networks/{net}/tokens`.

@@ -16,7 +16,7 @@
 //!
 //! ```text
 //! node                                           coordinator
-//!  | -- Hello {network, public-key, join?, resume?} -> |
+//!  | -- Hello {network, public-key, join?, resume?, routes} -> |
 //!  | <- Challenge {ephemeral, nonce} ------------------ |
 //!  | -- Proof {proof} --------------------------------> |  proof of the private key
 //!  | <- Pending | Denied | [Services] Netmap ----------- |
@@ -36,6 +36,7 @@ use std::str::FromStr;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
@@ -93,6 +94,10 @@ pub struct Hello {
     pub listen_port: u16,
     /// Local interface addresses with the WireGuard port.
     pub local: Vec<SocketAddr>,
+    /// Prefixes behind the node it offers the network (its `advertise-routes`); they
+    /// reach peers once an admin approves them. Replaces what it advertised before.
+    #[serde(default)]
+    pub routes: Vec<IpNet>,
 }
 
 /// Coordinator → node.
@@ -392,6 +397,27 @@ mod tests {
         assert_ne!(
             node_proof(&node, &eph.public_key(), &Key([4; 32]), &exporter),
             good
+        );
+    }
+
+    #[test]
+    fn hello_routes_are_optional_on_the_wire() {
+        let key = Key([3; 32]).to_base64();
+        let old = format!(
+            r#"{{"type":"hello","network":"lab","public-key":"{key}","name":"a","version":"0.1",
+            "join":null,"resume":null,"listen-port":51820,"local":[]}}"#
+        );
+        let ClientMsg::Hello(h) = decode::<ClientMsg>(old.as_bytes()).unwrap() else {
+            panic!("not a hello");
+        };
+        assert!(h.routes.is_empty());
+        let mut new = h.clone();
+        new.routes = vec!["10.244.3.0/24".parse().unwrap()];
+        let body = encode(&ClientMsg::Hello(new.clone()));
+        assert!(String::from_utf8_lossy(&body).contains(r#""routes":["10.244.3.0/24"]"#));
+        assert_eq!(
+            decode::<ClientMsg>(&body[4..]).unwrap(),
+            ClientMsg::Hello(new)
         );
     }
 

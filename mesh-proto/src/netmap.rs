@@ -38,7 +38,8 @@ pub struct PeerInfo {
     pub name: String,
     /// Its overlay address.
     pub address: IpAddr,
-    /// Prefixes routed to it: its address as /32 (or /128), later also approved routes.
+    /// Prefixes routed to it: its address as /32 (or /128), then the routes it advertises
+    /// that an admin approved.
     pub allowed_ips: Vec<IpNet>,
     /// Where it may be reached, best first.
     pub endpoints: Vec<SocketAddr>,

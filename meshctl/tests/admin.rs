@@ -185,9 +185,9 @@ fn members_table_and_json() {
     assert_eq!(
         assert_ok(&out),
         "\
-NAME              FINGERPRINT  ADDRESS   AUTHORIZED  ONLINE  LAST SEEN  VERSION
-web-1             m9OJrAFV     10.9.8.3  yes         yes     3d ago     0.1.0
-database-primary  m9OJrAFV     10.9.8.3  yes         no      never      0.1.0
+NAME              FINGERPRINT  ADDRESS   AUTHORIZED  ONLINE  LAST SEEN  VERSION  ROUTES
+web-1             m9OJrAFV     10.9.8.3  yes         yes     3d ago     0.1.0    -
+database-primary  m9OJrAFV     10.9.8.3  yes         no      never      0.1.0    -
 "
     );
     admin.expect("GET", "/api/networks/lab/members");

@@ -6,6 +6,8 @@
 //! address = "10.9.8.1/24"            # optional: this node's overlay address and prefix
 //! mtu = 1280                         # optional, default 1280, 576..=9000 (1280.. with IPv6)
 //! private-key-file = "/var/lib/meshd/node.key"   # optional; relative = next to this file
+//! advertise-routes = ["10.244.3.0/24"]          # optional: prefixes behind this node,
+//!                                    # offered to the coordinator (an admin approves them)
 //!
 //! [[peer]]
 //! public-key = "…44 characters of base64…"
@@ -67,6 +69,9 @@ pub struct Config {
     pub private_key_file: Option<PathBuf>,
     /// Static peers.
     pub peers: Vec<PeerConfig>,
+    /// Prefixes behind this node it offers its network (routes take effect once an
+    /// admin approves them).
+    pub advertise_routes: Vec<IpNet>,
 }
 
 /// One static peer.
@@ -93,6 +98,7 @@ impl Default for Config {
             mtu: DEFAULT_MTU,
             private_key_file: None,
             peers: Vec::new(),
+            advertise_routes: Vec::new(),
         }
     }
 }
@@ -218,6 +224,10 @@ pub struct RawConfig {
     pub mtu: Option<i64>,
     /// Private key file (what `wg genkey` writes, mode 0600). Default: `<state-dir>/node.key`.
     pub private_key_file: Option<String>,
+    /// Prefixes behind this node (e.g. a pod CIDR) to offer the network: CIDRs with no
+    /// host bits, outside `address`'s prefix.
+    #[serde(default)]
+    pub advertise_routes: Vec<String>,
     /// Static peers, one `[[peer]]` table each.
     #[serde(default)]
     pub peer: Vec<RawPeer>,
@@ -287,6 +297,19 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
         Some(p) => Some(base_dir.join(p)),
         None => None,
     };
+
+    let mut advertise_routes: Vec<IpNet> = Vec::with_capacity(raw.advertise_routes.len());
+    for (k, text) in raw.advertise_routes.iter().enumerate() {
+        let field = format!("advertise-routes[{k}]");
+        let net = parse_route(text, address).map_err(|r| ConfigError::invalid(&field, r))?;
+        if let Some(j) = advertise_routes.iter().position(|r| *r == net) {
+            return Err(ConfigError::invalid(
+                field,
+                format!("{net} is already listed as advertise-routes[{j}]"),
+            ));
+        }
+        advertise_routes.push(net);
+    }
 
     let mut peers = Vec::with_capacity(raw.peer.len());
     let mut keys: HashMap<Key, usize> = HashMap::new();
@@ -374,7 +397,35 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
         mtu,
         private_key_file,
         peers,
+        advertise_routes,
     })
+}
+
+/// An advertised route: a CIDR (prefix length required) with no host bits, not
+/// overlapping this node's own overlay prefix.
+fn parse_route(text: &str, address: Option<IpNet>) -> Result<IpNet, String> {
+    let net: IpNet = match text.parse() {
+        Ok(net) => net,
+        Err(_) if text.parse::<IpAddr>().is_ok() => {
+            return Err(format!(
+                "{text:?} has no prefix length; write it as CIDR, e.g. \"{text}/24\""
+            ));
+        }
+        Err(_) => return Err(format!("invalid CIDR {text:?}")),
+    };
+    if net.trunc() != net {
+        return Err(format!(
+            "{net} has host bits set; did you mean {}?",
+            net.trunc()
+        ));
+    }
+    if let Some(own) = address {
+        let own = own.trunc();
+        if own.contains(&net) || net.contains(&own) {
+            return Err(format!("{net} overlaps this node's overlay prefix {own}"));
+        }
+    }
+    Ok(net)
 }
 
 /// Linux's `dev_valid_name`, plus `%` (which the kernel would expand to a number).
@@ -589,6 +640,9 @@ endpoint = "localhost:7"
         ok(r#"address = "10.9.8.7/32""#);
         ok(r#"address = "fd00::1/64"
 mtu = 1280"#);
+        ok(r#"advertise-routes = []"#);
+        ok(r#"address = "10.9.8.1/24"
+advertise-routes = ["10.244.3.0/24", "fd00:244:3::/64", "10.9.9.0/24"]"#);
         ok(&format!(
             "[[peer]]\npublic-key = \"{}\"\npersistent-keepalive = 65535",
             key(1)
@@ -609,7 +663,7 @@ mtu = 1280"#);
             ("syntax", "mtu = 1280\nmtu = = 3\n".into(),
                 format!("{PATH}:2: ")),
             ("unknown field", "mtu = 1280\n\nadress = \"10.9.8.1/24\"\n".into(),
-                format!("{PATH}:3: unknown field `adress`, expected one of `interface`, `listen-port`, `address`, `mtu`, `private-key-file`, `peer`")),
+                format!("{PATH}:3: unknown field `adress`, expected one of `interface`, `listen-port`, `address`, `mtu`, `private-key-file`, `advertise-routes`, `peer`")),
             ("unknown peer field", format!("[[peer]]\npublic-key = \"{a}\"\nallowed-ip = []\n"),
                 format!("{PATH}:3: unknown field `allowed-ip`")),
             ("wrong type", "mtu = \"big\"\n".into(),
@@ -655,6 +709,19 @@ mtu = 1280"#);
                 format!("{PATH}: address: 224.0.0.1/24 is not a unicast host address")),
             ("private-key-file empty", r#"private-key-file = """#.into(),
                 format!("{PATH}: private-key-file: empty path")),
+            // advertise-routes
+            ("advertise-routes bad", r#"advertise-routes = ["10.244.3.0/24", "10.244.300.0/24"]"#.into(),
+                format!("{PATH}: advertise-routes[1]: invalid CIDR \"10.244.300.0/24\"")),
+            ("advertise-routes no prefix", r#"advertise-routes = ["10.244.3.0"]"#.into(),
+                format!("{PATH}: advertise-routes[0]: \"10.244.3.0\" has no prefix length; write it as CIDR, e.g. \"10.244.3.0/24\"")),
+            ("advertise-routes host bits", r#"advertise-routes = ["10.244.3.1/24"]"#.into(),
+                format!("{PATH}: advertise-routes[0]: 10.244.3.1/24 has host bits set; did you mean 10.244.3.0/24?")),
+            ("advertise-routes twice", r#"advertise-routes = ["10.244.3.0/24", "fd00:1::/64", "10.244.3.0/24"]"#.into(),
+                format!("{PATH}: advertise-routes[2]: 10.244.3.0/24 is already listed as advertise-routes[0]")),
+            ("advertise-routes overlay", "address = \"10.9.8.1/24\"\nadvertise-routes = [\"10.9.0.0/16\"]".into(),
+                format!("{PATH}: advertise-routes[0]: 10.9.0.0/16 overlaps this node's overlay prefix 10.9.8.0/24")),
+            ("advertise-routes type", "advertise-routes = \"10.244.3.0/24\"".into(),
+                format!("{PATH}:1: invalid type: string \"10.244.3.0/24\", expected a sequence")),
             // peer keys
             ("public-key missing", "[[peer]]\n[[peer]]\npublic-key = \"abcdefghijkl\"".into(),
                 format!("{PATH}: peer[0].public-key: missing; every peer needs one")),

@@ -33,6 +33,8 @@ pub struct MeshdConfig {
     /// The name meshd registers with a coordinator (`--name`); None = the hostname, which
     /// all namespaces share.
     pub node_name: Option<String>,
+    /// `advertise-routes`: prefixes behind the node offered to its network.
+    pub advertise_routes: Vec<String>,
 }
 
 impl MeshdConfig {
@@ -46,6 +48,7 @@ impl MeshdConfig {
             key,
             peers: Vec::new(),
             node_name: None,
+            advertise_routes: Vec::new(),
         }
     }
 
@@ -61,12 +64,19 @@ impl MeshdConfig {
             key,
             peers: Vec::new(),
             node_name: None,
+            advertise_routes: Vec::new(),
         }
     }
 
     /// Sets the name meshd registers with the coordinator (builder style).
     pub fn named(mut self, name: &str) -> MeshdConfig {
         self.node_name = Some(name.to_owned());
+        self
+    }
+
+    /// Sets the prefixes the node advertises (builder style).
+    pub fn advertising(mut self, routes: &[&str]) -> MeshdConfig {
+        self.advertise_routes = routes.iter().map(|r| (*r).to_owned()).collect();
         self
     }
 
@@ -89,6 +99,10 @@ impl MeshdConfig {
         t.push_str(&format!("mtu = {}\n", self.mtu));
         if let Some(f) = key_file {
             t.push_str(&format!("private-key-file = {}\n", q(&f.to_string_lossy())));
+        }
+        if !self.advertise_routes.is_empty() {
+            let routes: Vec<String> = self.advertise_routes.iter().map(|r| q(r)).collect();
+            t.push_str(&format!("advertise-routes = [{}]\n", routes.join(", ")));
         }
         for p in &self.peers {
             t.push_str("\n[[peer]]\n");
@@ -529,6 +543,27 @@ impl Meshd {
     /// if it still runs); returns once the API answers.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.kill9()?;
+        self.spawn()
+    }
+
+    /// Starts meshd again with `config` instead (kills it first if it still runs), keeping
+    /// the state directory (so a generated key and a membership survive) and socket.
+    pub fn restart_with(&mut self, config: MeshdConfig) -> anyhow::Result<()> {
+        self.kill9()?;
+        let key_file = match &config.key {
+            Some(k) => {
+                let f = self.dir.path().join("private.key");
+                util::write_file_mode(&f, &format!("{}\n", k.private), 0o600)?;
+                Some(f)
+            }
+            None => None,
+        };
+        util::write_file_mode(
+            &self.config_path,
+            &config.to_toml(key_file.as_deref()),
+            0o644,
+        )?;
+        self.config = config;
         self.spawn()
     }
 

@@ -11,8 +11,8 @@ use mesh_proto::Key;
 use super::{random32, Change, Coordinator, Error, NetState, State};
 use crate::ipam;
 use crate::model::{
-    validate_member_name, validate_network, validate_network_name, Member, Network, Token,
-    DEFAULT_KEEPALIVE, DEFAULT_MTU,
+    parse_route, route_conflict, validate_member_name, validate_network, validate_network_name,
+    Member, Network, Token, DEFAULT_KEEPALIVE, DEFAULT_MTU,
 };
 use crate::store::Op;
 
@@ -270,6 +270,53 @@ impl Coordinator {
     pub async fn deauthorize(&self, net: &str, node: &str) -> Result<MemberView, Error> {
         self.edit_member(net, node, "deauthorized", |_, m| {
             m.authorized = false;
+            Ok(())
+        })
+        .await
+    }
+
+    /// `POST /api/networks/{net}/members/{node}/routes/{prefix}/approve`: the member may
+    /// route `prefix` (effective while it advertises it). Idempotent; 409 when it overlaps
+    /// the network's prefix or another member's approved route.
+    pub async fn approve_route(
+        &self,
+        net: &str,
+        node: &str,
+        prefix: &str,
+    ) -> Result<MemberView, Error> {
+        let route = parse_route(prefix)?;
+        self.edit_member(net, node, "route approved", |ns, m| {
+            if let Some(why) =
+                route_conflict(&ns.network, &m.public_key, &route, ns.members.values())
+            {
+                return Err(Error::Conflict(why));
+            }
+            if let Err(at) = m.approved_routes.binary_search(&route) {
+                m.approved_routes.insert(at, route);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// `DELETE /api/networks/{net}/members/{node}/routes/{prefix}`: withdraws an approval;
+    /// 404 when it is not approved.
+    pub async fn unapprove_route(
+        &self,
+        net: &str,
+        node: &str,
+        prefix: &str,
+    ) -> Result<MemberView, Error> {
+        let route = parse_route(prefix)?;
+        self.edit_member(net, node, "route unapproved", |_, m| {
+            let before = m.approved_routes.len();
+            m.approved_routes.retain(|r| *r != route);
+            if m.approved_routes.len() == before {
+                return Err(Error::NotFound(format!(
+                    "route {route} is not approved for member {}",
+                    m.name
+                )));
+            }
             Ok(())
         })
         .await

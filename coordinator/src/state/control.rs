@@ -11,7 +11,9 @@ use tokio::sync::watch;
 
 use super::{Change, Coordinator, Error, LOG_KEEP};
 use crate::ipam::{self, IpamError};
-use crate::model::{clean_version, member_name_from_hello, ChangeRecord, Member, MAX_ENDPOINTS};
+use crate::model::{
+    clean_routes, clean_version, member_name_from_hello, ChangeRecord, Member, MAX_ENDPOINTS,
+};
 use crate::snapshot::Snapshot;
 use crate::store::{Op, StoreError};
 
@@ -182,6 +184,8 @@ impl Coordinator {
                     local_endpoints: Vec::new(),
                     reflexive_endpoints: Vec::new(),
                     public_endpoint: None,
+                    advertised_routes: Vec::new(),
+                    approved_routes: Vec::new(),
                 },
             };
             member.authorized |= authorize;
@@ -189,6 +193,9 @@ impl Coordinator {
             member.last_seen = Some(now);
             member.endpoints = endpoints;
             member.local_endpoints = local_endpoints;
+            // The node's config is static per run: what this hello advertises replaces
+            // what an earlier one did (a route no longer advertised is withdrawn).
+            member.advertised_routes = clean_routes(&hello.routes);
             // Hello carries no reflexive addresses; the node reports them once it asked the
             // reflectors. Until then keep those of the last connection that are still
             // plausible (same public IP: a reconnect through the same NAT), so peers are not

@@ -273,3 +273,99 @@ async fn the_relay_view_follows_authorisation_and_survives_restart() {
     coord.delete_network("lab").await.unwrap();
     assert!(view.load().is_empty());
 }
+
+#[tokio::test]
+async fn routes_approved_and_advertised_reach_peers() {
+    let coord = Coordinator::open(
+        Arc::new(MemoryStore::default()),
+        Arc::new(ManualClock::new(5_000)),
+        join_info(),
+    )
+    .unwrap();
+    lab(&coord).await;
+    let net = |s: &str| s.parse::<ipnet::IpNet>().unwrap();
+    let token = coord
+        .create_token(
+            "lab",
+            mesh_proto::admin::CreateToken {
+                reusable: true,
+                expires_in_secs: None,
+            },
+        )
+        .await
+        .unwrap()
+        .join_token
+        .parse::<JoinToken>()
+        .unwrap()
+        .secret;
+    let mut a = hello("lab", &private(1), Some(token.clone()));
+    a.routes = vec![net("10.244.1.0/24"), net("10.244.1.7/24"), net("0.0.0.0/0")];
+    coord.admit(&a, remote(1)).await.unwrap();
+    let mut b = hello("lab", &private(2), Some(token));
+    b.routes = vec![net("10.244.2.0/24")];
+    coord.admit(&b, remote(2)).await.unwrap();
+    let key_a = private(1).public_key();
+    let name_a = {
+        let ms = coord.list_members("lab").await.unwrap();
+        let m = ms.iter().find(|m| m.public_key == key_a).unwrap().clone();
+        assert_eq!(m.advertised_routes, vec![net("10.244.1.0/24")]);
+        assert!(m.approved_routes.is_empty());
+        m.name
+    };
+    let rx = coord.state.lock().await.networks["lab"].tx.subscribe();
+    let allowed = |rx: &watch::Receiver<Arc<Snapshot>>| -> Vec<String> {
+        rx.borrow().peers[&key_a]
+            .allowed_ips
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    };
+    assert_eq!(allowed(&rx).len(), 1, "advertised only: not routed");
+    let v0 = rx.borrow().version;
+
+    let view = coord
+        .approve_route("lab", &name_a, "10.244.1.0/24")
+        .await
+        .unwrap();
+    assert_eq!(view.approved_routes, vec![net("10.244.1.0/24")]);
+    assert_eq!(allowed(&rx)[1], "10.244.1.0/24");
+    let v1 = rx.borrow().version;
+    assert!(v1 > v0, "approval bumps the version");
+    // Idempotent, no bump.
+    coord
+        .approve_route("lab", &name_a, "10.244.1.0/24")
+        .await
+        .unwrap();
+    assert_eq!(rx.borrow().version, v1);
+
+    // Conflicts (the overlay prefix, A's approved route) and bad prefixes.
+    for prefix in ["10.9.8.0/25", "10.244.0.0/16", "10.244.1.128/25"] {
+        let r = coord.approve_route("lab", "node-2", prefix).await;
+        assert!(matches!(r, Err(Error::Conflict(_))), "{prefix}: {r:?}");
+    }
+    let r = coord.approve_route("lab", "node-2", "10.244.2.1/24").await;
+    assert!(matches!(r, Err(Error::Invalid(_))), "{r:?}");
+    assert!(matches!(
+        coord
+            .unapprove_route("lab", "node-2", "10.244.2.0/24")
+            .await,
+        Err(Error::NotFound(_))
+    ));
+
+    // The node stops advertising it: gone from peers, still approved.
+    let mut again = hello("lab", &private(1), None);
+    again.routes = vec![];
+    coord.admit(&again, remote(1)).await.unwrap();
+    assert_eq!(allowed(&rx).len(), 1);
+    a.join = None;
+    coord.admit(&a, remote(1)).await.unwrap();
+    assert_eq!(allowed(&rx).len(), 2, "advertised again: back");
+
+    // Unapproved: gone.
+    let view = coord
+        .unapprove_route("lab", &name_a, "10.244.1.0/24")
+        .await
+        .unwrap();
+    assert!(view.approved_routes.is_empty());
+    assert_eq!(allowed(&rx).len(), 1);
+}

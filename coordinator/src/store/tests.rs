@@ -26,6 +26,8 @@ fn member(b: u8) -> Member {
         local_endpoints: vec![],
         reflexive_endpoints: vec![],
         public_endpoint: None,
+        advertised_routes: vec![],
+        approved_routes: vec![],
     }
 }
 

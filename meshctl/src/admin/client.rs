@@ -104,6 +104,13 @@ impl Client {
             .map_err(anyhow::Error::msg)
     }
 
+    /// A DELETE whose answer is a JSON body (e.g. the member after unapproving a route).
+    #[allow(dead_code)] // used by `admin::route`, not yet wired into the CLI
+    pub fn delete_json(&self, path: &str) -> anyhow::Result<Value> {
+        self.json(Method::DELETE, path, None)
+            .map_err(anyhow::Error::msg)
+    }
+
     /// A call whose answer must be JSON.
     fn json(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Value, String> {
         let text = self.call(method, path, body)?;

@@ -344,6 +344,7 @@ fn members_table(members: &[MemberView], now: u64) -> String {
                 m.last_seen
                     .map_or_else(|| "never".to_owned(), |t| duration::ago(t, now)),
                 m.version.clone(),
+                routes_text(m),
             ]
         })
         .collect();
@@ -356,9 +357,109 @@ fn members_table(members: &[MemberView], now: u64) -> String {
             "ONLINE",
             "LAST SEEN",
             "VERSION",
+            "ROUTES",
         ],
         &rows,
     )
+}
+
+/// A member's routes in one cell: approved and advertised ones as they are (in effect),
+/// advertised ones awaiting approval marked `(unapproved)`, approved ones the node does not
+/// advertise marked `(not advertised)`; `-` for none.
+fn routes_text(m: &MemberView) -> String {
+    let mut all: Vec<_> = m
+        .advertised_routes
+        .iter()
+        .chain(&m.approved_routes)
+        .copied()
+        .collect();
+    all.sort();
+    all.dedup();
+    if all.is_empty() {
+        return "-".to_owned();
+    }
+    all.iter()
+        .map(|r| {
+            match (
+                m.advertised_routes.contains(r),
+                m.approved_routes.contains(r),
+            ) {
+                (true, true) => r.to_string(),
+                (true, false) => format!("{r} (unapproved)"),
+                _ => format!("{r} (not advertised)"),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `meshctl admin approve-route` / `unapprove-route`: one call each; answers what to print.
+///
+/// Wired in by `cli::AdminCommand` with a `#[command(flatten)] Route(admin::RouteCommand)`
+/// variant and its arm in [`command`]; until then only the tests reach it.
+#[allow(dead_code)] // until cli::AdminCommand wires it in (see above)
+pub fn route(client: &Client, command: RouteCommand) -> anyhow::Result<String> {
+    let (approve, args) = match command {
+        RouteCommand::ApproveRoute(args) => (true, args),
+        RouteCommand::UnapproveRoute(args) => (false, args),
+    };
+    let RouteArgs {
+        network,
+        node,
+        prefix,
+        output,
+    } = args;
+    let prefix = prefix.to_string();
+    let answer = if approve {
+        client.post(
+            &api_path(&[
+                "networks", &network, "members", &node, "routes", &prefix, "approve",
+            ]),
+            None::<&()>,
+        )?
+    } else {
+        client.delete_json(&api_path(&[
+            "networks", &network, "members", &node, "routes", &prefix,
+        ]))?
+    };
+    show(output, answer, |m: MemberView| {
+        let verb = if approve { "approved" } else { "unapproved" };
+        let note = if approve && !m.advertised_routes.iter().any(|r| r.to_string() == prefix) {
+            " (not advertised by the node yet: peers get it once it is)"
+        } else {
+            ""
+        };
+        format!(
+            "{verb} route {prefix} for {} ({}) in {network}{note}\nroutes: {}\n",
+            m.name,
+            m.fingerprint,
+            routes_text(&m)
+        )
+    })
+}
+
+/// Route commands under `meshctl admin`.
+#[allow(dead_code)] // until cli::AdminCommand wires it in (see above)
+#[derive(Debug, clap::Subcommand)]
+pub enum RouteCommand {
+    /// Approve a prefix a member advertises (e.g. its pod CIDR): peers route it to the
+    /// member while it advertises it.
+    ApproveRoute(RouteArgs),
+    /// Withdraw a route approval: peers drop the route.
+    UnapproveRoute(RouteArgs),
+}
+
+/// `NETWORK NODE PREFIX [--json]`.
+#[derive(Debug, clap::Args)]
+pub struct RouteArgs {
+    /// The network.
+    pub network: String,
+    /// The member: its name, public key or fingerprint (8+ characters of the key).
+    pub node: String,
+    /// The prefix, e.g. 10.244.3.0/24 (no host bits).
+    pub prefix: ipnet::IpNet,
+    #[command(flatten)]
+    pub output: JsonFlag,
 }
 
 /// `active`, `revoked`, `expired` or `used` (a one-time token that admitted its node).
@@ -433,6 +534,8 @@ mod tests {
             version: "0.1.0".to_owned(),
             endpoints: vec![],
             public_endpoint: None,
+            advertised_routes: vec![],
+            approved_routes: vec![],
         }
     }
 
@@ -449,11 +552,52 @@ mod tests {
         assert_eq!(
             text,
             "\
-NAME   FINGERPRINT  ADDRESS   AUTHORIZED  ONLINE  LAST SEEN  VERSION
-web-1  m9OJrAFV     10.9.8.3  yes         yes     12s ago    0.1.0
-db     m9OJrAFV     10.9.8.3  no          no      never      0.1.0
+NAME   FINGERPRINT  ADDRESS   AUTHORIZED  ONLINE  LAST SEEN  VERSION  ROUTES
+web-1  m9OJrAFV     10.9.8.3  yes         yes     12s ago    0.1.0    -
+db     m9OJrAFV     10.9.8.3  no          no      never      0.1.0    -
 "
         );
+    }
+
+    #[test]
+    fn routes_render() {
+        let net = |s: &str| s.parse::<ipnet::IpNet>().unwrap();
+        let mut m = member("web-1", true, true, None);
+        m.advertised_routes = vec![net("10.244.3.0/24"), net("10.244.4.0/24")];
+        m.approved_routes = vec![net("10.244.3.0/24"), net("10.250.0.0/16")];
+        assert_eq!(
+            routes_text(&m),
+            "10.244.3.0/24, 10.244.4.0/24 (unapproved), 10.250.0.0/16 (not advertised)"
+        );
+    }
+
+    #[test]
+    fn route_commands_parse() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(subcommand)]
+            command: RouteCommand,
+        }
+        let cli =
+            Cli::try_parse_from(["x", "approve-route", "lab", "web-1", "10.244.3.0/24"]).unwrap();
+        assert!(matches!(cli.command, RouteCommand::ApproveRoute(ref a)
+            if a.prefix == net("10.244.3.0/24") && !a.output.json));
+        let cli = Cli::try_parse_from([
+            "x",
+            "unapprove-route",
+            "lab",
+            "web-1",
+            "10.244.3.0/24",
+            "--json",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, RouteCommand::UnapproveRoute(ref a) if a.output.json));
+        assert!(Cli::try_parse_from(["x", "approve-route", "lab", "web-1", "10.244.3"]).is_err());
+
+        fn net(s: &str) -> ipnet::IpNet {
+            s.parse().unwrap()
+        }
     }
 
     fn token(

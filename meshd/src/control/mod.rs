@@ -270,6 +270,7 @@ impl Control {
             resume: cached.as_ref().map(|n| n.version),
             listen_port,
             local: local.clone(),
+            routes: self.device.advertise_routes().to_vec(),
         };
         self.device.set_local_candidates(local.clone());
         let feed = session::EndpointFeed {

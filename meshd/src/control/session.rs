@@ -227,6 +227,7 @@ mod tests {
             resume: None,
             listen_port: 51820,
             local: vec![],
+            routes: vec![],
         }
     }
 

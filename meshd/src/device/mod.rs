@@ -20,7 +20,7 @@ pub mod traversal;
 mod tun;
 mod udp;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -72,6 +72,8 @@ pub struct Device {
     traversal: traversal::State,
     /// The reflexive addresses, for the control session to report.
     reflexive_watch: tokio::sync::watch::Sender<Vec<std::net::SocketAddr>>,
+    /// Prefixes behind this node, offered to the network (`advertise-routes`).
+    advertise_routes: Vec<IpNet>,
 }
 
 /// The configuration the packet paths see, split by origin.
@@ -86,6 +88,9 @@ struct Dynamic {
     /// Address from the netmap.
     network_address: Option<IpNet>,
     mtu: u16,
+    /// Kernel routes into the TUN this node installed for network peers' allowed IPs
+    /// outside the overlay prefix (approved routes of other members).
+    kernel_routes: BTreeSet<IpNet>,
 }
 
 impl std::fmt::Debug for Device {
@@ -94,6 +99,47 @@ impl std::fmt::Debug for Device {
             .field("interface", &self.interface)
             .field("public_key", &self.public_key)
             .finish_non_exhaustive()
+    }
+}
+
+/// The prefixes to route into the TUN: network peers' allowed IPs that are not inside
+/// this node's overlay prefix (the kernel routes those already, via the address) and do
+/// not overlap a prefix this node advertises itself (it must not pull traffic for its own
+/// routes into the mesh).
+fn route_prefixes<'a>(
+    overlay: Option<IpNet>,
+    own: &[IpNet],
+    allowed: impl Iterator<Item = &'a Vec<IpNet>>,
+) -> BTreeSet<IpNet> {
+    let overlaps = |a: &IpNet, b: &IpNet| a.contains(b) || b.contains(a);
+    allowed
+        .flatten()
+        .filter(|p| !overlay.is_some_and(|o| o.contains(*p)))
+        .filter(|p| {
+            let mine = own.iter().any(|o| overlaps(o, p));
+            if mine {
+                tracing::warn!(prefix = %p, "a peer claims a prefix this node advertises; not routing it into the mesh");
+            }
+            !mine
+        })
+        .copied()
+        .collect()
+}
+
+/// `ip route ACTION PREFIX dev IFNAME`.
+fn ip_route(action: &str, prefix: IpNet, interface: &str) -> Result<(), String> {
+    let out = std::process::Command::new("ip")
+        .args(["route", action, &prefix.to_string(), "dev", interface])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("running ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip route {action} {prefix} dev {interface}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 
@@ -186,11 +232,13 @@ impl Device {
                 static_address: config.address,
                 network_address: None,
                 mtu: config.mtu,
+                kernel_routes: BTreeSet::new(),
             }),
             next_index,
             control_status: Mutex::new(None),
             traversal: traversal::State::default(),
             reflexive_watch: tokio::sync::watch::Sender::new(Vec::new()),
+            advertise_routes: config.advertise_routes.clone(),
         });
         tracing::info!(
             public_key = %device.public_key.fingerprint(),
@@ -232,6 +280,11 @@ impl Device {
     /// The node's public key.
     pub fn public_key(&self) -> Key {
         self.public_key
+    }
+
+    /// The prefixes this node advertises (`advertise-routes`).
+    pub fn advertise_routes(&self) -> &[IpNet] {
+        &self.advertise_routes
     }
 
     /// A snapshot for `meshctl status`.
@@ -363,6 +416,12 @@ impl Device {
                 .count(),
         );
         d.network_peers = next;
+        let want = route_prefixes(
+            netmap.map(|m| m.address.trunc()),
+            &self.advertise_routes,
+            d.network_peers.values().map(|p| &p.allowed_ips),
+        );
+        self.sync_kernel_routes(&mut d.kernel_routes, &want);
         let all = d
             .static_peers
             .iter()
@@ -381,6 +440,30 @@ impl Device {
             removed,
             "netmap applied"
         );
+    }
+
+    /// Makes the kernel routes into the TUN match `want`: `ip route del` for those no longer
+    /// wanted, `ip route replace` for new ones. Failures are logged; a route that failed
+    /// to install is retried on the next netmap.
+    fn sync_kernel_routes(&self, installed: &mut BTreeSet<IpNet>, want: &BTreeSet<IpNet>) {
+        let stale: Vec<IpNet> = installed.difference(want).copied().collect();
+        for prefix in stale {
+            match ip_route("del", prefix, &self.interface) {
+                Ok(()) => tracing::info!(%prefix, "route removed"),
+                Err(e) => tracing::warn!(%prefix, "removing route: {e}"),
+            }
+            installed.remove(&prefix);
+        }
+        let missing: Vec<IpNet> = want.difference(installed).copied().collect();
+        for prefix in missing {
+            match ip_route("replace", prefix, &self.interface) {
+                Ok(()) => {
+                    tracing::info!(%prefix, "route added");
+                    installed.insert(prefix);
+                }
+                Err(e) => tracing::warn!(%prefix, "adding route: {e}"),
+            }
+        }
     }
 
     /// Sends a handshake initiation to `peer` now rather than on its first packet. A peer
@@ -506,5 +589,32 @@ pub async fn timers(device: Arc<Device>) {
                 _ => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_outside_the_overlay_and_not_our_own() {
+        let net = |s: &str| s.parse::<IpNet>().unwrap();
+        let peers = [
+            vec![net("10.9.8.2/32"), net("10.244.2.0/24")],
+            vec![
+                net("10.9.8.3/32"),
+                net("10.244.1.0/25"),
+                net("fd00:244::/64"),
+            ],
+        ];
+        let got = route_prefixes(
+            Some(net("10.9.8.0/24")),
+            &[net("10.244.1.0/24")],
+            peers.iter(),
+        );
+        let want: BTreeSet<IpNet> = [net("10.244.2.0/24"), net("fd00:244::/64")].into();
+        assert_eq!(got, want);
+        // No overlay address (static-only): every allowed IP outside it counts.
+        assert_eq!(route_prefixes(None, &[], peers.iter()).len(), 5);
     }
 }
