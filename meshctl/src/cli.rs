@@ -69,6 +69,35 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print what kubeadm, kubelet, etcd and flannel need on this node: the overlay
+    /// address, the mesh interface and the MTU.
+    K8s {
+        /// Print the values as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script, e.g. `meshctl completions bash > /etc/bash_completion.d/meshctl`.
+    Completions {
+        /// The shell.
+        shell: Shell,
+    },
+    /// Write man pages (meshctl.1 and one per subcommand) into a directory (for packaging).
+    #[command(hide = true)]
+    Man {
+        /// Where to write the pages.
+        dir: PathBuf,
+    },
+}
+
+/// Shells `meshctl completions` writes scripts for.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Shell {
+    /// GNU bash.
+    Bash,
+    /// Z shell.
+    Zsh,
+    /// fish.
+    Fish,
 }
 
 /// `meshctl join`.
@@ -119,6 +148,9 @@ pub struct AdminArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
+    /// Approve or unapprove routes members advertise (pod CIDRs).
+    #[command(flatten)]
+    Route(crate::admin::RouteCommand),
     /// Create, list, show and delete networks.
     Network {
         #[command(subcommand)]

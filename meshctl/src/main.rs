@@ -5,13 +5,15 @@
 //! and `admin`, a client of the coordinator's admin HTTP API (see [`mesh_proto::admin`]).
 //!
 //! Kept thin: flags in [`cli`], the local API client in [`local`], the commands in [`keys`],
-//! [`status`], [`join`] and [`admin`]. Every error is printed as one line, `meshctl: …`,
-//! with exit code 1.
+//! [`status`], [`join`] and [`admin`]; shell completions and man pages in [`docs`].
+//! Every error is printed as one line, `meshctl: …`, with exit code 1.
 
 mod admin;
 mod cli;
+mod docs;
 mod duration;
 mod join;
+mod k8s;
 mod keys;
 mod local;
 mod probe;
@@ -50,6 +52,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Admin(args) => admin::run(args, &mut out)?,
         Command::Ping { peer, json } => probe::ping(&cli.connect.socket, &peer, json, &mut out)?,
         Command::Netcheck { json } => probe::netcheck(&cli.connect.socket, json, &mut out)?,
+        Command::K8s { json } => k8s::run(&cli.connect.socket, json, &mut out)?,
+        Command::Completions { shell } => docs::completions(shell, &mut out),
+        Command::Man { dir } => docs::man_pages(&dir)?,
     }
     out.flush()?;
     Ok(())

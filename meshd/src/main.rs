@@ -1,13 +1,15 @@
 //! meshd: the wiremesh node daemon.
 //!
 //! Thin by design: parse flags, load config and key, then hand over to [`device::Device`]
-//! (the data plane) and [`api`] (the local unix-socket API).
+//! (the data plane) and [`api`] (the local unix-socket API). Under systemd
+//! (`Type=notify`) it reports readiness with [`notify`]; see [`readiness`] for when.
 
 mod api;
 mod config;
 mod control;
 mod device;
 mod keys;
+mod notify;
 
 use std::path::PathBuf;
 
@@ -17,6 +19,8 @@ use clap::Parser;
 const DEFAULT_CONFIG: &str = "/etc/meshd/meshd.toml";
 const DEFAULT_STATE_DIR: &str = "/var/lib/meshd";
 const DEFAULT_SOCKET: &str = "/run/meshd/meshd.sock";
+/// How long readiness waits for the first netmap of a membership without a cached one.
+const READY_NETMAP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// wiremesh node daemon: WireGuard (boringtun) on a TUN device
 #[derive(Debug, Parser)]
@@ -64,6 +68,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         keys::load_or_create(config.private_key_file.as_deref(), &cli.state_dir)?;
     tracing::info!(key_file = %key_path.display(), "loaded node key");
     let cache = control::Cache::open(&cli.state_dir)?;
+    // Decided before `Control::start`, which applies a matching cached netmap synchronously.
+    let membership = cache.membership()?.map(|m| m.network);
+    let cached_netmap = match &membership {
+        Some(network) => cache.netmap()?.is_some_and(|n| &n.network.name == network),
+        None => false,
+    };
     let name = match cli.name.clone() {
         Some(n) => n,
         None => std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -90,6 +100,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             public_key = %device.public_key().fingerprint(),
             "meshd up"
         );
+        tokio::spawn(readiness(device.clone(), membership, cached_netmap));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("installing the SIGTERM handler")?;
         tokio::select! {
@@ -100,4 +111,64 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         // The TUN interface goes away with the process; `_socket` removes the socket file.
         Ok(())
     })
+}
+
+/// Tells systemd (`READY=1`) that this node is usable: called once the interface is up, the
+/// local API listens and a cached netmap, if any, is applied.
+///
+/// - No membership (static peers only, or not joined yet): ready now.
+/// - A membership with a cached netmap: `Control::start` has applied it: ready now.
+/// - A membership without a cache (first start after `meshctl join`): wait until the
+///   first live netmap is applied (control state `Connected`), the coordinator answers
+///   pending/denied (no netmap will come soon), or [`READY_NETMAP_TIMEOUT`] passes; then
+///   ready in any case, with a `STATUS=` that says which, so that an unreachable
+///   coordinator never keeps the unit from starting.
+async fn readiness(
+    device: std::sync::Arc<device::Device>,
+    membership: Option<String>,
+    cached_netmap: bool,
+) {
+    use mesh_proto::api::ControlState;
+    let iface = device.interface().to_owned();
+    let status = match membership {
+        None => format!("{iface} up, no network membership"),
+        Some(network) if cached_netmap => {
+            format!("{iface} up, network {network}: cached netmap applied")
+        }
+        Some(network) => {
+            let deadline = tokio::time::Instant::now() + READY_NETMAP_TIMEOUT;
+            if let Err(e) = notify::status(&format!(
+                "{iface} up, network {network}: waiting for the first netmap"
+            )) {
+                tracing::warn!("NOTIFY_SOCKET: {e}");
+            }
+            loop {
+                let state = device.status().control.map(|c| c.state);
+                match state {
+                    Some(ControlState::Connected) => {
+                        break format!("{iface} up, network {network}: netmap applied");
+                    }
+                    Some(ControlState::Pending) => {
+                        break format!("{iface} up, network {network}: pending authorisation");
+                    }
+                    Some(ControlState::Denied) => {
+                        break format!("{iface} up, network {network}: refused by the coordinator");
+                    }
+                    Some(ControlState::Connecting) | None => {}
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    break format!(
+                        "{iface} up, network {network}: no netmap after {}s, still connecting",
+                        READY_NETMAP_TIMEOUT.as_secs()
+                    );
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+    match notify::ready(&status) {
+        Ok(true) => tracing::info!(%status, "notified systemd: ready"),
+        Ok(false) => {}
+        Err(e) => tracing::warn!("NOTIFY_SOCKET: {e}"),
+    }
 }

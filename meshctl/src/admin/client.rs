@@ -105,7 +105,6 @@ impl Client {
     }
 
     /// A DELETE whose answer is a JSON body (e.g. the member after unapproving a route).
-    #[allow(dead_code)] // used by `admin::route`, not yet wired into the CLI
     pub fn delete_json(&self, path: &str) -> anyhow::Result<Value> {
         self.json(Method::DELETE, path, None)
             .map_err(anyhow::Error::msg)

@@ -199,6 +199,7 @@ fn command(client: &Client, command: AdminCommand, now: u64) -> anyhow::Result<S
             })?
         }
         AdminCommand::Token { command } => token(client, command, now)?,
+        AdminCommand::Route(command) => route(client, command)?,
     };
     Ok(text)
 }
@@ -394,10 +395,6 @@ fn routes_text(m: &MemberView) -> String {
 }
 
 /// `meshctl admin approve-route` / `unapprove-route`: one call each; answers what to print.
-///
-/// Wired in by `cli::AdminCommand` with a `#[command(flatten)] Route(admin::RouteCommand)`
-/// variant and its arm in [`command`]; until then only the tests reach it.
-#[allow(dead_code)] // until cli::AdminCommand wires it in (see above)
 pub fn route(client: &Client, command: RouteCommand) -> anyhow::Result<String> {
     let (approve, args) = match command {
         RouteCommand::ApproveRoute(args) => (true, args),
@@ -439,7 +436,6 @@ pub fn route(client: &Client, command: RouteCommand) -> anyhow::Result<String> {
 }
 
 /// Route commands under `meshctl admin`.
-#[allow(dead_code)] // until cli::AdminCommand wires it in (see above)
 #[derive(Debug, clap::Subcommand)]
 pub enum RouteCommand {
     /// Approve a prefix a member advertises (e.g. its pod CIDR): peers route it to the
