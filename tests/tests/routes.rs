@@ -1,13 +1,14 @@
 //! Routes for pod networks (issue 6, item 3), end to end.
 //!
-//! Two sites: node a behind a port-restricted cone NAT, node b with a public address. Each
+//! Two sites, each node behind its own port-restricted cone NAT (a direct path punched
+//! through both). Each
 //! node namespace has a "pod" namespace behind it on a veth pair (pod a 10.244.1.2/24,
 //! gateway 10.244.1.1 on node a; pod b 10.244.2.2/24 behind node b), the nodes forward
 //! (`ip_forward=1`) and their meshd advertises the pod prefix (`advertise-routes`).
 //!
 //! ```text
-//!  pod a ── node a ── cone NAT ── internet ── node b ── pod b
-//!  10.244.1.2   mesh (WireGuard, NAT in between)     10.244.2.2
+//!  pod a ── node a ── cone NAT ── internet ── cone NAT ── node b ── pod b
+//!  10.244.1.2      mesh (WireGuard, NATs in between)              10.244.2.2
 //! ```
 //!
 //! A route reaches peers (their allowed IPs and a kernel route into their TUN) only once an
@@ -121,7 +122,7 @@ fn pod_routes_need_approval_and_withdraw_everywhere() -> anyhow::Result<()> {
     let lab = Lab::new()?;
     let mut mesh = NatMesh::new(
         &lab,
-        &[SiteSpec::one(NatKind::Cone), SiteSpec::one(NatKind::None)],
+        &[SiteSpec::one(NatKind::Cone), SiteSpec::one(NatKind::Cone)],
     )?;
     // The same nodes (keys in their state directories), now advertising their pod prefix.
     for (i, route) in [(0, POD_A_NET), (1, POD_B_NET)] {
