@@ -189,7 +189,9 @@ fn pod_routes_need_approval_and_withdraw_everywhere() -> anyhow::Result<()> {
     wait_until(CONVERGE, "pod a pings pod b through the mesh", || {
         ping_once(&pod_a, POD_B)
     })?;
-    assert!(ping_once(&pod_b, POD_A), "pod b does not reach pod a");
+    wait_until(CONVERGE, "pod b pings pod a through the mesh", || {
+        ping_once(&pod_b, POD_A)
+    })?;
     // An overlapping approval for the other member is refused.
     assert!(route_admin(&mesh.coord, true, &name_b, "10.244.1.128/25").is_err());
 

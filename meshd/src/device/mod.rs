@@ -303,7 +303,7 @@ impl Device {
                 PeerStatus {
                     public_key: p.public_key,
                     endpoint: endpoint.map(|e| e.addr()),
-                    allowed_ips: p.allowed_ips.clone(),
+                    allowed_ips: p.allowed_ips(),
                     latest_handshake_secs: since_handshake.map(|d| d.as_secs()),
                     rx_bytes: rx as u64,
                     tx_bytes: tx as u64,
@@ -338,8 +338,9 @@ impl Device {
     }
 
     /// Makes the data plane match `netmap` (or, with `None`, drops everything that came from
-    /// a network). A pure diff: peers whose key, allowed IPs and keepalive are unchanged keep
-    /// their `Tunn`, so their sessions continue undisturbed; only their endpoint may move.
+    /// a network). A pure diff: peers whose key and keepalive are unchanged keep
+    /// their `Tunn`, so their sessions continue undisturbed; their allowed IPs and endpoint may
+    /// change in place.
     /// One bad setting (e.g. an address the kernel refuses) is logged and the rest applied.
     pub fn apply_netmap(&self, netmap: Option<&Netmap>) {
         let mut d = self.dynamic.lock();
@@ -384,9 +385,11 @@ impl Device {
                 continue;
             }
             let peer = match d.network_peers.get(&info.public_key) {
-                Some(p)
-                    if p.allowed_ips == info.allowed_ips && p.persistent_keepalive == keepalive =>
-                {
+                // Allowed IPs (e.g. an approved pod route) change in place: the session stays.
+                Some(p) if p.persistent_keepalive == keepalive => {
+                    if p.allowed_ips() != info.allowed_ips {
+                        p.set_allowed_ips(info.allowed_ips.clone());
+                    }
                     if let Some(t) = &p.traversal {
                         if *t.name.read() != info.name {
                             t.name.write().clone_from(&info.name);
@@ -416,10 +419,11 @@ impl Device {
                 .count(),
         );
         d.network_peers = next;
+        let allowed: Vec<Vec<IpNet>> = d.network_peers.values().map(|p| p.allowed_ips()).collect();
         let want = route_prefixes(
             netmap.map(|m| m.address.trunc()),
             &self.advertise_routes,
-            d.network_peers.values().map(|p| &p.allowed_ips),
+            allowed.iter(),
         );
         self.sync_kernel_routes(&mut d.kernel_routes, &want);
         let all = d

@@ -55,7 +55,7 @@ pub struct Peer {
     /// The peer's static public key.
     pub public_key: Key,
     /// Prefixes routed to this peer and accepted from it.
-    pub allowed_ips: Vec<IpNet>,
+    allowed_ips: RwLock<Vec<IpNet>>,
     /// Keepalive interval in seconds, if any.
     pub persistent_keepalive: Option<u16>,
     /// boringtun's state machine for this peer (handshakes, sessions, timers).
@@ -100,7 +100,7 @@ impl Peer {
         Peer {
             index,
             public_key,
-            allowed_ips,
+            allowed_ips: RwLock::new(allowed_ips),
             persistent_keepalive,
             tunn: Mutex::new(tunn),
             endpoint: RwLock::new(endpoint),
@@ -129,6 +129,18 @@ impl Peer {
     /// Forgets the attempt (it completed, or gave up).
     pub fn handshake_done(&self) {
         *self.handshake.lock() = HandshakeTrack::default();
+    }
+
+    /// Prefixes routed to this peer and accepted from it. The packet paths do not read this:
+    /// they use the [`PeerTable`]'s routes, rebuilt whenever this changes.
+    pub fn allowed_ips(&self) -> Vec<IpNet> {
+        self.allowed_ips.read().clone()
+    }
+
+    /// Replaces the allowed IPs (an approved route appeared or went); the caller rebuilds
+    /// the table. The session is kept.
+    pub fn set_allowed_ips(&self, nets: Vec<IpNet>) {
+        *self.allowed_ips.write() = nets;
     }
 
     /// Where packets for this peer go now.
@@ -181,7 +193,7 @@ impl PeerTable {
         for peer in &peers {
             table.by_index.insert(peer.index, peer.clone());
             table.by_key.insert(peer.public_key, peer.clone());
-            for net in &peer.allowed_ips {
+            for net in peer.allowed_ips().iter() {
                 table.routes.insert(*net, peer.clone());
             }
         }
