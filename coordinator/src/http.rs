@@ -1,5 +1,6 @@
 //! The admin HTTP API: exactly the route table of [`mesh_proto::admin`], JSON in and out,
-//! `Authorization: Bearer <admin token>` on every request (compared in constant time).
+//! `Authorization: Bearer <admin token>` on every request (compared in constant time)
+//! except `GET /api/openapi.json`, the API's public description ([`crate::openapi`]).
 //!
 //! Every failure answers with an [`ApiError`] body: 401 without the right token, 400 for
 //! a malformed body or path, 404 for an unknown network/member/token/route, 405 for a wrong
@@ -16,7 +17,11 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
-use mesh_proto::admin::{ApiError, CreateNetwork, CreateToken, UpdateMember};
+#[allow(unused_imports)] // `MemberView` and friends are named only in `utoipa::path`.
+use mesh_proto::admin::{
+    ApiError, CreateNetwork, CreateToken, MemberView, NetworkView, TokenCreated, TokenView,
+    UpdateMember,
+};
 use mesh_proto::control::ct_eq;
 use serde::de::DeserializeOwned;
 use sha2::{Digest as _, Sha256};
@@ -169,6 +174,8 @@ pub fn router(coord: Arc<Coordinator>, admin_token: &str) -> Router {
             "/api/networks/{net}/tokens/{id}",
             axum::routing::delete(revoke_token),
         )
+        .route("/api/audit", get(audit))
+        .route("/metrics", get(metrics))
         .fallback(|| async { Failure(StatusCode::NOT_FOUND, "no such route".into()) })
         .method_not_allowed_fallback(|| async {
             Failure(
@@ -177,6 +184,8 @@ pub fn router(coord: Arc<Coordinator>, admin_token: &str) -> Router {
             )
         })
         .layer(middleware::from_fn_with_state(api.clone(), authenticate))
+        // Added after the token check: the API's description is public (`crate::openapi`).
+        .route(crate::openapi::PATH, get(crate::openapi::serve))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(api)
 }
@@ -204,10 +213,31 @@ async fn authenticate(State(api): State<Api>, req: Request, next: Next) -> Respo
 
 type Answer<T> = Result<T, Failure>;
 
+#[utoipa::path(
+    get,
+    path = "/api/networks",
+    responses(
+        (status = 200, description = "every network", body = [NetworkView]),
+        (status = 401, description = "missing or wrong admin token", body = ApiError),
+    ),
+)]
 async fn list_networks(State(api): State<Api>) -> impl IntoResponse {
     Json(api.coord.list_networks().await)
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/networks",
+    request_body = CreateNetwork,
+    responses(
+        (status = 201, description = "created", body = NetworkView),
+        (status = 400, description = "malformed path or body", body = ApiError),
+        (status = 401, description = "missing or wrong admin token", body = ApiError),
+        (status = 409, description = "conflict (address taken, duplicate, ambiguous member, overlapping route)", body = ApiError),
+        (status = 415, description = "body without a JSON content type", body = ApiError),
+        (status = 500, description = "the coordinator failed (storage)", body = ApiError),
+    ),
+)]
 async fn create_network(
     State(api): State<Api>,
     Body(req): Body<CreateNetwork>,
@@ -218,6 +248,17 @@ async fn create_network(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/networks/{net}",
+    params(("net" = String, Path, description = "network name")),
+    responses(
+        (status = 200, description = "the network", body = NetworkView),
+        (status = 400, description = "malformed path or body", body = ApiError),
+        (status = 401, description = "missing or wrong admin token", body = ApiError),
+        (status = 404, description = "no such network, member, token or route", body = ApiError),
+    ),
+)]
 async fn get_network(
     State(api): State<Api>,
     Params(net): Params<String>,
@@ -225,11 +266,34 @@ async fn get_network(
     Ok(Json(api.coord.get_network(&net).await?))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/networks/{net}",
+    params(("net" = String, Path, description = "network name")),
+    responses(
+        (status = 204, description = "deleted"),
+        (status = 400, description = "malformed path or body", body = ApiError),
+        (status = 401, description = "missing or wrong admin token", body = ApiError),
+        (status = 404, description = "no such network, member, token or route", body = ApiError),
+        (status = 500, description = "the coordinator failed (storage)", body = ApiError),
+    ),
+)]
 async fn delete_network(State(api): State<Api>, Params(net): Params<String>) -> Answer<StatusCode> {
     api.coord.delete_network(&net).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/networks/{net}/members",
+    params(("net" = String, Path, description = "network name")),
+    responses(
+        (status = 200, description = "its members", body = [MemberView]),
+        (status = 400, description = "malformed path or body", body = ApiError),
+        (status = 401, description = "missing or wrong admin token", body = ApiError),
+        (status = 404, description = "no such network, member, token or route", body = ApiError),
+    ),
+)]
 async fn list_members(
     State(api): State<Api>,
     Params(net): Params<String>,
@@ -237,6 +301,21 @@ async fn list_members(
     Ok(Json(api.coord.list_members(&net).await?))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/networks/{net}/members/{node}",
+    request_body = UpdateMember,
+    params(("net" = String, Path, description = "network name"), ("node" = String, Path, description = "member name, public key (base64url or URL-encoded base64) or unique key prefix of at least 8 characters")),
+    responses(
+        (status = 200, description = "the updated member", body = MemberView),
+        (status = 400, description = "malformed path or body", body = ApiError),
+        (status = 401, description = "missing or wrong admin token", body = ApiError),
+        (status = 404, description = "no such network, member, token or route", body = ApiError),
+        (status = 409, description = "conflict (address taken, duplicate, ambiguous member, overlapping route)", body = ApiError),
+        (status = 415, description = "body without a JSON content type", body = ApiError),
+        (status = 500, description = "the coordinator failed (storage)", body = ApiError),
+    ),
+)]
 async fn update_member(
     State(api): State<Api>,
     Params((net, node)): Params<(String, String)>,
@@ -245,6 +324,19 @@ async fn update_member(
     Ok(Json(api.coord.update_member(&net, &node, req).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/networks/{net}/members/{node}/authorize",
+    params(("net" = String, Path, description = "network name"), ("node" = String, Path, description = "member name, public key (base64url or URL-encoded base64) or unique key prefix of at least 8 characters")),
+    responses(
+        (status = 200, description = "the authorised member", body = MemberView),
+        (status = 400, description = "malformed path or body", body = ApiError),
+        (status = 401, description = "missing or wrong admin token", body = ApiError),
+        (status = 404, description = "no such network, member, token or route", body = ApiError),
+        (status = 409, description = "conflict (address taken, duplicate, ambiguous member, overlapping route)", body = ApiError),
+        (status = 500, description = "the coordinator failed (storage)", body = ApiError),
+    ),
+)]
 async fn authorize(
     State(api): State<Api>,
     Params((net, node)): Params<(String, String)>,
@@ -252,6 +344,19 @@ async fn authorize(
     Ok(Json(api.coord.authorize(&net, &node).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/networks/{net}/members/{node}/deauthorize",
+    params(("net" = String, Path, description = "network name"), ("node" = String, Path, description = "member name, public key (base64url or URL-encoded base64) or unique key prefix of at least 8 characters")),
+    responses(
+        (status = 200, description = "the deauthorised member", body = MemberView),
+        (status = 400, description = "malformed path or body", body = ApiError),
+        (status = 401, description = "missing or wrong admin token", body = ApiError),
+        (status = 404, description = "no such network, member, token or route", body = ApiError),
+        (status = 409, description = "conflict (address taken, duplicate, ambiguous member, overlapping route)", body = ApiError),
+        (status = 500, description = "the coordinator failed (storage)", body = ApiError),
+    ),
+)]
 async fn deauthorize(
     State(api): State<Api>,
     Params((net, node)): Params<(String, String)>,
@@ -259,6 +364,19 @@ async fn deauthorize(
     Ok(Json(api.coord.deauthorize(&net, &node).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/networks/{net}/members/{node}/routes/{prefix}/approve",
+    params(("net" = String, Path, description = "network name"), ("node" = String, Path, description = "member name, public key (base64url or URL-encoded base64) or unique key prefix of at least 8 characters"), ("prefix" = String, Path, description = "CIDR without host bits, its `/` URL-encoded (`10.244.3.0%2F24`)")),
+    responses(
+        (status = 200, description = "the member, route approved", body = MemberView),
+        (status = 400, description = "malformed path or body", body = ApiError),
+        (status = 401, description = "missing or wrong admin token", body = ApiError),
+        (status = 404, description = "no such network, member, token or route", body = ApiError),
+        (status = 409, description = "conflict (address taken, duplicate, ambiguous member, overlapping route)", body = ApiError),
+        (status = 500, description = "the coordinator failed (storage)", body = ApiError),
+    ),
+)]
 async fn approve_route(
     State(api): State<Api>,
     Params((net, node, prefix)): Params<(String, String, String)>,
@@ -266,6 +384,19 @@ async fn approve_route(
     Ok(Json(api.coord.approve_route(&net, &node, &prefix).await?))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/networks/{net}/members/{node}/routes/{prefix}",
+    params(("net" = String, Path, description = "network name"), ("node" = String, Path, description = "member name, public key (base64url or URL-encoded base64) or unique key prefix of at least 8 characters"), ("prefix" = String, Path, description = "CIDR without host bits, its `/` URL-encoded (`10.244.3.0%2F24`)")),
+    responses(
+        (status = 200, description = "the member, route unapproved", body = MemberView),
+        (status = 400, description = "malformed path or body", body = ApiError),
+        (status = 401, description = "missing or wrong admin token", body = ApiError),
+        (status = 404, description = "no such network, member, token or route", body = ApiError),
+        (status = 409, description = "conflict (address taken, duplicate, ambiguous member, overlapping route)", body = ApiError),
+        (status = 500, description = "the coordinator failed (storage)", body = ApiError),
+    ),
+)]
 async fn unapprove_route(
     State(api): State<Api>,
     Params((net, node, prefix)): Params<(String, String, String)>,
@@ -273,6 +404,19 @@ async fn unapprove_route(
     Ok(Json(api.coord.unapprove_route(&net, &node, &prefix).await?))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/networks/{net}/members/{node}",
+    params(("net" = String, Path, description = "network name"), ("node" = String, Path, description = "member name, public key (base64url or URL-encoded base64) or unique key prefix of at least 8 characters")),
+    responses(
+        (status = 204, description = "deleted"),
+        (status = 400, description = "malformed path or body", body = ApiError),
+        (status = 401, description = "missing or wrong admin token", body = ApiError),
+        (status = 404, description = "no such network, member, token or route", body = ApiError),
+        (status = 409, description = "conflict (address taken, duplicate, ambiguous member, overlapping route)", body = ApiError),
+        (status = 500, description = "the coordinator failed (storage)", body = ApiError),
+    ),
+)]
 async fn delete_member(
     State(api): State<Api>,
     Params((net, node)): Params<(String, String)>,
@@ -281,6 +425,17 @@ async fn delete_member(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/networks/{net}/tokens",
+    params(("net" = String, Path, description = "network name")),
+    responses(
+        (status = 200, description = "its join tokens, without secrets", body = [TokenView]),
+        (status = 400, description = "malformed path or body", body = ApiError),
+        (status = 401, description = "missing or wrong admin token", body = ApiError),
+        (status = 404, description = "no such network, member, token or route", body = ApiError),
+    ),
+)]
 async fn list_tokens(
     State(api): State<Api>,
     Params(net): Params<String>,
@@ -288,6 +443,20 @@ async fn list_tokens(
     Ok(Json(api.coord.list_tokens(&net).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/networks/{net}/tokens",
+    request_body = Option<CreateToken>,
+    params(("net" = String, Path, description = "network name")),
+    responses(
+        (status = 201, description = "created; the only time the secret is shown", body = TokenCreated),
+        (status = 400, description = "malformed path or body", body = ApiError),
+        (status = 401, description = "missing or wrong admin token", body = ApiError),
+        (status = 404, description = "no such network, member, token or route", body = ApiError),
+        (status = 415, description = "body without a JSON content type", body = ApiError),
+        (status = 500, description = "the coordinator failed (storage)", body = ApiError),
+    ),
+)]
 async fn create_token(
     State(api): State<Api>,
     Params(net): Params<String>,
@@ -299,12 +468,78 @@ async fn create_token(
     ))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/networks/{net}/tokens/{id}",
+    params(("net" = String, Path, description = "network name"), ("id" = String, Path, description = "token id")),
+    responses(
+        (status = 204, description = "revoked"),
+        (status = 400, description = "malformed path or body", body = ApiError),
+        (status = 401, description = "missing or wrong admin token", body = ApiError),
+        (status = 404, description = "no such network, member, token or route", body = ApiError),
+        (status = 500, description = "the coordinator failed (storage)", body = ApiError),
+    ),
+)]
 async fn revoke_token(
     State(api): State<Api>,
     Params((net, id)): Params<(String, String)>,
 ) -> Answer<StatusCode> {
     api.coord.revoke_token(&net, &id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Query of `GET /api/audit`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    limit: Option<usize>,
+}
+
+/// `GET /api/audit?limit=N`: the newest admin actions, newest first ([`crate::audit`]).
+#[utoipa::path(
+    get,
+    path = "/api/audit",
+    params(("limit" = Option<u32>, Query, description = "how many entries, 1..=10000 (default 100)")),
+    responses(
+        (status = 200, description = "the newest admin actions, newest first", body = [mesh_proto::admin::AuditEntry]),
+        (status = 400, description = "malformed query", body = ApiError),
+        (status = 401, description = "missing or wrong admin token", body = ApiError),
+    ),
+)]
+async fn audit(
+    State(api): State<Api>,
+    query: Result<axum::extract::Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Answer<impl IntoResponse> {
+    let axum::extract::Query(q) = query.map_err(|e| {
+        Failure(
+            StatusCode::BAD_REQUEST,
+            format!("bad query: {}", e.body_text()),
+        )
+    })?;
+    let limit = q.limit.unwrap_or(crate::audit::DEFAULT_LIMIT);
+    if limit == 0 || limit as u64 > crate::audit::AUDIT_KEEP {
+        return Err(Failure(
+            StatusCode::BAD_REQUEST,
+            format!("limit must be 1..={}", crate::audit::AUDIT_KEEP),
+        ));
+    }
+    Ok(Json(api.coord.audit(limit).await))
+}
+
+/// `GET /metrics`: Prometheus text format ([`crate::metrics`]), behind the admin token.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    responses(
+        (status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain; version=0.0.4"),
+        (status = 401, description = "missing or wrong admin token", body = ApiError),
+    ),
+)]
+async fn metrics(State(api): State<Api>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        crate::metrics::render(&api.coord).await,
+    )
 }
 
 #[cfg(test)]

@@ -13,13 +13,16 @@
 //! What it leaves out: TLS on the admin API, separate relay processes (later issues); it
 //! never sees a node's private key, and the relay never sees a payload in clear.
 
+pub mod audit;
 pub mod config;
 pub mod frame;
 pub mod http;
 pub mod identity;
 pub mod ipam;
 pub mod membership;
+pub mod metrics;
 pub mod model;
+pub mod openapi;
 pub mod quic;
 pub mod reflector;
 pub mod relay;

@@ -8,6 +8,7 @@
 //! private-key-file = "/var/lib/meshd/node.key"   # optional; relative = next to this file
 //! advertise-routes = ["10.244.3.0/24"]          # optional: prefixes behind this node,
 //!                                    # offered to the coordinator (an admin approves them)
+//! metrics-listen = "127.0.0.1:9586"  # optional: Prometheus metrics (off by default)
 //!
 //! [[peer]]
 //! public-key = "…44 characters of base64…"
@@ -72,6 +73,8 @@ pub struct Config {
     /// Prefixes behind this node it offers its network (routes take effect once an
     /// admin approves them).
     pub advertise_routes: Vec<IpNet>,
+    /// Where to serve Prometheus metrics (`crate::metrics`), if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// One static peer.
@@ -99,6 +102,7 @@ impl Default for Config {
             private_key_file: None,
             peers: Vec::new(),
             advertise_routes: Vec::new(),
+            metrics_listen: None,
         }
     }
 }
@@ -228,6 +232,8 @@ pub struct RawConfig {
     /// host bits, outside `address`'s prefix.
     #[serde(default)]
     pub advertise_routes: Vec<String>,
+    /// Address (IP:port) to serve Prometheus metrics on; unset: no metrics.
+    pub metrics_listen: Option<String>,
     /// Static peers, one `[[peer]]` table each.
     #[serde(default)]
     pub peer: Vec<RawPeer>,
@@ -290,6 +296,15 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
             ));
         }
     }
+    let metrics_listen = match raw.metrics_listen {
+        Some(text) => Some(text.parse::<SocketAddr>().map_err(|_| {
+            ConfigError::invalid(
+                "metrics-listen",
+                format!("{text:?} is not IP:port (e.g. \"127.0.0.1:9586\")"),
+            )
+        })?),
+        None => None,
+    };
     let private_key_file = match raw.private_key_file {
         Some(p) if p.is_empty() => {
             return Err(ConfigError::invalid("private-key-file", "empty path"))
@@ -398,6 +413,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
         private_key_file,
         peers,
         advertise_routes,
+        metrics_listen,
     })
 }
 
@@ -641,6 +657,19 @@ endpoint = "localhost:7"
         ok(r#"address = "fd00::1/64"
 mtu = 1280"#);
         ok(r#"advertise-routes = []"#);
+        assert_eq!(parse("").unwrap().metrics_listen, None);
+        assert_eq!(
+            parse(r#"metrics-listen = "127.0.0.1:9586""#)
+                .unwrap()
+                .metrics_listen,
+            Some("127.0.0.1:9586".parse().unwrap())
+        );
+        assert_eq!(
+            parse(r#"metrics-listen = "localhost""#)
+                .unwrap_err()
+                .to_string(),
+            "/etc/meshd/meshd.toml: metrics-listen: \"localhost\" is not IP:port (e.g. \"127.0.0.1:9586\")"
+        );
         ok(r#"address = "10.9.8.1/24"
 advertise-routes = ["10.244.3.0/24", "fd00:244:3::/64", "10.9.9.0/24"]"#);
         ok(&format!(
@@ -663,7 +692,7 @@ advertise-routes = ["10.244.3.0/24", "fd00:244:3::/64", "10.9.9.0/24"]"#);
             ("syntax", "mtu = 1280\nmtu = = 3\n".into(),
                 format!("{PATH}:2: ")),
             ("unknown field", "mtu = 1280\n\nadress = \"10.9.8.1/24\"\n".into(),
-                format!("{PATH}:3: unknown field `adress`, expected one of `interface`, `listen-port`, `address`, `mtu`, `private-key-file`, `advertise-routes`, `peer`")),
+                format!("{PATH}:3: unknown field `adress`, expected one of `interface`, `listen-port`, `address`, `mtu`, `private-key-file`, `advertise-routes`, `metrics-listen`, `peer`")),
             ("unknown peer field", format!("[[peer]]\npublic-key = \"{a}\"\nallowed-ip = []\n"),
                 format!("{PATH}:3: unknown field `allowed-ip`")),
             ("wrong type", "mtu = \"big\"\n".into(),

@@ -9,6 +9,7 @@ mod config;
 mod control;
 mod device;
 mod keys;
+mod metrics;
 mod notify;
 
 use std::path::PathBuf;
@@ -38,6 +39,10 @@ struct Cli {
     /// Name to register with the coordinator (default: the hostname).
     #[arg(long, env = "MESHD_NAME")]
     name: Option<String>,
+    /// Serve Prometheus metrics on this address (overrides `metrics-listen`; no
+    /// authentication, so keep it on loopback or a private network).
+    #[arg(long, env = "MESHD_METRICS", value_name = "ADDR:PORT")]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 fn main() {
@@ -74,6 +79,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(network) => cache.netmap()?.is_some_and(|n| &n.network.name == network),
         None => false,
     };
+    // Bound before the TUN exists, so a port in use fails the start cleanly.
+    let metrics_listener = match cli.metrics.or(config.metrics_listen) {
+        Some(addr) => {
+            let l = std::net::TcpListener::bind(addr)
+                .with_context(|| format!("binding the metrics listener to {addr}"))?;
+            l.set_nonblocking(true)
+                .context("setting the metrics listener non-blocking")?;
+            Some(l)
+        }
+        None => None,
+    };
     let name = match cli.name.clone() {
         Some(n) => n,
         None => std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -100,6 +116,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             public_key = %device.public_key().fingerprint(),
             "meshd up"
         );
+        if let Some(l) = metrics_listener {
+            let l =
+                tokio::net::TcpListener::from_std(l).context("registering the metrics listener")?;
+            tracing::info!(addr = ?l.local_addr().ok(), "serving metrics");
+            let dev = device.clone();
+            tokio::spawn(metrics::serve(l, move || metrics::render(&dev.status())));
+        }
         tokio::spawn(readiness(device.clone(), membership, cached_netmap));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("installing the SIGTERM handler")?;

@@ -146,7 +146,16 @@ impl Coordinator {
                     network.name
                 )));
             }
-            self.apply(&[Op::PutNetwork(network.clone())])?;
+            let audit = vec![self.audit_entry(
+                "network.create",
+                &network.name,
+                &network.name,
+                format!("cidr {}, mtu {}", network.cidr, network.mtu),
+            )];
+            let mut ops = vec![Op::PutNetwork(network.clone())];
+            ops.extend(st.audit.ops(&audit));
+            self.apply(&ops)?;
+            st.audit.committed(audit);
             let view = network.view(0);
             st.networks
                 .insert(network.name.clone(), NetState::new(network, Vec::new()));
@@ -162,8 +171,13 @@ impl Coordinator {
     pub async fn delete_network(&self, net: &str) -> Result<(), Error> {
         {
             let mut st = self.state.lock().await;
-            network(&st, net)?;
-            self.apply(&[Op::DeleteNetwork(net.to_owned())])?;
+            let members = network(&st, net)?.members.len();
+            let audit =
+                vec![self.audit_entry("network.delete", net, net, format!("{members} members"))];
+            let mut ops = vec![Op::DeleteNetwork(net.to_owned())];
+            ops.extend(st.audit.ops(&audit));
+            self.apply(&ops)?;
+            st.audit.committed(audit);
             if let Some(mut ns) = st.networks.remove(net) {
                 ns.publish(true);
             }
@@ -192,26 +206,33 @@ impl Coordinator {
         Ok(find_member(network(&st, net)?, node)?.public_key)
     }
 
-    /// Changes one member with `edit` and commits; answers the member's new view.
+    /// Changes one member with `edit` and commits; answers the member's new view. `edit`
+    /// returns the audit log's `(action, detail)` for each thing it did.
     async fn edit_member(
         &self,
         net: &str,
         node: &str,
         what: &str,
-        edit: impl FnOnce(&NetState, &mut Member) -> Result<(), Error>,
+        edit: impl FnOnce(&NetState, &mut Member) -> Result<Vec<(&'static str, String)>, Error>,
     ) -> Result<MemberView, Error> {
         let view = {
             let mut st = self.state.lock().await;
             let ns = network(&st, net)?;
             let mut m = find_member(ns, node)?.clone();
-            edit(ns, &mut m)?;
+            let actions = edit(ns, &mut m)?;
             let view = self.member_view(net, &m);
             let key = m.public_key;
+            let target = key.fingerprint();
+            let audit = actions
+                .into_iter()
+                .map(|(action, detail)| self.audit_entry(action, net, &target, detail))
+                .collect();
             self.commit(
                 &mut st,
                 net,
                 Change {
                     put: vec![m],
+                    audit,
                     ..Change::default()
                 },
             )?;
@@ -231,6 +252,7 @@ impl Coordinator {
         req: UpdateMember,
     ) -> Result<MemberView, Error> {
         self.edit_member(net, node, "updated", |ns, m| {
+            let mut actions = Vec::new();
             if let Some(name) = req.name {
                 validate_member_name(&name)?;
                 if let Some(other) = ns
@@ -243,16 +265,22 @@ impl Coordinator {
                         other.public_key.fingerprint()
                     )));
                 }
+                actions.push(("member.rename", format!("{} -> {name}", m.name)));
                 m.name = name;
             }
             if let Some(address) = req.address {
                 ipam::check_request(&ns.network.cidr, address, &ns.by_addr, &m.public_key)?;
+                actions.push(("member.set-address", format!("{} -> {address}", m.address)));
                 m.address = address;
             }
             if let Some(ep) = req.public_endpoint {
                 m.public_endpoint = public_endpoint(ep)?;
+                let detail = m
+                    .public_endpoint
+                    .map_or_else(|| "cleared".to_owned(), |e| e.to_string());
+                actions.push(("member.set-endpoint", detail));
             }
-            Ok(())
+            Ok(actions)
         })
         .await
     }
@@ -261,7 +289,7 @@ impl Coordinator {
     pub async fn authorize(&self, net: &str, node: &str) -> Result<MemberView, Error> {
         self.edit_member(net, node, "authorized", |_, m| {
             m.authorized = true;
-            Ok(())
+            Ok(vec![("member.authorize", m.name.clone())])
         })
         .await
     }
@@ -270,7 +298,7 @@ impl Coordinator {
     pub async fn deauthorize(&self, net: &str, node: &str) -> Result<MemberView, Error> {
         self.edit_member(net, node, "deauthorized", |_, m| {
             m.authorized = false;
-            Ok(())
+            Ok(vec![("member.deauthorize", m.name.clone())])
         })
         .await
     }
@@ -294,7 +322,7 @@ impl Coordinator {
             if let Err(at) = m.approved_routes.binary_search(&route) {
                 m.approved_routes.insert(at, route);
             }
-            Ok(())
+            Ok(vec![("route.approve", route.to_string())])
         })
         .await
     }
@@ -317,7 +345,7 @@ impl Coordinator {
                     m.name
                 )));
             }
-            Ok(())
+            Ok(vec![("route.unapprove", route.to_string())])
         })
         .await
     }
@@ -327,12 +355,20 @@ impl Coordinator {
     pub async fn delete_member(&self, net: &str, node: &str) -> Result<(), Error> {
         {
             let mut st = self.state.lock().await;
-            let key = find_member(network(&st, net)?, node)?.public_key;
+            let m = find_member(network(&st, net)?, node)?;
+            let key = m.public_key;
+            let audit = vec![self.audit_entry(
+                "member.delete",
+                net,
+                &key.fingerprint(),
+                format!("{} ({})", m.name, m.address),
+            )];
             self.commit(
                 &mut st,
                 net,
                 Change {
                     delete: vec![key],
+                    audit,
                     ..Change::default()
                 },
             )?;
@@ -390,11 +426,18 @@ impl Coordinator {
                 created_at: now,
             };
             let view = token.view();
+            let detail = format!(
+                "{}, expires {}",
+                if req.reusable { "reusable" } else { "one-time" },
+                expires_at.map_or_else(|| "never".to_owned(), |t| format!("at {t}"))
+            );
+            let audit = vec![self.audit_entry("token.create", net, &token.id, detail)];
             self.commit(
                 &mut st,
                 net,
                 Change {
                     tokens: vec![token],
+                    audit,
                     ..Change::default()
                 },
             )?;
@@ -430,11 +473,13 @@ impl Coordinator {
                 return Ok(());
             }
             token.revoked = true;
+            let audit = vec![self.audit_entry("token.revoke", net, id, String::new())];
             self.commit(
                 &mut st,
                 net,
                 Change {
                     tokens: vec![token],
+                    audit,
                     ..Change::default()
                 },
             )?;

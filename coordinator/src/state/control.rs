@@ -229,6 +229,7 @@ impl Coordinator {
             ns.tx.subscribe()
         };
         self.durable().await?;
+        self.control_stats.joins.inc();
         Ok(Admitted { snapshots })
     }
 
@@ -308,6 +309,9 @@ impl Coordinator {
                 return Ok(());
             }
             let (network, key) = (net.to_owned(), *key);
+            if version.is_some() {
+                self.control_stats.netmap_pushes.inc();
+            }
             self.apply(&[match version {
                 Some(version) => Op::PutSent {
                     network,

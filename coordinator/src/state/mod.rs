@@ -33,8 +33,10 @@ use mesh_proto::Key;
 use tokio::sync::{oneshot, watch, Mutex};
 
 pub use self::control::{AdmitError, Admitted, EndpointReport};
+use crate::audit::{AuditEntry, AuditLog, ACTOR_ADMIN_TOKEN, AUDIT_KEEP};
 use crate::ipam::IpamError;
 use crate::membership::Membership;
+use crate::metrics::ControlStats;
 use crate::model::{ChangeRecord, Member, ModelError, Network, Token};
 use crate::snapshot::Snapshot;
 use crate::stats::NatStats;
@@ -228,6 +230,8 @@ struct State {
     networks: BTreeMap<String, NetState>,
     /// Tokens of every network, by id.
     tokens: BTreeMap<String, Token>,
+    /// The newest admin actions.
+    audit: AuditLog,
 }
 
 /// A change to one network, prepared before anything is written.
@@ -239,6 +243,8 @@ struct Change {
     delete: Vec<Key>,
     /// Tokens to create or replace.
     tokens: Vec<Token>,
+    /// Admin actions to record with the change.
+    audit: Vec<AuditEntry>,
 }
 
 /// A live control session slot: the newest session of a member replaces the older one.
@@ -264,6 +270,7 @@ pub struct Coordinator {
     membership: Arc<ArcSwap<Membership>>,
     services: Option<Services>,
     stats: Arc<NatStats>,
+    control_stats: ControlStats,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -292,7 +299,10 @@ impl Coordinator {
         join: JoinInfo,
         services: Option<Services>,
     ) -> Result<Arc<Coordinator>, StoreError> {
-        let mut state = State::default();
+        let mut state = State {
+            audit: AuditLog::load(&*store, AUDIT_KEEP)?,
+            ..State::default()
+        };
         for network in store.networks()? {
             for t in store.tokens(&network.name)? {
                 state.tokens.insert(t.id.clone(), t);
@@ -315,6 +325,7 @@ impl Coordinator {
             membership,
             services,
             stats: Arc::new(NatStats::default()),
+            control_stats: ControlStats::default(),
         }))
     }
 
@@ -331,6 +342,47 @@ impl Coordinator {
     /// Counters of the reflectors and the relay.
     pub fn stats(&self) -> &Arc<NatStats> {
         &self.stats
+    }
+
+    /// Counters of the control plane (joins, netmap pushes).
+    pub fn control_stats(&self) -> &ControlStats {
+        &self.control_stats
+    }
+
+    /// An audit entry for an action taken now with the admin token.
+    fn audit_entry(&self, action: &str, net: &str, target: &str, detail: String) -> AuditEntry {
+        AuditEntry {
+            time: self.now(),
+            actor: ACTOR_ADMIN_TOKEN.to_owned(),
+            action: action.to_owned(),
+            network: net.to_owned(),
+            target: target.to_owned(),
+            detail,
+        }
+    }
+
+    /// The newest `limit` admin actions, newest first (`GET /api/audit`).
+    pub async fn audit(&self, limit: usize) -> Vec<AuditEntry> {
+        self.state.lock().await.audit.latest(limit)
+    }
+
+    /// Per network (by name): members, authorised members, members online now.
+    pub async fn member_counts(&self) -> Vec<(String, usize, usize, usize)> {
+        let counts: Vec<(String, usize, usize)> = {
+            let st = self.state.lock().await;
+            st.networks
+                .iter()
+                .map(|(name, ns)| (name.clone(), ns.members.len(), ns.peers.len()))
+                .collect()
+        };
+        let sessions = self.sessions();
+        counts
+            .into_iter()
+            .map(|(name, total, authorized)| {
+                let online = sessions.keys().filter(|(n, _)| *n == name).count();
+                (name, total, authorized, online)
+            })
+            .collect()
     }
 
     /// Rebuilds the relay's view of the authorised members (under the state lock).
@@ -415,6 +467,7 @@ impl Coordinator {
         for t in &change.tokens {
             ops.push(Op::PutToken(t.clone()));
         }
+        ops.extend(st.audit.ops(&change.audit));
         if bump {
             network.version += 1;
             ops.push(Op::PutNetwork(network.clone()));
@@ -469,6 +522,7 @@ impl Coordinator {
         for t in change.tokens {
             st.tokens.insert(t.id.clone(), t);
         }
+        st.audit.committed(change.audit);
         if authorised_set {
             self.publish_membership(st);
         }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
+use mesh_proto::admin::AuditEntry;
 use mesh_proto::Key;
 
 use super::{Op, Store, StoreError};
@@ -17,6 +18,7 @@ struct Maps {
     tokens: BTreeMap<(String, String), Token>,
     sent: BTreeMap<(String, Key), u64>,
     log: BTreeMap<(String, u64), ChangeRecord>,
+    audit: BTreeMap<u64, AuditEntry>,
 }
 
 /// The in-memory store.
@@ -83,6 +85,15 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    fn audit(&self) -> Result<Vec<(u64, AuditEntry)>, StoreError> {
+        Ok(self
+            .maps()
+            .audit
+            .iter()
+            .map(|(s, e)| (*s, e.clone()))
+            .collect())
+    }
+
     fn apply(&self, ops: &[Op]) -> Result<(), StoreError> {
         let mut guard = self.maps();
         let mut m = guard.clone();
@@ -129,6 +140,12 @@ impl Store for MemoryStore {
                 }
                 Op::PruneLog { network, upto } => {
                     m.log.retain(|(n, v), _| n != network || v > upto);
+                }
+                Op::PutAudit { seq, entry } => {
+                    m.audit.insert(*seq, entry.clone());
+                }
+                Op::PruneAudit { upto } => {
+                    m.audit.retain(|s, _| s > upto);
                 }
             }
         }

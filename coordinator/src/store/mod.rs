@@ -18,6 +18,7 @@
 mod memory;
 mod sled;
 
+use mesh_proto::admin::AuditEntry;
 use mesh_proto::Key;
 
 pub use self::memory::MemoryStore;
@@ -99,6 +100,18 @@ pub enum Op {
         /// Highest version to drop.
         upto: u64,
     },
+    /// Appends entry `seq` to the audit log ([`crate::audit`]).
+    PutAudit {
+        /// Its sequence number (increasing, never reused).
+        seq: u64,
+        /// The entry.
+        entry: AuditEntry,
+    },
+    /// Drops audit entries with sequence numbers up to `upto` inclusive.
+    PruneAudit {
+        /// Highest sequence number to drop.
+        upto: u64,
+    },
 }
 
 /// What the coordinator persists.
@@ -113,6 +126,8 @@ pub trait Store: Send + Sync + 'static {
     fn last_sent(&self, network: &str, key: &Key) -> Result<Option<u64>, StoreError>;
     /// Change-log entries of `network` with versions above `after`, in version order.
     fn log_after(&self, network: &str, after: u64) -> Result<Vec<(u64, ChangeRecord)>, StoreError>;
+    /// Every audit entry kept, by sequence number, oldest first.
+    fn audit(&self) -> Result<Vec<(u64, AuditEntry)>, StoreError>;
     /// Applies `ops` atomically (all or none), in order.
     fn apply(&self, ops: &[Op]) -> Result<(), StoreError>;
     /// Makes everything applied so far durable.

@@ -6,6 +6,7 @@
 //! t/<net>/<id>          → Token
 //! s/<net>/<key: 32 B>   → last-sent version (u64, big endian)
 //! l/<net>/<ver: u64 BE> → ChangeRecord
+//! a/<seq: u64 BE>       → AuditEntry
 //! ```
 //! Network names never contain `/`, so `m/lab/` does not match members of `lab2`. A list of
 //! [`Op`]s becomes one `sled::Batch`, which sled applies atomically.
@@ -13,6 +14,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use mesh_proto::admin::AuditEntry;
 use mesh_proto::Key;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -51,6 +53,12 @@ fn prefix(kind: char, net: &str) -> Vec<u8> {
 fn keyed(kind: char, net: &str, tail: &[u8]) -> Vec<u8> {
     let mut k = prefix(kind, net);
     k.extend_from_slice(tail);
+    k
+}
+
+fn audit_key(seq: u64) -> Vec<u8> {
+    let mut k = b"a/".to_vec();
+    k.extend_from_slice(&seq.to_be_bytes());
     k
 }
 
@@ -110,6 +118,17 @@ impl Store for SledStore {
             let tail = &k[k.len().saturating_sub(8)..];
             let version = u64::from_be_bytes(tail.try_into().unwrap_or([0; 8]));
             out.push((version, decode(&k, &v)?));
+        }
+        Ok(out)
+    }
+
+    fn audit(&self) -> Result<Vec<(u64, AuditEntry)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.scan_prefix(b"a/") {
+            let (k, v) = item?;
+            let tail = &k[k.len().saturating_sub(8)..];
+            let seq = u64::from_be_bytes(tail.try_into().unwrap_or([0; 8]));
+            out.push((seq, decode(&k, &v)?));
         }
         Ok(out)
     }
@@ -177,6 +196,21 @@ impl Store for SledStore {
                 Op::PruneLog { network, upto } => {
                     let start = keyed('l', network, &0u64.to_be_bytes());
                     let end = keyed('l', network, &upto.to_be_bytes());
+                    for item in self.db.range(start.clone()..=end.clone()) {
+                        let (k, _) = item?;
+                        writes.insert(k.to_vec(), None);
+                    }
+                    for (k, v) in writes.iter_mut() {
+                        if *k >= start && *k <= end {
+                            *v = None;
+                        }
+                    }
+                }
+                Op::PutAudit { seq, entry } => {
+                    writes.insert(audit_key(*seq), Some(encode(entry)));
+                }
+                Op::PruneAudit { upto } => {
+                    let (start, end) = (audit_key(0), audit_key(*upto));
                     for item in self.db.range(start.clone()..=end.clone()) {
                         let (k, _) = item?;
                         writes.insert(k.to_vec(), None);
