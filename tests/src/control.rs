@@ -26,6 +26,13 @@ use crate::wg::NodeKey;
 pub const NETWORK: &str = "lab";
 /// Its overlay prefix.
 pub const CIDR: &str = "10.9.8.0/24";
+
+/// Whether `ip` is a host address of [`CIDR`] (neither its network nor broadcast address).
+pub fn in_cidr(ip: &str) -> bool {
+    ip.strip_prefix("10.9.8.")
+        .and_then(|h| h.parse::<u8>().ok())
+        .is_some_and(|h| h != 0 && h != 255)
+}
 /// The coordinator host's address on the internet.
 pub const COORDINATOR_IP: &str = "192.0.2.10";
 

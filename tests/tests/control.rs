@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use wiremesh_tests::control::{
-    addresses, ping_all_pairs, wait_full_mesh, JoinedMesh, CIDR, NETWORK,
+    self as control, addresses, ping_all_pairs, wait_full_mesh, JoinedMesh, CIDR, NETWORK,
 };
 use wiremesh_tests::{ping, ping_once, wait_until, Lab, Meshd};
 
@@ -16,13 +16,6 @@ const CONVERGE: Duration = Duration::from_secs(30);
 /// How long nodes may take to reconnect once the coordinator is back (reconnection uses
 /// backoff up to 30 s plus jitter; the QUIC idle timeout is 15 s).
 const RECONNECT: Duration = Duration::from_secs(60);
-
-fn in_cidr(ip: &str) -> bool {
-    // 10.9.8.0/24
-    ip.strip_prefix("10.9.8.")
-        .and_then(|h| h.parse::<u8>().ok())
-        .is_some_and(|h| h != 0 && h != 255)
-}
 
 fn wait_all_connected(nodes: &[Meshd], timeout: Duration) -> anyhow::Result<()> {
     for n in nodes {
@@ -53,7 +46,11 @@ fn three_sites_join_with_a_token_and_ping_each_other() -> anyhow::Result<()> {
     let ips = addresses(&mesh.nodes)?;
     eprintln!("overlay addresses: {ips:?}");
     for (n, ip) in mesh.nodes.iter().zip(&ips) {
-        assert!(in_cidr(ip), "node {} got {ip}, outside {CIDR}", n.name());
+        assert!(
+            control::in_cidr(ip),
+            "node {} got {ip}, outside {CIDR}",
+            n.name()
+        );
         let with_prefix = n.address_with_prefix()?.unwrap_or_default();
         assert_eq!(
             with_prefix,

@@ -17,13 +17,6 @@ const CONVERGE: Duration = Duration::from_secs(30);
 /// The bound for a membership change to reach every other node.
 const PROPAGATION_BOUND: Duration = Duration::from_secs(1);
 
-fn in_cidr(ip: &str) -> bool {
-    // 10.9.8.0/24
-    ip.strip_prefix("10.9.8.")
-        .and_then(|h| h.parse::<u8>().ok())
-        .is_some_and(|h| h != 0 && h != 255)
-}
-
 /// A node that joins without a token is pending until authorised; authorising,
 /// deauthorising and deleting it reaches every other node within a second; a deauthorised
 /// key's packets are refused.
@@ -90,7 +83,7 @@ fn membership_changes_reach_every_node_within_a_second() -> anyhow::Result<()> {
         check(&p, &mut authorize);
         d.wait_control_state("connected", CONVERGE)?;
         let d_ip = d.address()?;
-        assert!(in_cidr(&d_ip), "d got {d_ip}");
+        assert!(control::in_cidr(&d_ip), "d got {d_ip}");
         wait_until(CONVERGE, "d -> a overlay ping after authorisation", || {
             ping_once(d.ns(), &ips[0])
         })?;
