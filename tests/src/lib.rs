@@ -23,6 +23,9 @@
 //!   background), UDP junk and hand-made datagrams, a reflector and probe that show what a
 //!   NAT does to a socket; iperf3 throughput.
 //!
+//! - [`webdriver`]: headless Chromium through chromedriver, both inside a test's namespace,
+//!   for the admin dashboard's browser test.
+//!
 //! Rules the harness enforces for every test: it needs root and fails (never skips) without
 //! it; every name (namespace, interface, directory) carries the pid and a counter so tests
 //! may run in parallel; underlay traffic stays in documentation ranges inside the test's
@@ -40,6 +43,7 @@ pub mod netns;
 pub mod sites;
 pub mod topo;
 pub mod util;
+pub mod webdriver;
 pub mod wg;
 pub mod xfer;
 
