@@ -66,6 +66,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// Changes the limit for the frames that follow (capped at [`MAX_FRAME`]).
+    pub fn set_limit(&mut self, limit: usize) {
+        self.limit = limit.min(MAX_FRAME);
+    }
+
     /// The next message, or `None` when the stream ended cleanly between frames.
     pub async fn next<T: DeserializeOwned>(&mut self) -> Result<Option<T>, ReadError> {
         loop {

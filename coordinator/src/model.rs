@@ -163,7 +163,7 @@ impl Member {
         }
     }
 
-    /// The admin API's view.
+    /// The admin API's view, without reported paths.
     pub fn view(&self, online: bool) -> MemberView {
         MemberView {
             public_key: self.public_key,
@@ -178,6 +178,8 @@ impl Member {
             public_endpoint: self.public_endpoint,
             advertised_routes: self.advertised_routes.clone(),
             approved_routes: self.approved_routes.clone(),
+            // Not stored: the session registry has them ([`crate::state`]).
+            paths: Vec::new(),
         }
     }
 }

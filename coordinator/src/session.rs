@@ -8,6 +8,7 @@
 //! loop                               snapshot changed → [Services] Netmap | Changes
 //!                                                       | Pending | Denied
 //!                                    Endpoints from the node → Coordinator::update_endpoints
+//!                                    Paths from the node → Coordinator::report_paths
 //!                                    replaced by a newer session of the same member → end
 //! ```
 //! Before a netmap or changes go out, the version is recorded durably
@@ -36,8 +37,14 @@ use crate::state::{random32, Coordinator, EndpointReport};
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time one message may take to leave (a node that does not read is dropped).
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Largest message a node may send (hello and endpoint lists are small).
+/// Largest message a node may send before it proved its key (hello is small).
 pub const CLIENT_FRAME_LIMIT: usize = 64 * 1024;
+/// Largest message a node may send after it proved its key: a path report of
+/// [`MAX_PATH_REPORT`] peers fits (under 100 bytes per peer). A larger frame is a
+/// protocol error like any other; a node that follows the protocol never sends one.
+///
+/// [`MAX_PATH_REPORT`]: mesh_proto::control::MAX_PATH_REPORT
+pub const SESSION_FRAME_LIMIT: usize = 512 * 1024;
 
 /// How a session ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +81,7 @@ where
             Ok(Err(Fail::End(end))) => return end,
             Ok(Ok(hello)) => hello,
         };
+    frames.set_limit(SESSION_FRAME_LIMIT);
     let span = tracing::info_span!(
         "session",
         network = %hello.network,
@@ -154,6 +162,31 @@ fn msg_kind(msg: &ClientMsg) -> &'static str {
         ClientMsg::Hello(_) => "hello",
         ClientMsg::Proof { .. } => "proof",
         ClientMsg::Endpoints { .. } => "endpoints",
+        ClientMsg::Paths { .. } => "paths",
+    }
+}
+
+/// A message from a node after the handshake. A `paths` report that does not parse is
+/// told apart from other malformed messages: it is ignored, not a protocol error (path
+/// reports only feed the admin view).
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // one at a time, matched at once: boxing buys nothing
+enum Incoming {
+    /// A well-formed message.
+    Msg(ClientMsg),
+    /// A malformed `paths` report, with what was wrong.
+    BadPaths(String),
+}
+
+impl<'de> serde::Deserialize<'de> for Incoming {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Incoming, D::Error> {
+        let value = serde_json::Value::deserialize(d)?;
+        let paths = value.get("type").and_then(|t| t.as_str()) == Some("paths");
+        match serde_json::from_value::<ClientMsg>(value) {
+            Ok(msg) => Ok(Incoming::Msg(msg)),
+            Err(e) if paths => Ok(Incoming::BadPaths(e.to_string())),
+            Err(e) => Err(serde::de::Error::custom(e)),
+        }
     }
 }
 
@@ -257,9 +290,22 @@ where
                     let snap = snapshots.borrow_and_update().clone();
                     self.on_snapshot(snap).await?;
                 }
-                msg = self.frames.next::<ClientMsg>() => match msg {
+                msg = self.frames.next::<Incoming>() => match msg {
                     Ok(None) => return Ok(()),
-                    Ok(Some(ClientMsg::Endpoints { listen_port, local, reflexive })) => {
+                    Ok(Some(Incoming::Msg(ClientMsg::Paths { peers }))) => {
+                        match self.coord.report_paths(&guard, &peers).await {
+                            Ok(kept) => tracing::debug!(
+                                peers = peers.len(),
+                                kept,
+                                "path report"
+                            ),
+                            Err(e) => tracing::debug!("path report ignored: {e}"),
+                        }
+                    }
+                    Ok(Some(Incoming::BadPaths(e))) => {
+                        tracing::debug!("malformed path report ignored: {e}");
+                    }
+                    Ok(Some(Incoming::Msg(ClientMsg::Endpoints { listen_port, local, reflexive }))) => {
                         let report = EndpointReport {
                             listen_port,
                             local: &local,
@@ -273,7 +319,7 @@ where
                             tracing::warn!("updating endpoints: {e}");
                         }
                     }
-                    Ok(Some(other)) => {
+                    Ok(Some(Incoming::Msg(other))) => {
                         return Err(Fail::Deny(format!("unexpected {} message", msg_kind(&other))))
                     }
                     Err(e) => return Err(read_failed(e)),

@@ -22,6 +22,7 @@
 //!  | <- Pending | Denied | [Services] Netmap ----------- |
 //!  | <- Changes {version, changes} ... (pushed) -------- |
 //!  | -- Endpoints {...} (when they change) -----------> |
+//!  | -- Paths {peers} (while authorised) --------------> |
 //! ```
 //!
 //! The proof: the node computes `X25519(node_private, ephemeral)`, the coordinator
@@ -29,10 +30,26 @@
 //! TLS exporter secret of this very connection and the node's key ([`proof`]). Only the
 //! holder of the private key can answer, the answer is useless on any other connection, and
 //! the coordinator never sees a private key.
+//!
+//! # Path reports
+//!
+//! While authorised, a node tells the coordinator how it reaches each peer
+//! ([`ClientMsg::Paths`]), for the admin API (`MemberView.paths`). Each report is the whole
+//! list (one [`PeerPathReport`] per network peer, what `meshctl status` says), replacing
+//! the previous one. A node sends one soon after it gets its first netmap on a connection,
+//! then whenever the set of (peer, path) changes, at most one per
+//! [`PATH_REPORT_INTERVAL`]; a change of RTT alone is reported at most every
+//! [`PATH_RTT_REFRESH`]. It reports at most [`MAX_PATH_REPORT`] peers.
+//!
+//! The coordinator keeps the latest report in memory only (never stored), drops it when
+//! the session ends, ignores a report longer than [`MAX_PATH_REPORT`] and any entry that
+//! names no other authorised member of the network, and never ends a session over a
+//! report it cannot use.
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -49,6 +66,12 @@ pub const ALPN: &[u8] = b"wiremesh/1";
 pub const MAX_FRAME: usize = 8 << 20;
 /// Label for the TLS keying-material exporter (RFC 5705) that binds proofs to a connection.
 pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-wiremesh-proof-v1";
+/// Most peers in one [`ClientMsg::Paths`] report; the coordinator ignores longer ones.
+pub const MAX_PATH_REPORT: usize = 4096;
+/// Shortest time between two [`ClientMsg::Paths`] reports of a node.
+pub const PATH_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// Shortest time between two reports that differ only in RTTs.
+pub const PATH_RTT_REFRESH: Duration = Duration::from_secs(30);
 
 /// Node → coordinator.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +95,48 @@ pub enum ClientMsg {
         #[serde(default)]
         reflexive: Vec<SocketAddr>,
     },
+    /// How the node reaches its peers now (see the module docs: when it is sent, how the
+    /// coordinator bounds it).
+    Paths {
+        /// One entry per network peer, at most [`MAX_PATH_REPORT`]; replaces the last report.
+        peers: Vec<PeerPathReport>,
+    },
+}
+
+/// How a node reaches one peer ([`ClientMsg::Paths`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct PeerPathReport {
+    /// The peer's public key.
+    pub peer: Key,
+    /// The path its WireGuard packets take.
+    pub path: ReportedPath,
+    /// Smoothed round-trip time of a direct path, in milliseconds, when measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<u32>,
+}
+
+/// The path to a peer, as reported ([`PeerPathReport`]): `direct`, `relayed` or `none`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReportedPath {
+    /// Straight to one of its addresses (LAN or public).
+    Direct,
+    /// Through the coordinator's relay.
+    Relayed,
+    /// No way to reach it (yet).
+    None,
+}
+
+impl ReportedPath {
+    /// The wire word: `direct`, `relayed` or `none`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReportedPath::Direct => "direct",
+            ReportedPath::Relayed => "relayed",
+            ReportedPath::None => "none",
+        }
+    }
 }
 
 /// What a node says about itself when it connects.
@@ -418,6 +483,65 @@ mod tests {
         assert_eq!(
             decode::<ClientMsg>(&body[4..]).unwrap(),
             ClientMsg::Hello(new)
+        );
+    }
+
+    #[test]
+    fn path_reports_round_trip() {
+        let msg = ClientMsg::Paths {
+            peers: vec![
+                PeerPathReport {
+                    peer: Key([1; 32]),
+                    path: ReportedPath::Direct,
+                    rtt_ms: Some(12),
+                },
+                PeerPathReport {
+                    peer: Key([2; 32]),
+                    path: ReportedPath::Relayed,
+                    rtt_ms: None,
+                },
+                PeerPathReport {
+                    peer: Key([3; 32]),
+                    path: ReportedPath::None,
+                    rtt_ms: None,
+                },
+            ],
+        };
+        let frame = encode(&msg);
+        let text = String::from_utf8_lossy(&frame[4..]).into_owned();
+        assert!(
+            text.starts_with(r#"{"type":"paths","peers":[{"peer":""#),
+            "{text}"
+        );
+        assert!(text.contains(r#""path":"direct","rtt-ms":12}"#), "{text}");
+        assert!(text.contains(r#""path":"relayed"}"#), "{text}");
+        assert!(text.contains(r#""path":"none"}"#), "{text}");
+        assert_eq!(decode::<ClientMsg>(&frame[4..]).unwrap(), msg);
+        for p in [
+            ReportedPath::Direct,
+            ReportedPath::Relayed,
+            ReportedPath::None,
+        ] {
+            assert_eq!(
+                serde_json::to_string(&p).unwrap(),
+                format!("\"{}\"", p.as_str())
+            );
+        }
+        // rtt-ms may be absent or null; unknown path words are refused.
+        let key = Key([4; 32]).to_base64();
+        let body = format!(
+            r#"{{"type":"paths","peers":[{{"peer":"{key}","path":"direct","rtt-ms":null}}]}}"#
+        );
+        let ClientMsg::Paths { peers } = decode::<ClientMsg>(body.as_bytes()).unwrap() else {
+            panic!("not a paths report");
+        };
+        assert_eq!(peers[0].rtt_ms, None);
+        let bad = format!(r#"{{"type":"paths","peers":[{{"peer":"{key}","path":"lan"}}]}}"#);
+        assert!(decode::<ClientMsg>(bad.as_bytes()).is_err());
+        // Empty reports are valid (a node without peers).
+        assert_eq!(
+            decode::<ClientMsg>(br#"{"type":"paths","peers":[]}"#).unwrap(),
+            ClientMsg::Paths { peers: vec![] }
         );
     }
 

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use wiremesh_tests::capture::{dedup, magic_filter, Capture};
-use wiremesh_tests::control::COORDINATOR_IP;
+use wiremesh_tests::control::{COORDINATOR_IP, NETWORK};
 use wiremesh_tests::coordinator::{REFLECTOR_PORTS, RELAY_PORT};
 use wiremesh_tests::sites::{
     bench_join_to_ping, endpoint_of, first_reply, key_bytes, nat_name, path_of, relay_datagram,
@@ -270,6 +270,48 @@ fn nat_matrix_every_pair_reaches_every_other_on_the_expected_path() -> anyhow::R
                 )),
             }
         }
+    }
+    // The coordinator's member list shows each node's paths as its status does (issue 5:
+    // the admin dashboard's path per peer; `relay` there is `relayed`).
+    let mut members: Vec<Value> = Vec::new();
+    let mismatches = |members: &[Value]| -> Vec<String> {
+        let now = paths_now(&mesh);
+        let mut out = Vec::new();
+        for (i, node) in mesh.nodes.iter().enumerate() {
+            let shown = members
+                .iter()
+                .find(|m| m["public-key"] == node.key.as_str())
+                .and_then(|m| m["paths"].as_array().cloned())
+                .unwrap_or_default();
+            for (j, peer) in mesh.nodes.iter().enumerate() {
+                let Some(status) = now.get(&(i, j)).cloned().flatten() else {
+                    continue;
+                };
+                let want = if status == "relay" {
+                    "relayed"
+                } else {
+                    &status
+                };
+                let entry = shown.iter().find(|p| p["peer"] == peer.key[..8]);
+                let ok = entry.is_some_and(|p| p["path"] == want && p["name"] == peer.name());
+                if !ok {
+                    out.push(format!(
+                        "the coordinator shows {}'s path to {} as {}, its status says {status}",
+                        node.name(),
+                        peer.name(),
+                        entry.map_or_else(|| "absent".to_owned(), Value::to_string)
+                    ));
+                }
+            }
+        }
+        out
+    };
+    let shown = wait_until(CONVERGE, "the coordinator shows every node's paths", || {
+        members = mesh.coord.members(NETWORK).unwrap_or_default();
+        mismatches(&members).is_empty()
+    });
+    if shown.is_err() {
+        failures.extend(mismatches(&members));
     }
     if !failures.is_empty() {
         mesh.dump_status();

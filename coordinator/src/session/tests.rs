@@ -4,10 +4,13 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use mesh_proto::admin::UpdateMember;
-use mesh_proto::control::{ClientMsg, JoinSecret, ServerMsg};
+use mesh_proto::admin::{MemberView, UpdateMember};
+use mesh_proto::control::{
+    ClientMsg, JoinSecret, PeerPathReport, ReportedPath, ServerMsg, MAX_PATH_REPORT,
+};
 use mesh_proto::netmap::{Netmap, PeerChange};
 use mesh_proto::{relay, Key};
+use tokio::io::AsyncWriteExt as _;
 
 use super::End;
 use crate::state::{Coordinator, ManualClock};
@@ -597,4 +600,129 @@ async fn upserted_endpoints(node: &mut Node) -> Vec<SocketAddr> {
         [PeerChange::Upsert { peer }] => peer.endpoints.clone(),
         other => panic!("expected one upsert, got {other:?}"),
     }
+}
+
+/// Polls the members until `check` holds (the session handles a report a moment after it
+/// arrives; nothing is answered).
+async fn wait_members(h: &Harness, what: &str, check: impl Fn(&[MemberView]) -> bool) {
+    for _ in 0..500 {
+        if check(&h.coord.list_members("lab").await.unwrap()) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!(
+        "{what}: members are {:#?}",
+        h.coord.list_members("lab").await.unwrap()
+    );
+}
+
+fn paths_of(members: &[MemberView], key: &Key) -> Vec<(String, String, Option<u32>)> {
+    members
+        .iter()
+        .find(|m| m.public_key == *key)
+        .map(|m| {
+            m.paths
+                .iter()
+                .map(|p| (p.name.clone(), p.path.clone(), p.rtt_ms))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn path_reports_show_in_members_until_the_session_ends() {
+    let h = Harness::new();
+    h.network("lab").await;
+    let token = h.token("lab", true, None).await;
+    let (mut a, _) = join(&h, 1, &token).await;
+    let (_b, _) = join(&h, 2, &token).await;
+    let (_c, _) = join(&h, 3, &token).await;
+    let key = |seed: u8| private(seed).public_key();
+    let entry = |seed: u8, path, rtt_ms| PeerPathReport {
+        peer: key(seed),
+        path,
+        rtt_ms,
+    };
+    a.send(&ClientMsg::Paths {
+        peers: vec![
+            entry(2, ReportedPath::Direct, Some(4)),
+            entry(3, ReportedPath::Relayed, None),
+            entry(77, ReportedPath::Direct, Some(1)), // no such member: dropped
+        ],
+    })
+    .await;
+    let want = vec![
+        ("node-2".to_owned(), "direct".to_owned(), Some(4)),
+        ("node-3".to_owned(), "relayed".to_owned(), None),
+    ];
+    wait_members(&h, "a's report shows", |ms| paths_of(ms, &a.key) == want).await;
+    let members = h.coord.list_members("lab").await.unwrap();
+    let view = members.iter().find(|m| m.public_key == a.key).unwrap();
+    assert_eq!(view.paths[0].peer, key(2).fingerprint());
+    assert!(paths_of(&members, &key(2)).is_empty());
+
+    // Oversized and malformed reports are ignored; the session goes on and the last good
+    // report stands until the next one.
+    let long = vec![entry(2, ReportedPath::Relayed, Some(u32::MAX)); MAX_PATH_REPORT + 1];
+    let frame = mesh_proto::control::encode(&ClientMsg::Paths { peers: long });
+    assert!(frame.len() - 4 <= super::SESSION_FRAME_LIMIT);
+    a.writer.write_all(&frame).await.unwrap();
+    for body in [
+        &br#"{"type":"paths","peers":"all of them"}"#[..],
+        br#"{"type":"paths","peers":[{"peer":"AAAA","path":"direct"}]}"#,
+        br#"{"type":"paths","peers":[{"peer":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=","path":"lan"}]}"#,
+        br#"{"type":"paths"}"#,
+    ] {
+        let len = u32::try_from(body.len()).unwrap().to_be_bytes();
+        a.writer.write_all(&len).await.unwrap();
+        a.writer.write_all(body).await.unwrap();
+    }
+    a.send(&ClientMsg::Paths {
+        peers: vec![entry(3, ReportedPath::None, None)],
+    })
+    .await;
+    let want = vec![("node-3".to_owned(), "none".to_owned(), None)];
+    wait_members(&h, "a's newest report shows", |ms| {
+        paths_of(ms, &a.key) == want
+    })
+    .await;
+    assert!(h.coord.is_online("lab", &a.key));
+
+    // Disconnected: offline, no paths.
+    let a_key = a.key;
+    assert_eq!(a.end().await, End::Closed);
+    let members = h.coord.list_members("lab").await.unwrap();
+    let view = members.iter().find(|m| m.public_key == a_key).unwrap();
+    assert!(!view.online && view.paths.is_empty(), "{view:?}");
+}
+
+#[tokio::test]
+async fn a_worst_case_path_report_fits_a_frame() {
+    let peers = vec![
+        PeerPathReport {
+            peer: Key([0xff; 32]),
+            path: ReportedPath::Relayed,
+            rtt_ms: Some(u32::MAX),
+        };
+        MAX_PATH_REPORT
+    ];
+    let frame = mesh_proto::control::encode(&ClientMsg::Paths { peers });
+    assert!(
+        frame.len() - 4 <= super::SESSION_FRAME_LIMIT / 4 * 3,
+        "{} bytes",
+        frame.len()
+    );
+}
+
+#[tokio::test]
+async fn a_pending_nodes_path_report_is_ignored() {
+    let h = Harness::new();
+    h.network("lab").await;
+    let mut node = Node::connect(&h.coord, 1, hello("lab", &private(1), None)).await;
+    pending(node.recv().await);
+    node.send(&ClientMsg::Paths { peers: vec![] }).await;
+    node.quiet().await;
+    assert!(h.coord.is_online("lab", &node.key));
+    assert_eq!(node.end().await, End::Closed);
 }

@@ -106,8 +106,8 @@ fn public_endpoint(ep: SocketAddr) -> Result<Option<SocketAddr>, Error> {
 }
 
 impl Coordinator {
-    fn member_view(&self, net: &str, m: &Member) -> MemberView {
-        m.view(self.is_online(net, &m.public_key))
+    fn member_view(&self, ns: &NetState, m: &Member) -> MemberView {
+        ns.member_view(&self.sessions(), m)
     }
 
     /// `GET /api/networks`.
@@ -193,10 +193,11 @@ impl Coordinator {
     pub async fn list_members(&self, net: &str) -> Result<Vec<MemberView>, Error> {
         let st = self.state.lock().await;
         let ns = network(&st, net)?;
+        let sessions = self.sessions();
         Ok(ns
             .members
             .values()
-            .map(|m| self.member_view(net, m))
+            .map(|m| ns.member_view(&sessions, m))
             .collect())
     }
 
@@ -220,7 +221,7 @@ impl Coordinator {
             let ns = network(&st, net)?;
             let mut m = find_member(ns, node)?.clone();
             let actions = edit(ns, &mut m)?;
-            let view = self.member_view(net, &m);
+            let view = self.member_view(ns, &m);
             let key = m.public_key;
             let target = key.fingerprint();
             let audit = actions

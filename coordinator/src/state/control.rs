@@ -1,15 +1,17 @@
 //! Control-plane operations: what a node's session ([`crate::session`]) calls after the
-//! node proved its key: admission (token or pending), endpoint updates, last-seen, and
-//! the record of what netmap version it was sent.
+//! node proved its key: admission (token or pending), endpoint updates, path reports,
+//! last-seen, and the record of what netmap version it was sent.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use mesh_proto::control::{ct_eq, secret_hash, Hello};
+use std::collections::BTreeSet;
+
+use mesh_proto::control::{ct_eq, secret_hash, Hello, PeerPathReport, MAX_PATH_REPORT};
 use mesh_proto::Key;
 use tokio::sync::watch;
 
-use super::{Change, Coordinator, Error, LOG_KEEP};
+use super::{Change, Coordinator, Error, SessionGuard, LOG_KEEP};
 use crate::ipam::{self, IpamError};
 use crate::model::{
     clean_routes, clean_version, member_name_from_hello, ChangeRecord, Member, MAX_ENDPOINTS,
@@ -76,6 +78,22 @@ pub struct EndpointReport<'a> {
     pub local: &'a [SocketAddr],
     /// What the reflectors saw, best first.
     pub reflexive: &'a [SocketAddr],
+}
+
+/// Why a path report ([`ClientMsg::Paths`]) was not kept. Never a reason to end a session.
+///
+/// [`ClientMsg::Paths`]: mesh_proto::control::ClientMsg::Paths
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathsIgnored {
+    /// More entries than [`MAX_PATH_REPORT`].
+    #[error("a report of {0} peers exceeds the {MAX_PATH_REPORT}-peer limit")]
+    TooLong(usize),
+    /// The member is not (or no longer) authorised, or gone.
+    #[error("the member is not authorised")]
+    NotAuthorised,
+    /// A newer session of the member took over.
+    #[error("the session was replaced")]
+    Replaced,
 }
 
 /// A node let in (authorised or pending): the network's snapshots.
@@ -268,6 +286,47 @@ impl Coordinator {
             },
         )?;
         Ok(())
+    }
+
+    /// Keeps a member's path report with its session, in memory only (it goes when the
+    /// session ends or is replaced), replacing the previous one. A report longer than
+    /// [`MAX_PATH_REPORT`] or from a member not authorised is ignored whole; entries that
+    /// name no other authorised member of the network, and repeated peers, are dropped.
+    /// Returns how many entries were kept.
+    pub(crate) async fn report_paths(
+        &self,
+        session: &SessionGuard<'_>,
+        peers: &[PeerPathReport],
+    ) -> Result<usize, PathsIgnored> {
+        if peers.len() > MAX_PATH_REPORT {
+            return Err(PathsIgnored::TooLong(peers.len()));
+        }
+        let kept: Vec<PeerPathReport> = {
+            let st = self.state.lock().await;
+            let ns = st
+                .networks
+                .get(&session.net)
+                .filter(|ns| ns.members.get(&session.key).is_some_and(|m| m.authorized))
+                .ok_or(PathsIgnored::NotAuthorised)?;
+            let mut seen = BTreeSet::new();
+            peers
+                .iter()
+                .filter(|r| {
+                    r.peer != session.key
+                        && ns.members.get(&r.peer).is_some_and(|m| m.authorized)
+                        && seen.insert(r.peer)
+                })
+                .copied()
+                .collect()
+        };
+        let mut sessions = self.sessions();
+        let slot = sessions
+            .get_mut(&(session.net.clone(), session.key))
+            .filter(|slot| slot.id == session.id)
+            .ok_or(PathsIgnored::Replaced)?;
+        let n = kept.len();
+        slot.paths = kept;
+        Ok(n)
     }
 
     /// Records activity of a member (connect, message, disconnect). Not flushed: nothing

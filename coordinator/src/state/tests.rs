@@ -369,3 +369,129 @@ async fn routes_approved_and_advertised_reach_peers() {
     assert!(view.approved_routes.is_empty());
     assert_eq!(allowed(&rx).len(), 1);
 }
+
+/// Path reports live with the session: checked, shown in the member's view with the
+/// peers' names, gone when the session goes or is replaced.
+#[tokio::test]
+async fn path_reports_are_checked_and_kept_with_the_session() {
+    use mesh_proto::control::{PeerPathReport, ReportedPath, MAX_PATH_REPORT};
+    let h = Harness::new();
+    h.network("lab").await;
+    let token = h.token("lab", true, None).await;
+    for seed in 1..=3 {
+        h.coord
+            .admit(
+                &hello("lab", &private(seed), Some(token.clone())),
+                remote(seed),
+            )
+            .await
+            .unwrap();
+    }
+    // Node 4 is pending.
+    h.coord
+        .admit(&hello("lab", &private(4), None), remote(4))
+        .await
+        .unwrap();
+    let key = |seed: u8| private(seed).public_key();
+    let entry = |seed: u8, path, rtt_ms| PeerPathReport {
+        peer: key(seed),
+        path,
+        rtt_ms,
+    };
+    let paths_of = |members: &[MemberView], seed: u8| {
+        members
+            .iter()
+            .find(|m| m.public_key == key(seed))
+            .map(|m| m.paths.clone())
+            .unwrap()
+    };
+
+    let a = h.coord.register_session("lab", &key(1));
+    let report = [
+        entry(2, ReportedPath::Direct, Some(3)),
+        entry(3, ReportedPath::Relayed, None),
+        entry(99, ReportedPath::Direct, None), // not a member
+        entry(1, ReportedPath::Direct, None),  // itself
+        entry(2, ReportedPath::None, None),    // repeated
+        entry(4, ReportedPath::Direct, None),  // pending
+    ];
+    assert_eq!(h.coord.report_paths(&a, &report).await, Ok(2));
+    let members = h.coord.list_members("lab").await.unwrap();
+    assert_eq!(
+        paths_of(&members, 1),
+        vec![
+            PeerPathView {
+                peer: key(2).fingerprint(),
+                name: "node-2".into(),
+                path: "direct".into(),
+                rtt_ms: Some(3),
+            },
+            PeerPathView {
+                peer: key(3).fingerprint(),
+                name: "node-3".into(),
+                path: "relayed".into(),
+                rtt_ms: None,
+            },
+        ]
+    );
+    assert!(paths_of(&members, 2).is_empty());
+    // Views name peers as they are now.
+    h.coord
+        .update_member(
+            "lab",
+            "node-3",
+            mesh_proto::admin::UpdateMember {
+                name: Some("db".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let members = h.coord.list_members("lab").await.unwrap();
+    assert_eq!(paths_of(&members, 1)[1].name, "db");
+
+    // Too long: ignored whole, the last report stays.
+    let long = vec![entry(2, ReportedPath::Relayed, None); MAX_PATH_REPORT + 1];
+    assert_eq!(
+        h.coord.report_paths(&a, &long).await,
+        Err(PathsIgnored::TooLong(MAX_PATH_REPORT + 1))
+    );
+    assert_eq!(
+        paths_of(&h.coord.list_members("lab").await.unwrap(), 1).len(),
+        2
+    );
+    // A pending member's reports are not kept.
+    let d = h.coord.register_session("lab", &key(4));
+    assert_eq!(
+        h.coord.report_paths(&d, &report[..1]).await,
+        Err(PathsIgnored::NotAuthorised)
+    );
+    // A deauthorised member shows none.
+    h.coord.deauthorize("lab", "node-1").await.unwrap();
+    assert!(paths_of(&h.coord.list_members("lab").await.unwrap(), 1).is_empty());
+    h.coord.authorize("lab", "node-1").await.unwrap();
+    assert_eq!(
+        paths_of(&h.coord.list_members("lab").await.unwrap(), 1).len(),
+        2
+    );
+
+    // A newer session starts without paths; the older one can no longer report.
+    let a2 = h.coord.register_session("lab", &key(1));
+    assert!(paths_of(&h.coord.list_members("lab").await.unwrap(), 1).is_empty());
+    assert_eq!(
+        h.coord.report_paths(&a, &report).await,
+        Err(PathsIgnored::Replaced)
+    );
+    assert_eq!(h.coord.report_paths(&a2, &report[1..2]).await, Ok(1));
+    drop(a);
+    assert_eq!(
+        paths_of(&h.coord.list_members("lab").await.unwrap(), 1).len(),
+        1
+    );
+    // Disconnected: offline, no paths.
+    drop(a2);
+    let members = h.coord.list_members("lab").await.unwrap();
+    let m1 = members.iter().find(|m| m.public_key == key(1)).unwrap();
+    assert!(!m1.online && m1.paths.is_empty());
+    drop(d);
+}

@@ -8,6 +8,7 @@
 //! unreachable.
 
 mod cache;
+mod paths;
 mod quic;
 mod session;
 
@@ -273,10 +274,12 @@ impl Control {
             routes: self.device.advertise_routes().to_vec(),
         };
         self.device.set_local_candidates(local.clone());
+        let device = self.device.clone();
         let feed = session::EndpointFeed {
             listen_port,
             local,
             reflexive: self.device.reflexive_watch(),
+            paths: Some(Arc::new(move || device.path_report())),
         };
         let mut sink = Applier {
             control: self,

@@ -2,13 +2,17 @@
 //! production, an in-memory pipe in tests): Hello, proof of key possession, then netmaps
 //! and changes until the stream ends. See `mesh_proto::control` for the exchange.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use mesh_proto::control::{self, ClientMsg, Hello, ServerMsg};
+use mesh_proto::control::{self, ClientMsg, Hello, PeerPathReport, ServerMsg};
 use mesh_proto::netmap::Netmap;
 use mesh_proto::Key;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+
+use super::paths::PathReporter;
 
 /// How long the coordinator may take to answer during the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -79,9 +83,16 @@ async fn expect_msg<R: AsyncRead + Unpin>(r: &mut R) -> anyhow::Result<ServerMsg
     }
 }
 
-/// What the node reports about its endpoints during a session: its WireGuard port, local
-/// addresses, and (as they are learned) the reflexive addresses the reflectors saw.
-#[derive(Debug)]
+/// How often the writer looks at the peers' paths (a path change is reported at most this
+/// long after it happened, plus [`control::PATH_REPORT_INTERVAL`]'s debounce).
+const PATH_CHECK: Duration = Duration::from_secs(1);
+
+/// The current paths to the peers (`Device::path_report`).
+pub type PathSource = Arc<dyn Fn() -> Vec<PeerPathReport> + Send + Sync>;
+
+/// What the node reports about itself during a session: its WireGuard port, local
+/// addresses, (as they are learned) the reflexive addresses the reflectors saw, and, while
+/// authorised, its paths to its peers.
 pub struct EndpointFeed {
     /// WireGuard UDP port.
     pub listen_port: u16,
@@ -89,6 +100,18 @@ pub struct EndpointFeed {
     pub local: Vec<std::net::SocketAddr>,
     /// Reflexive candidates; every change is reported.
     pub reflexive: tokio::sync::watch::Receiver<Vec<std::net::SocketAddr>>,
+    /// Where the paths come from; `None`: no path reports.
+    pub paths: Option<PathSource>,
+}
+
+impl std::fmt::Debug for EndpointFeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointFeed")
+            .field("listen_port", &self.listen_port)
+            .field("local", &self.local)
+            .field("paths", &self.paths.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Runs a session. `exporter` is this connection's TLS exporter secret
@@ -118,7 +141,9 @@ where
         ServerMsg::Denied { reason } => return Ok(Outcome::Denied(reason)),
         other => bail!("protocol error: expected a challenge, got {}", kind(&other)),
     }
-    // Reading and reporting endpoints run side by side; whichever fails first ends it.
+    // Whether the node holds a netmap from this connection (path reports only then).
+    let authorised = AtomicBool::new(false);
+    // Reading and reporting run side by side; whichever fails first ends it.
     let writer = async {
         let Some(mut feed) = endpoints else {
             return std::future::pending::<anyhow::Result<()>>().await;
@@ -126,19 +151,42 @@ where
         if !feed.reflexive.borrow().is_empty() {
             feed.reflexive.mark_changed();
         }
-        while feed.reflexive.changed().await.is_ok() {
-            let reflexive = feed.reflexive.borrow_and_update().clone();
-            let msg = ClientMsg::Endpoints {
-                listen_port: feed.listen_port,
-                local: feed.local.clone(),
-                reflexive,
-            };
-            write_msg(&mut w, &msg).await?;
+        let mut reflexive_open = true;
+        let mut reporter = PathReporter::default();
+        let mut tick = tokio::time::interval(PATH_CHECK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                changed = feed.reflexive.changed(), if reflexive_open => {
+                    if changed.is_err() {
+                        reflexive_open = false;
+                        continue;
+                    }
+                    let reflexive = feed.reflexive.borrow_and_update().clone();
+                    let msg = ClientMsg::Endpoints {
+                        listen_port: feed.listen_port,
+                        local: feed.local.clone(),
+                        reflexive,
+                    };
+                    write_msg(&mut w, &msg).await?;
+                }
+                _ = tick.tick(), if feed.paths.is_some() => {
+                    let Some(source) = &feed.paths else { continue };
+                    if !authorised.load(Ordering::Relaxed) {
+                        reporter.reset();
+                        continue;
+                    }
+                    let now = tokio::time::Instant::now().into_std();
+                    if let Some(peers) = reporter.poll(now, source()) {
+                        write_msg(&mut w, &ClientMsg::Paths { peers }).await?;
+                    }
+                }
+                else => return std::future::pending::<anyhow::Result<()>>().await,
+            }
         }
-        std::future::pending::<anyhow::Result<()>>().await
     };
     tokio::select! {
-        outcome = receive(&mut r, netmap, sink) => outcome,
+        outcome = receive(&mut r, netmap, sink, &authorised) => outcome,
         failed = writer => failed.map(|()| Outcome::Closed),
     }
 }
@@ -148,6 +196,7 @@ async fn receive<R: AsyncRead + Unpin>(
     r: &mut R,
     mut netmap: Option<Netmap>,
     sink: &mut impl Sink,
+    authorised: &AtomicBool,
 ) -> anyhow::Result<Outcome> {
     loop {
         let Some(msg) = read_msg(r).await? else {
@@ -156,12 +205,14 @@ async fn receive<R: AsyncRead + Unpin>(
         match msg {
             ServerMsg::Pending { message } => {
                 netmap = None;
+                authorised.store(false, Ordering::Relaxed);
                 sink.pending(&message);
             }
             ServerMsg::Denied { reason } => return Ok(Outcome::Denied(reason)),
             ServerMsg::Netmap { netmap: full } => {
                 sink.netmap(&full);
                 netmap = Some(full);
+                authorised.store(true, Ordering::Relaxed);
             }
             ServerMsg::Changes { version, changes } => {
                 let Some(current) = netmap.as_mut() else {
@@ -169,6 +220,7 @@ async fn receive<R: AsyncRead + Unpin>(
                 };
                 current.apply(version, &changes);
                 sink.netmap(current);
+                authorised.store(true, Ordering::Relaxed);
             }
             ServerMsg::Services {
                 reflectors,
@@ -328,6 +380,95 @@ mod tests {
         assert_eq!(rec.maps[1].version, 2);
         assert_eq!(rec.maps[1].peers.len(), 1);
         assert_eq!(rec.pending, vec!["deauthorized".to_owned()]);
+    }
+
+    /// Paths are reported only while authorised: not while pending, soon after the
+    /// netmap, again when they change; never two within a second.
+    #[tokio::test]
+    async fn paths_are_reported_while_authorised() {
+        use mesh_proto::control::{PeerPathReport, ReportedPath};
+        let node = Key::clamp_private([3; 32]);
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let (cr, cw) = tokio::io::split(client);
+        let (mut sr, mut sw) = tokio::io::split(server);
+        let entry = |path| PeerPathReport {
+            peer: Key([9; 32]),
+            path,
+            rtt_ms: None,
+        };
+        let current = Arc::new(parking_lot::Mutex::new(vec![entry(ReportedPath::Relayed)]));
+        let source = current.clone();
+        let (_reflexive_tx, reflexive) = tokio::sync::watch::channel(Vec::new());
+        let feed = EndpointFeed {
+            listen_port: 51820,
+            local: vec![],
+            reflexive,
+            paths: Some(Arc::new(move || source.lock().clone())),
+        };
+        let coordinator = tokio::spawn(async move {
+            let _ = recv(&mut sr).await;
+            send(
+                &mut sw,
+                &ServerMsg::Challenge {
+                    ephemeral: Key([1; 32]),
+                    nonce: Key([2; 32]),
+                },
+            )
+            .await;
+            let _ = recv(&mut sr).await;
+            send(
+                &mut sw,
+                &ServerMsg::Pending {
+                    message: "wait".into(),
+                },
+            )
+            .await;
+            // Longer than a check interval.
+            let quiet = tokio::time::timeout(PATH_CHECK * 3 / 2, recv(&mut sr)).await;
+            assert!(quiet.is_err(), "sent while pending: {quiet:?}");
+            send(&mut sw, &ServerMsg::Netmap { netmap: netmap() }).await;
+            let first = tokio::time::timeout(Duration::from_secs(10), recv(&mut sr))
+                .await
+                .expect("no report after the netmap");
+            assert_eq!(
+                first,
+                ClientMsg::Paths {
+                    peers: vec![entry(ReportedPath::Relayed)]
+                }
+            );
+            *current.lock() = vec![entry(ReportedPath::Direct)];
+            let second = tokio::time::timeout(Duration::from_secs(10), recv(&mut sr))
+                .await
+                .expect("no report after a path change");
+            assert_eq!(
+                second,
+                ClientMsg::Paths {
+                    peers: vec![entry(ReportedPath::Direct)]
+                }
+            );
+            // Unchanged: quiet.
+            let quiet = tokio::time::timeout(PATH_CHECK * 3 / 2, recv(&mut sr)).await;
+            assert!(quiet.is_err(), "sent an unchanged report: {quiet:?}");
+            // Kept open: the session must not see the end of the stream first.
+            (sr, sw)
+        });
+        let mut rec = Record::default();
+        let session = run(
+            cr,
+            cw,
+            [0; 32],
+            hello(&node),
+            &node,
+            None,
+            &mut rec,
+            Some(feed),
+        );
+        let _open = tokio::select! {
+            done = coordinator => done.unwrap(),
+            outcome = session => panic!("session ended: {outcome:?}"),
+        };
+        assert_eq!(rec.pending, vec!["wait".to_owned()]);
+        assert_eq!(rec.maps.len(), 1);
     }
 
     #[tokio::test]

@@ -32,6 +32,7 @@ use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
 use ipnet::IpNet;
 use mesh_proto::api::{ControlStatus, DropCounters, PeerStatus, Status};
+use mesh_proto::control::{PeerPathReport, ReportedPath};
 use mesh_proto::netmap::{Netmap, PeerInfo};
 use mesh_proto::Key;
 use parking_lot::Mutex;
@@ -330,6 +331,43 @@ impl Device {
             dropped: self.drops.snapshot(),
             control: self.control_status.lock().clone(),
         }
+    }
+
+    /// How this node reaches each network peer now, for the coordinator
+    /// ([`mesh_proto::control::ClientMsg::Paths`]): the path and RTT [`Device::status`]
+    /// shows, ordered by key, at most [`mesh_proto::control::MAX_PATH_REPORT`] peers.
+    /// Takes no `Tunn` lock: the packet paths are not held up.
+    pub fn path_report(&self) -> Vec<PeerPathReport> {
+        let table = self.peers.load();
+        let mut out: Vec<PeerPathReport> = table
+            .list
+            .iter()
+            .filter_map(|p| {
+                let t = p.traversal.as_ref()?;
+                let endpoint = p.endpoint();
+                let path = match endpoint {
+                    Some(Endpoint::Direct(_)) => ReportedPath::Direct,
+                    Some(Endpoint::Relay(_)) => ReportedPath::Relayed,
+                    None => ReportedPath::None,
+                };
+                let rtt_ms = if path == ReportedPath::Direct {
+                    t.paths
+                        .lock()
+                        .rtt()
+                        .map(|d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX))
+                } else {
+                    None
+                };
+                Some(PeerPathReport {
+                    peer: p.public_key,
+                    path,
+                    rtt_ms,
+                })
+            })
+            .collect();
+        out.sort_by_key(|r| r.peer);
+        out.truncate(mesh_proto::control::MAX_PATH_REPORT);
+        out
     }
 
     /// Publishes what `meshctl status` says about the coordinator connection.
