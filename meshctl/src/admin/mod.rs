@@ -5,6 +5,7 @@
 //! untouched (fields this meshctl does not know yet included).
 
 mod client;
+mod tls;
 
 use std::fmt::Write as _;
 use std::io::{Read as _, Write};
@@ -40,7 +41,8 @@ pub fn run(args: AdminArgs, out: &mut impl Write) -> anyhow::Result<()> {
         )
     })?;
     let token = read_token(file).map_err(anyhow::Error::msg)?;
-    let client = Client::new(url, &token).map_err(anyhow::Error::msg)?;
+    let pin = client::pin_for(url, args.admin_pin.as_deref(), file).map_err(anyhow::Error::msg)?;
+    let client = Client::new(url, &token, pin).map_err(anyhow::Error::msg)?;
     let text = command(&client, args.command, unix_now())?;
     out.write_all(text.as_bytes())?;
     Ok(())
@@ -333,10 +335,12 @@ fn network_text(n: &NetworkView) -> String {
 }
 
 fn members_table(members: &[MemberView], now: u64) -> String {
+    // The PATHS column only when some member reported paths (`--json` has them per peer).
+    let paths = members.iter().any(|m| !m.paths.is_empty());
     let rows: Vec<Vec<String>> = members
         .iter()
         .map(|m| {
-            vec![
+            let mut row = vec![
                 m.name.clone(),
                 m.fingerprint.clone(),
                 m.address.to_string(),
@@ -345,23 +349,45 @@ fn members_table(members: &[MemberView], now: u64) -> String {
                 m.last_seen
                     .map_or_else(|| "never".to_owned(), |t| duration::ago(t, now)),
                 m.version.clone(),
-                routes_text(m),
-            ]
+            ];
+            if paths {
+                row.push(paths_text(m));
+            }
+            row.push(routes_text(m));
+            row
         })
         .collect();
-    table::render(
-        &[
-            "NAME",
-            "FINGERPRINT",
-            "ADDRESS",
-            "AUTHORIZED",
-            "ONLINE",
-            "LAST SEEN",
-            "VERSION",
-            "ROUTES",
-        ],
-        &rows,
-    )
+    let mut headers = vec![
+        "NAME",
+        "FINGERPRINT",
+        "ADDRESS",
+        "AUTHORIZED",
+        "ONLINE",
+        "LAST SEEN",
+        "VERSION",
+    ];
+    if paths {
+        headers.push("PATHS");
+    }
+    headers.push("ROUTES");
+    table::render(&headers, &rows)
+}
+
+/// A member's reported paths in one cell, counted by kind (`2 direct, 1 relayed`); `-`
+/// for none.
+fn paths_text(m: &MemberView) -> String {
+    let counts: Vec<String> = ["direct", "relayed", "none"]
+        .iter()
+        .filter_map(|kind| {
+            let n = m.paths.iter().filter(|p| p.path == *kind).count();
+            (n > 0).then(|| format!("{n} {kind}"))
+        })
+        .collect();
+    if counts.is_empty() {
+        "-".to_owned()
+    } else {
+        counts.join(", ")
+    }
 }
 
 /// A member's routes in one cell: approved and advertised ones as they are (in effect),
@@ -532,6 +558,7 @@ mod tests {
             public_endpoint: None,
             advertised_routes: vec![],
             approved_routes: vec![],
+            paths: vec![],
         }
     }
 
@@ -551,6 +578,32 @@ mod tests {
 NAME   FINGERPRINT  ADDRESS   AUTHORIZED  ONLINE  LAST SEEN  VERSION  ROUTES
 web-1  m9OJrAFV     10.9.8.3  yes         yes     12s ago    0.1.0    -
 db     m9OJrAFV     10.9.8.3  no          no      never      0.1.0    -
+"
+        );
+    }
+
+    #[test]
+    fn members_render_paths_when_reported() {
+        let now = 1_795_382_116;
+        let path = |name: &str, path: &str| mesh_proto::admin::PeerPathView {
+            peer: "AbCdEfGh".to_owned(),
+            name: name.to_owned(),
+            path: path.to_owned(),
+            rtt_ms: None,
+        };
+        let mut web = member("web-1", true, true, Some(now - 12));
+        web.paths = vec![
+            path("db", "direct"),
+            path("cache", "relayed"),
+            path("api", "direct"),
+        ];
+        let text = members_table(&[web, member("db", false, false, None)], now);
+        assert_eq!(
+            text,
+            "\
+NAME   FINGERPRINT  ADDRESS   AUTHORIZED  ONLINE  LAST SEEN  VERSION  PATHS                ROUTES
+web-1  m9OJrAFV     10.9.8.3  yes         yes     12s ago    0.1.0    2 direct, 1 relayed  -
+db     m9OJrAFV     10.9.8.3  no          no      never      0.1.0    -                    -
 "
         );
     }
