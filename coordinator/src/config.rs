@@ -9,6 +9,12 @@
 //! IP unless `--reflect`/`--relay` say otherwise. Members are told the reflector and relay
 //! addresses with the host of the first `--advertise` (or `--advertise-reflect` /
 //! `--advertise-relay` when a NAT or load balancer maps ports differently).
+//!
+//! The admin API (`--http`, loopback by default) is plain HTTP unless `--http-tls` (HTTPS
+//! with the coordinator's own certificate, the one nodes pin) or `--http-cert`/`--http-key`
+//! (an operator's PEM files) is given; a non-loopback `--http` needs one of them, or
+//! `--http-insecure`. [`ServeConfig::resolve`] also loads the PEM files, so a bad one stops
+//! the start before anything is bound.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -34,6 +40,8 @@ pub struct Cli {
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
+// Parsed once per process: the size of `ServeArgs` does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the coordinator (QUIC control endpoint and admin HTTP API).
     Serve(ServeArgs),
@@ -69,9 +77,20 @@ pub struct ServeArgs {
     /// Admin HTTP API address [default: 127.0.0.1:7480].
     #[arg(long, value_name = "ADDR:PORT")]
     pub http: Option<SocketAddr>,
-    /// Allow --http on a non-loopback address (the admin API has no TLS yet).
+    /// Allow --http on a non-loopback address without TLS.
     #[arg(long)]
     pub http_insecure: bool,
+    /// Serve the admin API over HTTPS with the coordinator's own certificate (its pin is
+    /// what `coordinator pin` prints).
+    #[arg(long)]
+    pub http_tls: bool,
+    /// Serve the admin API over HTTPS with this PEM certificate chain instead (with
+    /// --http-key).
+    #[arg(long, value_name = "PATH")]
+    pub http_cert: Option<PathBuf>,
+    /// The PEM private key of --http-cert.
+    #[arg(long, value_name = "PATH")]
+    pub http_key: Option<PathBuf>,
     /// Address nodes dial, written into join tokens (repeatable) [default: --listen,
     /// unless that is a wildcard address].
     #[arg(long, value_name = "HOST:PORT")]
@@ -106,8 +125,14 @@ pub struct FileConfig {
     pub listen: Option<SocketAddr>,
     /// Admin HTTP API address.
     pub http: Option<SocketAddr>,
-    /// Allow a non-loopback `http`.
+    /// Allow a non-loopback `http` without TLS.
     pub http_insecure: Option<bool>,
+    /// Serve the admin API over HTTPS with the coordinator's own certificate.
+    pub http_tls: Option<bool>,
+    /// PEM certificate chain for the admin API (with `http-key`; implies TLS).
+    pub http_cert: Option<PathBuf>,
+    /// PEM private key of `http-cert`.
+    pub http_key: Option<PathBuf>,
     /// Addresses written into join tokens.
     pub advertise: Option<Vec<String>>,
     /// UDP reflector addresses (an empty list runs none).
@@ -131,6 +156,8 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// Admin HTTP API address.
     pub http: SocketAddr,
+    /// Whether and with what the admin API is served over TLS.
+    pub http_tls: HttpTls,
     /// Addresses written into join tokens.
     pub advertise: Vec<String>,
     /// UDP reflector addresses.
@@ -142,6 +169,22 @@ pub struct ServeConfig {
     pub advertise_reflect: Vec<String>,
     /// Relay address members are told (`None`: derived).
     pub advertise_relay: Option<String>,
+}
+
+/// How the admin API is served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpTls {
+    /// Plain HTTP.
+    Off,
+    /// HTTPS with the coordinator's own certificate (`DATA_DIR/cert.der`, the QUIC one).
+    Identity,
+    /// HTTPS with an operator's PEM certificate chain and key.
+    Pem {
+        /// The certificate chain, end-entity first.
+        cert: PathBuf,
+        /// Its private key.
+        key: PathBuf,
+    },
 }
 
 /// Why the configuration is unusable.
@@ -166,8 +209,21 @@ pub enum ConfigError {
         message: String,
     },
     /// The admin API would be reachable from the network without TLS.
-    #[error("--http {0} is not a loopback address and the admin API has no TLS yet; pass --http-insecure (or http-insecure = true) to serve it anyway")]
+    #[error("--http {0} is not a loopback address; pass --http-tls (or http-tls = true, or --http-cert and --http-key) to serve the admin API over HTTPS, or --http-insecure (or http-insecure = true) to serve it without TLS anyway")]
     InsecureHttp(SocketAddr),
+    /// Only one of the admin API's certificate and key.
+    #[error(
+        "{given} needs {missing} too (the admin API's PEM certificate and its key go together)"
+    )]
+    HttpCertPair {
+        /// The one given (`--http-cert` or `http-key` …).
+        given: &'static str,
+        /// The one missing.
+        missing: &'static str,
+    },
+    /// The admin API's certificate or key is unusable.
+    #[error(transparent)]
+    HttpTls(#[from] crate::https::TlsError),
     /// No address to put into join tokens.
     #[error("--listen {0} is a wildcard address nodes cannot dial; pass --advertise HOST:PORT (the address nodes reach this coordinator at)")]
     NoAdvertise(SocketAddr),
@@ -252,7 +308,16 @@ impl ServeConfig {
             Some(p) => FileConfig::load(p)?,
             None => FileConfig::default(),
         };
-        ServeConfig::merge(args, file)
+        let cfg = ServeConfig::merge(args, file)?;
+        if let HttpTls::Pem { cert, key } = &cfg.http_tls {
+            crate::https::AdminTls::from_pem_files(cert, key)?;
+        }
+        Ok(cfg)
+    }
+
+    /// Whether the admin API is served over HTTPS (so its cookies can be `Secure`).
+    pub fn tls_enabled(&self) -> bool {
+        self.http_tls != HttpTls::Off
     }
 
     fn merge(args: &ServeArgs, file: FileConfig) -> Result<ServeConfig, ConfigError> {
@@ -278,7 +343,24 @@ impl ServeConfig {
         } else {
             args.advertise.clone()
         };
-        if !http.ip().is_loopback() && !http_insecure {
+        // The certificate and key are a pair: from the flags if either flag is given,
+        // else from the file.
+        let pair = match (&args.http_cert, &args.http_key) {
+            (None, None) => (file.http_cert, file.http_key, ("http-cert", "http-key")),
+            (cert, key) => (cert.clone(), key.clone(), ("--http-cert", "--http-key")),
+        };
+        let http_tls = match pair {
+            (Some(cert), Some(key), _) => HttpTls::Pem { cert, key },
+            (Some(_), None, (given, missing)) => {
+                return Err(ConfigError::HttpCertPair { given, missing })
+            }
+            (None, Some(_), (missing, given)) => {
+                return Err(ConfigError::HttpCertPair { given, missing })
+            }
+            (None, None, _) if args.http_tls || file.http_tls == Some(true) => HttpTls::Identity,
+            (None, None, _) => HttpTls::Off,
+        };
+        if !http.ip().is_loopback() && !http_insecure && http_tls == HttpTls::Off {
             return Err(ConfigError::InsecureHttp(http));
         }
         for a in &advertise {
@@ -350,6 +432,7 @@ impl ServeConfig {
             data_dir,
             listen,
             http,
+            http_tls,
             advertise,
             reflect,
             relay,
@@ -557,7 +640,10 @@ mod tests {
             FileConfig::default(),
         )
         .unwrap_err();
-        assert!(matches!(err, ConfigError::InsecureHttp(_)), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "--http 0.0.0.0:7480 is not a loopback address; pass --http-tls (or http-tls = true, or --http-cert and --http-key) to serve the admin API over HTTPS, or --http-insecure (or http-insecure = true) to serve it without TLS anyway"
+        );
         assert!(ServeConfig::merge(
             &serve_args(&[
                 "--http",
@@ -575,6 +661,131 @@ mod tests {
             assert!(matches!(err, ConfigError::BadAdvertise(_)), "{bad}: {err}");
         }
         assert!(parse_cli(&["serve", "--listen", "nope"]).is_err());
+    }
+
+    #[test]
+    fn admin_tls_settings() {
+        let local = ["--listen", "127.0.0.1:7443"];
+        let merge = |args: &[&str], text: &str| {
+            ServeConfig::merge(&serve_args(&[&local[..], args].concat()), file(text))
+        };
+        let c = merge(&[], "").unwrap();
+        assert_eq!(c.http_tls, HttpTls::Off);
+        assert!(!c.tls_enabled());
+        for (args, text) in [(&["--http-tls"][..], ""), (&[], "http-tls = true")] {
+            let c = merge(args, text).unwrap();
+            assert_eq!(c.http_tls, HttpTls::Identity, "{args:?} {text}");
+            assert!(c.tls_enabled());
+        }
+        assert_eq!(
+            merge(&[], "http-tls = false").unwrap().http_tls,
+            HttpTls::Off
+        );
+        // A certificate implies TLS; flags replace the file's pair as a whole.
+        let pem = HttpTls::Pem {
+            cert: "/c.pem".into(),
+            key: "/k.pem".into(),
+        };
+        let c = merge(&["--http-cert", "/c.pem", "--http-key", "/k.pem"], "").unwrap();
+        assert_eq!(c.http_tls, pem);
+        assert!(c.tls_enabled());
+        let c = merge(
+            &[],
+            "http-cert = \"/c.pem\"\nhttp-key = \"/k.pem\"\nhttp-tls = true",
+        )
+        .unwrap();
+        assert_eq!(c.http_tls, pem);
+        let c = merge(
+            &["--http-cert", "/c.pem", "--http-key", "/k.pem"],
+            "http-cert = \"/old.pem\"\nhttp-key = \"/old-key.pem\"",
+        )
+        .unwrap();
+        assert_eq!(c.http_tls, pem);
+
+        // Any TLS lets the admin API off loopback; plain HTTP needs --http-insecure.
+        for args in [
+            &["--http", "0.0.0.0:7480", "--http-tls"][..],
+            &[
+                "--http",
+                "[::]:7480",
+                "--http-cert",
+                "/c",
+                "--http-key",
+                "/k",
+            ],
+            &["--http", "192.0.2.1:7480", "--http-insecure"],
+        ] {
+            assert!(merge(args, "").is_ok(), "{args:?}");
+        }
+        assert!(merge(&[], "http = \"0.0.0.0:7480\"\nhttp-tls = true").is_ok());
+        let err = merge(&["--http", "0.0.0.0:7480"], "http-tls = false").unwrap_err();
+        assert!(matches!(err, ConfigError::InsecureHttp(_)), "{err}");
+
+        // Both or neither.
+        for (args, text, want) in [
+            (
+                &["--http-cert", "/c"][..],
+                "",
+                "--http-cert needs --http-key too",
+            ),
+            (
+                &["--http-key", "/k"],
+                "",
+                "--http-key needs --http-cert too",
+            ),
+            (&[], "http-cert = \"/c\"", "http-cert needs http-key too"),
+            (&[], "http-key = \"/k\"", "http-key needs http-cert too"),
+            (
+                &["--http-cert", "/c"],
+                "http-cert = \"/c\"\nhttp-key = \"/k\"",
+                "--http-cert needs --http-key too",
+            ),
+        ] {
+            let err = merge(args, text).unwrap_err().to_string();
+            assert_eq!(
+                err,
+                format!("{want} (the admin API's PEM certificate and its key go together)"),
+                "{args:?} {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn admin_tls_files_are_checked_at_resolve() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (cert, key) = (tmp.path().join("cert.pem"), tmp.path().join("key.pem"));
+        let resolve = |cert: &Path, key: &Path| {
+            ServeConfig::resolve(&serve_args(&[
+                "--listen",
+                "127.0.0.1:7443",
+                "--http-cert",
+                cert.to_str().unwrap(),
+                "--http-key",
+                key.to_str().unwrap(),
+            ]))
+        };
+        let err = resolve(&cert, &key).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "--http-cert {}: No such file or directory (os error 2)",
+                cert.display()
+            )
+        );
+        let made = rcgen::generate_simple_self_signed(vec!["admin.example".to_owned()]).unwrap();
+        std::fs::write(&cert, made.cert.pem()).unwrap();
+        std::fs::write(&key, "not a key\n").unwrap();
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let err = resolve(&cert, &key).unwrap_err().to_string();
+        assert!(
+            err.starts_with("--http-key ") && err.contains("no PEM private key"),
+            "{err}"
+        );
+        std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+        let c = resolve(&cert, &key).unwrap();
+        assert!(c.tls_enabled());
+        assert!(matches!(c.http_tls, HttpTls::Pem { .. }));
     }
 
     #[test]

@@ -131,9 +131,14 @@ pub struct JoinArgs {
 /// `meshctl admin`: where the admin API is and how to authenticate.
 #[derive(Debug, Args)]
 pub struct AdminArgs {
-    /// The coordinator's admin API, e.g. http://127.0.0.1:7480.
+    /// The coordinator's admin API, e.g. http://127.0.0.1:7480 or https://coord.example:7480.
     #[arg(long, global = true, value_name = "URL", env = "MESHCTL_ADMIN_URL")]
     pub coordinator: Option<String>,
+    /// For https: the pin of the admin API's certificate (sha256:…; `coordinator pin`
+    /// prints the coordinator's own). Without it, a --token-file in the coordinator's data
+    /// dir pins the certificate beside it.
+    #[arg(long, global = true, value_name = "PIN", env = "MESHCTL_ADMIN_PIN")]
+    pub admin_pin: Option<String>,
     /// File holding the admin token (the coordinator writes it to DATA_DIR/admin.token).
     #[arg(
         long,

@@ -526,25 +526,3 @@ fn readable_token_file_is_a_warning() {
     );
     admin.expect("GET", "/api/networks");
 }
-
-#[test]
-fn https_is_refused_for_now() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = token_file(dir.path(), ADMIN_TOKEN);
-    let out = meshctl(
-        &[
-            "admin",
-            "--coordinator",
-            "https://127.0.0.1:7480",
-            "--token-file",
-            file.to_str().unwrap(),
-            "network",
-            "list",
-        ],
-        &[],
-    );
-    assert_error(
-        &out,
-        "meshctl: --coordinator: https is not supported yet (TLS for the admin API comes later); use http://",
-    );
-}

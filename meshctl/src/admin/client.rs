@@ -2,17 +2,23 @@
 //!
 //! [`Client::new`] is the one place the HTTP agent is configured: timeouts, no redirects,
 //! no proxies (the bearer token goes to the URL given and nowhere else), statuses as values.
-//! Plain `http://` only for now; TLS for the admin API is added there.
+//! `http://`, or `https://` trusting exactly one pinned certificate ([`super::tls`]): with
+//! no certificate authorities, https without a pin is refused.
 //!
 //! Every error is a complete one-line message.
 
+use std::path::Path;
 use std::time::Duration;
 
+use mesh_proto::control::CertPin;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Serialize;
 use serde_json::Value;
 use ureq::http::{header, Method, StatusCode, Uri};
+use ureq::unversioned::resolver::DefaultResolver;
+use ureq::unversioned::transport::{Connector as _, TcpConnector};
 
+use super::tls::{HandshakeError, PinnedTls};
 use crate::local::{io_reason, one_line};
 
 /// Time to set up the TCP connection.
@@ -36,48 +42,108 @@ pub fn api_path(segments: &[&str]) -> String {
     path
 }
 
+/// The pin of the admin API's certificate and where it came from (named in errors).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pin {
+    /// SHA-256 of the certificate.
+    pub pin: CertPin,
+    /// `--admin-pin`, or the certificate file it was read from.
+    pub from: String,
+}
+
+/// The pin for `url`: `--admin-pin` (or MESHCTL_ADMIN_PIN) when given; else, for an
+/// https URL and a token file named `admin.token` (the coordinator's data dir), the
+/// certificate beside it (`DIR/cert.der`, the one `--http-tls` serves); else none.
+pub fn pin_for(url: &str, flag: Option<&str>, token_file: &Path) -> Result<Option<Pin>, String> {
+    if let Some(text) = flag {
+        let pin = text.parse().map_err(|e| format!("--admin-pin: {e}"))?;
+        return Ok(Some(Pin {
+            pin,
+            from: "--admin-pin".to_owned(),
+        }));
+    }
+    let https = url
+        .trim()
+        .get(..8)
+        .is_some_and(|s| s.eq_ignore_ascii_case("https://"));
+    if !https || token_file.file_name().is_none_or(|n| n != "admin.token") {
+        return Ok(None);
+    }
+    let cert = token_file.with_file_name("cert.der");
+    match std::fs::read(&cert) {
+        Ok(der) => Ok(Some(Pin {
+            pin: CertPin::of_der(&der),
+            from: cert.display().to_string(),
+        })),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!(
+            "reading the coordinator's certificate {} (to pin it): {}",
+            cert.display(),
+            io_reason(&e)
+        )),
+    }
+}
+
 /// An authenticated connection to one coordinator's admin API.
 pub struct Client {
     agent: ureq::Agent,
-    /// `http://host:port[/prefix]`, no trailing slash.
+    /// `http[s]://host:port[/prefix]`, no trailing slash.
     base: String,
     authorization: String,
+    /// The pinned certificate, for https.
+    pin: Option<Pin>,
 }
 
 impl Client {
-    /// Checks `url` and builds the agent; `token` is the admin token.
-    pub fn new(url: &str, token: &str) -> Result<Client, String> {
+    /// Checks `url` and builds the agent; `token` is the admin token, `pin` the
+    /// certificate an https URL must present (required for https, refused for http).
+    pub fn new(url: &str, token: &str, pin: Option<Pin>) -> Result<Client, String> {
         let base = url.trim().trim_end_matches('/');
         let bad = || {
             format!("--coordinator: expected the admin API's URL, like http://127.0.0.1:7480, got {url:?}")
         };
         let uri: Uri = base.parse().map_err(|_| bad())?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(
-                    "--coordinator: https is not supported yet (TLS for the admin API comes later); use http://"
-                        .to_owned(),
-                )
-            }
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
             _ => return Err(bad()),
-        }
+        };
         if uri.authority().is_none_or(|a| a.host().is_empty()) || uri.query().is_some() {
             return Err(bad());
         }
-        let agent = ureq::Agent::config_builder()
+        let config = ureq::Agent::config_builder()
             .timeout_connect(Some(CONNECT_TIMEOUT))
             .timeout_global(Some(TOTAL_TIMEOUT))
             .http_status_as_error(false)
             .max_redirects(0)
             .proxy(None)
             .user_agent(concat!("meshctl/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
+            .build();
+        let agent = match (https, &pin) {
+            (false, None) => config.into(),
+            (false, Some(p)) => {
+                return Err(format!(
+                    "{}: a pin is for https:// admin URLs, and {base} is plain http",
+                    p.from
+                ))
+            }
+            (true, None) => {
+                return Err(format!(
+                    "--coordinator {base}: https needs the admin API certificate's pin: give --admin-pin sha256:… (`coordinator pin` prints it for the coordinator's own certificate), or a --token-file in the coordinator's data dir"
+                ))
+            }
+            (true, Some(p)) => ureq::Agent::with_parts(
+                config,
+                ().chain(TcpConnector::default())
+                    .chain(PinnedTls::new(p.pin)?),
+                DefaultResolver::default(),
+            ),
+        };
         Ok(Client {
             agent,
             base: base.to_owned(),
             authorization: format!("Bearer {token}"),
+            pin,
         })
     }
 
@@ -180,6 +246,25 @@ impl Client {
             E::BodyExceedsLimit(_) => {
                 format!("the coordinator at {base} answered with more than {MAX_BODY} bytes")
             }
+            E::Other(e) if e.is::<HandshakeError>() => {
+                let tls = "TLS handshake with the coordinator at";
+                match e.downcast_ref::<HandshakeError>() {
+                    Some(HandshakeError::Mismatch(got)) => match &self.pin {
+                        Some(p) => format!(
+                            "the coordinator at {base} presented certificate {got}, not the pinned {} (from {})",
+                            p.pin, p.from
+                        ),
+                        None => format!("the coordinator at {base} presented certificate {got}"),
+                    },
+                    Some(HandshakeError::NotTls(e)) => format!(
+                        "{tls} {base} failed: {e} (does it serve plain http? then use http://)"
+                    ),
+                    _ => format!("{tls} {base} failed: {e}"),
+                }
+            }
+            E::Protocol(e) if self.pin.is_none() => format!(
+                "talking to the coordinator at {base}: {e} (does it serve https? then use https:// and --admin-pin)"
+            ),
             other => format!("talking to the coordinator at {base}: {other}"),
         }
     }
@@ -249,6 +334,15 @@ mod tests {
         assert_eq!(api_path(&["networks", "héllo"]), "/api/networks/h%C3%A9llo");
     }
 
+    const PIN: &str = "sha256:8a3c9ef8a4f6d3b8a1d4de6f1c55e4b1e8f7c3a1b2c4d5e6f708192a3b4c5d6e";
+
+    fn pin() -> Option<Pin> {
+        Some(Pin {
+            pin: PIN.parse().unwrap(),
+            from: "--admin-pin".to_owned(),
+        })
+    }
+
     #[test]
     fn urls() {
         for good in [
@@ -257,22 +351,31 @@ mod tests {
             " http://coord:80/admin/ ",
             "http://[::1]:7480",
         ] {
-            let c = Client::new(good, "t").unwrap();
+            let c = Client::new(good, "t", None).unwrap();
+            assert!(!c.base.ends_with('/'), "{good}");
+        }
+        for good in ["https://c:7480", "HTTPS://[::1]:7480/admin/"] {
+            let c = Client::new(good, "t", pin()).unwrap();
             assert!(!c.base.ends_with('/'), "{good}");
         }
         assert_eq!(
-            Client::new("https://c:7480", "t").err().unwrap(),
-            "--coordinator: https is not supported yet (TLS for the admin API comes later); use http://"
+            Client::new("https://c:7480/", "t", None).err().unwrap(),
+            "--coordinator https://c:7480: https needs the admin API certificate's pin: give --admin-pin sha256:… (`coordinator pin` prints it for the coordinator's own certificate), or a --token-file in the coordinator's data dir"
+        );
+        assert_eq!(
+            Client::new("http://c:7480", "t", pin()).err().unwrap(),
+            "--admin-pin: a pin is for https:// admin URLs, and http://c:7480 is plain http"
         );
         for bad in [
             "127.0.0.1:7480",
             "ftp://c",
             "http://",
+            "https://",
             "http://c:7480/?x=1",
             "",
             "not a url",
         ] {
-            let err = Client::new(bad, "t").err().unwrap();
+            let err = Client::new(bad, "t", pin()).err().unwrap();
             assert!(
                 err.starts_with(
                     "--coordinator: expected the admin API's URL, like http://127.0.0.1:7480"
@@ -280,6 +383,52 @@ mod tests {
                 "{bad}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn pins() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("admin.token");
+        let https = "https://c:7480";
+
+        // --admin-pin wins, and is checked.
+        let p = pin_for(https, Some(PIN), &token).unwrap().unwrap();
+        assert_eq!(
+            (p.pin.to_string().as_str(), p.from.as_str()),
+            (PIN, "--admin-pin")
+        );
+        assert_eq!(
+            pin_for(https, Some("sha256:abc"), &token).unwrap_err(),
+            "--admin-pin: expected sha256:<64 hex digits>"
+        );
+        // Handed to Client::new, which refuses it for http.
+        assert!(pin_for("http://c", Some(PIN), &token).unwrap().is_some());
+
+        // No certificate beside the token: no pin.
+        assert_eq!(pin_for(https, None, &token).unwrap(), None);
+        // The coordinator's data dir: DIR/cert.der beside DIR/admin.token.
+        std::fs::write(dir.path().join("cert.der"), b"certificate bytes").unwrap();
+        let p = pin_for(" HTTPS://c:7480", None, &token).unwrap().unwrap();
+        assert_eq!(p.pin, CertPin::of_der(b"certificate bytes"));
+        assert_eq!(p.from, dir.path().join("cert.der").display().to_string());
+        // Only for https, and only beside a file named admin.token.
+        assert_eq!(pin_for("http://c:7480", None, &token).unwrap(), None);
+        assert_eq!(
+            pin_for(https, None, &dir.path().join("token")).unwrap(),
+            None
+        );
+        // An unreadable certificate is an error, not a silent "no pin".
+        let sub = dir.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        std::fs::create_dir(sub.join("cert.der")).unwrap();
+        let err = pin_for(https, None, &sub.join("admin.token")).unwrap_err();
+        assert!(
+            err.starts_with(&format!(
+                "reading the coordinator's certificate {} (to pin it): ",
+                sub.join("cert.der").display()
+            )),
+            "{err}"
+        );
     }
 
     #[test]

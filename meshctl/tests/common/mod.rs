@@ -4,7 +4,7 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::TcpListener;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -22,6 +22,7 @@ pub fn meshctl(args: &[&str], env: &[(&str, &str)]) -> Output {
         .env_remove("MESHCTL_SOCKET")
         .env_remove("MESHCTL_ADMIN_URL")
         .env_remove("MESHCTL_ADMIN_TOKEN_FILE")
+        .env_remove("MESHCTL_ADMIN_PIN")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -144,71 +145,142 @@ impl Recorded {
 }
 
 /// A fake coordinator admin API on 127.0.0.1: answers the n-th request with `answers[n]`
-/// (status, body; the last repeats) and records the requests.
+/// (status, body; the last repeats) and records the requests. Plain HTTP, or HTTPS with a
+/// fresh self-signed certificate ([`FakeCoordinator::start_tls`]).
 pub struct FakeCoordinator {
     pub url: String,
+    /// The certificate's pin (`sha256:…`), for HTTPS.
+    pub pin: Option<String>,
+    /// The certificate (DER), for HTTPS.
+    pub cert_der: Vec<u8>,
     requests: Arc<Mutex<Vec<Recorded>>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     addr: std::net::SocketAddr,
 }
 
+/// Reads one request from `stream`, records it, writes `answer`; answers what is not
+/// HTTP (a TLS ClientHello) with a 400, like hyper.
+fn exchange(
+    stream: impl std::io::Read + std::io::Write,
+    requests: &Mutex<Vec<Recorded>>,
+    answer: &(u16, String),
+) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream);
+    match read_request(&mut reader) {
+        Ok(request) => requests.lock().unwrap().push(request),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            let mut stream = reader.into_inner();
+            stream.write_all(
+                b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            )?;
+            return stream.flush();
+        }
+        Err(e) => return Err(e),
+    }
+    let (status, body) = answer;
+    let mut stream = reader.into_inner();
+    let head = format!(
+        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body.as_bytes())?;
+    stream.flush()
+}
+
+fn read_request(reader: &mut impl std::io::BufRead) -> std::io::Result<Recorded> {
+    let bad = || std::io::Error::from(std::io::ErrorKind::InvalidData);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or_default().to_owned();
+    let path = parts.next().unwrap_or_default().to_owned();
+    if parts.next() != Some("HTTP/1.1") {
+        return Err(bad());
+    }
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h)?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (name, value) = h.split_once(':').ok_or_else(bad)?;
+        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+    }
+    let len = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .map_or(Ok(0), |(_, v)| v.parse().map_err(|_| bad()))?;
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body)?;
+    Ok(Recorded {
+        method,
+        path,
+        headers,
+        body,
+    })
+}
+
 impl FakeCoordinator {
     pub fn start(answers: Vec<(u16, String)>) -> FakeCoordinator {
+        FakeCoordinator::spawn(answers, None)
+    }
+
+    /// Like [`FakeCoordinator::start`], over TLS with a new self-signed certificate.
+    pub fn start_tls(answers: Vec<(u16, String)>) -> FakeCoordinator {
+        let made = rcgen::generate_simple_self_signed(vec!["wiremesh-coordinator".into()]).unwrap();
+        let cert = rustls::pki_types::CertificateDer::from(made.cert.der().to_vec());
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(made.signing_key.serialize_der().into());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert], key)
+            .unwrap();
+        FakeCoordinator::spawn(answers, Some((Arc::new(config), made.cert.der().to_vec())))
+    }
+
+    fn spawn(
+        answers: Vec<(u16, String)>,
+        tls: Option<(Arc<rustls::ServerConfig>, Vec<u8>)>,
+    ) -> FakeCoordinator {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
+        let (config, cert_der) = match tls {
+            Some((config, der)) => (Some(config), der),
+            None => (None, Vec::new()),
+        };
         let thread = {
-            let (requests, stop) = (requests.clone(), stop.clone());
+            let (requests, stop, config) = (requests.clone(), stop.clone(), config.clone());
             std::thread::spawn(move || {
                 for n in 0.. {
                     let (stream, _) = listener.accept().unwrap();
                     if stop.load(Ordering::SeqCst) {
                         return;
                     }
-                    let mut reader = BufReader::new(stream);
-                    let mut line = String::new();
-                    reader.read_line(&mut line).unwrap();
-                    let mut parts = line.split_whitespace();
-                    let method = parts.next().unwrap_or_default().to_owned();
-                    let path = parts.next().unwrap_or_default().to_owned();
-                    let mut headers = Vec::new();
-                    loop {
-                        let mut h = String::new();
-                        reader.read_line(&mut h).unwrap();
-                        let h = h.trim_end();
-                        if h.is_empty() {
-                            break;
+                    let answer = &answers[n.min(answers.len() - 1)];
+                    // A client that gives up (a wrong pin, plain HTTP) records nothing.
+                    let _ = match &config {
+                        Some(config) => {
+                            let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+                            exchange(rustls::StreamOwned::new(conn, stream), &requests, answer)
                         }
-                        let (name, value) = h.split_once(':').unwrap();
-                        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
-                    }
-                    let len = headers
-                        .iter()
-                        .find(|(n, _)| n == "content-length")
-                        .map_or(0, |(_, v)| v.parse().unwrap());
-                    let mut body = vec![0; len];
-                    reader.read_exact(&mut body).unwrap();
-                    requests.lock().unwrap().push(Recorded {
-                        method,
-                        path,
-                        headers,
-                        body,
-                    });
-                    let (status, body) = &answers[n.min(answers.len() - 1)];
-                    let mut stream = reader.into_inner();
-                    let head = format!(
-                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                        body.len()
-                    );
-                    let _ = stream.write_all(head.as_bytes());
-                    let _ = stream.write_all(body.as_bytes());
+                        None => exchange(stream, &requests, answer),
+                    };
                 }
             })
         };
+        let pin = config.map(|_| mesh_proto::control::CertPin::of_der(&cert_der).to_string());
         FakeCoordinator {
-            url: format!("http://{addr}"),
+            url: format!("{}://{addr}", if pin.is_some() { "https" } else { "http" }),
+            pin,
+            cert_der,
             requests,
             stop,
             thread: Some(thread),
