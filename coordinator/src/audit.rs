@@ -7,7 +7,12 @@
 //! pruned in the same batch. The log is mirrored in memory ([`AuditLog`], under the state
 //! lock) and read through `GET /api/audit?limit=N`, newest first.
 //!
-//! The actor is [`ACTOR_ADMIN_TOKEN`] for now: the admin token is the only credential.
+//! The actor says which credential and which way in: the admin token is the only credential
+//! so far, used either as a bearer token (`admin-token/api`, `meshctl admin`, scripts) or
+//! through a dashboard login (`admin-token/dashboard-<8 hex>`, a fingerprint of the session
+//! that tells one browser's actions from another's). The HTTP layer sets it around each
+//! request in the [`ACTOR`] task-local, so the state core's admin methods need no extra
+//! parameter; an action taken outside any request (tests, tools) is [`ACTOR_ADMIN_TOKEN`].
 
 use std::collections::VecDeque;
 
@@ -19,8 +24,31 @@ use crate::store::{Op, Store, StoreError};
 pub const AUDIT_KEEP: u64 = 10_000;
 /// Default number of entries `GET /api/audit` answers with.
 pub const DEFAULT_LIMIT: usize = 100;
-/// The actor of every action taken with the admin token.
+/// The actor of an action taken outside an HTTP request.
 pub const ACTOR_ADMIN_TOKEN: &str = "admin-token";
+/// The actor of an action requested with `Authorization: Bearer <admin token>`.
+pub const ACTOR_API: &str = "admin-token/api";
+
+tokio::task_local! {
+    /// Who the admin request being served comes from (set by [`crate::http`]).
+    pub static ACTOR: String;
+}
+
+/// The actor of an action requested through the dashboard session `session_id`: its first
+/// 8 hex digits of SHA-256 (the id itself is a credential and never logged).
+pub fn session_actor(session_id: &str) -> String {
+    use sha2::{Digest as _, Sha256};
+    let digest = Sha256::digest(session_id.as_bytes());
+    let hex: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    format!("admin-token/dashboard-{hex}")
+}
+
+/// The actor of the request being served, or [`ACTOR_ADMIN_TOKEN`] outside one.
+pub fn current_actor() -> String {
+    ACTOR
+        .try_with(String::clone)
+        .unwrap_or_else(|_| ACTOR_ADMIN_TOKEN.to_owned())
+}
 
 /// The newest entries of the log, in memory.
 #[derive(Debug)]

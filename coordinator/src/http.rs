@@ -1,11 +1,19 @@
 //! The admin HTTP API: exactly the route table of [`mesh_proto::admin`], JSON in and out,
-//! `Authorization: Bearer <admin token>` on every request (compared in constant time)
-//! except `GET /api/openapi.json`, the API's public description ([`crate::openapi`]).
+//! and beside it the admin web dashboard ([`crate::web`]: pages, assets, login and a
+//! server-sent change feed).
 //!
-//! Every failure answers with an [`ApiError`] body: 401 without the right token, 400 for
-//! a malformed body or path, 404 for an unknown network/member/token/route, 405 for a wrong
-//! method, 409 for conflicts (address taken, duplicate network, ambiguous member), 415
-//! without a JSON content type. A 5xx means the coordinator itself failed (storage).
+//! Every request needs a credential except `GET /api/openapi.json` (the API's public
+//! description, [`crate::openapi`]) and the login page (`GET`/`POST /login`): either
+//! `Authorization: Bearer <admin token>` (compared in constant time) or the session cookie
+//! the login page sets. Cookie-authenticated requests are also checked against cross-site
+//! request forgery ([`crate::web`]). Without a credential, `/api/*` and `/metrics` answer
+//! 401 and the pages redirect to `/login`.
+//!
+//! Every failure answers with an [`ApiError`] body: 401 without the right token, 403 for a
+//! cookie request without its CSRF token or from another origin, 400 for a malformed body
+//! or path, 404 for an unknown network/member/token/route, 405 for a wrong method, 409 for
+//! conflicts (address taken, duplicate network, ambiguous member), 415 without a JSON
+//! content type. A 5xx means the coordinator itself failed (storage).
 
 use std::sync::Arc;
 
@@ -127,17 +135,36 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Params<
     }
 }
 
+/// What every handler shares.
 #[derive(Clone)]
-struct Api {
-    coord: Arc<Coordinator>,
-    token_hash: [u8; 32],
+pub(crate) struct Api {
+    pub(crate) coord: Arc<Coordinator>,
+    /// SHA-256 of the admin token.
+    pub(crate) token_hash: [u8; 32],
+    /// The dashboard's sessions and options.
+    pub(crate) web: Arc<crate::web::Web>,
 }
 
-/// The admin API router.
+/// Options of the admin HTTP server beyond the API itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HttpOptions {
+    /// Mark the dashboard's session cookie `Secure` (sent over HTTPS only). Set it when
+    /// the admin listener is reached through TLS (a reverse proxy); leave it off for plain
+    /// HTTP on localhost, or browsers would never send the cookie back.
+    pub secure_cookies: bool,
+}
+
+/// The admin API router with default [`HttpOptions`].
 pub fn router(coord: Arc<Coordinator>, admin_token: &str) -> Router {
+    router_with(coord, admin_token, HttpOptions::default())
+}
+
+/// The admin API and dashboard router.
+pub fn router_with(coord: Arc<Coordinator>, admin_token: &str, opts: HttpOptions) -> Router {
     let api = Api {
         coord,
         token_hash: Sha256::digest(admin_token.as_bytes()).into(),
+        web: Arc::new(crate::web::Web::new(opts)),
     };
     Router::new()
         .route("/api/networks", get(list_networks).post(create_network))
@@ -176,39 +203,88 @@ pub fn router(coord: Arc<Coordinator>, admin_token: &str) -> Router {
         )
         .route("/api/audit", get(audit))
         .route("/metrics", get(metrics))
+        // The dashboard's pages, assets, logout and change feed, behind the same check.
+        .merge(crate::web::protected_routes())
         .fallback(|| async { Failure(StatusCode::NOT_FOUND, "no such route".into()) })
-        .method_not_allowed_fallback(|| async {
-            Failure(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method not allowed on this route".into(),
-            )
-        })
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(api.clone(), authenticate))
-        // Added after the token check: the API's description is public (`crate::openapi`).
+        // Added after the credential check: the API's description is public
+        // (`crate::openapi`), and so is the login page.
         .route(crate::openapi::PATH, get(crate::openapi::serve))
+        .merge(crate::web::public_routes())
+        .layer(middleware::from_fn(crate::web::security_headers))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(api)
 }
 
-/// Refuses requests without the admin token. Both sides are hashed first so the
-/// comparison takes the same time whatever the length of what was sent.
-async fn authenticate(State(api): State<Api>, req: Request, next: Next) -> Response {
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let ok = presented.is_some_and(|t| ct_eq(&Sha256::digest(t.as_bytes()), &api.token_hash));
-    if !ok {
-        return Failure(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong admin token (send Authorization: Bearer <contents of DIR/admin.token>)"
-                .into(),
-        )
-        .into_response();
+/// The 405 answer.
+pub(crate) async fn method_not_allowed() -> Failure {
+    Failure(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed on this route".into(),
+    )
+}
+
+/// Whether `presented` is the admin token whose SHA-256 is `token_hash`. Both sides are
+/// fixed-length digests, compared in constant time, so neither the length of what was
+/// sent nor how long a prefix it shares with the token changes how long this takes.
+pub(crate) fn token_matches(presented: &str, token_hash: &[u8; 32]) -> bool {
+    ct_eq(&Sha256::digest(presented.as_bytes()), token_hash)
+}
+
+/// Who a request came from, once [`authenticate`] let it through (a request extension).
+/// No `Debug`: it holds the session's secrets.
+#[derive(Clone)]
+pub(crate) enum Caller {
+    /// `Authorization: Bearer <admin token>`: not an ambient credential, so no CSRF check.
+    Bearer,
+    /// The dashboard's session cookie (already checked against CSRF).
+    Session {
+        /// The session id (the cookie's value).
+        id: String,
+        /// The session's CSRF token.
+        csrf: String,
+    },
+}
+
+/// Refuses requests without a credential: `/api/*` and `/metrics` with 401, pages with a
+/// redirect to the login page. An `Authorization` header is judged alone (a wrong one is
+/// not rescued by a cookie); a cookie session must also pass the CSRF checks.
+async fn authenticate(State(api): State<Api>, mut req: Request, next: Next) -> Response {
+    let caller = match req.headers().get(header::AUTHORIZATION) {
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .is_some_and(|t| token_matches(t, &api.token_hash))
+            .then_some(Caller::Bearer),
+        None => api.web.session_of(req.headers()),
+    };
+    let Some(caller) = caller else {
+        return crate::web::unauthenticated(req.uri().path());
+    };
+    if let Caller::Session { csrf, .. } = &caller {
+        if let Err(refused) = crate::web::check_browser_request(req.method(), req.headers(), csrf) {
+            return refused.into_response();
+        }
     }
-    next.run(req).await
+    let actor = match &caller {
+        Caller::Bearer => crate::audit::ACTOR_API.to_owned(),
+        Caller::Session { id, .. } => crate::audit::session_actor(id),
+    };
+    req.extensions_mut().insert(caller);
+    // The audit log's "who" for whatever this request changes.
+    crate::audit::ACTOR.scope(actor, next.run(req)).await
+}
+
+/// The 401 answer.
+pub(crate) fn unauthorized() -> Failure {
+    Failure(
+        StatusCode::UNAUTHORIZED,
+        "missing or wrong admin token (send Authorization: Bearer <contents of DIR/admin.token>)"
+            .into(),
+    )
 }
 
 type Answer<T> = Result<T, Failure>;

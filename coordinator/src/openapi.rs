@@ -5,6 +5,11 @@
 //! It is served at `GET /api/openapi.json` **without** the admin token: it describes the
 //! API's shape and carries no data, and tools (Swagger UI, code generators) fetch it
 //! without credentials. Every operation in it requires the `bearer` scheme.
+//!
+//! It documents the JSON API only. Left out on purpose: the dashboard's pages, assets,
+//! login and logout ([`crate::web`]: HTML, not part of the API), and the `/api` routes in
+//! [`crate::web::UNDOCUMENTED_API_ROUTES`] (the change feed: server-sent events, not
+//! JSON); the tests check that list against the document.
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};

@@ -1,12 +1,14 @@
 //! `coordinator serve`: data directory, identity, store, then the QUIC endpoint, the UDP
-//! reflectors and relay, and the admin API until SIGINT/SIGTERM.
+//! reflectors and relay, and the admin API (plain HTTP, or HTTPS through
+//! `coordinator::https`) until SIGINT/SIGTERM.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use coordinator::config::ServeConfig;
+use coordinator::config::{HttpTls, ServeConfig};
+use coordinator::https::{self, AdminTls};
 use coordinator::identity::DataDir;
 use coordinator::relay::Relay;
 use coordinator::state::{Clock, Coordinator, JoinInfo, Services, SystemClock};
@@ -19,6 +21,11 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let identity = dir.load_or_create_identity()?;
     let admin_token = dir.load_or_create_admin_token()?;
     let relay_secret = dir.load_or_create_relay_secret()?;
+    let admin_tls = match &cfg.http_tls {
+        HttpTls::Off => None,
+        HttpTls::Identity => Some(AdminTls::from_identity(&identity)?),
+        HttpTls::Pem { cert, key } => Some(AdminTls::from_pem_files(cert, key)?),
+    };
 
     // Every socket is bound before anything is served, so a port in use fails the start.
     let endpoint = quic::bind(&identity, cfg.listen)?;
@@ -78,6 +85,10 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         data_dir = %cfg.data_dir.display(),
         "coordinator running"
     );
+    match &admin_tls {
+        Some(tls) => tracing::info!("admin https://{http_addr} (certificate pin {})", tls.pin),
+        None => tracing::info!("admin http://{http_addr}"),
+    }
 
     let mut udp_tasks = Vec::new();
     for socket in reflect_sockets {
@@ -91,12 +102,27 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         udp_tasks.push(tokio::spawn(relay::serve(socket, core, clock)));
     }
     let quic_task = tokio::spawn(quic::serve(endpoint.clone(), coord.clone()));
-    let app = http::router(coord.clone(), &admin_token);
-    let http_task = tokio::spawn(async move {
-        axum::serve(http_listener, app)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-    });
+    // Over TLS the dashboard's session cookie is marked Secure.
+    let app = http::router_with(
+        coord.clone(),
+        &admin_token,
+        http::HttpOptions {
+            secure_cookies: cfg.tls_enabled(),
+        },
+    );
+    let http_task = match admin_tls {
+        Some(tls) => tokio::spawn(https::serve(
+            http_listener,
+            tls.config,
+            app,
+            shutdown_signal(),
+        )),
+        None => tokio::spawn(async move {
+            axum::serve(http_listener, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+        }),
+    };
 
     shutdown_signal().await;
     tracing::info!("shutting down");

@@ -218,6 +218,13 @@ impl Coordinator {
         })
     }
 
+    /// `GET /metrics` from the admin endpoint with the admin token, as text.
+    pub fn metrics(&self) -> anyhow::Result<String> {
+        let token = std::fs::read_to_string(self.token_file())
+            .with_context(|| format!("reading {}", self.token_file().display()))?;
+        crate::http::get_in(&self.ns, HTTP_PORT, "/metrics", Some(token.trim()))
+    }
+
     /// `network create NAME --cidr CIDR`.
     pub fn create_network(&self, name: &str, cidr: &str) -> anyhow::Result<()> {
         self.admin(&["network", "create", name, "--cidr", cidr])?;

@@ -23,6 +23,7 @@
 //!   background), UDP junk and hand-made datagrams, a reflector and probe that show what a
 //!   NAT does to a socket; iperf3 throughput.
 //!
+//! - [`http`]: HTTP requests to loopback servers inside a namespace (`setns`).
 //! - [`webdriver`]: headless Chromium through chromedriver, both inside a test's namespace,
 //!   for the admin dashboard's browser test.
 //!
@@ -37,6 +38,7 @@
 pub mod capture;
 pub mod control;
 pub mod coordinator;
+pub mod http;
 pub mod lab;
 pub mod meshd;
 pub mod netns;

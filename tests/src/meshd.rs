@@ -35,6 +35,8 @@ pub struct MeshdConfig {
     pub node_name: Option<String>,
     /// `advertise-routes`: prefixes behind the node offered to its network.
     pub advertise_routes: Vec<String>,
+    /// `metrics-listen`: where meshd serves Prometheus metrics (None: off, the default).
+    pub metrics_listen: Option<String>,
 }
 
 impl MeshdConfig {
@@ -49,6 +51,7 @@ impl MeshdConfig {
             peers: Vec::new(),
             node_name: None,
             advertise_routes: Vec::new(),
+            metrics_listen: None,
         }
     }
 
@@ -65,6 +68,7 @@ impl MeshdConfig {
             peers: Vec::new(),
             node_name: None,
             advertise_routes: Vec::new(),
+            metrics_listen: None,
         }
     }
 
@@ -77,6 +81,12 @@ impl MeshdConfig {
     /// Sets the prefixes the node advertises (builder style).
     pub fn advertising(mut self, routes: &[&str]) -> MeshdConfig {
         self.advertise_routes = routes.iter().map(|r| (*r).to_owned()).collect();
+        self
+    }
+
+    /// Serves metrics on `addr` (`metrics-listen`; builder style).
+    pub fn with_metrics(mut self, addr: &str) -> MeshdConfig {
+        self.metrics_listen = Some(addr.to_owned());
         self
     }
 
@@ -99,6 +109,9 @@ impl MeshdConfig {
         t.push_str(&format!("mtu = {}\n", self.mtu));
         if let Some(f) = key_file {
             t.push_str(&format!("private-key-file = {}\n", q(&f.to_string_lossy())));
+        }
+        if let Some(addr) = &self.metrics_listen {
+            t.push_str(&format!("metrics-listen = {}\n", q(addr)));
         }
         if !self.advertise_routes.is_empty() {
             let routes: Vec<String> = self.advertise_routes.iter().map(|r| q(r)).collect();
@@ -565,6 +578,18 @@ impl Meshd {
         )?;
         self.config = config;
         self.spawn()
+    }
+
+    /// `GET /metrics` from its metrics listener (it must have one: `with_metrics`, on
+    /// loopback), as text.
+    pub fn metrics(&self) -> anyhow::Result<String> {
+        let addr = self
+            .config
+            .metrics_listen
+            .as_deref()
+            .context("this meshd serves no metrics (MeshdConfig::with_metrics)")?;
+        let addr: std::net::SocketAddr = addr.parse().context("metrics-listen address")?;
+        crate::http::get_in(&self.ns, addr.port(), "/metrics", None)
     }
 
     /// The last `lines` lines of meshd's log (stdout and stderr, across restarts).

@@ -3,14 +3,9 @@
 //!
 //! chromedriver and the browser it launches run inside the namespace (`ip netns exec`), so
 //! the browser can reach only what the test put there and nothing else. The harness talks
-//! to chromedriver through TCP connections opened *inside* that namespace: a short-lived
-//! thread enters it (`setns`), connects to `127.0.0.1:PORT` and hands the socket back (a
-//! socket stays in the namespace it was created in). The protocol is plain HTTP/1.1 with
-//! JSON bodies, one request per connection, so a small client suffices and no HTTP crate
-//! has to learn about namespaces.
+//! to chromedriver through TCP connections opened *inside* that namespace ([`crate::http`]).
+//! The protocol is plain HTTP/1.1 with JSON bodies, one request per connection.
 
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::Child;
 use std::sync::Arc;
@@ -20,6 +15,7 @@ use anyhow::{bail, Context as _};
 use base64::Engine as _;
 use serde_json::{json, Value};
 
+use crate::http;
 use crate::netns::Netns;
 use crate::util::{self, TempDir};
 
@@ -247,8 +243,7 @@ impl Browser {
             .decode(v.as_str().context("screenshot is not a string")?)
             .context("screenshot is not base64")?;
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         std::fs::write(path, png).with_context(|| format!("writing {}", path.display()))
     }
@@ -269,22 +264,16 @@ impl Browser {
     /// One WebDriver request; returns the answer's `value`, or its error as an error.
     fn request(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
         let body = body.map(|b| b.to_string()).unwrap_or_default();
-        let mut stream = connect_in(&self.ns, DRIVER_PORT)?;
-        stream.set_read_timeout(Some(COMMAND_TIMEOUT))?;
-        stream.set_write_timeout(Some(COMMAND_TIMEOUT))?;
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{DRIVER_PORT}\r\n\
-             Content-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\n\
-             Connection: close\r\n\r\n",
-            body.len()
-        );
-        stream.write_all(head.as_bytes())?;
-        stream.write_all(body.as_bytes())?;
-        let mut raw = Vec::new();
-        stream
-            .read_to_end(&mut raw)
-            .context("reading chromedriver's answer")?;
-        let (status, body) = parse_response(&raw)?;
+        let (status, body) = http::request_in(
+            &self.ns,
+            DRIVER_PORT,
+            method,
+            path,
+            &[("Content-Type", "application/json; charset=utf-8")],
+            body.as_bytes(),
+            COMMAND_TIMEOUT,
+        )
+        .context("talking to chromedriver")?;
         let v: Value = serde_json::from_slice(&body).with_context(|| {
             format!(
                 "chromedriver answered {status} with a non-JSON body: {}",
@@ -341,90 +330,4 @@ fn which(program: &str) -> anyhow::Result<String> {
          chromium-driver packages (`apt-get install chromium chromium-driver`; .ci/run \
          installs them)"
     )
-}
-
-/// A TCP connection to `127.0.0.1:port` inside `ns`, opened from a thread that entered the
-/// namespace (the calling thread stays where it is).
-pub fn connect_in(ns: &Netns, port: u16) -> anyhow::Result<TcpStream> {
-    let file = format!("/run/netns/{}", ns.name());
-    std::thread::scope(|s| {
-        s.spawn(|| -> anyhow::Result<TcpStream> {
-            let handle = std::fs::File::open(&file).with_context(|| format!("opening {file}"))?;
-            nix::sched::setns(&handle, nix::sched::CloneFlags::CLONE_NEWNET)
-                .with_context(|| format!("entering the namespace {}", ns.name()))?;
-            TcpStream::connect_timeout(
-                &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-                Duration::from_secs(5),
-            )
-            .with_context(|| format!("connecting to 127.0.0.1:{port} in {}", ns.name()))
-        })
-        .join()
-        .map_err(|_| anyhow::anyhow!("the namespace-entering thread panicked"))?
-    })
-}
-
-/// Splits an HTTP/1.1 response into its status and body (de-chunked when chunked).
-fn parse_response(raw: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .context("HTTP answer without a header end")?;
-    let head = std::str::from_utf8(&raw[..split]).context("HTTP header is not UTF-8")?;
-    let mut rest = raw[split + 4..].to_vec();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse::<u16>().ok())
-        .with_context(|| format!("bad HTTP status line: {head:?}"))?;
-    let chunked = head.lines().any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && l.contains("chunked")
-    });
-    if chunked {
-        rest = dechunk(&rest)?;
-    }
-    Ok((status, rest))
-}
-
-/// Decodes a chunked transfer-encoded body.
-fn dechunk(mut data: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = data
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .context("chunk size line without an end")?;
-        let size_text = std::str::from_utf8(&data[..line_end])?;
-        let size_text = size_text.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_text, 16)
-            .with_context(|| format!("bad chunk size {size_text:?}"))?;
-        data = &data[line_end + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        if data.len() < size + 2 {
-            bail!("chunk of {size} bytes is cut short");
-        }
-        out.extend_from_slice(&data[..size]);
-        data = &data[size + 2..];
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_plain_and_chunked_answers() -> anyhow::Result<()> {
-        let plain = b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n{\"value\":1}";
-        assert_eq!(parse_response(plain)?, (200, b"{\"value\":1}".to_vec()));
-        let chunked =
-            b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"va\r\n7\r\nlue\":2}\r\n0\r\n\r\n";
-        assert_eq!(parse_response(chunked)?, (404, b"{\"value\":2}".to_vec()));
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\n").is_err());
-        assert!(parse_response(b"garbage\r\n\r\n").is_err());
-        assert!(dechunk(b"zz\r\n").is_err());
-        assert!(dechunk(b"10\r\nshort\r\n").is_err());
-        Ok(())
-    }
 }

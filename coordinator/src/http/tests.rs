@@ -101,13 +101,18 @@ async fn requests_without_the_token_get_401() {
         for (method, path) in [
             (Method::GET, "/api/networks"),
             (Method::DELETE, "/api/networks/lab"),
-            (Method::GET, "/no/such/route"),
+            (Method::GET, "/api/no/such/route"),
+            (Method::GET, "/metrics"),
         ] {
             let (status, bytes) = api.raw(method, path, None, auth).await;
             assert_eq!(status, StatusCode::UNAUTHORIZED, "{auth:?} {path}");
             let err: ApiError = serde_json::from_slice(&bytes).unwrap();
             assert!(err.error.contains("admin token"));
         }
+        // Outside the API, a browser is sent to the login page ([`crate::web`]).
+        let (status, bytes) = api.raw(Method::GET, "/no/such/route", None, auth).await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "{auth:?}");
+        assert!(bytes.is_empty());
     }
 }
 

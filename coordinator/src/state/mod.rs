@@ -27,13 +27,14 @@ use std::sync::{Arc, Mutex as StdMutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use mesh_proto::control::CertPin;
+use mesh_proto::admin::{MemberView, PeerPathView};
+use mesh_proto::control::{CertPin, PeerPathReport};
 use mesh_proto::netmap::PeerInfo;
 use mesh_proto::Key;
 use tokio::sync::{oneshot, watch, Mutex};
 
-pub use self::control::{AdmitError, Admitted, EndpointReport};
-use crate::audit::{AuditEntry, AuditLog, ACTOR_ADMIN_TOKEN, AUDIT_KEEP};
+pub use self::control::{AdmitError, Admitted, EndpointReport, PathsIgnored};
+use crate::audit::{AuditEntry, AuditLog, AUDIT_KEEP};
 use crate::ipam::IpamError;
 use crate::membership::Membership;
 use crate::metrics::ControlStats;
@@ -198,6 +199,30 @@ impl NetState {
         let snap = snapshot_of(&self.network, &self.members, &self.peers, deleted);
         self.tx.send_replace(Arc::new(snap));
     }
+
+    /// `m` as the admin API shows it, online state and reported paths from `sessions`.
+    /// Paths are shown for an authorised member online, naming its peers as they are now
+    /// (a peer since removed or deauthorised is left out).
+    fn member_view(&self, sessions: &Sessions, m: &Member) -> MemberView {
+        let slot = sessions.get(&(self.network.name.clone(), m.public_key));
+        let mut view = m.view(slot.is_some());
+        if let Some(slot) = slot.filter(|_| m.authorized) {
+            view.paths = slot
+                .paths
+                .iter()
+                .filter_map(|r| {
+                    let peer = self.members.get(&r.peer).filter(|p| p.authorized)?;
+                    Some(PeerPathView {
+                        peer: peer.public_key.fingerprint(),
+                        name: peer.name.clone(),
+                        path: r.path.as_str().to_owned(),
+                        rtt_ms: r.rtt_ms,
+                    })
+                })
+                .collect();
+        }
+        view
+    }
 }
 
 fn snapshot_of(
@@ -248,11 +273,17 @@ struct Change {
 }
 
 /// A live control session slot: the newest session of a member replaces the older one.
+/// What the member reports about itself that is not stored lives here, and goes with it.
 struct Slot {
     id: u64,
     /// Dropping it tells the session it was replaced.
     _kick: oneshot::Sender<()>,
+    /// Its latest path report, checked ([`Coordinator::report_paths`]); in memory only.
+    paths: Vec<PeerPathReport>,
 }
+
+/// The session registry: a slot per member online, by network and key.
+type Sessions = HashMap<(String, Key), Slot>;
 
 /// The coordinator: state, store and sessions. Shared as `Arc<Coordinator>`.
 pub struct Coordinator {
@@ -264,7 +295,7 @@ pub struct Coordinator {
     applied: AtomicU64,
     /// Serialises flushes; holds the `applied` count the last flush covered.
     flushed: Mutex<u64>,
-    sessions: StdMutex<HashMap<(String, Key), Slot>>,
+    sessions: StdMutex<Sessions>,
     next_session: AtomicU64,
     /// Authorised members by network, for the relay; replaced under `state`.
     membership: Arc<ArcSwap<Membership>>,
@@ -349,11 +380,12 @@ impl Coordinator {
         &self.control_stats
     }
 
-    /// An audit entry for an action taken now with the admin token.
+    /// An audit entry for an action taken now by the caller of the request being served
+    /// ([`crate::audit::current_actor`]).
     fn audit_entry(&self, action: &str, net: &str, target: &str, detail: String) -> AuditEntry {
         AuditEntry {
             time: self.now(),
-            actor: ACTOR_ADMIN_TOKEN.to_owned(),
+            actor: crate::audit::current_actor(),
             action: action.to_owned(),
             network: net.to_owned(),
             target: target.to_owned(),
@@ -529,7 +561,7 @@ impl Coordinator {
         Ok(bump)
     }
 
-    fn sessions(&self) -> MutexGuard<'_, HashMap<(String, Key), Slot>> {
+    fn sessions(&self) -> MutexGuard<'_, Sessions> {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -543,8 +575,14 @@ impl Coordinator {
     pub(crate) fn register_session(&self, net: &str, key: &Key) -> SessionGuard<'_> {
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.sessions()
-            .insert((net.to_owned(), *key), Slot { id, _kick: tx });
+        self.sessions().insert(
+            (net.to_owned(), *key),
+            Slot {
+                id,
+                _kick: tx,
+                paths: Vec::new(),
+            },
+        );
         SessionGuard {
             coord: self,
             net: net.to_owned(),

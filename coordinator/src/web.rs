@@ -1,0 +1,650 @@
+//! The admin web dashboard: a small console for networks, members, join tokens and the
+//! audit log, served by the admin router ([`crate::http`]) beside the JSON API it uses.
+//!
+//! Everything is in the binary: the pages, the stylesheet and the script are files under
+//! `src/web/assets/` taken in with `include_str!` (plain HTML, CSS and JavaScript: no
+//! build step, nothing fetched from elsewhere). The script renders what the JSON API
+//! answers, with `textContent` only (names come from nodes: never markup), and refetches
+//! when the change feed says something changed.
+//!
+//! | method | path | what |
+//! |---|---|---|
+//! | GET | `/login` | login form (public; inline CSS, no script) |
+//! | POST | `/login` | form field `token`: the admin token → session cookie, 303 to `/` |
+//! | POST | `/logout` | ends the session, clears the cookie, 303 to `/login` |
+//! | GET | `/` | the dashboard, rendered per request with the session's CSRF token |
+//! | GET | `/assets/…` | [`ASSETS`]: script, stylesheet, icon |
+//! | GET | `/api/events` | server-sent events: `event: change` whenever what the dashboard shows changed |
+//!
+//! **Sessions.** A successful login makes a session: 32 random bytes (base64url) as the
+//! id, in the `wm_session` cookie (`HttpOnly; SameSite=Strict; Path=/`, `Secure` with
+//! [`HttpOptions::secure_cookies`]), and another 32 as its CSRF token. Sessions live in
+//! memory only (a restart logs everyone out), expire after [`SESSION_TTL`], and are
+//! bounded to [`MAX_SESSIONS`] (the oldest is evicted). The map is keyed by the SHA-256 of
+//! the id.
+//!
+//! **CSRF.** A cookie is an ambient credential, so a cookie-authenticated request is
+//! refused (403) when the browser says it comes from another site (an `Origin` whose host
+//! and port differ from the `Host`, or a `Sec-Fetch-Site` other than `same-origin`/`none`;
+//! see [`check_origin`] for `Origin: null`), and, unless its method is GET, HEAD or
+//! OPTIONS, when its `X-CSRF-Token` header is not the session's token (compared in
+//! constant time). The page learns the token from a `<meta name="csrf-token">` in the HTML
+//! served to that session. The login form gets the same origin check. A bearer token is
+//! not ambient (a browser never adds it on its own), so bearer requests skip these checks.
+//!
+//! **Change feed.** Per connected client, every second: a SHA-256 over every network, the
+//! members and tokens of each and the newest audit entry; a `change` event when it
+//! differs from the last one sent (one right away on connect), a keep-alive comment every
+//! 15 s. Polling keeps it simple and bounded (at most one event per second per client,
+//! whatever the rate of changes) without touching the state core; the stream ends when the
+//! session does. The feed is not JSON, so it is not in the OpenAPI document
+//! ([`UNDOCUMENTED_API_ROUTES`]).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::extract::rejection::FormRejection;
+use axum::extract::{Extension, Form, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use futures_util::stream::Stream;
+use mesh_proto::control::ct_eq;
+use sha2::{Digest as _, Sha256};
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::http::{token_matches, unauthorized, Api, Caller, Failure, HttpOptions};
+use crate::state::Coordinator;
+
+/// The login page.
+pub const LOGIN_PATH: &str = "/login";
+/// Ends the session.
+pub const LOGOUT_PATH: &str = "/logout";
+/// The change feed.
+pub const EVENTS_PATH: &str = "/api/events";
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "wm_session";
+/// How long a session lasts (fixed from login, not sliding).
+pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+/// Sessions kept at once; a login beyond evicts the oldest.
+pub const MAX_SESSIONS: usize = 1000;
+/// The header carrying the session's CSRF token.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+/// How often the change feed looks for changes.
+pub const FEED_PERIOD: Duration = Duration::from_secs(1);
+/// The Content-Security-Policy of every answer: nothing but this origin, no inline
+/// script, no framing.
+pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+     img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; \
+     form-action 'self'";
+
+/// Routes under `/api` that are deliberately not in the OpenAPI document (method, path,
+/// why). The OpenAPI tests check each is served, behind the credential check, and absent
+/// from the document.
+pub const UNDOCUMENTED_API_ROUTES: &[(&str, &str, &str)] = &[(
+    "GET",
+    EVENTS_PATH,
+    "server-sent events (text/event-stream), the dashboard's change feed: not JSON",
+)];
+
+/// One embedded file.
+#[derive(Debug)]
+pub struct Asset {
+    /// Where it is served.
+    pub path: &'static str,
+    /// Its `Content-Type`.
+    pub content_type: &'static str,
+    /// Its contents.
+    pub body: &'static str,
+}
+
+/// The dashboard's static files (behind the session like the pages).
+pub const ASSETS: &[Asset] = &[
+    Asset {
+        path: "/assets/app.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("web/assets/app.js"),
+    },
+    Asset {
+        path: "/assets/app.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_str!("web/assets/app.css"),
+    },
+    Asset {
+        path: "/assets/icon.svg",
+        content_type: "image/svg+xml",
+        body: include_str!("web/assets/icon.svg"),
+    },
+];
+
+/// The dashboard page; `{{csrf}}`, `{{version}}` and `{{host}}` are filled per request.
+const INDEX_HTML: &str = include_str!("web/assets/index.html");
+/// The login page; `{{version}}` and `{{error}}` are filled per request.
+const LOGIN_HTML: &str = include_str!("web/assets/login.html");
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+const HTML: &str = "text/html; charset=utf-8";
+
+/// The dashboard's server-side state: sessions and options.
+pub(crate) struct Web {
+    sessions: Mutex<Sessions>,
+    opts: HttpOptions,
+}
+
+impl Web {
+    pub(crate) fn new(opts: HttpOptions) -> Web {
+        Web {
+            sessions: Mutex::new(Sessions::new(MAX_SESSIONS)),
+            opts,
+        }
+    }
+
+    fn sessions(&self) -> MutexGuard<'_, Sessions> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The caller a request's session cookie names, if it names a live session.
+    pub(crate) fn session_of(&self, headers: &HeaderMap) -> Option<Caller> {
+        let now = Instant::now();
+        let mut sessions = self.sessions();
+        cookies(headers)
+            .filter(|(name, _)| *name == SESSION_COOKIE)
+            .find_map(|(_, id)| {
+                let csrf = sessions.lookup(id, now)?;
+                Some(Caller::Session {
+                    id: id.to_owned(),
+                    csrf,
+                })
+            })
+    }
+
+    /// Whether session `id` is still live.
+    fn is_live(&self, id: &str) -> bool {
+        self.sessions().lookup(id, Instant::now()).is_some()
+    }
+
+    /// `Set-Cookie` value for a new session.
+    fn cookie(&self, id: &str) -> String {
+        format!(
+            "{SESSION_COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{}",
+            SESSION_TTL.as_secs(),
+            self.secure()
+        )
+    }
+
+    /// `Set-Cookie` value that removes the session cookie.
+    fn clear_cookie(&self) -> String {
+        format!(
+            "{SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0{}",
+            self.secure()
+        )
+    }
+
+    fn secure(&self) -> &'static str {
+        if self.opts.secure_cookies {
+            "; Secure"
+        } else {
+            ""
+        }
+    }
+}
+
+/// Live sessions by the SHA-256 of their id, bounded. No `Debug`: it holds CSRF tokens.
+pub(crate) struct Sessions {
+    max: usize,
+    by_id: HashMap<[u8; 32], Session>,
+    /// Creation counter, to find the oldest.
+    next_seq: u64,
+}
+
+struct Session {
+    csrf: String,
+    expires: Instant,
+    seq: u64,
+}
+
+impl Sessions {
+    /// No sessions; at most `max` (at least one) at once.
+    pub(crate) fn new(max: usize) -> Sessions {
+        Sessions {
+            max: max.max(1),
+            by_id: HashMap::new(),
+            next_seq: 0,
+        }
+    }
+
+    /// Makes a session valid until `now + SESSION_TTL`; answers its id and CSRF token.
+    pub(crate) fn create(&mut self, now: Instant) -> Result<(String, String), getrandom::Error> {
+        let id = random_token()?;
+        let csrf = random_token()?;
+        if self.by_id.len() >= self.max {
+            self.by_id.retain(|_, s| s.expires > now);
+        }
+        while self.by_id.len() >= self.max {
+            let oldest = self
+                .by_id
+                .iter()
+                .min_by_key(|(_, s)| s.seq)
+                .map(|(k, _)| *k);
+            match oldest {
+                Some(k) => self.by_id.remove(&k),
+                None => break,
+            };
+        }
+        self.by_id.insert(
+            digest(&id),
+            Session {
+                csrf: csrf.clone(),
+                expires: now + SESSION_TTL,
+                seq: self.next_seq,
+            },
+        );
+        self.next_seq += 1;
+        Ok((id, csrf))
+    }
+
+    /// The CSRF token of live session `id` (an expired one is forgotten).
+    pub(crate) fn lookup(&mut self, id: &str, now: Instant) -> Option<String> {
+        // Ids are 43 base64url characters; anything else is not worth hashing.
+        if id.len() != 43 {
+            return None;
+        }
+        let key = digest(id);
+        let session = self.by_id.get(&key)?;
+        if session.expires <= now {
+            self.by_id.remove(&key);
+            return None;
+        }
+        Some(session.csrf.clone())
+    }
+
+    /// Ends session `id`.
+    pub(crate) fn remove(&mut self, id: &str) {
+        self.by_id.remove(&digest(id));
+    }
+
+    /// Number of sessions held (live or not yet noticed expired).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.by_id.len()
+    }
+}
+
+fn digest(s: &str) -> [u8; 32] {
+    Sha256::digest(s.as_bytes()).into()
+}
+
+/// 32 random bytes, base64url without padding (43 characters).
+fn random_token() -> Result<String, getrandom::Error> {
+    let mut b = [0u8; 32];
+    getrandom::getrandom(&mut b)?;
+    Ok(URL_SAFE_NO_PAD.encode(b))
+}
+
+/// Every `name=value` pair of the request's `Cookie` headers.
+fn cookies(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.split_once('='))
+        .map(|(k, v)| (k.trim(), v.trim()))
+}
+
+/// The answer to a request without a credential: 401 for the API and the metrics, a
+/// redirect to the login page for everything else (pages, assets, unknown paths).
+pub(crate) fn unauthenticated(path: &str) -> Response {
+    let api = path == "/api"
+        || path.starts_with("/api/")
+        || path == "/metrics"
+        || path.starts_with("/metrics/");
+    if api {
+        unauthorized().into_response()
+    } else {
+        Redirect::to(LOGIN_PATH).into_response()
+    }
+}
+
+/// The CSRF checks of a cookie-authenticated request: same origin if an `Origin` is
+/// sent, and the session's token in `X-CSRF-Token` unless the method is safe.
+pub(crate) fn check_browser_request(
+    method: &Method,
+    headers: &HeaderMap,
+    csrf: &str,
+) -> Result<(), Failure> {
+    check_origin(headers)?;
+    if [Method::GET, Method::HEAD, Method::OPTIONS].contains(method) {
+        return Ok(());
+    }
+    let sent = headers.get(CSRF_HEADER).map(HeaderValue::as_bytes);
+    // Digests: fixed length, so the comparison time says nothing about the token.
+    let ok = sent.is_some_and(|s| ct_eq(&Sha256::digest(s), &digest(csrf)));
+    if ok {
+        Ok(())
+    } else {
+        Err(Failure(
+            StatusCode::FORBIDDEN,
+            "missing or bad CSRF token".into(),
+        ))
+    }
+}
+
+/// Refuses a request a browser made on behalf of another site (like Go's
+/// `http.CrossOriginProtection`):
+///
+/// - `Sec-Fetch-Site` (sent by current browsers), when present, must be `same-origin` or
+///   `none` (the user typed the address);
+/// - `Origin`, when present, must name the origin of the `Host` the request was sent to.
+///   `Origin: null` names none: browsers send it for the page's own form posts and
+///   fetches under `Referrer-Policy: no-referrer` (the dashboard's policy), and also for
+///   sandboxed frames and cross-origin redirects. It passes only when `Sec-Fetch-Site`
+///   vouches that the request is same-origin.
+fn check_origin(headers: &HeaderMap) -> Result<(), Failure> {
+    let refused = || {
+        Failure(
+            StatusCode::FORBIDDEN,
+            "cross-origin request refused (Origin or Sec-Fetch-Site names another site)".into(),
+        )
+    };
+    let vouched = match headers.get("sec-fetch-site").map(HeaderValue::as_bytes) {
+        None => false,
+        Some(b"same-origin" | b"none") => true,
+        Some(_) => return Err(refused()),
+    };
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    if origin.as_bytes() == b"null" {
+        return if vouched { Ok(()) } else { Err(refused()) };
+    }
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let same = match (origin.to_str(), host) {
+        (Ok(origin), Some(host)) => same_origin(origin, host),
+        _ => false,
+    };
+    if same {
+        Ok(())
+    } else {
+        Err(refused())
+    }
+}
+
+/// Whether `origin` (`scheme://host[:port]`) names `host` (`host[:port]`), default
+/// ports of the origin's scheme being implied.
+pub(crate) fn same_origin(origin: &str, host: &str) -> bool {
+    let Some((scheme, authority)) = origin.split_once("://") else {
+        return false;
+    };
+    let default = match scheme.to_ascii_lowercase().as_str() {
+        "http" => ":80",
+        "https" => ":443",
+        _ => return false,
+    };
+    if authority.is_empty() || authority.contains(['/', '?', '#', '@']) {
+        return false;
+    }
+    let norm = |a: &str| {
+        let a = a.to_ascii_lowercase();
+        match a.strip_suffix(default) {
+            Some(h) => h.to_owned(),
+            None => a,
+        }
+    };
+    norm(authority) == norm(host)
+}
+
+/// Adds the security headers to every answer: pages, assets, API.
+pub(crate) async fn security_headers(req: Request, next: Next) -> Response {
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+/// `<`, `>`, `&`, `"` and `'` as entities.
+pub(crate) fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn html(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, HTML)], body).into_response()
+}
+
+/// The routes behind the credential check.
+pub(crate) fn protected_routes() -> Router<Api> {
+    let mut r = Router::new()
+        .route("/", get(dashboard))
+        .route(LOGOUT_PATH, post(logout))
+        .route(EVENTS_PATH, get(events));
+    for asset in ASSETS {
+        r = r.route(
+            asset.path,
+            get(move || async move { ([(header::CONTENT_TYPE, asset.content_type)], asset.body) }),
+        );
+    }
+    r
+}
+
+/// The login page (public).
+pub(crate) fn public_routes() -> Router<Api> {
+    Router::new().route(
+        LOGIN_PATH,
+        get(login_page)
+            .post(login)
+            .fallback(crate::http::method_not_allowed),
+    )
+}
+
+fn render_login(error: Option<&str>) -> String {
+    let error = error
+        .map(|e| {
+            format!(
+                r#"<p id="login-error" class="error" role="alert">{}</p>"#,
+                escape_html(e)
+            )
+        })
+        .unwrap_or_default();
+    LOGIN_HTML
+        .replace("{{version}}", VERSION)
+        .replace("{{error}}", &error)
+}
+
+/// `GET /login`: the form, or straight to the dashboard with a live session.
+async fn login_page(State(api): State<Api>, headers: HeaderMap) -> Response {
+    if api.web.session_of(&headers).is_some() {
+        return Redirect::to("/").into_response();
+    }
+    html(StatusCode::OK, render_login(None))
+}
+
+/// The login form.
+#[derive(Debug, serde::Deserialize)]
+struct LoginForm {
+    token: String,
+}
+
+/// `POST /login`: the admin token in, a session cookie out.
+async fn login(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    form: Result<Form<LoginForm>, FormRejection>,
+) -> Response {
+    if let Err(refused) = check_origin(&headers) {
+        return refused.into_response();
+    }
+    let Ok(Form(form)) = form else {
+        return html(
+            StatusCode::BAD_REQUEST,
+            render_login(Some("expected a form with the admin token")),
+        );
+    };
+    if !token_matches(form.token.trim(), &api.token_hash) {
+        return html(
+            StatusCode::UNAUTHORIZED,
+            render_login(Some("wrong admin token")),
+        );
+    }
+    let created = api.web.sessions().create(Instant::now());
+    match created {
+        Ok((id, _csrf)) => (
+            StatusCode::SEE_OTHER,
+            [
+                (header::LOCATION, "/".to_owned()),
+                (header::SET_COOKIE, api.web.cookie(&id)),
+            ],
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!("making a dashboard session: {e}");
+            html(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                render_login(Some("the coordinator could not make a session")),
+            )
+        }
+    }
+}
+
+/// `POST /logout`: ends the session (CSRF-checked like every cookie request).
+async fn logout(State(api): State<Api>, Extension(caller): Extension<Caller>) -> Response {
+    if let Caller::Session { id, .. } = &caller {
+        api.web.sessions().remove(id);
+    }
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::LOCATION, LOGIN_PATH.to_owned()),
+            (header::SET_COOKIE, api.web.clear_cookie()),
+        ],
+    )
+        .into_response()
+}
+
+/// `GET /`: the dashboard, with this session's CSRF token (empty for a bearer caller,
+/// which needs none).
+async fn dashboard(Extension(caller): Extension<Caller>, headers: HeaderMap) -> Response {
+    let csrf = match &caller {
+        Caller::Session { csrf, .. } => csrf.as_str(),
+        Caller::Bearer => "",
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let page = INDEX_HTML
+        .replace("{{csrf}}", &escape_html(csrf))
+        .replace("{{version}}", VERSION)
+        .replace("{{host}}", &escape_html(host));
+    html(StatusCode::OK, page)
+}
+
+/// A SHA-256 over what the dashboard shows: every network, the members and tokens of
+/// each, and the newest audit entry.
+pub(crate) async fn fingerprint(coord: &Coordinator) -> [u8; 32] {
+    let mut h = Sha256::new();
+    let networks = coord.list_networks().await;
+    // Serialising plain data cannot fail.
+    h.update(serde_json::to_vec(&networks).unwrap_or_default());
+    for n in &networks {
+        h.update([0]);
+        h.update(n.name.as_bytes());
+        if let Ok(members) = coord.list_members(&n.name).await {
+            h.update(serde_json::to_vec(&members).unwrap_or_default());
+        }
+        h.update([0]);
+        if let Ok(tokens) = coord.list_tokens(&n.name).await {
+            h.update(serde_json::to_vec(&tokens).unwrap_or_default());
+        }
+    }
+    h.update([0]);
+    h.update(serde_json::to_vec(&coord.audit(1).await).unwrap_or_default());
+    h.finalize().into()
+}
+
+/// One client's change feed.
+struct Feed {
+    coord: Arc<Coordinator>,
+    web: Arc<Web>,
+    /// The session it belongs to (none for a bearer caller).
+    session: Option<String>,
+    tick: tokio::time::Interval,
+    last: Option<[u8; 32]>,
+}
+
+/// The change feed's events: a `change` whenever [`fingerprint`] moves; ends with the
+/// session.
+fn feed(mut f: Feed) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
+    f.tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    futures_util::stream::unfold(f, |mut f| async move {
+        loop {
+            f.tick.tick().await;
+            if let Some(id) = &f.session {
+                if !f.web.is_live(id) {
+                    return None;
+                }
+            }
+            let now = fingerprint(&f.coord).await;
+            if f.last != Some(now) {
+                f.last = Some(now);
+                let tag: String = now[..8].iter().map(|b| format!("{b:02x}")).collect();
+                let event = Event::default().event("change").data(tag);
+                return Some((Ok(event), f));
+            }
+        }
+    })
+}
+
+/// `GET /api/events`: the change feed.
+async fn events(State(api): State<Api>, Extension(caller): Extension<Caller>) -> Response {
+    let session = match caller {
+        Caller::Session { id, .. } => Some(id),
+        Caller::Bearer => None,
+    };
+    let stream = feed(Feed {
+        coord: api.coord.clone(),
+        web: api.web.clone(),
+        session,
+        tick: tokio::time::interval(FEED_PERIOD),
+        last: None,
+    });
+    let sse = Sse::new(stream).keep_alive(
+        KeepAlive::new()
+            .interval(Duration::from_secs(15))
+            .text("keep-alive"),
+    );
+    // Proxies (nginx) must not buffer the stream.
+    ([("x-accel-buffering", "no")], sse).into_response()
+}
+
+#[cfg(test)]
+mod tests;
