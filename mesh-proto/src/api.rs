@@ -172,6 +172,9 @@ pub struct PeerStatus {
     pub allowed_ips: Vec<IpNet>,
     /// Seconds since the last completed handshake, if there was one.
     pub latest_handshake_secs: Option<u64>,
+    /// Handshakes completed with this peer since meshd started (either side initiating).
+    #[serde(default)]
+    pub handshakes: u64,
     /// Bytes of decrypted payload received from this peer.
     pub rx_bytes: u64,
     /// Bytes of payload sent to this peer before encryption.

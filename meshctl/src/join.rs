@@ -416,6 +416,7 @@ mod tests {
             endpoint: None,
             allowed_ips: vec![],
             latest_handshake_secs: None,
+            handshakes: 0,
             rx_bytes: 0,
             tx_bytes: 0,
             persistent_keepalive: None,

@@ -13,6 +13,7 @@
 //! | `wiremesh_peer_rx_bytes{peer,name}` | counter | payload bytes received from a peer |
 //! | `wiremesh_peer_tx_bytes{peer,name}` | counter | payload bytes sent to a peer |
 //! | `wiremesh_peer_latest_handshake_age_seconds{peer,name}` | gauge | since the last handshake (absent: none yet) |
+//! | `wiremesh_peer_handshakes_total{peer,name}` | counter | handshakes completed |
 //! | `wiremesh_peer_path{peer,name,path}` | gauge | 1 for the path in use (`direct`/`relay`), else 0 |
 //! | `wiremesh_dropped_packets_total{reason}` | counter | packets dropped, by reason |
 //!
@@ -98,6 +99,19 @@ pub fn render(status: &Status) -> String {
                 "wiremesh_peer_latest_handshake_age_seconds{{peer=\"{fp}\",name=\"{name}\"}} {age}"
             );
         }
+    }
+    family(
+        &mut out,
+        "wiremesh_peer_handshakes_total",
+        "counter",
+        "Handshakes completed with the peer since meshd started.",
+    );
+    for (fp, name, p) in &peers {
+        let _ = writeln!(
+            out,
+            "wiremesh_peer_handshakes_total{{peer=\"{fp}\",name=\"{name}\"}} {}",
+            p.handshakes
+        );
     }
     family(
         &mut out,

@@ -158,6 +158,10 @@ fn metrics_parse_and_count_real_traffic() -> anyhow::Result<()> {
         "{before:?}"
     );
     assert!(before.has("wiremesh_peer_latest_handshake_age_seconds"));
+    assert!(
+        before.get("wiremesh_peer_handshakes_total", &peer) >= 1.0,
+        "{before:?}"
+    );
     assert!(before.has("wiremesh_dropped_packets_total"));
     assert_eq!(before.get("wiremesh_peers", &[]), 1.0);
     let loss = ping(mesh.nodes[0].ns(), &b_ip, 10);

@@ -306,6 +306,9 @@ fn handshake(
         Via::Direct(a) | Via::Relay { relay: a, .. } => a,
     };
     let mut cookie = [0u8; 64];
+    // An initiation (type 1) or a response (type 2), not a cookie reply (3), completes a
+    // handshake if it proves authentic below.
+    let completes = matches!(datagram.first(), Some(1 | 2));
     let peer = match dev
         .rate_limiter
         .verify_packet(Some(from.ip()), datagram, &mut cookie)
@@ -381,6 +384,9 @@ fn handshake(
         }
     }
     drop(tunn);
+    if authenticated && completes {
+        peer.handshake_completed();
+    }
     let direct = matches!(via, Via::Direct(_));
     if authenticated && direct && peer.observe_source(from, Instant::now()) {
         tracing::info!(peer = %peer.public_key.fingerprint(), endpoint = %from, "peer endpoint changed");

@@ -306,6 +306,7 @@ impl Device {
                     endpoint: endpoint.map(|e| e.addr()),
                     allowed_ips: p.allowed_ips(),
                     latest_handshake_secs: since_handshake.map(|d| d.as_secs()),
+                    handshakes: p.handshakes(),
                     rx_bytes: rx as u64,
                     tx_bytes: tx as u64,
                     persistent_keepalive: p.persistent_keepalive,

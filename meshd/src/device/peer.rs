@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use boringtun::noise::Tunn;
@@ -65,6 +66,8 @@ pub struct Peer {
     pub traversal: Option<Traversal>,
     /// Handshake initiations sent and not yet answered (see [`Peer::initiation_sent`]).
     handshake: Mutex<HandshakeTrack>,
+    /// Handshakes completed (see [`Peer::handshake_completed`]).
+    handshakes: AtomicU64,
 }
 
 /// When this node started and last retried a handshake that has not completed yet.
@@ -106,6 +109,7 @@ impl Peer {
             endpoint: RwLock::new(endpoint),
             traversal,
             handshake: Mutex::new(HandshakeTrack::default()),
+            handshakes: AtomicU64::new(0),
         }
     }
 
@@ -124,6 +128,17 @@ impl Peer {
     /// The handshake attempt in progress, if any.
     pub fn handshake_track(&self) -> HandshakeTrack {
         *self.handshake.lock()
+    }
+
+    /// Counts a completed handshake: an authentic initiation this node answered, or an
+    /// authentic response to its own initiation.
+    pub fn handshake_completed(&self) {
+        self.handshakes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Handshakes completed since this peer was added.
+    pub fn handshakes(&self) -> u64 {
+        self.handshakes.load(Ordering::Relaxed)
     }
 
     /// Forgets the attempt (it completed, or gave up).

@@ -13,6 +13,7 @@ fn peer(b: u8, name: Option<&str>, path: Option<PathType>, rx: u64) -> PeerStatu
         endpoint: None,
         allowed_ips: vec![],
         latest_handshake_secs: path.map(|_| 7),
+        handshakes: rx / 100,
         rx_bytes: rx,
         tx_bytes: rx * 2,
         persistent_keepalive: None,
@@ -97,6 +98,10 @@ fn renders_a_status() {
         "wiremesh_peer_latest_handshake_age_seconds{{name=db,peer={fp3}}}"
     )));
     assert_eq!(
+        m[&format!("wiremesh_peer_handshakes_total{{name=web-1,peer={fp1}}}")],
+        1.0
+    );
+    assert_eq!(
         m["wiremesh_dropped_packets_total{reason=unknown-peer}"],
         3.0
     );
@@ -118,6 +123,10 @@ fn renders_a_status() {
     assert_eq!(
         later["wiremesh_dropped_packets_total{reason=no-route}"],
         6.0
+    );
+    assert_eq!(
+        later[&format!("wiremesh_peer_handshakes_total{{name=web-1,peer={fp1}}}")],
+        2.0
     );
 }
 
