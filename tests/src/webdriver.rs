@@ -229,6 +229,32 @@ impl Browser {
         )
     }
 
+    /// Waits for a `prompt()`/`confirm()`/`alert()` dialog; returns its message.
+    pub fn wait_dialog(&self, timeout: Duration) -> anyhow::Result<String> {
+        let start = Instant::now();
+        loop {
+            match self.command("GET", "alert/text", Value::Null) {
+                Ok(v) => return Ok(v.as_str().unwrap_or_default().to_owned()),
+                Err(e) if start.elapsed() > timeout => {
+                    return Err(e.context(format!("no dialog within {timeout:?}")))
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+
+    /// Answers the open `prompt()` with `text` and accepts it.
+    pub fn answer_prompt(&self, text: &str) -> anyhow::Result<()> {
+        self.command("POST", "alert/text", json!({ "text": text }))?;
+        self.accept_dialog()
+    }
+
+    /// Accepts the open dialog (OK).
+    pub fn accept_dialog(&self) -> anyhow::Result<()> {
+        self.command("POST", "alert/accept", json!({}))?;
+        Ok(())
+    }
+
     /// The cookies the browser holds for the current page, as WebDriver reports them
     /// (including `httpOnly` and `sameSite`).
     pub fn cookies(&self) -> anyhow::Result<Vec<Value>> {

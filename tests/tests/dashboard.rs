@@ -30,6 +30,7 @@ fn member_row(key: &str) -> String {
 
 /// Log in, create a network and a token in the page, see two nodes that join with it
 /// appear without a reload, deauthorise one and see it marked and cut off from its peer,
+/// authorise it again with one click, rename and re-address the other, revoke the token,
 /// then log out.
 #[test]
 fn dashboard_drives_a_mesh_in_headless_chromium() -> anyhow::Result<()> {
@@ -161,12 +162,7 @@ fn scenario(
     browser.screenshot(&artefacts().join("dashboard.png"))?;
 
     // Deauthorise b with one click: the page marks it, and b loses its peer (and a loses b).
-    let button = browser
-        .find_all(&format!("{} button.deauthorize", member_row(&b_key)))?
-        .into_iter()
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("b's row has no deauthorize button"))?;
-    browser.click(&button)?;
+    click_in_row(browser, &b_key, "button.deauthorize")?;
     browser.wait_for(
         &format!("{}[data-authorized=\"false\"].pending", member_row(&b_key)),
         WAIT,
@@ -204,6 +200,50 @@ fn scenario(
     );
     browser.screenshot(&artefacts().join("dashboard-deauthorized.png"))?;
 
+    // One click on the highlighted pending member lets b back in.
+    click_in_row(browser, &b_key, "button.authorize")?;
+    browser.wait_for(
+        &format!("{}[data-authorized=\"true\"]", member_row(&b_key)),
+        WAIT,
+    )?;
+    wait_until(WAIT, "a and b list each other again", || {
+        b.peer_keys().is_ok_and(|p| p.contains(&a_key))
+            && a.peer_keys().is_ok_and(|p| p.contains(&b_key))
+    })?;
+
+    // Rename a and give it another address through the page's prompts; a takes the address.
+    click_in_row(browser, &a_key, "button.rename")?;
+    browser.wait_dialog(WAIT)?;
+    browser.answer_prompt("alpha")?;
+    browser.wait_for(
+        &format!("{}[data-name=\"alpha\"]", member_row(&a_key)),
+        WAIT,
+    )?;
+    click_in_row(browser, &a_key, "button.set-address")?;
+    browser.wait_dialog(WAIT)?;
+    browser.answer_prompt("10.77.0.50")?;
+    browser.wait_for(
+        &format!("{}[data-address=\"10.77.0.50\"]", member_row(&a_key)),
+        WAIT,
+    )?;
+    wait_until(WAIT, "a uses its new address", || {
+        a.address().is_ok_and(|ip| ip == "10.77.0.50")
+    })?;
+    let member = coord
+        .member(NETWORK, &a_key)?
+        .ok_or_else(|| anyhow::anyhow!("the coordinator lost member a"))?;
+    assert_eq!(
+        (&member["name"], &member["address"]),
+        (&"alpha".into(), &"10.77.0.50".into()),
+        "{member}"
+    );
+
+    // Revoke the token: the page marks it, and the coordinator refuses it.
+    browser.click(&browser.wait_for("tr.token button.revoke", WAIT)?)?;
+    browser.wait_for("tr.token.inactive", WAIT)?;
+    let tokens = coord.admin_json(&["token", "list", NETWORK])?;
+    assert_eq!(tokens[0]["revoked"], true, "{tokens}");
+
     // Log out: the dashboard is closed again.
     browser.click(&browser.wait_for("#logout", WAIT)?)?;
     browser.wait_for("#token", WAIT)?;
@@ -211,6 +251,16 @@ fn scenario(
     let url = browser.url()?;
     assert!(url.ends_with("/login"), "after logout / went to {url}");
     Ok(())
+}
+
+/// Clicks the button matching `selector` in the member row of `key`.
+fn click_in_row(browser: &Browser, key: &str, selector: &str) -> anyhow::Result<()> {
+    let button = browser
+        .find_all(&format!("{} {selector}", member_row(key)))?
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("no {selector} in the row of {}", &key[..8]))?;
+    browser.click(&button)
 }
 
 /// The text of every audit row in the page.
