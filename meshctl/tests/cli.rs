@@ -127,6 +127,7 @@ fn canned_status() -> serde_json::Value {
                 "endpoint": "198.51.100.2:51820",
                 "allowed-ips": ["10.9.8.2/32", "192.168.7.0/24"],
                 "latest-handshake-secs": 12,
+                "handshakes": 3,
                 "rx-bytes": 1_289_748,
                 "tx-bytes": 4_781_506,
                 "persistent-keepalive": 25
@@ -136,6 +137,7 @@ fn canned_status() -> serde_json::Value {
                 "endpoint": null,
                 "allowed-ips": [],
                 "latest-handshake-secs": null,
+                "handshakes": 0,
                 "rx-bytes": 0,
                 "tx-bytes": 100,
                 "persistent-keepalive": null

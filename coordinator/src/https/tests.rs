@@ -5,10 +5,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -18,64 +15,6 @@ use crate::identity::DataDir;
 use crate::testutil::Harness;
 
 const TOKEN: &str = "test-admin-token";
-
-/// Accepts exactly the pinned certificate; handshake signatures are still checked.
-#[derive(Debug)]
-struct Pinned {
-    pin: CertPin,
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for Pinned {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if CertPin::of_der(end_entity) == self.pin {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General("not the pinned certificate".into()))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
 
 /// The router over TLS on 127.0.0.1:0 until `stop` is sent.
 struct Server {
@@ -131,14 +70,7 @@ async fn tls_connect(
     addr: SocketAddr,
     pin: CertPin,
 ) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Pinned { pin, provider }))
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let config = mesh_pin::client_config(pin, &[b"h2", b"http/1.1"]);
     let tcp = TcpStream::connect(addr).await?;
     tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(ServerName::try_from("wiremesh-coordinator").unwrap(), tcp)
@@ -196,11 +128,10 @@ async fn serves_the_router_with_the_coordinators_certificate() {
 async fn a_client_pinning_another_certificate_is_refused() {
     let (_tmp, tls, _) = identity_tls();
     let server = Server::start(&tls).await;
-    let err = tls_connect(server.addr, CertPin([7; 32]))
-        .await
-        .unwrap_err();
+    let wrong = CertPin([7; 32]);
+    let err = tls_connect(server.addr, wrong).await.unwrap_err();
     assert!(
-        err.to_string().contains("not the pinned certificate"),
+        err.to_string().contains(&format!("expected pin {wrong}")),
         "{err}"
     );
     server.shutdown().await;

@@ -135,7 +135,7 @@ impl Client {
             (true, Some(p)) => ureq::Agent::with_parts(
                 config,
                 ().chain(TcpConnector::default())
-                    .chain(PinnedTls::new(p.pin)?),
+                    .chain(PinnedTls::new(p.pin)),
                 DefaultResolver::default(),
             ),
         };

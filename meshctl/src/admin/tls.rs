@@ -5,21 +5,18 @@
 //!
 //! ureq's own rustls support builds its verifier from root certificates only, so this is
 //! a TLS step of our own in ureq's connector chain (`()` → TCP → [`PinnedTls`]), with
-//! rustls on ring (no aws-lc-rs) and none of ureq's TLS features. The connector API is in
-//! ureq's `unversioned` module: a ureq upgrade may need this file adjusted.
+//! rustls on ring (no aws-lc-rs; the verifier and configuration from [`mesh_pin`]) and
+//! none of ureq's TLS features. The connector API is in ureq's `unversioned` module: a ureq
+//! upgrade may need this file adjusted.
 
 use std::fmt;
 use std::io::{self, Read as _, Write as _};
 use std::sync::Arc;
 
+use mesh_pin::PinMismatch;
 use mesh_proto::control::CertPin;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{
-    CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct, OtherError,
-    SignatureScheme, StreamOwned,
-};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use ureq::unversioned::transport::{
     Buffers as _, ConnectionDetails, Connector, Either, LazyBuffers, NextTimeout, Transport,
     TransportAdapter,
@@ -27,21 +24,6 @@ use ureq::unversioned::transport::{
 
 /// The server name sent when the URL's host is not a valid one (the pin is what counts).
 const FALLBACK_NAME: &str = "wiremesh-coordinator";
-
-/// The certificate was not the pinned one.
-#[derive(Debug)]
-pub struct PinMismatch {
-    /// What the server presented.
-    pub got: CertPin,
-}
-
-impl fmt::Display for PinMismatch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "the certificate presented is {}", self.got)
-    }
-}
-
-impl std::error::Error for PinMismatch {}
 
 /// A failed TLS handshake, for [`super::client::Client`]'s messages.
 #[derive(Debug)]
@@ -65,67 +47,6 @@ impl fmt::Display for HandshakeError {
 
 impl std::error::Error for HandshakeError {}
 
-/// Trusts exactly the pinned certificate.
-#[derive(Debug)]
-struct PinVerifier {
-    pin: CertPin,
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for PinVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let got = CertPin::of_der(end_entity);
-        if got == self.pin {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::InvalidCertificate(CertificateError::Other(
-                OtherError(Arc::new(PinMismatch { got })),
-            )))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
 /// The TLS step of the connector chain: wraps https connections, passes others through.
 #[derive(Debug)]
 pub struct PinnedTls {
@@ -134,18 +55,10 @@ pub struct PinnedTls {
 
 impl PinnedTls {
     /// A TLS client (TLS 1.2 and 1.3, ALPN `http/1.1`) that trusts only `pin`.
-    pub fn new(pin: CertPin) -> Result<PinnedTls, String> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("setting up TLS: {e}"))?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinVerifier { pin, provider }))
-            .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(PinnedTls {
-            config: Arc::new(config),
-        })
+    pub fn new(pin: CertPin) -> PinnedTls {
+        PinnedTls {
+            config: Arc::new(mesh_pin::client_config(pin, &[b"http/1.1"])),
+        }
     }
 }
 
@@ -167,14 +80,8 @@ fn handshake_error(e: io::Error) -> ureq::Error {
         }
         return ureq::Error::from(e);
     };
-    let mismatch = match tls {
-        rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(other))) => {
-            other.downcast_ref::<PinMismatch>().map(|m| m.got)
-        }
-        _ => None,
-    };
-    let error = match (mismatch, tls) {
-        (Some(got), _) => HandshakeError::Mismatch(got),
+    let error = match (PinMismatch::of(tls), tls) {
+        (Some(mismatch), _) => HandshakeError::Mismatch(mismatch.got),
         (None, rustls::Error::InvalidMessage(_)) => HandshakeError::NotTls(tls.to_string()),
         (None, _) => HandshakeError::Other(tls.to_string()),
     };

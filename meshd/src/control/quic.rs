@@ -1,5 +1,6 @@
 //! The QUIC client: TLS 1.3 where the coordinator's certificate is trusted only if its
-//! SHA-256 matches the pin (no CA, no hostname), like kubeadm's discovery hash.
+//! SHA-256 matches the pin (no CA, no hostname), like kubeadm's discovery hash
+//! ([`mesh_pin::quic_client_config`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,75 +8,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use mesh_proto::control::{CertPin, ALPN, EXPORTER_LABEL};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
 
 /// The TLS server name the coordinator's certificate carries; not checked (the pin is).
 const SERVER_NAME: &str = "wiremesh-coordinator";
-
-/// Trusts exactly one certificate: the pinned one.
-#[derive(Debug)]
-struct PinVerifier {
-    pin: CertPin,
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for PinVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let got = CertPin::of_der(end_entity.as_ref());
-        if got == self.pin {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(format!(
-                "coordinator certificate is {got}, expected pin {}",
-                self.pin
-            )))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
 
 /// A live, authenticated-by-pin QUIC connection with its one control stream.
 #[derive(Debug)]
@@ -106,13 +41,7 @@ impl Client {
 
     /// Connects to `addr` trusting only `pin`, opens the control stream.
     pub async fn connect(&self, addr: SocketAddr, pin: CertPin) -> anyhow::Result<Connection> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13])?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinVerifier { pin, provider }))
-            .with_no_client_auth();
-        tls.alpn_protocols = vec![ALPN.to_vec()];
+        let tls = mesh_pin::quic_client_config(pin, &[ALPN]);
         let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
         let mut config = quinn::ClientConfig::new(Arc::new(quic));
         let mut transport = quinn::TransportConfig::default();
