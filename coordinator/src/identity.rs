@@ -29,12 +29,13 @@ pub const SERVER_NAME: &str = "wiremesh-coordinator";
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
     /// A file or directory operation failed.
-    #[error("{}: {source}", path.display())]
+    // The cause is in the message, not chained as `source`: `{e:#}` would print it twice.
+    #[error("{}: {error}", path.display())]
     Io {
         /// The path involved.
         path: PathBuf,
         /// What went wrong.
-        source: io::Error,
+        error: io::Error,
     },
     /// A secret file is readable by group or others.
     #[error("{} is accessible by group or others (mode {mode:03o}); run chmod 600 on it", path.display())]
@@ -73,9 +74,9 @@ pub enum IdentityError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> IdentityError + '_ {
-    move |source| IdentityError::Io {
+    move |error| IdentityError::Io {
         path: path.to_owned(),
-        source,
+        error,
     }
 }
 
