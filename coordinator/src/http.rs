@@ -146,12 +146,16 @@ pub(crate) struct Api {
 }
 
 /// Options of the admin HTTP server beyond the API itself.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct HttpOptions {
     /// Mark the dashboard's session cookie `Secure` (sent over HTTPS only). Set it when
     /// the admin listener is reached through TLS (a reverse proxy); leave it off for plain
     /// HTTP on localhost, or browsers would never send the cookie back.
     pub secure_cookies: bool,
+    /// Once this turns true (or its sender is dropped), long-lived answers (the dashboard's
+    /// change feeds) end, so a graceful shutdown need not wait for open dashboards. None:
+    /// a feed ends only with its session or its client.
+    pub closing: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// The admin API router with default [`HttpOptions`].

@@ -102,12 +102,15 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         udp_tasks.push(tokio::spawn(relay::serve(socket, core, clock)));
     }
     let quic_task = tokio::spawn(quic::serve(endpoint.clone(), coord.clone()));
-    // Over TLS the dashboard's session cookie is marked Secure.
+    // Over TLS the dashboard's session cookie is marked Secure; open dashboards' change
+    // feeds end when shutdown starts.
+    let (closing, closing_rx) = tokio::sync::watch::channel(false);
     let app = http::router_with(
         coord.clone(),
         &admin_token,
         http::HttpOptions {
             secure_cookies: cfg.tls_enabled(),
+            closing: Some(closing_rx),
         },
     );
     let http_task = match admin_tls {
@@ -126,6 +129,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
 
     shutdown_signal().await;
     tracing::info!("shutting down");
+    let _ = closing.send(true);
     for t in &udp_tasks {
         t.abort();
     }

@@ -145,6 +145,11 @@ impl Web {
         }
     }
 
+    /// A receiver of [`HttpOptions::closing`], for a new change feed.
+    fn closing(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+        self.opts.closing.clone()
+    }
+
     fn sessions(&self) -> MutexGuard<'_, Sessions> {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -599,15 +604,31 @@ struct Feed {
     session: Option<String>,
     tick: tokio::time::Interval,
     last: Option<[u8; 32]>,
+    /// [`HttpOptions::closing`].
+    closing: Option<tokio::sync::watch::Receiver<bool>>,
+}
+
+/// Resolves when the server starts closing (never without a `closing` channel).
+async fn closed(closing: &mut Option<tokio::sync::watch::Receiver<bool>>) {
+    match closing {
+        // Err: the sender is gone, which also means the server is going away.
+        Some(rx) => {
+            let _ = rx.wait_for(|closing| *closing).await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// The change feed's events: a `change` whenever [`fingerprint`] moves; ends with the
-/// session.
+/// session or when the server closes.
 fn feed(mut f: Feed) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
     f.tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     futures_util::stream::unfold(f, |mut f| async move {
         loop {
-            f.tick.tick().await;
+            tokio::select! {
+                _ = f.tick.tick() => {}
+                () = closed(&mut f.closing) => return None,
+            }
             if let Some(id) = &f.session {
                 if !f.web.is_live(id) {
                     return None;
@@ -636,6 +657,7 @@ async fn events(State(api): State<Api>, Extension(caller): Extension<Caller>) ->
         session,
         tick: tokio::time::interval(FEED_PERIOD),
         last: None,
+        closing: api.web.closing(),
     });
     let sse = Sse::new(stream).keep_alive(
         KeepAlive::new()

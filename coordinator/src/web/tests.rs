@@ -155,6 +155,7 @@ fn meta_csrf(page: &str) -> Option<String> {
 async fn login_sets_a_session_cookie() {
     for secure in [false, true] {
         let app = App::with(HttpOptions {
+            closing: None,
             secure_cookies: secure,
         });
         // Surrounding whitespace (a pasted newline) is forgiven.
@@ -993,4 +994,52 @@ async fn the_audit_log_names_the_way_in() {
         assert!(!a1.contains(id) && !a2.contains(id));
     }
     assert_eq!(actor("network.delete", "by-one"), crate::audit::ACTOR_API);
+}
+
+/// A graceful shutdown does not wait for open dashboards: their feeds end when the server
+/// starts closing (or drops the closing channel), though the sessions are still live.
+#[tokio::test]
+async fn change_feeds_end_when_the_server_closes() {
+    for drop_sender in [false, true] {
+        let (closing, rx) = tokio::sync::watch::channel(false);
+        let app = App::with(HttpOptions {
+            secure_cookies: false,
+            closing: Some(rx),
+        });
+        let b = app.login().await;
+        let res = app
+            .as_browser(&b, Method::GET, EVENTS_PATH, None, None)
+            .await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let mut body = res.into_body().into_data_stream();
+        let mut seen = String::new();
+        assert!(
+            read_until(
+                &mut body,
+                &mut seen,
+                "event: change",
+                1,
+                Duration::from_secs(20)
+            )
+            .await,
+            "{seen}"
+        );
+        if drop_sender {
+            drop(closing);
+        } else {
+            closing.send(true).unwrap();
+        }
+        let ended = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(chunk) = body.next().await {
+                chunk.unwrap();
+            }
+        })
+        .await;
+        assert!(ended.is_ok(), "the feed outlived the server's closing");
+        // The session itself is untouched.
+        let res = app
+            .as_browser(&b, Method::GET, "/api/networks", None, None)
+            .await;
+        assert_eq!(res.status(), StatusCode::OK);
+    }
 }
