@@ -83,15 +83,7 @@ impl Harness {
 
     /// Creates network `name` on 10.9.8.0/24.
     pub async fn network(&self, name: &str) {
-        self.coord
-            .create_network(CreateNetwork {
-                name: name.into(),
-                cidr: "10.9.8.0/24".parse().unwrap(),
-                mtu: None,
-                keepalive: None,
-            })
-            .await
-            .unwrap();
+        create_network(&self.coord, name).await;
     }
 
     /// A new token of `net`, as the node presents it.
@@ -112,6 +104,19 @@ impl Harness {
 }
 
 /// A private key from a seed byte.
+/// Creates network `name` on 10.9.8.0/24 with the default MTU and keepalive.
+pub async fn create_network(coord: &Coordinator, name: &str) {
+    coord
+        .create_network(CreateNetwork {
+            name: name.into(),
+            cidr: "10.9.8.0/24".parse().unwrap(),
+            mtu: None,
+            keepalive: None,
+        })
+        .await
+        .unwrap();
+}
+
 pub fn private(seed: u8) -> Key {
     Key::clamp_private([seed; 32])
 }

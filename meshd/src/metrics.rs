@@ -23,7 +23,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use mesh_proto::api::{PathType, Status};
+use mesh_proto::api::{PathType, PeerStatus, Status};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -47,7 +47,7 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 /// The metrics page for `status`.
 pub fn render(status: &Status) -> String {
     let mut out = String::new();
-    let peers: Vec<(String, String, &mesh_proto::api::PeerStatus)> = status
+    let peers: Vec<(String, String, &PeerStatus)> = status
         .peers
         .iter()
         .map(|p| {
@@ -60,58 +60,41 @@ pub fn render(status: &Status) -> String {
         .collect();
     family(&mut out, "wiremesh_peers", "gauge", "Configured peers.");
     let _ = writeln!(out, "wiremesh_peers {}", peers.len());
-    family(
-        &mut out,
-        "wiremesh_peer_rx_bytes",
-        "counter",
-        "Payload bytes received from the peer.",
-    );
-    for (fp, name, p) in &peers {
-        let _ = writeln!(
-            out,
-            "wiremesh_peer_rx_bytes{{peer=\"{fp}\",name=\"{name}\"}} {}",
-            p.rx_bytes
-        );
-    }
-    family(
-        &mut out,
-        "wiremesh_peer_tx_bytes",
-        "counter",
-        "Payload bytes sent to the peer.",
-    );
-    for (fp, name, p) in &peers {
-        let _ = writeln!(
-            out,
-            "wiremesh_peer_tx_bytes{{peer=\"{fp}\",name=\"{name}\"}} {}",
-            p.tx_bytes
-        );
-    }
-    family(
-        &mut out,
-        "wiremesh_peer_latest_handshake_age_seconds",
-        "gauge",
-        "Seconds since the last completed handshake with the peer (absent: none yet).",
-    );
-    for (fp, name, p) in &peers {
-        if let Some(age) = p.latest_handshake_secs {
-            let _ = writeln!(
-                out,
-                "wiremesh_peer_latest_handshake_age_seconds{{peer=\"{fp}\",name=\"{name}\"}} {age}"
-            );
+    // One sample per peer: (name, type, help, value; None leaves the peer out).
+    type Value = fn(&PeerStatus) -> Option<u64>;
+    let per_peer: [(&str, &str, &str, Value); 4] = [
+        (
+            "wiremesh_peer_rx_bytes",
+            "counter",
+            "Payload bytes received from the peer.",
+            |p| Some(p.rx_bytes),
+        ),
+        (
+            "wiremesh_peer_tx_bytes",
+            "counter",
+            "Payload bytes sent to the peer.",
+            |p| Some(p.tx_bytes),
+        ),
+        (
+            "wiremesh_peer_latest_handshake_age_seconds",
+            "gauge",
+            "Seconds since the last completed handshake with the peer (absent: none yet).",
+            |p| p.latest_handshake_secs,
+        ),
+        (
+            "wiremesh_peer_handshakes_total",
+            "counter",
+            "Handshakes completed with the peer since meshd started.",
+            |p| Some(p.handshakes),
+        ),
+    ];
+    for (metric, kind, help, value) in per_peer {
+        family(&mut out, metric, kind, help);
+        for (fp, name, p) in &peers {
+            if let Some(v) = value(p) {
+                let _ = writeln!(out, "{metric}{{peer=\"{fp}\",name=\"{name}\"}} {v}");
+            }
         }
-    }
-    family(
-        &mut out,
-        "wiremesh_peer_handshakes_total",
-        "counter",
-        "Handshakes completed with the peer since meshd started.",
-    );
-    for (fp, name, p) in &peers {
-        let _ = writeln!(
-            out,
-            "wiremesh_peer_handshakes_total{{peer=\"{fp}\",name=\"{name}\"}} {}",
-            p.handshakes
-        );
     }
     family(
         &mut out,

@@ -11,7 +11,9 @@ use super::{AuditLog, ACTOR_ADMIN_TOKEN};
 use crate::http::router;
 use crate::state::{Coordinator, ManualClock};
 use crate::store::Store;
-use crate::testutil::{hello, join_info, open_sled_store, private, remote, Harness};
+use crate::testutil::{
+    create_network, hello, join_info, open_sled_store, private, remote, Harness,
+};
 
 fn entry(n: u64) -> AuditEntry {
     AuditEntry {
@@ -172,15 +174,7 @@ async fn audit_survives_a_coordinator_restart_on_sled() {
     {
         let coord = Coordinator::open(Arc::new(open_sled_store(&path)), clock.clone(), join_info())
             .unwrap();
-        coord
-            .create_network(mesh_proto::admin::CreateNetwork {
-                name: "lab".into(),
-                cidr: "10.9.8.0/24".parse().unwrap(),
-                mtu: None,
-                keepalive: None,
-            })
-            .await
-            .unwrap();
+        create_network(&coord, "lab").await;
         coord.delete_network("lab").await.unwrap();
     }
     let coord = Coordinator::open(Arc::new(open_sled_store(&path)), clock, join_info()).unwrap();

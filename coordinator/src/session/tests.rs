@@ -15,7 +15,7 @@ use tokio::io::AsyncWriteExt as _;
 use super::End;
 use crate::state::{Coordinator, ManualClock};
 use crate::store::MemoryStore;
-use crate::testutil::{hello, join_info, private, Harness, Node, RELAY_SECRET};
+use crate::testutil::{create_network, hello, join_info, private, Harness, Node, RELAY_SECRET};
 
 fn netmap(msg: ServerMsg) -> Netmap {
     match msg {
@@ -491,15 +491,7 @@ async fn services_come_before_the_first_netmap_of_each_connection() {
         join_info(),
     )
     .unwrap();
-    plain
-        .create_network(mesh_proto::admin::CreateNetwork {
-            name: "lab".into(),
-            cidr: "10.9.8.0/24".parse().unwrap(),
-            mtu: None,
-            keepalive: None,
-        })
-        .await
-        .unwrap();
+    create_network(&plain, "lab").await;
     let token = plain
         .create_token("lab", Default::default())
         .await

@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{header, Method, Request, Response, StatusCode};
 use futures_util::StreamExt as _;
-use mesh_proto::admin::{ApiError, CreateNetwork, NetworkView};
+use mesh_proto::admin::{ApiError, NetworkView};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 use tokio::time::Instant;
@@ -753,16 +753,7 @@ async fn the_change_feed_reports_changes() {
         .await,
         "{seen}"
     );
-    app.h
-        .coord
-        .create_network(CreateNetwork {
-            name: "lab".into(),
-            cidr: "10.9.8.0/24".parse().unwrap(),
-            mtu: None,
-            keepalive: None,
-        })
-        .await
-        .unwrap();
+    app.h.network("lab").await;
     assert!(
         read_until(
             &mut body,

@@ -310,6 +310,21 @@ mod tests {
         control::decode(&b).unwrap()
     }
 
+    /// The coordinator's side of the handshake without checking the proof: reads the hello,
+    /// sends a challenge, reads the proof.
+    async fn admit_unchecked(r: &mut (impl AsyncRead + Unpin), w: &mut (impl AsyncWrite + Unpin)) {
+        let _ = recv(r).await;
+        send(
+            w,
+            &ServerMsg::Challenge {
+                ephemeral: Key([1; 32]),
+                nonce: Key([2; 32]),
+            },
+        )
+        .await;
+        let _ = recv(r).await;
+    }
+
     /// A scripted coordinator: checks the proof, then sends a netmap, a change, pending.
     #[tokio::test]
     async fn full_exchange() {
@@ -406,16 +421,7 @@ mod tests {
             paths: Some(Arc::new(move || source.lock().clone())),
         };
         let coordinator = tokio::spawn(async move {
-            let _ = recv(&mut sr).await;
-            send(
-                &mut sw,
-                &ServerMsg::Challenge {
-                    ephemeral: Key([1; 32]),
-                    nonce: Key([2; 32]),
-                },
-            )
-            .await;
-            let _ = recv(&mut sr).await;
+            admit_unchecked(&mut sr, &mut sw).await;
             send(
                 &mut sw,
                 &ServerMsg::Pending {
@@ -478,16 +484,7 @@ mod tests {
         let (cr, cw) = tokio::io::split(client);
         let (mut sr, mut sw) = tokio::io::split(server);
         tokio::spawn(async move {
-            let _ = recv(&mut sr).await;
-            send(
-                &mut sw,
-                &ServerMsg::Challenge {
-                    ephemeral: Key([1; 32]),
-                    nonce: Key([2; 32]),
-                },
-            )
-            .await;
-            let _ = recv(&mut sr).await;
+            admit_unchecked(&mut sr, &mut sw).await;
             send(
                 &mut sw,
                 &ServerMsg::Changes {
