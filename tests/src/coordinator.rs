@@ -218,11 +218,17 @@ impl Coordinator {
         })
     }
 
-    /// `GET /metrics` from the admin endpoint with the admin token, as text.
-    pub fn metrics(&self) -> anyhow::Result<String> {
+    /// The admin token (the contents of [`Coordinator::token_file`], trimmed).
+    pub fn admin_token(&self) -> anyhow::Result<String> {
         let token = std::fs::read_to_string(self.token_file())
             .with_context(|| format!("reading {}", self.token_file().display()))?;
-        crate::http::get_in(&self.ns, HTTP_PORT, "/metrics", Some(token.trim()))
+        Ok(token.trim().to_owned())
+    }
+
+    /// `GET /metrics` from the admin endpoint with the admin token, as text.
+    pub fn metrics(&self) -> anyhow::Result<String> {
+        let token = self.admin_token()?;
+        crate::http::get_in(&self.ns, HTTP_PORT, "/metrics", Some(&token))
     }
 
     /// `network create NAME --cidr CIDR`.

@@ -52,9 +52,7 @@ fn scenario(
     browser: &Browser,
 ) -> anyhow::Result<()> {
     let base = coord.admin_url();
-    let admin_token = std::fs::read_to_string(coord.token_file())?
-        .trim()
-        .to_owned();
+    let admin_token = coord.admin_token()?;
 
     // Not logged in: the dashboard sends the browser to the login page.
     browser.goto(&format!("{base}/"))?;
@@ -154,11 +152,7 @@ fn scenario(
         )?
         .unwrap_or_default();
     assert_eq!(address_shown, b.address()?, "b's address in the page");
-    assert_eq!(
-        browser.exec("return window.wmLoadedAt", vec![])?,
-        loaded_at,
-        "the page was reloaded"
-    );
+    assert_not_reloaded(browser, &loaded_at)?;
     browser.screenshot(&artefacts().join("dashboard.png"))?;
 
     // Deauthorise b with one click: the page marks it, and b loses its peer (and a loses b).
@@ -193,11 +187,7 @@ fn scenario(
         audit.contains("admin-token/dashboard-"),
         "the audit log does not say the dashboard did it:\n{audit}"
     );
-    assert_eq!(
-        browser.exec("return window.wmLoadedAt", vec![])?,
-        loaded_at,
-        "the page was reloaded"
-    );
+    assert_not_reloaded(browser, &loaded_at)?;
     browser.screenshot(&artefacts().join("dashboard-deauthorized.png"))?;
 
     // One click on the highlighted pending member lets b back in.
@@ -212,16 +202,12 @@ fn scenario(
     })?;
 
     // Rename a and give it another address through the page's prompts; a takes the address.
-    click_in_row(browser, &a_key, "button.rename")?;
-    browser.wait_dialog(WAIT)?;
-    browser.answer_prompt("alpha")?;
+    answer_in_row(browser, &a_key, "button.rename", "alpha")?;
     browser.wait_for(
         &format!("{}[data-name=\"alpha\"]", member_row(&a_key)),
         WAIT,
     )?;
-    click_in_row(browser, &a_key, "button.set-address")?;
-    browser.wait_dialog(WAIT)?;
-    browser.answer_prompt("10.77.0.50")?;
+    answer_in_row(browser, &a_key, "button.set-address", "10.77.0.50")?;
     browser.wait_for(
         &format!("{}[data-address=\"10.77.0.50\"]", member_row(&a_key)),
         WAIT,
@@ -261,6 +247,21 @@ fn click_in_row(browser: &Browser, key: &str, selector: &str) -> anyhow::Result<
         .next()
         .ok_or_else(|| anyhow::anyhow!("no {selector} in the row of {}", &key[..8]))?;
     browser.click(&button)
+}
+
+/// Clicks the button matching `selector` in the member row of `key` and answers the
+/// `prompt()` it opens with `answer`.
+fn answer_in_row(browser: &Browser, key: &str, selector: &str, answer: &str) -> anyhow::Result<()> {
+    click_in_row(browser, key, selector)?;
+    browser.wait_dialog(WAIT)?;
+    browser.answer_prompt(answer)
+}
+
+/// Fails if the page was loaded again since `loaded_at` (its `window.wmLoadedAt` then).
+fn assert_not_reloaded(browser: &Browser, loaded_at: &serde_json::Value) -> anyhow::Result<()> {
+    let now = browser.exec("return window.wmLoadedAt", vec![])?;
+    assert_eq!(&now, loaded_at, "the page was reloaded");
+    Ok(())
 }
 
 /// The text of every audit row in the page.

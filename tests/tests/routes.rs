@@ -15,15 +15,14 @@
 //! admin approves it and only while its node advertises it; unapproving it, or the node no
 //! longer advertising it, removes it everywhere.
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use serde_json::Value;
 use wiremesh_tests::control::NETWORK;
 use wiremesh_tests::sites::{NatMesh, SiteSpec};
-use wiremesh_tests::{ping_once, util, wait_until, Coordinator, Lab, NatKind, Netns};
+use wiremesh_tests::{ping_once, wait_until, Coordinator, Lab, NatKind, Netns};
 
 /// Generous: tests share two cores with other tests.
 const CONVERGE: Duration = Duration::from_secs(30);
@@ -65,8 +64,7 @@ fn route_show(ns: &Netns, prefix: &str) -> String {
         .unwrap_or_default()
 }
 
-/// `meshctl admin approve-route|unapprove-route lab NODE PREFIX --json`. While meshctl
-/// does not offer the commands yet, the same call through the admin API with curl.
+/// `meshctl admin approve-route|unapprove-route lab NODE PREFIX --json`.
 fn route_admin(
     coord: &Coordinator,
     approve: bool,
@@ -78,33 +76,7 @@ fn route_admin(
     } else {
         "unapprove-route"
     };
-    let out = coord.admin_output(&[cmd, NETWORK, node, prefix, "--json"])?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let stdout = if out.status.success() {
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    } else if stderr.contains("unrecognized subcommand") {
-        eprintln!("[routes] meshctl has no `admin {cmd}`; calling the admin API directly");
-        let token = std::fs::read_to_string(coord.token_file())?;
-        let encoded = prefix.replace('/', "%2F");
-        let path = format!("/api/networks/{NETWORK}/members/{node}/routes/{encoded}");
-        let (method, path) = if approve {
-            ("POST", format!("{path}/approve"))
-        } else {
-            ("DELETE", path)
-        };
-        let mut curl: Command = coord.ns().command("curl");
-        curl.args(["-sS", "--fail-with-body", "-X", method, "-H"])
-            .arg(format!("Authorization: Bearer {}", token.trim()))
-            .arg(format!("{}{path}", coord.admin_url()));
-        util::run(&mut curl)?
-    } else {
-        bail!(
-            "`meshctl admin {cmd} {NETWORK} {node} {prefix}` failed ({}): {}",
-            out.status,
-            stderr.trim()
-        );
-    };
-    serde_json::from_str(stdout.trim()).with_context(|| format!("{cmd} printed {stdout:?}"))
+    coord.admin_json(&[cmd, NETWORK, node, prefix])
 }
 
 fn strings(v: &Value) -> Vec<String> {
