@@ -350,8 +350,9 @@ async fn connection(
     }
 }
 
-/// Resolves once the server is stopping, or its loop is gone.
-async fn stopped(stop: &mut watch::Receiver<bool>) {
+/// Resolves once the server is stopping, or its loop is gone (the sender is dropped).
+/// Also ends the dashboard's change feeds ([`crate::web`]).
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 

@@ -611,10 +611,7 @@ struct Feed {
 /// Resolves when the server starts closing (never without a `closing` channel).
 async fn closed(closing: &mut Option<tokio::sync::watch::Receiver<bool>>) {
     match closing {
-        // Err: the sender is gone, which also means the server is going away.
-        Some(rx) => {
-            let _ = rx.wait_for(|closing| *closing).await;
-        }
+        Some(rx) => crate::https::stopped(rx).await,
         None => std::future::pending().await,
     }
 }

@@ -128,6 +128,17 @@ pub enum ReportedPath {
     None,
 }
 
+impl From<Option<crate::api::PathType>> for ReportedPath {
+    /// The path `meshctl status` shows (`relay`), as reported (`relayed`); no path: `none`.
+    fn from(path: Option<crate::api::PathType>) -> ReportedPath {
+        match path {
+            Some(crate::api::PathType::Direct) => ReportedPath::Direct,
+            Some(crate::api::PathType::Relay) => ReportedPath::Relayed,
+            None => ReportedPath::None,
+        }
+    }
+}
+
 impl ReportedPath {
     /// The wire word: `direct`, `relayed` or `none`.
     pub fn as_str(self) -> &'static str {
@@ -488,6 +499,16 @@ mod tests {
 
     #[test]
     fn path_reports_round_trip() {
+        use crate::api::PathType;
+        assert_eq!(
+            ReportedPath::from(Some(PathType::Direct)),
+            ReportedPath::Direct
+        );
+        assert_eq!(
+            ReportedPath::from(Some(PathType::Relay)),
+            ReportedPath::Relayed
+        );
+        assert_eq!(ReportedPath::from(None), ReportedPath::None);
         let msg = ClientMsg::Paths {
             peers: vec![
                 PeerPathReport {

@@ -345,12 +345,7 @@ impl Device {
             .iter()
             .filter_map(|p| {
                 let t = p.traversal.as_ref()?;
-                let endpoint = p.endpoint();
-                let path = match endpoint {
-                    Some(Endpoint::Direct(_)) => ReportedPath::Direct,
-                    Some(Endpoint::Relay(_)) => ReportedPath::Relayed,
-                    None => ReportedPath::None,
-                };
+                let path = ReportedPath::from(traversal::path_type(p.endpoint()));
                 let rtt_ms = if path == ReportedPath::Direct {
                     t.paths
                         .lock()
