@@ -5,7 +5,10 @@
 //! session can `select!` on it alongside netmap updates. The buffer never holds more than
 //! one frame, so memory per connection is bounded by the limit.
 
+use std::future::Future;
 use std::io;
+
+use bytes::Bytes;
 
 use mesh_proto::control::{body_len, decode, encode, FrameError, MAX_FRAME};
 use serde::de::DeserializeOwned;
@@ -73,6 +76,23 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     /// The next message, or `None` when the stream ended cleanly between frames.
     pub async fn next<T: DeserializeOwned>(&mut self) -> Result<Option<T>, ReadError> {
+        self.next_with(|body| Ok(decode(body)?)).await
+    }
+
+    /// The next message from a coordinator as member `me` reads it (JSON or binary, see
+    /// [`mesh_proto::control::decode_server`]); for tests and tools that play a node.
+    pub async fn next_server(
+        &mut self,
+        me: &mesh_proto::Key,
+    ) -> Result<Option<mesh_proto::control::ServerMsg>, ReadError> {
+        self.next_with(|body| Ok(mesh_proto::control::decode_server(body, me)?))
+            .await
+    }
+
+    async fn next_with<T>(
+        &mut self,
+        decode: impl Fn(&[u8]) -> Result<T, ReadError>,
+    ) -> Result<Option<T>, ReadError> {
         loop {
             let want = if self.buf.len() >= 4 {
                 let header = [self.buf[0], self.buf[1], self.buf[2], self.buf[3]];
@@ -125,6 +145,46 @@ pub async fn write<W: AsyncWrite + Unpin, T: Serialize>(
     w.write_all(&frame).await?;
     w.flush().await?;
     Ok(())
+}
+
+/// Where a session writes whole frames (length prefix included). Frames are `Bytes` so
+/// one encoding can go to every session: a QUIC stream ([`QuicWriter`]) queues the shared
+/// buffer itself; any other `AsyncWrite` (tests' in-memory pipes) copies it.
+pub trait FrameSink {
+    /// Writes `frames` in order, then flushes.
+    fn send_frames(&mut self, frames: Vec<Bytes>) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+impl<W: AsyncWrite + Unpin + Send> FrameSink for W {
+    async fn send_frames(&mut self, frames: Vec<Bytes>) -> io::Result<()> {
+        for f in &frames {
+            self.write_all(f).await?;
+        }
+        self.flush().await
+    }
+}
+
+/// A QUIC send stream as a [`FrameSink`]: `write_all_chunks` hands quinn the shared
+/// buffers (no copy until they are packetised).
+#[derive(Debug)]
+pub struct QuicWriter(pub quinn::SendStream);
+
+impl FrameSink for QuicWriter {
+    async fn send_frames(&mut self, mut frames: Vec<Bytes>) -> io::Result<()> {
+        self.0
+            .write_all_chunks(&mut frames)
+            .await
+            .map_err(io::Error::from)
+    }
+}
+
+/// Encodes `msg` as a JSON frame for a [`FrameSink`].
+pub fn json_frame<T: Serialize>(msg: &T) -> Result<Bytes, WriteError> {
+    let frame = encode(msg);
+    if frame.len() - 4 > MAX_FRAME {
+        return Err(WriteError::TooLarge(frame.len() - 4));
+    }
+    Ok(Bytes::from(frame))
 }
 
 #[cfg(test)]

@@ -27,6 +27,15 @@ pub const MAX_VERSION: usize = 64;
 /// Most advertised routes kept per member (bounds netmap size per peer).
 pub const MAX_ROUTES: usize = 64;
 
+/// The first netmap version of a network created at `now` (Unix seconds): `now · 2^20`.
+/// A network deleted and created again under the same name starts above any version the
+/// old one can have reached (unless it made a million changes a second), so a node's cache
+/// of the old one never resumes into the new one ([`crate::state`]'s `resume_records`).
+/// Below 2^53 until the year 2255, so JSON readers that hold numbers as doubles are exact.
+pub fn initial_version(now: u64) -> u64 {
+    now.saturating_mul(1 << 20).max(1)
+}
+
 /// A network: an overlay prefix and the settings its members share.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -11,6 +11,9 @@ use mesh_proto::control::{ALPN, EXPORTER_LABEL};
 use quinn::crypto::rustls::QuicServerConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
+use sha2::{Digest as _, Sha256};
+
+use crate::frame::QuicWriter;
 use crate::identity::Identity;
 use crate::session::{self, End, HANDSHAKE_TIMEOUT};
 use crate::state::Coordinator;
@@ -80,10 +83,33 @@ pub fn server_config(identity: &Identity) -> Result<quinn::ServerConfig, QuicErr
     Ok(config)
 }
 
+/// The endpoint settings: the stateless-reset key derived from the coordinator's private
+/// key (SHA-256 of a label and the key), so the same coordinator restarted answers packets
+/// of connections it no longer knows with resets the nodes accept. Nodes then notice a
+/// restart on their next packet (within [`KEEP_ALIVE`]) instead of after the idle timeout.
+pub fn endpoint_config(identity: &Identity) -> quinn::EndpointConfig {
+    let mut h = Sha256::new();
+    h.update(b"wiremesh-quic-stateless-reset-v1");
+    h.update(&identity.key_der);
+    let secret: [u8; 32] = h.finalize().into();
+    quinn::EndpointConfig::new(Arc::new(ring::hmac::Key::new(
+        ring::hmac::HMAC_SHA256,
+        &secret,
+    )))
+}
+
 /// Binds the endpoint.
 pub fn bind(identity: &Identity, addr: SocketAddr) -> Result<quinn::Endpoint, QuicError> {
     let config = server_config(identity)?;
-    quinn::Endpoint::server(config, addr).map_err(|source| QuicError::Bind { addr, source })
+    let socket =
+        std::net::UdpSocket::bind(addr).map_err(|source| QuicError::Bind { addr, source })?;
+    quinn::Endpoint::new(
+        endpoint_config(identity),
+        Some(config),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(|source| QuicError::Bind { addr, source })
 }
 
 /// Accepts connections until the endpoint is closed, each in its own task.
@@ -122,13 +148,15 @@ async fn handle(incoming: quinn::Incoming, coord: &Coordinator) -> Result<(), Co
     let conn = tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming)
         .await
         .map_err(|_| ConnError::Timeout)??;
-    let (mut send, recv) = tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.accept_bi())
+    let (send, recv) = tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.accept_bi())
         .await
         .map_err(|_| ConnError::Timeout)??;
     let mut exporter = [0u8; 32];
     conn.export_keying_material(&mut exporter, EXPORTER_LABEL, b"")
         .map_err(|_| ConnError::Export)?;
-    let end = session::run(coord, recv, &mut send, exporter, conn.remote_address()).await;
+    let mut writer = QuicWriter(send);
+    let end = session::run(coord, recv, &mut writer, exporter, conn.remote_address()).await;
+    let mut send = writer.0;
     let (code, reason): (u32, &[u8]) = match &end {
         End::Closed => (code::DONE, b"bye"),
         End::Denied(_) => (code::DENIED, b"denied"),

@@ -11,8 +11,14 @@
 //!                                    Paths from the node → Coordinator::report_paths
 //!                                    replaced by a newer session of the same member → end
 //! ```
-//! Before a netmap or changes go out, the version is recorded durably
-//! ([`Coordinator::record_sent`]), so a reconnecting node can resume from it.
+//! Netmaps and changes go out in the binary encoding of [`mesh_proto::wire`], encoded once
+//! per version and shared by every session ([`crate::snapshot`]). A session sends the
+//! change frames of the versions its node lacks; it looks at new snapshots at most once per
+//! [`push_interval`] (which grows with the number of sessions), so a burst of changes
+//! reaches each node as one write of several frames instead of a wake-up per change.
+//! A node resumes from the version it holds when the change log still reaches back to it
+//! (after a reconnect, also to a restarted coordinator), else it gets the full map.
+//! Nodes older than control protocol 2 are denied with a message that says so.
 //!
 //! Whenever an authorised member is about to get its first map on a connection (a full
 //! netmap, or the changes it resumes with; again after a deauthorisation was lifted), it
@@ -23,13 +29,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mesh_proto::control::{ct_eq, expected_proof, ClientMsg, Hello, ServerMsg};
+use bytes::Bytes;
+use mesh_proto::control::{ct_eq, expected_proof, ClientMsg, Hello, ServerMsg, PROTOCOL};
 use mesh_proto::{relay, Key};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::AsyncRead;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tracing::Instrument as _;
 
-use crate::frame::{self, FrameReader, ReadError, WriteError};
+use crate::frame::{self, FrameReader, FrameSink, ReadError, WriteError};
 use crate::snapshot::{Snapshot, Status};
 use crate::state::{random32, Coordinator, EndpointReport};
 
@@ -45,6 +53,22 @@ pub const CLIENT_FRAME_LIMIT: usize = 64 * 1024;
 ///
 /// [`MAX_PATH_REPORT`]: mesh_proto::control::MAX_PATH_REPORT
 pub const SESSION_FRAME_LIMIT: usize = 512 * 1024;
+/// Shortest time between two pushes to one node.
+pub const PUSH_INTERVAL_MIN: Duration = Duration::from_millis(5);
+/// Push interval added per online session: a fan-out to every session costs about this
+/// much CPU per session, so with one push per interval and session it stays within about
+/// one core however many nodes are online.
+pub const PUSH_INTERVAL_PER_SESSION: Duration = Duration::from_micros(10);
+/// Longest time between two pushes to one node.
+pub const PUSH_INTERVAL_MAX: Duration = Duration::from_millis(200);
+
+/// How long a session waits after a push before it looks at newer snapshots, given how
+/// many sessions are online: changes within it go out together.
+pub fn push_interval(sessions: usize) -> Duration {
+    PUSH_INTERVAL_PER_SESSION
+        .saturating_mul(u32::try_from(sessions).unwrap_or(u32::MAX))
+        .clamp(PUSH_INTERVAL_MIN, PUSH_INTERVAL_MAX)
+}
 
 /// How a session ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,7 +93,7 @@ pub async fn run<R, W>(
 ) -> End
 where
     R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    W: FrameSink,
 {
     let mut frames = FrameReader::new(reader, CLIENT_FRAME_LIMIT);
     let hello =
@@ -99,6 +123,7 @@ where
             sent: None,
             told_pending: false,
             resume: hello.resume,
+            next_push: Instant::now(),
         };
         let end = match session.serve(&hello).await {
             Ok(()) => End::Closed,
@@ -129,15 +154,20 @@ impl From<WriteError> for Fail {
     }
 }
 
-async fn send<W: AsyncWrite + Unpin>(w: &mut W, msg: &ServerMsg) -> Result<(), Fail> {
-    match tokio::time::timeout(WRITE_TIMEOUT, frame::write(w, msg)).await {
-        Ok(r) => Ok(r?),
+async fn send<W: FrameSink>(w: &mut W, msg: &ServerMsg) -> Result<(), Fail> {
+    send_frames(w, vec![frame::json_frame(msg)?]).await
+}
+
+/// Sends frames already encoded (shared with other sessions).
+async fn send_frames<W: FrameSink>(w: &mut W, frames: Vec<Bytes>) -> Result<(), Fail> {
+    match tokio::time::timeout(WRITE_TIMEOUT, w.send_frames(frames)).await {
+        Ok(r) => Ok(r.map_err(WriteError::from)?),
         Err(_) => Err(Fail::End(End::Failed("node stopped reading".into()))),
     }
 }
 
 /// Sends `Denied` (best effort) and reports it.
-async fn deny<W: AsyncWrite + Unpin>(w: &mut W, reason: String) -> End {
+async fn deny<W: FrameSink>(w: &mut W, reason: String) -> End {
     tracing::info!(%reason, "denied");
     let _ = send(
         w,
@@ -198,7 +228,7 @@ async fn handshake<R, W>(
 ) -> Result<Hello, Fail>
 where
     R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    W: FrameSink,
 {
     let hello = match frames.next::<ClientMsg>().await {
         Ok(Some(ClientMsg::Hello(h))) => h,
@@ -263,14 +293,22 @@ struct Session<'a, R, W> {
     told_pending: bool,
     /// The version the node asked to resume from (first netmap only).
     resume: Option<u64>,
+    /// No push before this (see [`push_interval`]).
+    next_push: Instant,
 }
 
 impl<R, W> Session<'_, R, W>
 where
     R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    W: FrameSink,
 {
     async fn serve(&mut self, hello: &Hello) -> Result<(), Fail> {
+        if hello.protocol < PROTOCOL {
+            return Err(Fail::Deny(format!(
+                "this node's meshd speaks control protocol {}, the coordinator needs {PROTOCOL}: upgrade meshd",
+                hello.protocol
+            )));
+        }
         let admitted = self
             .coord
             .admit(hello, self.remote)
@@ -287,6 +325,8 @@ where
                     if changed.is_err() {
                         return Err(Fail::Deny("network deleted".into()));
                     }
+                    // Changes that arrive meanwhile go out with this one.
+                    tokio::time::sleep_until(self.next_push).await;
                     let snap = snapshots.borrow_and_update().clone();
                     self.on_snapshot(snap).await?;
                 }
@@ -341,7 +381,6 @@ where
                 // A node told it is pending drops its netmap: no resuming after this.
                 self.resume = None;
                 if self.sent.take().is_some() {
-                    self.record(None).await?;
                     self.told_pending = true;
                     tracing::info!("deauthorized");
                     send(
@@ -364,27 +403,29 @@ where
                 }
             }
             Status::Authorized => {
-                let msg = match &self.sent {
-                    Some(old) => {
-                        let changes = snap.changes_since(old, &self.key);
-                        if changes.is_empty() {
-                            self.sent = Some(snap);
-                            return Ok(());
-                        }
-                        ServerMsg::Changes {
-                            version: snap.version,
-                            changes,
-                        }
+                let frames = match &self.sent {
+                    Some(old) if old.version == snap.version => {
+                        self.sent = Some(snap);
+                        return Ok(());
                     }
+                    Some(old) => match snap.deltas.between(old.version, snap.version) {
+                        Some(frames) => frames,
+                        None => {
+                            // Fell behind what is kept: this session's own diff.
+                            let changes = snap.changes_since(old, &self.key);
+                            vec![snap.changes_frame(&self.key, &changes)]
+                        }
+                    },
                     None => {
-                        let msg = self.first_message(&snap)?;
+                        let frame = self.first_frame(&snap);
                         self.send_services().await?;
-                        msg
+                        vec![frame]
                     }
                 };
-                self.record(Some(snap.version)).await?;
+                self.coord.control_stats().netmap_pushes.inc();
                 self.sent = Some(snap);
-                send(self.writer, &msg).await
+                self.next_push = Instant::now() + push_interval(self.coord.online());
+                send_frames(self.writer, frames).await
             }
         }
     }
@@ -402,39 +443,21 @@ where
         send(self.writer, &msg).await
     }
 
-    /// The first netmap message: changes when the node resumes from a version we can
-    /// bring forward, the full map otherwise.
-    fn first_message(&mut self, snap: &Snapshot) -> Result<ServerMsg, Fail> {
+    /// The first netmap frame: changes when the node resumes from a version the change
+    /// log still reaches back to, the full map (shared) otherwise.
+    fn first_frame(&mut self, snap: &Snapshot) -> Bytes {
         if let Some(from) = self.resume.take() {
-            match self
-                .coord
-                .resume_records(&self.net, &self.key, from, snap.version)
-            {
+            match self.coord.resume_records(&self.net, from, snap.version) {
                 Ok(Some(records)) => {
                     tracing::debug!(from, to = snap.version, "resuming");
-                    return Ok(ServerMsg::Changes {
-                        version: snap.version,
-                        changes: snap.changes_from_log(&self.key, &records),
-                    });
+                    let changes = snap.changes_from_log(&self.key, &records);
+                    return snap.changes_frame(&self.key, &changes);
                 }
                 Ok(None) => {}
                 Err(e) => tracing::warn!("reading the change log: {e}"),
             }
         }
-        let netmap = snap
-            .netmap_for(&self.key)
-            .ok_or_else(|| Fail::End(End::Failed("member vanished".into())))?;
-        Ok(ServerMsg::Netmap { netmap })
-    }
-
-    async fn record(&self, version: Option<u64>) -> Result<(), Fail> {
-        self.coord
-            .record_sent(&self.net, &self.key, version)
-            .await
-            .map_err(|e| {
-                tracing::error!("recording the sent netmap: {e}");
-                Fail::Deny("coordinator storage failed, try again later".into())
-            })
+        snap.full_frame()
     }
 }
 

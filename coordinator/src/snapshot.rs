@@ -6,15 +6,120 @@
 //! Snapshots are immutable and shared ([`Arc`]); peer entries are shared between
 //! consecutive snapshots, so a change to one member costs one new entry, not a copy of
 //! every peer, and comparing unchanged entries is a pointer comparison.
+//!
+//! What goes on the wire is encoded once and shared by every session
+//! ([`mesh_proto::wire`]): each [`PeerEntry`] carries its encoding, a snapshot encodes its
+//! full netmap at most once ([`Snapshot::full_frame`]), and each version's changes are
+//! encoded once when they are committed ([`Deltas`]). A session that is current sends the
+//! frames of the versions it lacks; only one that fell further behind than [`Deltas`]
+//! reaches costs work of its own.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::ops::Deref;
+use std::sync::{Arc, Mutex, OnceLock};
 
+use bytes::Bytes;
 use ipnet::IpNet;
 use mesh_proto::netmap::{Netmap, NetworkInfo, PeerChange, PeerInfo};
+use mesh_proto::wire::{self, FrameBuilder};
 use mesh_proto::Key;
 
 use crate::model::ChangeRecord;
+
+/// Versions whose change frames are kept in memory per network.
+pub const DELTAS_KEEP: usize = 512;
+/// Bytes of change frames kept in memory per network (older versions go first).
+pub const DELTAS_BYTES: usize = 8 << 20;
+
+/// An authorised member as a peer, with its wire encoding ([`wire::encode_peer`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerEntry {
+    info: PeerInfo,
+    wire: Box<[u8]>,
+}
+
+impl PeerEntry {
+    /// Encodes `info` once.
+    pub fn new(info: PeerInfo) -> PeerEntry {
+        let mut wire = Vec::with_capacity(96);
+        wire::encode_peer(&info, &mut wire);
+        PeerEntry {
+            info,
+            wire: wire.into_boxed_slice(),
+        }
+    }
+
+    /// The encoded entry.
+    pub fn wire(&self) -> &[u8] {
+        &self.wire
+    }
+}
+
+impl Deref for PeerEntry {
+    type Target = PeerInfo;
+
+    fn deref(&self) -> &PeerInfo {
+        &self.info
+    }
+}
+
+/// The change frames of a network's recent versions, each encoded once when its version
+/// was committed and shared by every session (a frame is `Bytes`: sending it to 10,000
+/// sessions copies nothing). Bounded by [`DELTAS_KEEP`] and [`DELTAS_BYTES`].
+#[derive(Debug, Default)]
+pub struct Deltas {
+    frames: Mutex<DeltaRing>,
+}
+
+#[derive(Debug, Default)]
+struct DeltaRing {
+    /// (version, frame bringing version - 1 to version), consecutive versions.
+    frames: VecDeque<(u64, Bytes)>,
+    bytes: usize,
+}
+
+impl Deltas {
+    /// Records the frame that brings version `version - 1` to `version`. A gap (a version
+    /// without a frame) forgets everything older.
+    pub fn push(&self, version: u64, frame: Bytes) {
+        let mut ring = self.frames.lock().unwrap_or_else(|e| e.into_inner());
+        if ring.frames.back().is_some_and(|(v, _)| v + 1 != version) {
+            ring.frames.clear();
+            ring.bytes = 0;
+        }
+        ring.bytes += frame.len();
+        ring.frames.push_back((version, frame));
+        while ring.frames.len() > DELTAS_KEEP || ring.bytes > DELTAS_BYTES {
+            let Some((_, old)) = ring.frames.pop_front() else {
+                break;
+            };
+            ring.bytes -= old.len();
+        }
+    }
+
+    /// The frames that bring version `from` to `to`, in order, if all are kept.
+    pub fn between(&self, from: u64, to: u64) -> Option<Vec<Bytes>> {
+        if from >= to {
+            return Some(Vec::new());
+        }
+        let ring = self.frames.lock().unwrap_or_else(|e| e.into_inner());
+        let first = ring.frames.front()?.0;
+        if from + 1 < first {
+            return None;
+        }
+        let start = usize::try_from(from + 1 - first).ok()?;
+        let n = usize::try_from(to - from).ok()?;
+        let out: Vec<Bytes> = ring
+            .frames
+            .iter()
+            .skip(start)
+            .take(n)
+            .map(|(_, f)| f.clone())
+            .collect();
+        (out.len() == n && ring.frames.get(start + n - 1).map(|(v, _)| *v) == Some(to))
+            .then_some(out)
+    }
+}
 
 /// One network at one version.
 #[derive(Debug, Clone)]
@@ -24,11 +129,15 @@ pub struct Snapshot {
     /// Its settings.
     pub network: NetworkInfo,
     /// Authorised members as peers.
-    pub peers: BTreeMap<Key, Arc<PeerInfo>>,
+    pub peers: BTreeMap<Key, Arc<PeerEntry>>,
     /// Members waiting for (or deprived of) authorisation.
     pub pending: BTreeSet<Key>,
     /// The network was deleted: sessions end.
     pub deleted: bool,
+    /// The network's recent change frames (shared by all its snapshots).
+    pub deltas: Arc<Deltas>,
+    /// The full netmap frame, encoded on first use.
+    pub full: OnceLock<Bytes>,
 }
 
 /// Where a member stands in a snapshot.
@@ -56,6 +165,49 @@ impl Snapshot {
         }
     }
 
+    /// The full netmap frame of this version, for every authorised member (each finds
+    /// itself by its key), encoded once per snapshot.
+    pub fn full_frame(&self) -> Bytes {
+        self.full
+            .get_or_init(|| {
+                let size = self.peers.values().map(|p| p.wire.len()).sum();
+                let mut b = FrameBuilder::netmap(self.version, &self.network, size);
+                for p in self.peers.values() {
+                    b.member(&p.wire);
+                }
+                Bytes::from(b.finish())
+            })
+            .clone()
+    }
+
+    /// `changes` for member `key` (as [`Snapshot::changes_since`] or
+    /// [`Snapshot::changes_from_log`] return them) as one binary frame: a self update is
+    /// the member's own entry, which the node decodes as such.
+    pub fn changes_frame(&self, key: &Key, changes: &[PeerChange]) -> Bytes {
+        let mut b = FrameBuilder::changes(self.version, self.network.cidr.prefix_len());
+        let mut scratch = Vec::new();
+        for change in changes {
+            match change {
+                PeerChange::Network { network } => b.network(network),
+                PeerChange::Remove { public_key } => b.remove(public_key),
+                PeerChange::Upsert { peer } => match self.peers.get(&peer.public_key) {
+                    Some(entry) if entry.info == *peer => b.upsert(&entry.wire),
+                    _ => {
+                        scratch.clear();
+                        wire::encode_peer(peer, &mut scratch);
+                        b.upsert(&scratch);
+                    }
+                },
+                PeerChange::SelfUpdate { .. } => {
+                    if let Some(me) = self.peers.get(key) {
+                        b.upsert(&me.wire);
+                    }
+                }
+            }
+        }
+        Bytes::from(b.finish())
+    }
+
     fn self_address(&self, me: &PeerInfo) -> IpNet {
         IpNet::new(me.address, self.network.cidr.prefix_len())
             .unwrap_or_else(|_| IpNet::from(me.address))
@@ -73,7 +225,7 @@ impl Snapshot {
                 .peers
                 .iter()
                 .filter(|(k, _)| *k != key)
-                .map(|(k, p)| (*k, PeerInfo::clone(p)))
+                .map(|(k, p)| (*k, p.info.clone()))
                 .collect(),
         })
     }
@@ -111,7 +263,7 @@ impl Snapshot {
                 .is_some_and(|q| Arc::ptr_eq(p, q) || **p == **q);
             if !same {
                 changes.push(PeerChange::Upsert {
-                    peer: PeerInfo::clone(p),
+                    peer: p.info.clone(),
                 });
             }
         }
@@ -157,7 +309,7 @@ impl Snapshot {
         for k in &touched {
             if let Some(p) = self.peers.get(k).filter(|_| k != key) {
                 changes.push(PeerChange::Upsert {
-                    peer: PeerInfo::clone(p),
+                    peer: p.info.clone(),
                 });
             }
         }
@@ -174,18 +326,18 @@ mod tests {
         Key([b; 32])
     }
 
-    fn peer(b: u8, host: u8, name: &str) -> Arc<PeerInfo> {
+    fn peer(b: u8, host: u8, name: &str) -> Arc<PeerEntry> {
         let address = format!("10.9.8.{host}").parse().unwrap();
-        Arc::new(PeerInfo {
+        Arc::new(PeerEntry::new(PeerInfo {
             public_key: key(b),
             name: name.into(),
             address,
             allowed_ips: vec![IpNet::from(address)],
             endpoints: vec![format!("198.51.100.{b}:51820").parse().unwrap()],
-        })
+        }))
     }
 
-    fn snap(version: u64, mtu: u16, peers: &[Arc<PeerInfo>]) -> Snapshot {
+    fn snap(version: u64, mtu: u16, peers: &[Arc<PeerEntry>]) -> Snapshot {
         Snapshot {
             version,
             network: NetworkInfo {
@@ -197,6 +349,8 @@ mod tests {
             peers: peers.iter().map(|p| (p.public_key, p.clone())).collect(),
             pending: BTreeSet::new(),
             deleted: false,
+            deltas: Arc::default(),
+            full: OnceLock::new(),
         }
     }
 
@@ -301,5 +455,58 @@ mod tests {
         // Nothing logged, nothing sent.
         let s = snap(3, 1280, &[peer(1, 1, "a")]);
         assert!(s.changes_from_log(&key(1), []).is_empty());
+    }
+
+    #[test]
+    fn shared_frames_decode_to_each_members_netmap_and_changes() {
+        for (name, old, new) in cases() {
+            for member in [key(1), key(2)] {
+                let (Some(old_map), Some(new_map)) =
+                    (old.netmap_for(&member), new.netmap_for(&member))
+                else {
+                    continue;
+                };
+                let full = new.full_frame();
+                assert_eq!(
+                    mesh_proto::wire::decode_netmap(&full[4..], &member).unwrap(),
+                    new_map,
+                    "{name}"
+                );
+                let frame = new.changes_frame(&member, &new.changes_since(&old, &member));
+                let (version, changes) =
+                    mesh_proto::wire::decode_changes(&frame[4..], &member).unwrap();
+                let mut applied = old_map.clone();
+                applied.apply(version, &changes);
+                assert_eq!(applied, new_map, "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn deltas_cover_consecutive_versions_only() {
+        let d = Deltas::default();
+        assert_eq!(d.between(3, 3), Some(vec![]));
+        assert_eq!(d.between(3, 4), None);
+        for v in 5..=8 {
+            d.push(v, Bytes::from(vec![v as u8]));
+        }
+        let got = |from, to| {
+            d.between(from, to)
+                .map(|f| f.iter().map(|b| b[0]).collect::<Vec<_>>())
+        };
+        assert_eq!(got(4, 8), Some(vec![5, 6, 7, 8]));
+        assert_eq!(got(6, 7), Some(vec![7]));
+        assert_eq!(got(3, 8), None, "version 4 was never kept");
+        assert_eq!(got(7, 9), None, "version 9 does not exist yet");
+        // A gap forgets the older frames.
+        d.push(11, Bytes::from_static(b"k"));
+        assert_eq!(got(8, 11), None);
+        assert_eq!(got(10, 11), Some(vec![b'k']));
+        // The bound holds.
+        for v in 12..12 + DELTAS_KEEP as u64 + 10 {
+            d.push(v, Bytes::from_static(b"x"));
+        }
+        assert_eq!(got(11, 12), None);
+        assert!(got(30, 40).is_some());
     }
 }

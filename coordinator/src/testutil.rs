@@ -132,6 +132,7 @@ pub fn hello(net: &str, private: &Key, join: Option<JoinSecret>) -> Hello {
         listen_port: 51820,
         local: vec!["192.168.1.2:51820".parse().unwrap()],
         routes: vec![],
+        protocol: mesh_proto::control::PROTOCOL,
     }
 }
 
@@ -199,7 +200,7 @@ impl Node {
 
     /// The next message, whatever it is (fails the test after 5 s).
     pub async fn recv_any(&mut self) -> ServerMsg {
-        tokio::time::timeout(Duration::from_secs(5), self.frames.next::<ServerMsg>())
+        tokio::time::timeout(Duration::from_secs(5), self.frames.next_server(&self.key))
             .await
             .expect("no message within 5 s")
             .unwrap()
@@ -208,9 +209,49 @@ impl Node {
 
     /// Asserts nothing arrives for a little while.
     pub async fn quiet(&mut self) {
-        let got =
-            tokio::time::timeout(Duration::from_millis(100), self.frames.next::<ServerMsg>()).await;
+        let got = tokio::time::timeout(
+            Duration::from_millis(100),
+            self.frames.next_server(&self.key),
+        )
+        .await;
         assert!(got.is_err(), "unexpected message: {got:?}");
+    }
+
+    /// Asserts that for a little while nothing arrives but changes of this node's own
+    /// entry (its own endpoints), which the shared change frames carry to it as a self
+    /// update; returns how many such messages came.
+    pub async fn only_self_updates(&mut self) -> usize {
+        let mut n = 0;
+        loop {
+            let got = tokio::time::timeout(
+                Duration::from_millis(100),
+                self.frames.next_server(&self.key),
+            )
+            .await;
+            match got {
+                Err(_) => return n,
+                Ok(Ok(Some(ServerMsg::Changes { changes, .. })))
+                    if changes.iter().all(|c| {
+                        matches!(c, mesh_proto::netmap::PeerChange::SelfUpdate { .. })
+                    }) =>
+                {
+                    n += 1
+                }
+                other => panic!("unexpected message: {other:?}"),
+            }
+        }
+    }
+
+    /// Messages until `Denied`, whose reason is returned; changes before it are skipped
+    /// (a change and the end of the network may go out as one push).
+    pub async fn denied_after_changes(&mut self) -> String {
+        loop {
+            match self.recv().await {
+                ServerMsg::Changes { .. } => continue,
+                ServerMsg::Denied { reason } => return reason,
+                other => panic!("expected denied, got {other:?}"),
+            }
+        }
     }
 
     /// The session's end (after the node closed or was denied).

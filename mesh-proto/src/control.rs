@@ -62,7 +62,11 @@ use crate::Key;
 
 /// QUIC ALPN of this protocol version.
 pub const ALPN: &[u8] = b"wiremesh/1";
-/// Largest frame body in bytes (a netmap of a few thousand members fits).
+/// The control protocol version this build speaks ([`Hello::protocol`]). Version 2 sends
+/// netmaps and changes in the binary encoding of [`crate::wire`]; a coordinator refuses
+/// nodes that speak an older one with a `Denied` that says so.
+pub const PROTOCOL: u32 = 2;
+/// Largest frame body in bytes (a binary netmap of about 100,000 members fits).
 pub const MAX_FRAME: usize = 8 << 20;
 /// Label for the TLS keying-material exporter (RFC 5705) that binds proofs to a connection.
 pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-wiremesh-proof-v1";
@@ -174,6 +178,14 @@ pub struct Hello {
     /// reach peers once an admin approves them. Replaces what it advertised before.
     #[serde(default)]
     pub routes: Vec<IpNet>,
+    /// The control protocol version the node speaks ([`PROTOCOL`]); absent: 1 (JSON
+    /// netmaps, before the binary encoding).
+    #[serde(default = "protocol_one")]
+    pub protocol: u32,
+}
+
+fn protocol_one() -> u32 {
+    1
 }
 
 /// Coordinator → node.
@@ -230,6 +242,9 @@ pub enum FrameError {
     /// The body is not a valid message.
     #[error("malformed message: {0}")]
     Json(#[from] serde_json::Error),
+    /// A binary body ([`crate::wire`]) is not a valid message.
+    #[error(transparent)]
+    Wire(#[from] crate::wire::WireError),
 }
 
 /// Encodes `msg` as one frame (length prefix + JSON).
@@ -254,6 +269,21 @@ pub fn body_len(header: [u8; 4]) -> Result<usize, FrameError> {
 /// Decodes a frame body.
 pub fn decode<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, FrameError> {
     Ok(serde_json::from_slice(body)?)
+}
+
+/// Decodes a frame body from the coordinator as member `me` sees it: JSON (a body that
+/// starts with `{`) or a binary netmap or changes message ([`crate::wire`]).
+pub fn decode_server(body: &[u8], me: &Key) -> Result<ServerMsg, FrameError> {
+    match body.first() {
+        Some(b'{') | None => decode(body),
+        Some(&crate::wire::KIND_NETMAP) => Ok(ServerMsg::Netmap {
+            netmap: crate::wire::decode_netmap(body, me)?,
+        }),
+        Some(_) => {
+            let (version, changes) = crate::wire::decode_changes(body, me)?;
+            Ok(ServerMsg::Changes { version, changes })
+        }
+    }
 }
 
 /// The proof of possession for one connection (see the module docs).

@@ -12,6 +12,7 @@
 //! - [`netmap`]: a member's view of its network, and changes to it as data ([`netmap::diff`]).
 //! - [`admin`]: the coordinator admin HTTP API bodies.
 //! - [`control`]: the node ↔ coordinator protocol, join tokens, certificate pins.
+//! - [`wire`]: the binary encoding of netmaps and changes, encoded once, sent to every member.
 //!
 //! What does not: anything that encrypts (boringtun, in `meshd`), anything that does IO.
 
@@ -25,6 +26,7 @@ pub mod netmap;
 pub mod paths;
 pub mod reflect;
 pub mod relay;
+pub mod wire;
 
 pub use allowed_ips::AllowedIps;
 pub use key::{Key, KeyError};

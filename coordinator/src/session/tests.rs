@@ -164,6 +164,31 @@ async fn silent_nodes_time_out() {
 }
 
 #[tokio::test]
+async fn nodes_of_an_older_protocol_are_told_to_upgrade() {
+    let h = Harness::new();
+    h.network("lab").await;
+    let token = h.token("lab", true, None).await;
+    let mut old = hello("lab", &private(1), Some(token));
+    old.protocol = 1;
+    let mut node = Node::connect(&h.coord, 1, old).await;
+    let reason = denied(node.recv().await);
+    assert!(
+        reason.contains("control protocol 1") && reason.contains("upgrade meshd"),
+        "{reason}"
+    );
+    // Nothing was admitted on its behalf.
+    assert!(h.coord.list_members("lab").await.unwrap().is_empty());
+    // A hello without the field is protocol 1.
+    let body = serde_json::to_value(ClientMsg::Hello(hello("lab", &private(2), None))).unwrap();
+    let mut body = body.as_object().unwrap().clone();
+    body.remove("protocol");
+    let ClientMsg::Hello(parsed) = serde_json::from_value(body.into()).unwrap() else {
+        panic!("not a hello");
+    };
+    assert_eq!(parsed.protocol, 1);
+}
+
+#[tokio::test]
 async fn bad_tokens_are_denied_with_a_clear_reason() {
     let h = Harness::new();
     h.network("lab").await;
@@ -293,8 +318,7 @@ async fn delete_denies_the_member_and_frees_its_address() {
 
     // Deleting the network denies everyone connected.
     h.coord.delete_network("lab").await.unwrap();
-    changes(a.recv().await);
-    assert_eq!(denied(a.recv().await), "network deleted");
+    assert_eq!(a.denied_after_changes().await, "network deleted");
 }
 
 #[tokio::test]
@@ -368,7 +392,7 @@ async fn endpoints_renames_and_readdressing_are_pushed() {
         ]
     );
     // Its own endpoints are not news to b.
-    b.quiet().await;
+    b.only_self_updates().await;
 
     h.coord
         .update_member(
@@ -545,7 +569,7 @@ async fn reflexive_and_public_endpoints_shape_the_candidates() {
     let want = vec![ep("203.0.113.50:51820"), ep("198.51.100.2:40001"), local];
     assert_eq!(view.endpoints, want);
     assert_eq!(upserted_endpoints(&mut a).await, want);
-    b.quiet().await;
+    b.only_self_updates().await;
 
     // A reconnect through the same NAT keeps the reflexive address until the node
     // reports again: nothing changes for peers.

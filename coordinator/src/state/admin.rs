@@ -136,7 +136,7 @@ impl Coordinator {
             cidr,
             mtu,
             keepalive: req.keepalive.unwrap_or(DEFAULT_KEEPALIVE),
-            version: 1,
+            version: crate::model::initial_version(self.now()),
         };
         let view = {
             let mut st = self.state.lock().await;

@@ -1,6 +1,6 @@
 //! Control-plane operations: what a node's session ([`crate::session`]) calls after the
 //! node proved its key: admission (token or pending), endpoint updates, path reports,
-//! last-seen, and the record of what netmap version it was sent.
+//! last-seen, and the change-log records a resuming node needs.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use crate::model::{
     clean_routes, clean_version, member_name_from_hello, ChangeRecord, Member, MAX_ENDPOINTS,
 };
 use crate::snapshot::Snapshot;
-use crate::store::{Op, StoreError};
+use crate::store::StoreError;
 
 /// Why a node is refused at admission; the text is the `Denied` reason it is sent.
 #[derive(Debug, thiserror::Error)]
@@ -354,46 +354,21 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Records (durably) that `version` of the netmap is about to be sent to a member, or
-    /// with `None` that it is no longer authorised (so it cannot resume later).
-    pub async fn record_sent(
-        &self,
-        net: &str,
-        key: &Key,
-        version: Option<u64>,
-    ) -> Result<(), Error> {
-        {
-            let st = self.state.lock().await;
-            if !st.networks.contains_key(net) {
-                return Ok(());
-            }
-            let (network, key) = (net.to_owned(), *key);
-            if version.is_some() {
-                self.control_stats.netmap_pushes.inc();
-            }
-            self.apply(&[match version {
-                Some(version) => Op::PutSent {
-                    network,
-                    key,
-                    version,
-                },
-                None => Op::DeleteSent { network, key },
-            }])?;
-        }
-        self.durable().await?;
-        Ok(())
-    }
-
-    /// The change-log records that take a member from `from` to `to`, if it was sent
-    /// version `from` and the log still covers every version in between.
+    /// The change-log records that take a member from `from` to `to`, if the log still
+    /// covers every version in between.
+    ///
+    /// A node's version is trusted as far as its own map goes: whatever it claims, it is
+    /// sent every member touched since then as it is now, never anything a full map would
+    /// not show it. Versions of a network recreated under the same name start above any
+    /// the old one can have reached ([`crate::model::initial_version`]), so a stale cache
+    /// never resumes into it.
     pub fn resume_records(
         &self,
         net: &str,
-        key: &Key,
         from: u64,
         to: u64,
     ) -> Result<Option<Vec<ChangeRecord>>, StoreError> {
-        if from > to || to - from > LOG_KEEP || self.store.last_sent(net, key)? != Some(from) {
+        if from > to || to - from > LOG_KEEP {
             return Ok(None);
         }
         let mut records = Vec::new();

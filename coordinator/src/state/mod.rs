@@ -29,7 +29,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use mesh_proto::admin::{MemberView, PeerPathView};
 use mesh_proto::control::{CertPin, PeerPathReport};
-use mesh_proto::netmap::PeerInfo;
 use mesh_proto::Key;
 use tokio::sync::{oneshot, watch, Mutex};
 
@@ -39,7 +38,7 @@ use crate::ipam::IpamError;
 use crate::membership::Membership;
 use crate::metrics::ControlStats;
 use crate::model::{ChangeRecord, Member, ModelError, Network, Token};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Deltas, PeerEntry, Snapshot};
 use crate::stats::NatStats;
 use crate::store::{Op, Store, StoreError};
 
@@ -169,7 +168,9 @@ struct NetState {
     /// Address → holder, for assignment.
     by_addr: BTreeMap<IpAddr, Key>,
     /// Authorised members as peers; shared into snapshots.
-    peers: BTreeMap<Key, Arc<PeerInfo>>,
+    peers: BTreeMap<Key, Arc<PeerEntry>>,
+    /// Each version's changes, encoded once for every session.
+    deltas: Arc<Deltas>,
     tx: watch::Sender<Arc<Snapshot>>,
 }
 
@@ -181,22 +182,32 @@ impl NetState {
         for m in members {
             by_addr.insert(m.address, m.public_key);
             if m.authorized {
-                peers.insert(m.public_key, Arc::new(m.peer_info()));
+                peers.insert(m.public_key, Arc::new(PeerEntry::new(m.peer_info())));
             }
             map.insert(m.public_key, m);
         }
-        let tx = watch::Sender::new(Arc::new(snapshot_of(&network, &map, &peers, false)));
+        let deltas = Arc::new(Deltas::default());
+        let tx = watch::Sender::new(Arc::new(snapshot_of(
+            &network, &map, &peers, &deltas, false,
+        )));
         NetState {
             network,
             members: map,
             by_addr,
             peers,
+            deltas,
             tx,
         }
     }
 
     fn publish(&mut self, deleted: bool) {
-        let snap = snapshot_of(&self.network, &self.members, &self.peers, deleted);
+        let snap = snapshot_of(
+            &self.network,
+            &self.members,
+            &self.peers,
+            &self.deltas,
+            deleted,
+        );
         self.tx.send_replace(Arc::new(snap));
     }
 
@@ -228,7 +239,8 @@ impl NetState {
 fn snapshot_of(
     network: &Network,
     members: &BTreeMap<Key, Member>,
-    peers: &BTreeMap<Key, Arc<PeerInfo>>,
+    peers: &BTreeMap<Key, Arc<PeerEntry>>,
+    deltas: &Arc<Deltas>,
     deleted: bool,
 ) -> Snapshot {
     Snapshot {
@@ -241,6 +253,8 @@ fn snapshot_of(
             .map(|m| m.public_key)
             .collect(),
         deleted,
+        deltas: deltas.clone(),
+        full: std::sync::OnceLock::new(),
     }
 }
 
@@ -467,10 +481,10 @@ impl Coordinator {
         let mut authorised_set = false;
         for m in &change.put {
             let new = m.authorized.then(|| m.peer_info());
-            if ns.peers.get(&m.public_key).map(|p| &**p) != new.as_ref() {
+            if ns.peers.get(&m.public_key).map(|p| &***p) != new.as_ref() {
                 touched.insert(m.public_key);
                 authorised_set |= ns.peers.contains_key(&m.public_key) != new.is_some();
-                peer_updates.push((m.public_key, new.map(Arc::new)));
+                peer_updates.push((m.public_key, new.map(|p| Arc::new(PeerEntry::new(p)))));
             }
             membership |= !ns.members.contains_key(&m.public_key);
         }
@@ -482,6 +496,20 @@ impl Coordinator {
             }
         }
         let bump = !touched.is_empty();
+        // The version's changes as every session will send them, encoded once.
+        let delta = bump.then(|| {
+            let mut frame = mesh_proto::wire::FrameBuilder::changes(
+                ns.network.version + 1,
+                ns.network.cidr.prefix_len(),
+            );
+            for (k, p) in &peer_updates {
+                match p {
+                    Some(entry) => frame.upsert(entry.wire()),
+                    None => frame.remove(k),
+                }
+            }
+            bytes::Bytes::from(frame.finish())
+        });
         let mut network = ns.network.clone();
         let mut ops = Vec::new();
         for m in &change.put {
@@ -548,6 +576,9 @@ impl Coordinator {
             };
         }
         ns.network = network;
+        if let Some(frame) = delta {
+            ns.deltas.push(ns.network.version, frame);
+        }
         if bump || membership {
             ns.publish(false);
         }
@@ -563,6 +594,11 @@ impl Coordinator {
 
     fn sessions(&self) -> MutexGuard<'_, Sessions> {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Members online now (control sessions), across networks.
+    pub fn online(&self) -> usize {
+        self.sessions().len()
     }
 
     /// Whether a member holds an authenticated control connection now.

@@ -107,10 +107,6 @@ async fn resume_records_survive_restart() {
         coord.authorize("lab", "node-1").await.unwrap();
         let v = coord.get_network("lab").await.unwrap().version;
         coord
-            .record_sent("lab", &private(1).public_key(), Some(v))
-            .await
-            .unwrap();
-        coord
             .admit(&hello("lab", &private(2), None), remote(2))
             .await
             .unwrap();
@@ -120,17 +116,36 @@ async fn resume_records_survive_restart() {
     let coord = open_sled(&path);
     let now = coord.get_network("lab").await.unwrap().version;
     assert_eq!(now, v + 1);
-    let records = coord
-        .resume_records("lab", &private(1).public_key(), v, now)
-        .unwrap()
-        .unwrap();
+    let records = coord.resume_records("lab", v, now).unwrap().unwrap();
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].touched, vec![private(2).public_key()]);
-    // Another version than the one recorded: no resume.
-    assert!(coord
-        .resume_records("lab", &private(1).public_key(), v - 1, now)
-        .unwrap()
-        .is_none());
+    // Resuming from the version before: both records.
+    let records = coord.resume_records("lab", v - 1, now).unwrap().unwrap();
+    assert_eq!(records.len(), 2);
+    // A version before the network existed, or from the future: no resume.
+    assert!(coord.resume_records("lab", 1, now).unwrap().is_none());
+    assert!(coord.resume_records("lab", now + 1, now).unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_recreated_network_starts_above_the_old_ones_versions() {
+    let h = Harness::new();
+    h.network("lab").await;
+    h.coord
+        .admit(
+            &hello("lab", &private(1), Some(h.token("lab", true, None).await)),
+            remote(1),
+        )
+        .await
+        .unwrap();
+    let old = h.coord.get_network("lab").await.unwrap().version;
+    h.coord.delete_network("lab").await.unwrap();
+    h.clock.advance(1);
+    h.network("lab").await;
+    let new = h.coord.get_network("lab").await.unwrap().version;
+    assert!(new > old + 1000, "{old} -> {new}");
+    // A node holding the old network's map cannot resume into the new one.
+    assert!(h.coord.resume_records("lab", old, new).unwrap().is_none());
 }
 
 #[tokio::test]
@@ -161,9 +176,7 @@ async fn the_change_log_is_bounded() {
         .admit(&hello("lab", &private(1), None), remote(1))
         .await
         .unwrap();
-    let key = private(1).public_key();
     let start = coord.get_network("lab").await.unwrap().version;
-    coord.record_sent("lab", &key, Some(start)).await.unwrap();
     for i in 0..LOG_KEEP + 5 {
         let edit = if i % 2 == 0 {
             "authorize"
@@ -179,10 +192,11 @@ async fn the_change_log_is_bounded() {
     let now = coord.get_network("lab").await.unwrap().version;
     assert_eq!(now, start + LOG_KEEP + 5);
     assert_eq!(store.log_after("lab", 0).unwrap().len() as u64, LOG_KEEP);
+    assert!(coord.resume_records("lab", start, now).unwrap().is_none());
     assert!(coord
-        .resume_records("lab", &key, start, now)
+        .resume_records("lab", now - 10, now)
         .unwrap()
-        .is_none());
+        .is_some());
 }
 
 #[tokio::test]

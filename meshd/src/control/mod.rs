@@ -32,6 +32,11 @@ use crate::device::Device;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// First wait after a failure.
 const MIN_BACKOFF: Duration = Duration::from_millis(500);
+/// The first reconnect after an established session ended comes at a random time within
+/// this ([`spread`]); the coordinator's sessions end together when it restarts.
+const RECONNECT_SPREAD: Duration = Duration::from_secs(3);
+/// The earliest reconnect after an established session ended.
+const MIN_RECONNECT: Duration = Duration::from_millis(100);
 /// Wait after the coordinator refused us (an admin may change their mind).
 const DENIED_RETRY: Duration = Duration::from_secs(60);
 
@@ -200,32 +205,35 @@ impl Control {
                     tracing::warn!(network = %m.network, "coordinator refused this node: {reason}");
                     self.forget_netmap();
                     self.status(&m, ControlState::Denied, Some(reason), None);
-                    DENIED_RETRY
+                    jitter(DENIED_RETRY)
                 }
                 Ok((Outcome::Closed, authorised)) => {
-                    if authorised {
-                        failures = 0;
-                    }
                     self.status(
                         &m,
                         ControlState::Connecting,
                         Some("the coordinator closed the connection".into()),
                         None,
                     );
-                    backoff(failures)
+                    if authorised {
+                        failures = 0;
+                        spread(RECONNECT_SPREAD)
+                    } else {
+                        jitter(backoff(failures))
+                    }
                 }
                 Err((e, authorised)) => {
-                    failures = if authorised {
-                        0
-                    } else {
-                        failures.saturating_add(1)
-                    };
                     tracing::info!(network = %m.network, "control connection: {e:#}");
                     self.status(&m, ControlState::Connecting, Some(format!("{e:#}")), None);
-                    backoff(failures)
+                    if authorised {
+                        failures = 0;
+                        spread(RECONNECT_SPREAD)
+                    } else {
+                        failures = failures.saturating_add(1);
+                        jitter(backoff(failures))
+                    }
                 }
             };
-            tokio::time::sleep(jitter(delay)).await;
+            tokio::time::sleep(delay).await;
         }
     }
 
@@ -272,6 +280,7 @@ impl Control {
             listen_port,
             local: local.clone(),
             routes: self.device.advertise_routes().to_vec(),
+            protocol: mesh_proto::control::PROTOCOL,
         };
         self.device.set_local_candidates(local.clone());
         let device = self.device.clone();
@@ -406,15 +415,26 @@ fn backoff(failures: u32) -> Duration {
         .min(MAX_BACKOFF)
 }
 
-/// ±20 % so that many nodes cut off together do not reconnect in lockstep.
-fn jitter(d: Duration) -> Duration {
-    let mut b = [0u8; 1];
-    let r = if getrandom::getrandom(&mut b).is_ok() {
-        f64::from(b[0]) / 255.0
+/// A random number in [0, 1].
+fn unit_random() -> f64 {
+    let mut b = [0u8; 2];
+    if getrandom::getrandom(&mut b).is_ok() {
+        f64::from(u16::from_be_bytes(b)) / f64::from(u16::MAX)
     } else {
         0.5
-    };
-    d.mul_f64(0.8 + 0.4 * r)
+    }
+}
+
+/// ±20 % so that many nodes cut off together do not reconnect in lockstep.
+fn jitter(d: Duration) -> Duration {
+    d.mul_f64(0.8 + 0.4 * unit_random())
+}
+
+/// Uniform in [`MIN_RECONNECT`, `max`]: the first retry after an established session
+/// ended (a coordinator restart ends every node's at once), so that thousands of nodes
+/// come back spread over `max` instead of in one burst.
+fn spread(max: Duration) -> Duration {
+    MIN_RECONNECT + max.saturating_sub(MIN_RECONNECT).mul_f64(unit_random())
 }
 
 #[cfg(test)]
@@ -432,6 +452,25 @@ mod tests {
             assert!(
                 j >= Duration::from_secs(8) && j <= Duration::from_secs(12),
                 "{j:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn reconnects_spread_over_the_window() {
+        let delays: Vec<Duration> = (0..400).map(|_| spread(RECONNECT_SPREAD)).collect();
+        assert!(delays
+            .iter()
+            .all(|d| *d >= MIN_RECONNECT && *d <= RECONNECT_SPREAD));
+        // Spread, not clustered: some in each third of the window.
+        for third in 0..3u32 {
+            let (lo, hi) = (
+                RECONNECT_SPREAD * third / 3,
+                RECONNECT_SPREAD * (third + 1) / 3,
+            );
+            assert!(
+                delays.iter().filter(|d| **d >= lo && **d < hi).count() > 50,
+                "third {third}"
             );
         }
     }

@@ -50,8 +50,11 @@ pub struct Services {
     pub relay_token: Key,
 }
 
-/// Reads one frame.
-pub async fn read_msg<R: AsyncRead + Unpin>(r: &mut R) -> anyhow::Result<Option<ServerMsg>> {
+/// Reads one frame, as member `me` (binary netmaps list every member, `me` included).
+pub async fn read_msg<R: AsyncRead + Unpin>(
+    r: &mut R,
+    me: &Key,
+) -> anyhow::Result<Option<ServerMsg>> {
     let mut header = [0u8; 4];
     match r.read_exact(&mut header).await {
         Ok(_) => {}
@@ -63,7 +66,7 @@ pub async fn read_msg<R: AsyncRead + Unpin>(r: &mut R) -> anyhow::Result<Option<
     r.read_exact(&mut body)
         .await
         .context("reading a control message")?;
-    Ok(Some(control::decode(&body)?))
+    Ok(Some(control::decode_server(&body, me)?))
 }
 
 async fn write_msg<W: AsyncWrite + Unpin>(w: &mut W, msg: &ClientMsg) -> anyhow::Result<()> {
@@ -74,8 +77,8 @@ async fn write_msg<W: AsyncWrite + Unpin>(w: &mut W, msg: &ClientMsg) -> anyhow:
     Ok(())
 }
 
-async fn expect_msg<R: AsyncRead + Unpin>(r: &mut R) -> anyhow::Result<ServerMsg> {
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_msg(r)).await {
+async fn expect_msg<R: AsyncRead + Unpin>(r: &mut R, me: &Key) -> anyhow::Result<ServerMsg> {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_msg(r, me)).await {
         Err(_) => bail!("the coordinator did not answer within {HANDSHAKE_TIMEOUT:?}"),
         Ok(Ok(None)) => bail!("the coordinator closed the connection during the handshake"),
         Ok(Ok(Some(m))) => Ok(m),
@@ -132,8 +135,9 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let me = hello.public_key;
     write_msg(&mut w, &ClientMsg::Hello(hello)).await?;
-    match expect_msg(&mut r).await? {
+    match expect_msg(&mut r, &me).await? {
         ServerMsg::Challenge { ephemeral, nonce } => {
             let proof = control::node_proof(private_key, &ephemeral, &nonce, &exporter);
             write_msg(&mut w, &ClientMsg::Proof { proof }).await?;
@@ -186,7 +190,7 @@ where
         }
     };
     tokio::select! {
-        outcome = receive(&mut r, netmap, sink, &authorised) => outcome,
+        outcome = receive(&mut r, &me, netmap, sink, &authorised) => outcome,
         failed = writer => failed.map(|()| Outcome::Closed),
     }
 }
@@ -194,12 +198,13 @@ where
 /// The receiving half of a session after the handshake.
 async fn receive<R: AsyncRead + Unpin>(
     r: &mut R,
+    me: &Key,
     mut netmap: Option<Netmap>,
     sink: &mut impl Sink,
     authorised: &AtomicBool,
 ) -> anyhow::Result<Outcome> {
     loop {
-        let Some(msg) = read_msg(r).await? else {
+        let Some(msg) = read_msg(r, me).await? else {
             return Ok(Outcome::Closed);
         };
         match msg {
@@ -280,6 +285,7 @@ mod tests {
             listen_port: 51820,
             local: vec![],
             routes: vec![],
+            protocol: control::PROTOCOL,
         }
     }
 

@@ -1,0 +1,619 @@
+//! The compact binary encoding of netmaps and netmap changes (control protocol 2).
+//!
+//! Small control messages stay JSON ([`crate::control`]); the two that grow with the
+//! network (a full netmap, O(members), and the changes pushed to every member) are binary,
+//! so that a 10,000-member network's map is about 0.8 MB instead of 2.5 MB of JSON and
+//! costs no parsing beyond copying keys and addresses.
+//!
+//! Both are built to be encoded **once** by the coordinator and sent unchanged to every
+//! member: a full netmap lists *every* authorised member, the receiver included (it finds
+//! itself by its key: its own address and name), and a changes message lists upserts of
+//! every touched member, the receiver's own entry included (decoded as
+//! [`PeerChange::SelfUpdate`]). [`decode_netmap`] and [`decode_changes`] take the
+//! receiver's key and return exactly the [`Netmap`] and [`PeerChange`]s of the JSON form.
+//!
+//! # Layout
+//!
+//! A frame body (after the 4-byte length prefix of [`crate::control`]) whose first byte is
+//! not `{` is binary. All integers are big endian.
+//!
+//! ```text
+//! body     = kind:u8 format:u8 version:u64 ...
+//!   kind 1 (netmap)  ... network count:u32 peer*count
+//!   kind 2 (changes) ... prefix-len:u8 count:u32 change*count
+//! change   = 1 peer                   upsert
+//!          | 2 key:[32]               remove
+//!          | 3 network                network settings
+//! network  = name:str cidr:net mtu:u16 keepalive:u16
+//! peer     = key:[32] address:ip name:str n:u16 net*n   allowed IPs
+//!                                       m:u16 sock*m  endpoints
+//! ip       = 4 [4] | 6 [16]
+//! net      = ip prefix:u8
+//! sock     = ip port:u16
+//! str      = len:u16 utf8
+//! ```
+//! `format` is [`FORMAT`]; a reader refuses other formats with an error naming both, never
+//! guesses. `prefix-len` in a changes message is the network prefix length, so a member's
+//! own upsert becomes its address with that prefix.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use ipnet::IpNet;
+
+use crate::netmap::{Netmap, NetworkInfo, PeerChange, PeerInfo};
+use crate::Key;
+
+/// The binary format this build reads and writes.
+pub const FORMAT: u8 = 1;
+/// `kind` of a full netmap.
+pub const KIND_NETMAP: u8 = 1;
+/// `kind` of a changes message.
+pub const KIND_CHANGES: u8 = 2;
+
+const CHANGE_UPSERT: u8 = 1;
+const CHANGE_REMOVE: u8 = 2;
+const CHANGE_NETWORK: u8 = 3;
+/// kind, format, version.
+const HEADER: usize = 10;
+
+/// Why a binary body could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// The body ended before a field it announced.
+    #[error("binary message truncated at byte {0}")]
+    Truncated(usize),
+    /// Bytes follow the last announced entry.
+    #[error("binary message has {0} trailing bytes")]
+    Trailing(usize),
+    /// An unknown message kind.
+    #[error("unknown binary message kind {0}")]
+    Kind(u8),
+    /// A format this build does not read.
+    #[error("binary message format {got}, this build reads format {FORMAT}: upgrade meshd")]
+    Format {
+        /// The format the message is in.
+        got: u8,
+    },
+    /// A malformed field.
+    #[error("malformed binary message: {0}")]
+    Malformed(&'static str),
+    /// A full netmap that does not list the receiver.
+    #[error("the netmap does not list this member")]
+    NotListed,
+}
+
+/// What the fixed header of a binary body says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// [`KIND_NETMAP`] or [`KIND_CHANGES`].
+    pub kind: u8,
+    /// The network version the message brings the receiver to.
+    pub version: u64,
+    /// Entries: members listed (netmap) or changes.
+    pub count: u32,
+}
+
+/// Reads the header without decoding entries (cheap: for counting, e.g. a load generator).
+pub fn peek(body: &[u8]) -> Result<Header, WireError> {
+    let mut r = Reader::new(body);
+    let (kind, version) = r.header()?;
+    match kind {
+        KIND_NETMAP => {
+            r.network()?;
+        }
+        KIND_CHANGES => {
+            r.u8()?;
+        }
+        other => return Err(WireError::Kind(other)),
+    }
+    Ok(Header {
+        kind,
+        version,
+        count: r.u32()?,
+    })
+}
+
+/// Appends the encoding of one peer entry to `out` (what the coordinator caches per member).
+pub fn encode_peer(peer: &PeerInfo, out: &mut Vec<u8>) {
+    out.extend_from_slice(&peer.public_key.0);
+    put_ip(out, peer.address);
+    put_str(out, &peer.name);
+    put_len(out, peer.allowed_ips.len());
+    for net in peer.allowed_ips.iter().take(u16::MAX as usize) {
+        put_net(out, net);
+    }
+    put_len(out, peer.endpoints.len());
+    for ep in peer.endpoints.iter().take(u16::MAX as usize) {
+        put_ip(out, ep.ip());
+        out.extend_from_slice(&ep.port().to_be_bytes());
+    }
+}
+
+/// Builds one frame (length prefix included) of either kind, entries appended already
+/// encoded. The count and the length prefix are filled in by [`FrameBuilder::finish`].
+#[derive(Debug)]
+pub struct FrameBuilder {
+    buf: Vec<u8>,
+    count_at: usize,
+    count: u32,
+}
+
+impl FrameBuilder {
+    fn start(kind: u8, version: u64, capacity: usize) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(capacity + 4 + HEADER + 64);
+        buf.extend_from_slice(&[0; 4]);
+        buf.push(kind);
+        buf.push(FORMAT);
+        buf.extend_from_slice(&version.to_be_bytes());
+        buf
+    }
+
+    /// A full netmap at `version`; `capacity`: the bytes of entries expected.
+    pub fn netmap(version: u64, network: &NetworkInfo, capacity: usize) -> FrameBuilder {
+        let mut buf = FrameBuilder::start(KIND_NETMAP, version, capacity);
+        put_network(&mut buf, network);
+        let count_at = buf.len();
+        buf.extend_from_slice(&[0; 4]);
+        FrameBuilder {
+            buf,
+            count_at,
+            count: 0,
+        }
+    }
+
+    /// Changes reaching `version` in a network whose prefix length is `prefix_len`.
+    pub fn changes(version: u64, prefix_len: u8) -> FrameBuilder {
+        let mut buf = FrameBuilder::start(KIND_CHANGES, version, 128);
+        buf.push(prefix_len);
+        let count_at = buf.len();
+        buf.extend_from_slice(&[0; 4]);
+        FrameBuilder {
+            buf,
+            count_at,
+            count: 0,
+        }
+    }
+
+    /// A netmap entry: one member, encoded by [`encode_peer`].
+    pub fn member(&mut self, encoded: &[u8]) {
+        self.buf.extend_from_slice(encoded);
+        self.count += 1;
+    }
+
+    /// A change: this member as it is now, encoded by [`encode_peer`].
+    pub fn upsert(&mut self, encoded: &[u8]) {
+        self.buf.push(CHANGE_UPSERT);
+        self.member(encoded);
+    }
+
+    /// A change: this member is gone (or no longer authorised).
+    pub fn remove(&mut self, key: &Key) {
+        self.buf.push(CHANGE_REMOVE);
+        self.buf.extend_from_slice(&key.0);
+        self.count += 1;
+    }
+
+    /// A change: new network settings.
+    pub fn network(&mut self, network: &NetworkInfo) {
+        self.buf.push(CHANGE_NETWORK);
+        put_network(&mut self.buf, network);
+        self.count += 1;
+    }
+
+    /// Entries so far.
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// The frame: length prefix and body.
+    pub fn finish(mut self) -> Vec<u8> {
+        let len = u32::try_from(self.buf.len() - 4).unwrap_or(u32::MAX);
+        self.buf[..4].copy_from_slice(&len.to_be_bytes());
+        self.buf[self.count_at..self.count_at + 4].copy_from_slice(&self.count.to_be_bytes());
+        self.buf
+    }
+}
+
+/// Decodes a full netmap body as member `me` sees it.
+pub fn decode_netmap(body: &[u8], me: &Key) -> Result<Netmap, WireError> {
+    let mut r = Reader::new(body);
+    let (kind, version) = r.header()?;
+    if kind != KIND_NETMAP {
+        return Err(WireError::Kind(kind));
+    }
+    let network = r.network()?;
+    let count = r.u32()?;
+    let mut peers = BTreeMap::new();
+    let mut own = None;
+    for _ in 0..count {
+        let peer = r.peer()?;
+        if peer.public_key == *me {
+            own = Some(peer);
+        } else {
+            peers.insert(peer.public_key, peer);
+        }
+    }
+    r.end()?;
+    let own = own.ok_or(WireError::NotListed)?;
+    Ok(Netmap {
+        version,
+        address: IpNet::new(own.address, network.cidr.prefix_len())
+            .map_err(|_| WireError::Malformed("address prefix"))?,
+        network,
+        name: own.name,
+        peers,
+    })
+}
+
+/// Decodes a changes body as member `me` sees it: the version and the changes to apply.
+pub fn decode_changes(body: &[u8], me: &Key) -> Result<(u64, Vec<PeerChange>), WireError> {
+    let mut r = Reader::new(body);
+    let (kind, version) = r.header()?;
+    if kind != KIND_CHANGES {
+        return Err(WireError::Kind(kind));
+    }
+    let prefix_len = r.u8()?;
+    let count = r.u32()?;
+    let mut changes = Vec::with_capacity(count.min(4096) as usize);
+    for _ in 0..count {
+        match r.u8()? {
+            CHANGE_UPSERT => {
+                let peer = r.peer()?;
+                if peer.public_key == *me {
+                    changes.push(PeerChange::SelfUpdate {
+                        address: IpNet::new(peer.address, prefix_len)
+                            .map_err(|_| WireError::Malformed("address prefix"))?,
+                        name: peer.name,
+                    });
+                } else {
+                    changes.push(PeerChange::Upsert { peer });
+                }
+            }
+            CHANGE_REMOVE => {
+                let key = r.key()?;
+                // The receiver is not among its own peers; whether it is still a member
+                // is said by `pending`/`denied`, not by changes.
+                if key != *me {
+                    changes.push(PeerChange::Remove { public_key: key });
+                }
+            }
+            CHANGE_NETWORK => changes.push(PeerChange::Network {
+                network: r.network()?,
+            }),
+            _ => return Err(WireError::Malformed("change tag")),
+        }
+    }
+    r.end()?;
+    Ok((version, changes))
+}
+
+fn put_len(out: &mut Vec<u8>, len: usize) {
+    out.extend_from_slice(&u16::try_from(len).unwrap_or(u16::MAX).to_be_bytes());
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    // Longer strings are cut at a character boundary (the coordinator's limits are far
+    // below: names are at most 63 bytes).
+    let mut end = s.len().min(u16::MAX as usize);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    put_len(out, end);
+    out.extend_from_slice(&s.as_bytes()[..end]);
+}
+
+fn put_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            out.push(4);
+            out.extend_from_slice(&v4.octets());
+        }
+        IpAddr::V6(v6) => {
+            out.push(6);
+            out.extend_from_slice(&v6.octets());
+        }
+    }
+}
+
+fn put_net(out: &mut Vec<u8>, net: &IpNet) {
+    put_ip(out, net.addr());
+    out.push(net.prefix_len());
+}
+
+fn put_network(out: &mut Vec<u8>, n: &NetworkInfo) {
+    put_str(out, &n.name);
+    put_net(out, &n.cidr);
+    out.extend_from_slice(&n.mtu.to_be_bytes());
+    out.extend_from_slice(&n.keepalive.to_be_bytes());
+}
+
+/// A bounds-checked cursor; every read fails cleanly at the end of the input.
+struct Reader<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn new(buf: &'a [u8]) -> Reader<'a> {
+        Reader { buf, at: 0 }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or(WireError::Truncated(self.at))?;
+        let out = &self.buf[self.at..end];
+        self.at = end;
+        Ok(out)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], WireError> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N)?);
+        Ok(out)
+    }
+
+    fn u8(&mut self) -> Result<u8, WireError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, WireError> {
+        Ok(u16::from_be_bytes(self.array()?))
+    }
+
+    fn u32(&mut self) -> Result<u32, WireError> {
+        Ok(u32::from_be_bytes(self.array()?))
+    }
+
+    fn u64(&mut self) -> Result<u64, WireError> {
+        Ok(u64::from_be_bytes(self.array()?))
+    }
+
+    fn key(&mut self) -> Result<Key, WireError> {
+        Ok(Key(self.array()?))
+    }
+
+    fn header(&mut self) -> Result<(u8, u64), WireError> {
+        let kind = self.u8()?;
+        let format = self.u8()?;
+        if format != FORMAT {
+            return Err(WireError::Format { got: format });
+        }
+        Ok((kind, self.u64()?))
+    }
+
+    fn string(&mut self) -> Result<String, WireError> {
+        let len = self.u16()? as usize;
+        let bytes = self.take(len)?;
+        std::str::from_utf8(bytes)
+            .map(str::to_owned)
+            .map_err(|_| WireError::Malformed("string is not UTF-8"))
+    }
+
+    fn ip(&mut self) -> Result<IpAddr, WireError> {
+        match self.u8()? {
+            4 => Ok(IpAddr::V4(Ipv4Addr::from(self.array::<4>()?))),
+            6 => Ok(IpAddr::V6(Ipv6Addr::from(self.array::<16>()?))),
+            _ => Err(WireError::Malformed("address family")),
+        }
+    }
+
+    fn net(&mut self) -> Result<IpNet, WireError> {
+        let ip = self.ip()?;
+        let prefix = self.u8()?;
+        IpNet::new(ip, prefix).map_err(|_| WireError::Malformed("prefix length"))
+    }
+
+    fn network(&mut self) -> Result<NetworkInfo, WireError> {
+        Ok(NetworkInfo {
+            name: self.string()?,
+            cidr: self.net()?,
+            mtu: self.u16()?,
+            keepalive: self.u16()?,
+        })
+    }
+
+    fn peer(&mut self) -> Result<PeerInfo, WireError> {
+        let public_key = self.key()?;
+        let address = self.ip()?;
+        let name = self.string()?;
+        let n = self.u16()?;
+        let mut allowed_ips = Vec::with_capacity(usize::from(n).min(64));
+        for _ in 0..n {
+            allowed_ips.push(self.net()?);
+        }
+        let m = self.u16()?;
+        let mut endpoints = Vec::with_capacity(usize::from(m).min(16));
+        for _ in 0..m {
+            let ip = self.ip()?;
+            endpoints.push(SocketAddr::new(ip, self.u16()?));
+        }
+        Ok(PeerInfo {
+            public_key,
+            name,
+            address,
+            allowed_ips,
+            endpoints,
+        })
+    }
+
+    fn end(&self) -> Result<(), WireError> {
+        match self.buf.len() - self.at {
+            0 => Ok(()),
+            n => Err(WireError::Trailing(n)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(b: u8) -> Key {
+        Key([b; 32])
+    }
+
+    fn peer(b: u8, addr: &str) -> PeerInfo {
+        let address: IpAddr = addr.parse().unwrap();
+        PeerInfo {
+            public_key: key(b),
+            name: format!("node-{b}-ü"),
+            address,
+            allowed_ips: vec![IpNet::from(address), "10.244.3.0/24".parse().unwrap()],
+            endpoints: vec![
+                format!("198.51.100.{b}:51820").parse().unwrap(),
+                "[2001:db8::1]:4000".parse().unwrap(),
+            ],
+        }
+    }
+
+    fn network() -> NetworkInfo {
+        NetworkInfo {
+            name: "lab".into(),
+            cidr: "10.9.8.0/24".parse().unwrap(),
+            mtu: 1280,
+            keepalive: 25,
+        }
+    }
+
+    fn body(frame: &[u8]) -> &[u8] {
+        let len = u32::from_be_bytes(frame[..4].try_into().unwrap()) as usize;
+        assert_eq!(len, frame.len() - 4);
+        &frame[4..]
+    }
+
+    fn netmap_frame(version: u64, peers: &[PeerInfo]) -> Vec<u8> {
+        let mut b = FrameBuilder::netmap(version, &network(), 0);
+        for p in peers {
+            let mut e = Vec::new();
+            encode_peer(p, &mut e);
+            b.member(&e);
+        }
+        b.finish()
+    }
+
+    #[test]
+    fn netmap_round_trip_as_each_member() {
+        let peers = [peer(1, "10.9.8.1"), peer(2, "10.9.8.2"), peer(3, "fd00::3")];
+        let frame = netmap_frame(7, &peers);
+        let h = peek(body(&frame)).unwrap();
+        assert_eq!(
+            h,
+            Header {
+                kind: KIND_NETMAP,
+                version: 7,
+                count: 3
+            }
+        );
+        for me in &peers {
+            let m = decode_netmap(body(&frame), &me.public_key).unwrap();
+            assert_eq!(m.version, 7);
+            assert_eq!(m.network, network());
+            assert_eq!(m.name, me.name);
+            assert_eq!(m.address.addr(), me.address);
+            assert_eq!(m.address.prefix_len(), 24);
+            assert_eq!(m.peers.len(), 2);
+            for p in peers.iter().filter(|p| p.public_key != me.public_key) {
+                assert_eq!(m.peers.get(&p.public_key), Some(p));
+            }
+        }
+        assert_eq!(
+            decode_netmap(body(&frame), &key(9)),
+            Err(WireError::NotListed)
+        );
+    }
+
+    #[test]
+    fn changes_round_trip_with_self_update() {
+        let mut b = FrameBuilder::changes(9, 24);
+        let mut e = Vec::new();
+        encode_peer(&peer(2, "10.9.8.2"), &mut e);
+        b.upsert(&e);
+        e.clear();
+        encode_peer(&peer(1, "10.9.8.77"), &mut e);
+        b.upsert(&e);
+        b.remove(&key(3));
+        b.remove(&key(1));
+        b.network(&network());
+        assert_eq!(b.count(), 5);
+        let frame = b.finish();
+        assert_eq!(peek(body(&frame)).unwrap().count, 5);
+        let (version, changes) = decode_changes(body(&frame), &key(1)).unwrap();
+        assert_eq!(version, 9);
+        assert_eq!(
+            changes,
+            vec![
+                PeerChange::Upsert {
+                    peer: peer(2, "10.9.8.2")
+                },
+                PeerChange::SelfUpdate {
+                    address: "10.9.8.77/24".parse().unwrap(),
+                    name: peer(1, "10.9.8.1").name,
+                },
+                PeerChange::Remove { public_key: key(3) },
+                PeerChange::Network { network: network() },
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_input_is_an_error_never_a_panic() {
+        let frame = netmap_frame(3, &[peer(1, "10.9.8.1"), peer(2, "10.9.8.2")]);
+        let good = body(&frame);
+        // Every truncation fails cleanly.
+        for cut in 0..good.len() {
+            assert!(decode_netmap(&good[..cut], &key(1)).is_err(), "cut {cut}");
+        }
+        let mut trailing = good.to_vec();
+        trailing.push(0);
+        assert_eq!(
+            decode_netmap(&trailing, &key(1)),
+            Err(WireError::Trailing(1))
+        );
+        let mut format = good.to_vec();
+        format[1] = 9;
+        let err = decode_netmap(&format, &key(1)).unwrap_err();
+        assert_eq!(err, WireError::Format { got: 9 });
+        assert!(err.to_string().contains("upgrade meshd"));
+        assert!(matches!(
+            decode_changes(good, &key(1)),
+            Err(WireError::Kind(KIND_NETMAP))
+        ));
+        // Flipping any single byte never panics (it may still decode to something).
+        for i in 0..good.len() {
+            let mut flipped = good.to_vec();
+            flipped[i] ^= 0xff;
+            let _ = decode_netmap(&flipped, &key(1));
+            let _ = decode_changes(&flipped, &key(1));
+            let _ = peek(&flipped);
+        }
+        // A huge announced count with no entries is truncation, not an allocation.
+        let mut huge = FrameBuilder::changes(1, 24).finish();
+        let n = huge.len();
+        huge[n - 4..].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(matches!(
+            decode_changes(&huge[4..], &key(1)),
+            Err(WireError::Truncated(_))
+        ));
+    }
+
+    #[test]
+    fn entries_are_compact() {
+        let p = PeerInfo {
+            public_key: key(1),
+            name: "node-00001".into(),
+            address: "10.9.8.1".parse().unwrap(),
+            allowed_ips: vec!["10.9.8.1/32".parse().unwrap()],
+            endpoints: vec!["203.0.113.1:51820".parse().unwrap()],
+        };
+        let mut e = Vec::new();
+        encode_peer(&p, &mut e);
+        // key 32, address 5, name 2+10, one net 2+6, one endpoint 2+7.
+        assert_eq!(e.len(), 66);
+        let json = serde_json::to_vec(&p).unwrap();
+        assert!(e.len() * 2 < json.len(), "{} vs {}", e.len(), json.len());
+    }
+}
