@@ -114,6 +114,52 @@ pub fn peek(body: &[u8]) -> Result<Header, WireError> {
     })
 }
 
+/// What an entry of a binary body does, for [`for_each_key`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyOp {
+    /// A member listed in a full netmap.
+    Member,
+    /// A member added or changed.
+    Upsert,
+    /// A member gone.
+    Remove,
+}
+
+/// Walks the keys of a binary body without building peers (no allocation): `f` gets each
+/// member's key with what happens to it (network settings changes are skipped). For tools
+/// that follow thousands of netmaps (the load generator) and check them by key and count;
+/// [`decode_netmap`]/[`decode_changes`] are what nodes apply.
+pub fn for_each_key(body: &[u8], mut f: impl FnMut(KeyOp, &Key)) -> Result<Header, WireError> {
+    let header = peek(body)?;
+    let mut r = Reader::new(body);
+    r.header()?;
+    match header.kind {
+        KIND_NETMAP => {
+            r.network()?;
+            r.u32()?;
+            for _ in 0..header.count {
+                f(KeyOp::Member, &r.skip_peer()?);
+            }
+        }
+        _ => {
+            r.u8()?;
+            r.u32()?;
+            for _ in 0..header.count {
+                match r.u8()? {
+                    CHANGE_UPSERT => f(KeyOp::Upsert, &r.skip_peer()?),
+                    CHANGE_REMOVE => f(KeyOp::Remove, &r.key()?),
+                    CHANGE_NETWORK => {
+                        r.network()?;
+                    }
+                    _ => return Err(WireError::Malformed("change tag")),
+                }
+            }
+        }
+    }
+    r.end()?;
+    Ok(header)
+}
+
 /// Appends the encoding of one peer entry to `out` (what the coordinator caches per member).
 pub fn encode_peer(peer: &PeerInfo, out: &mut Vec<u8>) {
     out.extend_from_slice(&peer.public_key.0);
@@ -440,6 +486,31 @@ impl<'a> Reader<'a> {
         })
     }
 
+    /// A peer's key, the rest of the entry checked for length only.
+    fn skip_peer(&mut self) -> Result<Key, WireError> {
+        let key = self.key()?;
+        self.skip_ip()?;
+        let len = self.u16()? as usize;
+        self.take(len)?;
+        for _ in 0..self.u16()? {
+            self.skip_ip()?;
+            self.u8()?;
+        }
+        for _ in 0..self.u16()? {
+            self.skip_ip()?;
+            self.u16()?;
+        }
+        Ok(key)
+    }
+
+    fn skip_ip(&mut self) -> Result<(), WireError> {
+        match self.u8()? {
+            4 => self.take(4).map(drop),
+            6 => self.take(16).map(drop),
+            _ => Err(WireError::Malformed("address family")),
+        }
+    }
+
     fn end(&self) -> Result<(), WireError> {
         match self.buf.len() - self.at {
             0 => Ok(()),
@@ -598,6 +669,29 @@ mod tests {
             decode_changes(&huge[4..], &key(1)),
             Err(WireError::Truncated(_))
         ));
+    }
+
+    #[test]
+    fn key_walk_agrees_with_the_decoders() {
+        let peers = [peer(1, "10.9.8.1"), peer(2, "fd00::2")];
+        let frame = netmap_frame(4, &peers);
+        let mut seen = Vec::new();
+        let h = for_each_key(body(&frame), |op, k| seen.push((op, *k))).unwrap();
+        assert_eq!(h.count, 2);
+        assert_eq!(seen, vec![(KeyOp::Member, key(1)), (KeyOp::Member, key(2))]);
+        let mut b = FrameBuilder::changes(5, 24);
+        let mut e = Vec::new();
+        encode_peer(&peers[1], &mut e);
+        b.upsert(&e);
+        b.network(&network());
+        b.remove(&key(1));
+        let frame = b.finish();
+        seen.clear();
+        for_each_key(body(&frame), |op, k| seen.push((op, *k))).unwrap();
+        assert_eq!(seen, vec![(KeyOp::Upsert, key(2)), (KeyOp::Remove, key(1))]);
+        for cut in 0..frame.len() - 4 {
+            assert!(for_each_key(&body(&frame)[..cut], |_, _| {}).is_err());
+        }
     }
 
     #[test]

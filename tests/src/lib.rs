@@ -15,6 +15,8 @@
 //!   own sites joining through it, and [`control::measure_propagation`] for how fast a
 //!   membership change reaches every node.
 //! - [`topo`]: ready-made meshd topologies (full mesh on the internet, a linked pair).
+//! - [`loadgen`]: `wm-loadgen`, thousands of simulated nodes on loopback against a real
+//!   coordinator (control-plane scale: netmap distribution, change fan-out, restart).
 //! - [`sites`]: NAT traversal scenarios (issue 4): N sites behind NAT routers of each kind
 //!   (two nodes behind one NAT as an option), a coordinator with reflectors and relay,
 //!   blocking the direct path between two sites, first-reply timing, paths from status.
@@ -40,6 +42,7 @@ pub mod control;
 pub mod coordinator;
 pub mod http;
 pub mod lab;
+pub mod loadgen;
 pub mod meshd;
 pub mod netns;
 pub mod sites;
