@@ -38,6 +38,11 @@ use tokio::sync::Semaphore;
 
 use crate::util::{self, TempDir};
 
+/// Simulated nodes per client UDP socket: real nodes each have their own socket (and its
+/// receive buffer); a few thousand connections on one socket would lose the bursts a
+/// coordinator sends all nodes at once (a change, the close on restart) in that one buffer.
+pub const NODES_PER_SOCKET: usize = 32;
+
 /// The network the generator creates.
 pub const NETWORK: &str = "scale";
 
@@ -71,7 +76,7 @@ impl Options {
             sample: nodes.clamp(1, 20),
             changes: 20,
             connect_concurrency: 256,
-            sockets: (nodes / 1000).clamp(1, 8),
+            sockets: nodes.div_ceil(NODES_PER_SOCKET),
             restart: true,
             timeout: Duration::from_secs(600),
             progress: false,
