@@ -410,6 +410,8 @@ struct NodeShared {
     conn: Mutex<Option<quinn::Connection>>,
     /// The applied map of a sampled node.
     netmap: Mutex<Option<Netmap>>,
+    /// Sessions the coordinator refused (e.g. a handshake it timed out under load).
+    denials: AtomicU32,
     /// Why the node stopped, if it did.
     failed: Mutex<Option<String>>,
 }
@@ -461,9 +463,15 @@ async fn node_task(fleet: Arc<Fleet>, i: usize) {
             return;
         }
         if let Err(e) = result {
+            // A node does not give up: meshd retries a refusal too (later). Three in a row
+            // mean the scenario is broken.
             if e.to_string().contains("denied") {
-                *me.failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!("{e:#}"));
-                return;
+                let n = me.denials.fetch_add(1, Ordering::Relaxed) + 1;
+                if n >= 3 {
+                    *me.failed.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(format!("denied {n} times, last: {e:#}"));
+                    return;
+                }
             }
         }
         let spread = 100 + (fastrand_u64(i as u64 ^ state.version) % 2900);
@@ -490,7 +498,6 @@ struct NodeMap {
     bits: Vec<u64>,
     count: u32,
     version: u64,
-    full: Option<Netmap>,
     sampled: bool,
     has_map: bool,
 }
@@ -501,7 +508,6 @@ impl NodeMap {
             bits: vec![0; members.div_ceil(64)],
             count: 0,
             version: 0,
-            full: None,
             sampled,
             has_map: false,
         }
@@ -519,8 +525,16 @@ impl NodeMap {
         }
     }
 
-    /// Applies one binary body as node `me` (index `own`).
-    fn apply(&mut self, body: &[u8], me: &Key, own: u32, fleet: &Fleet) -> anyhow::Result<()> {
+    /// Applies one binary body as node `me` (index `own`); a sampled node also applies it
+    /// to its real netmap, `full` (kept where the orchestration reads it, never copied).
+    fn apply(
+        &mut self,
+        body: &[u8],
+        me: &Key,
+        own: u32,
+        fleet: &Fleet,
+        full: &Mutex<Option<Netmap>>,
+    ) -> anyhow::Result<()> {
         let mut unknown = 0usize;
         let header = wire::peek(body)?;
         if header.kind == wire::KIND_NETMAP {
@@ -542,9 +556,10 @@ impl NodeMap {
             bail!("{unknown} peers the generator did not create");
         }
         if self.sampled {
+            let mut full = full.lock().unwrap_or_else(|e| e.into_inner());
             match control::decode_server(body, me)? {
-                ServerMsg::Netmap { netmap } => self.full = Some(netmap),
-                ServerMsg::Changes { version, changes } => match self.full.as_mut() {
+                ServerMsg::Netmap { netmap } => *full = Some(netmap),
+                ServerMsg::Changes { version, changes } => match full.as_mut() {
                     Some(m) => m.apply(version, &changes),
                     None => bail!("protocol error: changes without a netmap"),
                 },
@@ -634,7 +649,7 @@ async fn session(fleet: &Fleet, i: usize, state: &mut NodeMap) -> anyhow::Result
         if wire::peek(&body)?.kind == wire::KIND_NETMAP {
             me.full_maps.fetch_add(1, Ordering::Relaxed);
         }
-        state.apply(&body, &key, own, fleet)?;
+        state.apply(&body, &key, own, fleet, &me.netmap)?;
         me.peers.store(state.count, Ordering::Relaxed);
         me.version.store(state.version, Ordering::Relaxed);
         {
@@ -644,12 +659,10 @@ async fn session(fleet: &Fleet, i: usize, state: &mut NodeMap) -> anyhow::Result
                 h.pop_front();
             }
         }
-        if state.sampled {
-            *me.netmap.lock().unwrap_or_else(|e| e.into_inner()) = state.full.clone();
-        }
         if !counted {
             counted = true;
             me.sessions.fetch_add(1, Ordering::Relaxed);
+            me.denials.store(0, Ordering::Relaxed);
         }
     }
 }
