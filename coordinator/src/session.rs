@@ -372,6 +372,12 @@ where
     /// Brings the node up to `snap`: netmap or changes when authorised, pending when not,
     /// denied when gone.
     async fn on_snapshot(&mut self, snap: Arc<Snapshot>) -> Result<(), Fail> {
+        // Nothing goes out that a crash could take back (at once in the usual case: the
+        // change's own writer waited for the same flush before it answered).
+        self.coord.durable_upto(snap.seq).await.map_err(|e| {
+            tracing::error!("flushing before a push: {e}");
+            Fail::Deny("coordinator storage failed, try again later".into())
+        })?;
         match snap.status(&self.key) {
             Status::Absent => Err(Fail::Deny(if snap.deleted {
                 "network deleted".into()

@@ -134,6 +134,9 @@ pub struct Snapshot {
     pub pending: BTreeSet<Key>,
     /// The network was deleted: sessions end.
     pub deleted: bool,
+    /// The store batch count once this version was written: it may be sent only once
+    /// the store has flushed that many batches (`Coordinator::durable_upto`).
+    pub seq: u64,
     /// The network's recent change frames (shared by all its snapshots).
     pub deltas: Arc<Deltas>,
     /// The full netmap frame, encoded on first use.
@@ -349,6 +352,7 @@ mod tests {
             peers: peers.iter().map(|p| (p.public_key, p.clone())).collect(),
             pending: BTreeSet::new(),
             deleted: false,
+            seq: 0,
             deltas: Arc::default(),
             full: OnceLock::new(),
         }

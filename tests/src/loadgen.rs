@@ -868,7 +868,7 @@ async fn scenario(opts: &Options) -> anyhow::Result<Report> {
         let c = coord.clone();
         blocking(move || c.lock().unwrap_or_else(|e| e.into_inner()).version()).await?
     };
-    wait_for(opts, "settle", settle(fleet.clone(), v), || String::new()).await?;
+    wait_for(opts, "settle", settle(fleet.clone(), v), String::new).await?;
 
     // 2. Admin changes, one at a time, each timed to every node.
     let mut latencies: Vec<f64> = Vec::with_capacity(opts.changes * n);
@@ -919,7 +919,7 @@ async fn scenario(opts: &Options) -> anyhow::Result<Report> {
             let c = coord.clone();
             blocking(move || c.lock().unwrap_or_else(|e| e.into_inner()).version()).await?
         };
-        wait_for(opts, "change", settle(fleet.clone(), v), || String::new()).await?;
+        wait_for(opts, "change", settle(fleet.clone(), v), String::new).await?;
     }
     let changes_made = 2 * opts.changes;
     let per_change = |total: u64| total as f64 / (changes_made.max(1) * n) as f64;

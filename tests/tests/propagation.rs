@@ -63,10 +63,14 @@ fn membership_changes_reach_every_node_within_a_second() -> anyhow::Result<()> {
     let mut authorize = Vec::new();
     let mut deauthorize = Vec::new();
     let mut delete = Vec::new();
-    // One sample over the bound is tolerated and reported, not failed: a shared CI machine
-    // can stall for a second or two (seen once: every node, the pending one included, got
-    // its netmap 1.7 s late, in a run whose other samples took 10 ms). A real regression
-    // shows in every sample; the checks after the rounds catch that.
+    // Every sample must be within the bound. An earlier version tolerated one outlier: once
+    // every node, the pending one included, got its netmap 1.7 s late in a run whose other
+    // samples took 10 ms. The cause was on the push path: before each netmap push, every
+    // session recorded the version it sent durably (a store write and a group-commit
+    // flush, i.e. an fsync), so one slow fsync on a shared disk delayed every node's push
+    // at once. Pushes no longer wait for the disk (issue 10: resume needs only the change
+    // log), so a stalled flush can delay only the admin command's own answer, which
+    // `after_command` does not count.
     let mut over = Vec::new();
     let mut check = |p: &control::Propagation, into: &mut Vec<Duration>| {
         into.push(p.after_command());
@@ -177,7 +181,7 @@ fn membership_changes_reach_every_node_within_a_second() -> anyhow::Result<()> {
         "median propagation {median:?} over the {PROPAGATION_BOUND:?} bound"
     );
     assert!(
-        over.len() <= 1,
+        over.is_empty(),
         "{} of {} changes took longer than {PROPAGATION_BOUND:?}:\n{}",
         over.len(),
         all.len(),

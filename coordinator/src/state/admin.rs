@@ -179,6 +179,7 @@ impl Coordinator {
             self.apply(&ops)?;
             st.audit.committed(audit);
             if let Some(mut ns) = st.networks.remove(net) {
+                ns.seq = self.applied.load(std::sync::atomic::Ordering::SeqCst);
                 ns.publish(true);
             }
             st.tokens.retain(|_, t| t.network != net);

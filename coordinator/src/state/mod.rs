@@ -171,6 +171,8 @@ struct NetState {
     peers: BTreeMap<Key, Arc<PeerEntry>>,
     /// Each version's changes, encoded once for every session.
     deltas: Arc<Deltas>,
+    /// The store batch count after the last change to this network ([`Snapshot::seq`]).
+    seq: u64,
     tx: watch::Sender<Arc<Snapshot>>,
 }
 
@@ -188,7 +190,7 @@ impl NetState {
         }
         let deltas = Arc::new(Deltas::default());
         let tx = watch::Sender::new(Arc::new(snapshot_of(
-            &network, &map, &peers, &deltas, false,
+            &network, &map, &peers, &deltas, 0, false,
         )));
         NetState {
             network,
@@ -196,6 +198,7 @@ impl NetState {
             by_addr,
             peers,
             deltas,
+            seq: 0,
             tx,
         }
     }
@@ -206,6 +209,7 @@ impl NetState {
             &self.members,
             &self.peers,
             &self.deltas,
+            self.seq,
             deleted,
         );
         self.tx.send_replace(Arc::new(snap));
@@ -241,6 +245,7 @@ fn snapshot_of(
     members: &BTreeMap<Key, Member>,
     peers: &BTreeMap<Key, Arc<PeerEntry>>,
     deltas: &Arc<Deltas>,
+    seq: u64,
     deleted: bool,
 ) -> Snapshot {
     Snapshot {
@@ -253,6 +258,7 @@ fn snapshot_of(
             .map(|m| m.public_key)
             .collect(),
         deleted,
+        seq,
         deltas: deltas.clone(),
         full: std::sync::OnceLock::new(),
     }
@@ -309,6 +315,8 @@ pub struct Coordinator {
     applied: AtomicU64,
     /// Serialises flushes; holds the `applied` count the last flush covered.
     flushed: Mutex<u64>,
+    /// The same count, readable without waiting (sessions check it before every push).
+    flushed_upto: AtomicU64,
     sessions: StdMutex<Sessions>,
     next_session: AtomicU64,
     /// Authorised members by network, for the relay; replaced under `state`.
@@ -365,6 +373,7 @@ impl Coordinator {
             join,
             applied: AtomicU64::new(0),
             flushed: Mutex::new(0),
+            flushed_upto: AtomicU64::new(0),
             sessions: StdMutex::new(HashMap::new()),
             next_session: AtomicU64::new(1),
             membership,
@@ -451,9 +460,18 @@ impl Coordinator {
     /// Returns once every batch applied before the call is on disk. Concurrent callers
     /// share flushes: whoever flushes covers everyone whose batch came before.
     pub async fn durable(&self) -> Result<(), StoreError> {
-        let mine = self.applied.load(Ordering::SeqCst);
+        self.durable_upto(self.applied.load(Ordering::SeqCst)).await
+    }
+
+    /// Returns once the first `seq` batches are on disk (at once when they are already):
+    /// a session holds back a snapshot until its [`Snapshot::seq`] is durable, so no node
+    /// is ever sent a version the coordinator could lose in a crash.
+    pub async fn durable_upto(&self, seq: u64) -> Result<(), StoreError> {
+        if self.flushed_upto.load(Ordering::SeqCst) >= seq {
+            return Ok(());
+        }
         let mut flushed = self.flushed.lock().await;
-        if *flushed >= mine {
+        if *flushed >= seq {
             return Ok(());
         }
         let target = self.applied.load(Ordering::SeqCst);
@@ -462,6 +480,7 @@ impl Coordinator {
             .await
             .map_err(|_| StoreError::Interrupted)??;
         *flushed = target;
+        self.flushed_upto.store(target, Ordering::SeqCst);
         Ok(())
     }
 
@@ -576,6 +595,7 @@ impl Coordinator {
             };
         }
         ns.network = network;
+        ns.seq = self.applied.load(Ordering::SeqCst);
         if let Some(frame) = delta {
             ns.deltas.push(ns.network.version, frame);
         }
