@@ -381,6 +381,9 @@ async fn endpoints_renames_and_readdressing_are_pushed() {
     })
     .await;
     let (_, ch) = changes(a.recv().await);
+    // An endpoint update is not acknowledged to anyone, so nothing but the push itself
+    // waits for its flush: a node is never sent a version a crash could take back.
+    assert!(h.store.is_flushed(), "a push went out before its change was flushed");
     let [PeerChange::Upsert { peer }] = &ch[..] else {
         panic!("{ch:?}");
     };
@@ -391,7 +394,7 @@ async fn endpoints_renames_and_readdressing_are_pushed() {
             "10.1.1.1:4000".parse().unwrap()
         ]
     );
-    // Its own endpoints are not news to b.
+    // b is sent its own entry too (the change frame is shared), as a self update.
     b.only_self_updates().await;
 
     h.coord
