@@ -424,9 +424,9 @@ where
                         }
                     },
                     None => {
-                        let frame = self.first_frame(&snap);
+                        let frames = self.first_frames(&snap);
                         self.send_services().await?;
-                        vec![frame]
+                        frames
                     }
                 };
                 self.coord.control_stats().netmap_pushes.inc();
@@ -450,21 +450,22 @@ where
         send(self.writer, &msg).await
     }
 
-    /// The first netmap frame: changes when the node resumes from a version the change
-    /// log still reaches back to, the full map (shared) otherwise.
-    fn first_frame(&mut self, snap: &Snapshot) -> Bytes {
+    /// The first netmap frames: changes when the node resumes from a version the change
+    /// log still reaches back to, the full map (shared, see [`Snapshot::first_frames`])
+    /// otherwise.
+    fn first_frames(&mut self, snap: &Snapshot) -> Vec<Bytes> {
         if let Some(from) = self.resume.take() {
             match self.coord.resume_records(&self.net, from, snap.version) {
                 Ok(Some(records)) => {
                     tracing::debug!(from, to = snap.version, "resuming");
                     let changes = snap.changes_from_log(&self.key, &records);
-                    return snap.changes_frame(&self.key, &changes);
+                    return vec![snap.changes_frame(&self.key, &changes)];
                 }
                 Ok(None) => {}
                 Err(e) => tracing::warn!("reading the change log: {e}"),
             }
         }
-        snap.full_frame()
+        snap.first_frames(&self.key)
     }
 }
 

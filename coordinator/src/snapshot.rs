@@ -69,6 +69,24 @@ impl Deref for PeerEntry {
 #[derive(Debug, Default)]
 pub struct Deltas {
     frames: Mutex<DeltaRing>,
+    /// The latest full map whose entries are shared by joiners ([`Snapshot::first_frames`]).
+    checkpoint: Mutex<Option<Arc<Checkpoint>>>,
+}
+
+/// Versions a checkpoint serves joiners for (they get it and the change frames since);
+/// older than this, the next joiner makes a new one.
+pub const CHECKPOINT_LAG: u64 = 256;
+
+/// A full netmap's entries at one version, encoded once: during a join storm every joiner
+/// is sent the same entries (and the shared change frames since), so memory and encoding do
+/// not grow with the number of joiners in flight.
+#[derive(Debug)]
+pub struct Checkpoint {
+    version: u64,
+    network: NetworkInfo,
+    /// Who is listed.
+    peers: BTreeMap<Key, Arc<PeerEntry>>,
+    entries: Bytes,
 }
 
 #[derive(Debug, Default)]
@@ -181,6 +199,68 @@ impl Snapshot {
                 Bytes::from(b.finish())
             })
             .clone()
+    }
+
+    /// What a member that holds no netmap (it just joined, or cannot resume) is sent to
+    /// hold this version's: a full netmap and change frames. The entries of the full map are
+    /// those of the network's current [`Checkpoint`] (made from this snapshot when there is
+    /// none recent enough), shared by every joiner; only a small head, and the member's own
+    /// entry when the checkpoint predates it, are its own. The change frames bring the
+    /// checkpoint's version to this one (the member's own entry among them is a self
+    /// update); applying it all gives exactly [`Snapshot::netmap_for`].
+    pub fn first_frames(&self, key: &Key) -> Vec<Bytes> {
+        let recent = {
+            let cp = self
+                .deltas
+                .checkpoint
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            cp.clone().filter(|cp| {
+                cp.version <= self.version && self.version - cp.version <= CHECKPOINT_LAG
+            })
+        };
+        let (cp, deltas) = match recent.and_then(|cp| {
+            let deltas = self.deltas.between(cp.version, self.version)?;
+            Some((cp, deltas))
+        }) {
+            Some(found) => found,
+            None => {
+                let cp = Arc::new(self.checkpoint());
+                *self
+                    .deltas
+                    .checkpoint
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(cp.clone());
+                (cp, Vec::new())
+            }
+        };
+        let own = self
+            .peers
+            .get(key)
+            .filter(|_| !cp.peers.contains_key(key))
+            .map(|me| Bytes::copy_from_slice(&me.wire));
+        let count = u32::try_from(cp.peers.len() + usize::from(own.is_some())).unwrap_or(u32::MAX);
+        let len = cp.entries.len() + own.as_ref().map_or(0, Bytes::len);
+        let head = FrameBuilder::netmap_head(cp.version, &cp.network, count, len);
+        let mut frames = vec![Bytes::from(head), cp.entries.clone()];
+        frames.extend(own);
+        frames.extend(deltas);
+        frames
+    }
+
+    /// This version's full map as a [`Checkpoint`].
+    fn checkpoint(&self) -> Checkpoint {
+        let size = self.peers.values().map(|p| p.wire.len()).sum();
+        let mut entries = Vec::with_capacity(size);
+        for p in self.peers.values() {
+            entries.extend_from_slice(&p.wire);
+        }
+        Checkpoint {
+            version: self.version,
+            network: self.network.clone(),
+            peers: self.peers.clone(),
+            entries: Bytes::from(entries),
+        }
     }
 
     /// `changes` for member `key` (as [`Snapshot::changes_since`] or
@@ -512,5 +592,67 @@ mod tests {
         }
         assert_eq!(got(11, 12), None);
         assert!(got(30, 40).is_some());
+    }
+
+    #[test]
+    fn joiners_share_a_checkpoint_and_reach_their_netmap() {
+        let deltas = Arc::new(Deltas::default());
+        let mut peers: Vec<Arc<PeerEntry>> = vec![peer(1, 1, "a"), peer(2, 2, "b")];
+        let at = |version: u64, peers: &[Arc<PeerEntry>]| {
+            let mut s = snap(version, 1280, peers);
+            s.deltas = deltas.clone();
+            s
+        };
+        let decode = |frames: &[Bytes], me: &Key| -> Netmap {
+            let bytes: Vec<u8> = frames.iter().flat_map(|f| f.iter().copied()).collect();
+            let mut at = 0;
+            let mut map: Option<Netmap> = None;
+            while at < bytes.len() {
+                let len = u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+                let body = &bytes[at + 4..at + 4 + len];
+                at += 4 + len;
+                match mesh_proto::control::decode_server(body, me).unwrap() {
+                    mesh_proto::control::ServerMsg::Netmap { netmap } => map = Some(netmap),
+                    mesh_proto::control::ServerMsg::Changes { version, changes } => {
+                        map.as_mut().unwrap().apply(version, &changes)
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+            map.unwrap()
+        };
+        let first = at(10, &peers);
+        let frames = first.first_frames(&key(1));
+        assert_eq!(decode(&frames, &key(1)), first.netmap_for(&key(1)).unwrap());
+        let entries = frames[1].clone();
+        // Three more members join, one version each, each version's frame recorded.
+        let mut last = first;
+        for (i, b) in [3u8, 4, 5].into_iter().enumerate() {
+            peers.push(peer(b, b, "new"));
+            let s = at(11 + i as u64, &peers);
+            let changes = s.changes_since(&last, &key(1));
+            deltas.push(s.version, s.changes_frame(&key(1), &changes));
+            last = s;
+        }
+        // The newest joiner is not in the checkpoint: it gets the shared entries, its own
+        // entry and the three change frames, and ends with exactly its netmap.
+        let frames = last.first_frames(&key(5));
+        assert_eq!(
+            frames[1].as_ptr(),
+            entries.as_ptr(),
+            "the entries are shared"
+        );
+        assert_eq!(frames.len(), 2 + 1 + 3);
+        assert_eq!(decode(&frames, &key(5)), last.netmap_for(&key(5)).unwrap());
+        // A member already in the checkpoint gets no extra entry.
+        let frames = last.first_frames(&key(2));
+        assert_eq!(frames.len(), 2 + 3);
+        assert_eq!(decode(&frames, &key(2)), last.netmap_for(&key(2)).unwrap());
+        // Too far behind (or the frames in between forgotten): a new checkpoint.
+        let far = at(11 + 3 + CHECKPOINT_LAG, &peers);
+        let frames = far.first_frames(&key(3));
+        assert_eq!(frames.len(), 2);
+        assert_ne!(frames[1].as_ptr(), entries.as_ptr());
+        assert_eq!(decode(&frames, &key(3)), far.netmap_for(&key(3)).unwrap());
     }
 }

@@ -188,11 +188,29 @@ impl Node {
     }
 
     /// The next message other than `Services` (kept in `self.services`); fails the test
-    /// after 5 s.
+    /// after 5 s. A full netmap comes back with the change frames sent with it already
+    /// applied (a joiner gets the network's shared checkpoint and the changes since, in one
+    /// write: `Snapshot::first_frames`).
     pub async fn recv(&mut self) -> ServerMsg {
         loop {
             match self.recv_any().await {
                 msg @ ServerMsg::Services { .. } => self.services.push(msg),
+                ServerMsg::Netmap { mut netmap } => {
+                    // What was written with it is in the pipe already: take it without
+                    // waiting (the read is cancel-safe, a later message stays queued).
+                    while let Ok(Ok(Some(msg))) =
+                        tokio::time::timeout(Duration::ZERO, self.frames.next_server(&self.key))
+                            .await
+                    {
+                        match msg {
+                            ServerMsg::Changes { version, changes } => {
+                                netmap.apply(version, &changes)
+                            }
+                            other => panic!("unexpected {other:?} right after a netmap"),
+                        }
+                    }
+                    return ServerMsg::Netmap { netmap };
+                }
                 msg => return msg,
             }
         }

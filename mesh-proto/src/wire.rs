@@ -195,6 +195,23 @@ impl FrameBuilder {
         buf
     }
 
+    /// The start of a full-netmap frame (length prefix, header, network, count) whose
+    /// `count` entries, `entries_len` bytes in all, follow as they are: so one encoding of
+    /// the entries can be sent behind a header made for each receiver.
+    pub fn netmap_head(
+        version: u64,
+        network: &NetworkInfo,
+        count: u32,
+        entries_len: usize,
+    ) -> Vec<u8> {
+        let mut buf = FrameBuilder::start(KIND_NETMAP, version, 0);
+        put_network(&mut buf, network);
+        buf.extend_from_slice(&count.to_be_bytes());
+        let len = u32::try_from(buf.len() - 4 + entries_len).unwrap_or(u32::MAX);
+        buf[..4].copy_from_slice(&len.to_be_bytes());
+        buf
+    }
+
     /// A full netmap at `version`; `capacity`: the bytes of entries expected.
     pub fn netmap(version: u64, network: &NetworkInfo, capacity: usize) -> FrameBuilder {
         let mut buf = FrameBuilder::start(KIND_NETMAP, version, capacity);
@@ -628,6 +645,19 @@ mod tests {
                 PeerChange::Network { network: network() },
             ]
         );
+    }
+
+    #[test]
+    fn a_shared_body_behind_its_own_head_is_the_same_frame() {
+        let peers = [peer(1, "10.9.8.1"), peer(2, "10.9.8.2")];
+        let whole = netmap_frame(7, &peers);
+        let mut entries = Vec::new();
+        for p in &peers {
+            encode_peer(p, &mut entries);
+        }
+        let mut split = FrameBuilder::netmap_head(7, &network(), 2, entries.len());
+        split.extend_from_slice(&entries);
+        assert_eq!(split, whole);
     }
 
     #[test]

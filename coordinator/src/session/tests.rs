@@ -383,7 +383,10 @@ async fn endpoints_renames_and_readdressing_are_pushed() {
     let (_, ch) = changes(a.recv().await);
     // An endpoint update is not acknowledged to anyone, so nothing but the push itself
     // waits for its flush: a node is never sent a version a crash could take back.
-    assert!(h.store.is_flushed(), "a push went out before its change was flushed");
+    assert!(
+        h.store.is_flushed(),
+        "a push went out before its change was flushed"
+    );
     let [PeerChange::Upsert { peer }] = &ch[..] else {
         panic!("{ch:?}");
     };
@@ -481,14 +484,14 @@ async fn services_come_before_the_first_netmap_of_each_connection() {
     // Token join: Services, then the netmap.
     let mut a = Node::connect(&h.coord, 1, hello("lab", &private(1), Some(token.clone()))).await;
     assert_eq!(a.recv_any().await, want(&a.key));
-    netmap(a.recv_any().await);
+    netmap(a.recv().await);
 
     // Pending: nothing about services until authorised.
     let mut b = Node::connect(&h.coord, 2, hello("lab", &private(2), None)).await;
     pending(b.recv_any().await);
     h.coord.authorize("lab", "node-2").await.unwrap();
     assert_eq!(b.recv_any().await, want(&b.key));
-    netmap(b.recv_any().await);
+    netmap(b.recv().await);
     // Later pushes carry no Services.
     changes(a.recv_any().await);
 
@@ -498,7 +501,7 @@ async fn services_come_before_the_first_netmap_of_each_connection() {
     changes(a.recv_any().await);
     h.coord.authorize("lab", "node-2").await.unwrap();
     assert_eq!(b.recv_any().await, want(&b.key));
-    netmap(b.recv_any().await);
+    netmap(b.recv().await);
     changes(a.recv_any().await);
     a.quiet().await;
 
@@ -528,7 +531,7 @@ async fn services_come_before_the_first_netmap_of_each_connection() {
         .unwrap()
         .secret;
     let mut n = Node::connect(&plain, 3, hello("lab", &private(3), Some(token))).await;
-    netmap(n.recv_any().await);
+    netmap(n.recv().await);
 }
 
 #[tokio::test]
