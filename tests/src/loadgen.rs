@@ -66,6 +66,11 @@ pub struct Options {
     pub timeout: Duration,
     /// Progress lines on stderr.
     pub progress: bool,
+    /// Instead of changes and a restart: once every node holds the full netmap, send the
+    /// join token here and keep the nodes connected until the flag is set (for measuring
+    /// a real meshd among them: `wm-idle`). Members the generator did not create are then
+    /// tolerated in netmaps.
+    pub hold: Option<(std::sync::mpsc::Sender<String>, Arc<AtomicBool>)>,
 }
 
 impl Options {
@@ -80,6 +85,7 @@ impl Options {
             restart: true,
             timeout: Duration::from_secs(600),
             progress: false,
+            hold: None,
         }
     }
 }
@@ -425,6 +431,8 @@ struct Fleet {
     privates: Vec<Key>,
     nodes: Vec<Arc<NodeShared>>,
     sample: usize,
+    /// Members the generator did not create are expected (a real meshd among the nodes).
+    foreign_ok: bool,
     endpoints: Vec<quinn::Endpoint>,
     client: quinn::ClientConfig,
     handshakes: Semaphore,
@@ -552,7 +560,7 @@ impl NodeMap {
         for (j, on) in updates {
             self.set(j, on);
         }
-        if unknown > 0 {
+        if unknown > 0 && !fleet.foreign_ok {
             bail!("{unknown} peers the generator did not create");
         }
         if self.sampled {
@@ -808,7 +816,12 @@ async fn scenario(opts: &Options) -> anyhow::Result<Report> {
         index,
         privates,
         nodes: (0..n).map(|_| Arc::new(NodeShared::default())).collect(),
-        sample: opts.sample.min(n),
+        sample: if opts.hold.is_some() {
+            0
+        } else {
+            opts.sample.min(n)
+        },
+        foreign_ok: opts.hold.is_some(),
         endpoints,
         client: client_config(token.pin)?,
         handshakes: Semaphore::new(opts.connect_concurrency.max(1)),
@@ -869,6 +882,40 @@ async fn scenario(opts: &Options) -> anyhow::Result<Report> {
         blocking(move || c.lock().unwrap_or_else(|e| e.into_inner()).version()).await?
     };
     wait_for(opts, "settle", settle(fleet.clone(), v), String::new).await?;
+
+    if let Some((tx, release)) = &opts.hold {
+        let text = created["join-token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        tx.send(text).context("nobody waits for the join token")?;
+        while !release.load(Ordering::Relaxed) {
+            failures(&fleet)?;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (rss, cpu) = proc_usage(pid);
+        fleet.stop.store(true, Ordering::Relaxed);
+        for t in tasks {
+            t.abort();
+        }
+        return Ok(Report {
+            nodes: n,
+            full_netmap_s: full_netmap.as_secs_f64(),
+            change_p50_ms: 0.0,
+            change_p99_ms: 0.0,
+            change_max_ms: 0.0,
+            changes: 0,
+            coordinator_rss_mb: rss,
+            coordinator_cpu_s: cpu,
+            bytes_per_change_per_node: 0.0,
+            udp_bytes_per_change_per_node: 0.0,
+            reconnect_s: None,
+            reconnect_full_netmaps: 0,
+            restarted_rss_mb: None,
+            sampled: 0,
+            generator_cpu_s: 0.0,
+        });
+    }
 
     // 2. Admin changes, one at a time, each timed to every node.
     let mut latencies: Vec<f64> = Vec::with_capacity(opts.changes * n);

@@ -1,0 +1,163 @@
+//! `wm-idle`: what one real meshd costs when idle in a network of thousands of members
+//! (issue 10, "meshd with thousands of peers"). Needs root.
+//!
+//! In a private network namespace (only its loopback exists), `wm-loadgen`'s scenario joins
+//! N simulated members to a real coordinator; then a real meshd (with its TUN) joins the
+//! same network and gets their N peers. Nobody sends it anything. After `--settle` seconds
+//! it measures, over `--window` seconds: meshd's CPU (% of one core), its RSS, and the UDP
+//! datagrams its WireGuard socket sends (an nftables counter on the source port). The
+//! simulated members have no WireGuard socket: whatever meshd sends them is traffic a real
+//! idle peer would also get (handshakes, probes, keepalives) and goes nowhere but loopback.
+//!
+//! ```text
+//! wm-idle --peers 5000 --json
+//! ```
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use clap::Parser;
+use serde_json::json;
+use wiremesh_tests::loadgen::{self, Options, NETWORK};
+use wiremesh_tests::{Meshd, Netns};
+
+/// One real meshd among N simulated members, idle: CPU, RSS, underlay packets.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// Simulated members (meshd's peers).
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(2..=60_000))]
+    peers: u32,
+    /// Seconds after meshd holds every peer before measuring.
+    #[arg(long, default_value_t = 60)]
+    settle: u64,
+    /// Seconds measured.
+    #[arg(long, default_value_t = 60)]
+    window: u64,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(report) => {
+            if cli.json {
+                println!("{report}");
+            } else if let Some(obj) = report.as_object() {
+                for (k, v) in obj {
+                    println!("{k:24} {v}");
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("wm-idle: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_s(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
+}
+
+fn rss_mb(pid: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+fn sent_packets(ns: &Netns) -> anyhow::Result<u64> {
+    let out = ns.exec(&["nft", "list", "table", "inet", "wmidle"])?;
+    out.split_whitespace()
+        .skip_while(|w| *w != "packets")
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .context("no packet counter in the wmidle table")
+}
+
+fn run(cli: &Cli) -> anyhow::Result<serde_json::Value> {
+    let ns = Arc::new(Netns::new("idle")?);
+    // Everything this process starts from now on (coordinator, meshd) and every socket it
+    // opens lives in the namespace: nothing leaves it.
+    let handle = std::fs::File::open(format!("/run/netns/{}", ns.name()))?;
+    nix::sched::setns(&handle, nix::sched::CloneFlags::CLONE_NEWNET)
+        .context("entering the namespace")?;
+    ns.nft(&format!(
+        "table inet wmidle {{\n  chain out {{\n    type filter hook output priority 0;\n    udp sport {} counter\n  }}\n}}\n",
+        wiremesh_tests::topo::PORT
+    ))?;
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    let release = Arc::new(AtomicBool::new(false));
+    let mut opts = Options::new(cli.peers as usize);
+    opts.progress = true;
+    opts.hold = Some((tx, release.clone()));
+    let generator = std::thread::spawn(move || loadgen::run(&opts));
+    let token = rx
+        .recv_timeout(Duration::from_secs(900))
+        .context("the simulated members did not all join")?;
+
+    let meshd = Meshd::start_unconfigured(&ns, "idle", None)?;
+    let joined = Instant::now();
+    meshd.join_with_token(NETWORK, &token)?;
+    let want = cli.peers as usize;
+    loop {
+        let have = meshd.peer_keys()?.len();
+        if have == want {
+            break;
+        }
+        if joined.elapsed() > Duration::from_secs(300) {
+            bail!("meshd holds {have} of {want} peers after 300 s");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let to_peers = joined.elapsed();
+    eprintln!(
+        "wm-idle: meshd holds {want} peers {:.1} s after joining; settling {} s",
+        to_peers.as_secs_f64(),
+        cli.settle
+    );
+    let pid = {
+        let config = meshd.dir().join("meshd.toml");
+        let out = std::process::Command::new("pgrep")
+            .args(["-f", &config.to_string_lossy()])
+            .output()?;
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .context("meshd's pid")?
+            .to_owned()
+    };
+    std::thread::sleep(Duration::from_secs(cli.settle));
+    let (cpu0, pkts0, t0) = (cpu_s(&pid), sent_packets(&ns)?, Instant::now());
+    std::thread::sleep(Duration::from_secs(cli.window));
+    let (cpu1, pkts1, t1) = (cpu_s(&pid), sent_packets(&ns)?, Instant::now());
+    let secs = (t1 - t0).as_secs_f64();
+    let rss = rss_mb(&pid);
+    release.store(true, Ordering::Relaxed);
+    let _ = generator.join();
+    Ok(json!({
+        "peers": want,
+        "join_to_all_peers_s": (to_peers.as_secs_f64() * 10.0).round() / 10.0,
+        "settle_s": cli.settle,
+        "window_s": cli.window,
+        "meshd_cpu_pct": ((cpu1 - cpu0) / secs * 1000.0).round() / 10.0,
+        "meshd_rss_mb": (rss * 10.0).round() / 10.0,
+        "underlay_pps": (((pkts1 - pkts0) as f64 / secs) * 10.0).round() / 10.0,
+    }))
+}
