@@ -92,11 +92,30 @@ fn sent_packets(ns: &Netns) -> anyhow::Result<u64> {
 
 fn run(cli: &Cli) -> anyhow::Result<serde_json::Value> {
     let ns = Arc::new(Netns::new("idle")?);
+    let name = ns.name().to_owned();
     // Everything this process starts from now on (coordinator, meshd) and every socket it
     // opens lives in the namespace: nothing leaves it.
-    let handle = std::fs::File::open(format!("/run/netns/{}", ns.name()))?;
-    nix::sched::setns(&handle, nix::sched::CloneFlags::CLONE_NEWNET)
-        .context("entering the namespace")?;
+    let entered = std::fs::File::open(format!("/run/netns/{name}"))
+        .map_err(anyhow::Error::from)
+        .and_then(|handle| {
+            nix::sched::setns(&handle, nix::sched::CloneFlags::CLONE_NEWNET)
+                .context("entering the namespace")
+        });
+    if let Err(e) = entered {
+        return Err(e);
+    }
+    let result = measure(cli, &ns);
+    // This process is in the namespace too: dropping `Netns` would kill it along with
+    // what runs there. meshd and the coordinator are gone (their owners dropped them), so
+    // deleting the namespace is all that is left.
+    std::mem::forget(ns);
+    let _ = std::process::Command::new("ip")
+        .args(["netns", "del", &name])
+        .status();
+    result
+}
+
+fn measure(cli: &Cli, ns: &Arc<Netns>) -> anyhow::Result<serde_json::Value> {
     ns.nft(&format!(
         "table inet wmidle {{\n  chain out {{\n    type filter hook output priority 0;\n    udp sport {} counter\n  }}\n}}\n",
         wiremesh_tests::topo::PORT
@@ -112,7 +131,7 @@ fn run(cli: &Cli) -> anyhow::Result<serde_json::Value> {
         .recv_timeout(Duration::from_secs(900))
         .context("the simulated members did not all join")?;
 
-    let meshd = Meshd::start_unconfigured(&ns, "idle", None)?;
+    let meshd = Meshd::start_unconfigured(ns, "idle", None)?;
     let joined = Instant::now();
     meshd.join_with_token(NETWORK, &token)?;
     let want = cli.peers as usize;
@@ -144,9 +163,9 @@ fn run(cli: &Cli) -> anyhow::Result<serde_json::Value> {
             .to_owned()
     };
     std::thread::sleep(Duration::from_secs(cli.settle));
-    let (cpu0, pkts0, t0) = (cpu_s(&pid), sent_packets(&ns)?, Instant::now());
+    let (cpu0, pkts0, t0) = (cpu_s(&pid), sent_packets(ns)?, Instant::now());
     std::thread::sleep(Duration::from_secs(cli.window));
-    let (cpu1, pkts1, t1) = (cpu_s(&pid), sent_packets(&ns)?, Instant::now());
+    let (cpu1, pkts1, t1) = (cpu_s(&pid), sent_packets(ns)?, Instant::now());
     let secs = (t1 - t0).as_secs_f64();
     let rss = rss_mb(&pid);
     release.store(true, Ordering::Relaxed);
