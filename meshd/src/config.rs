@@ -9,6 +9,8 @@
 //! advertise-routes = ["10.244.3.0/24"]          # optional: prefixes behind this node,
 //!                                    # offered to the coordinator (an admin approves them)
 //! metrics-listen = "127.0.0.1:9586"  # optional: Prometheus metrics (off by default)
+//! peer-idle-after = 60               # optional, seconds, 2..=86400: a network peer
+//!                                    # without traffic this long stops costing packets
 //!
 //! [[peer]]
 //! public-key = "…44 characters of base64…"
@@ -75,6 +77,9 @@ pub struct Config {
     pub advertise_routes: Vec<IpNet>,
     /// Where to serve Prometheus metrics (`crate::metrics`), if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// A network peer without traffic this long goes idle (no handshakes, keepalives or
+    /// path probes until a packet goes to or comes from it); see `device::peer`.
+    pub peer_idle_after: std::time::Duration,
 }
 
 /// One static peer.
@@ -103,9 +108,13 @@ impl Default for Config {
             peers: Vec::new(),
             advertise_routes: Vec::new(),
             metrics_listen: None,
+            peer_idle_after: DEFAULT_PEER_IDLE_AFTER,
         }
     }
 }
+
+/// `peer-idle-after` when the file does not say.
+pub const DEFAULT_PEER_IDLE_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Why a configuration text is not acceptable. Both variants print as one line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -234,6 +243,8 @@ pub struct RawConfig {
     pub advertise_routes: Vec<String>,
     /// Address (IP:port) to serve Prometheus metrics on; unset: no metrics.
     pub metrics_listen: Option<String>,
+    /// Seconds without traffic after which a network peer goes idle, 2..=86400.
+    pub peer_idle_after: Option<i64>,
     /// Static peers, one `[[peer]]` table each.
     #[serde(default)]
     pub peer: Vec<RawPeer>,
@@ -304,6 +315,16 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
             )
         })?),
         None => None,
+    };
+    let peer_idle_after = match raw.peer_idle_after {
+        Some(secs @ 2..=86_400) => std::time::Duration::from_secs(secs.unsigned_abs()),
+        Some(secs) => {
+            return Err(ConfigError::invalid(
+                "peer-idle-after",
+                format!("{secs} is out of range 2..=86400 (seconds)"),
+            ))
+        }
+        None => DEFAULT_PEER_IDLE_AFTER,
     };
     let private_key_file = match raw.private_key_file {
         Some(p) if p.is_empty() => {
@@ -414,6 +435,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
         peers,
         advertise_routes,
         metrics_listen,
+        peer_idle_after,
     })
 }
 
@@ -658,6 +680,22 @@ endpoint = "localhost:7"
 mtu = 1280"#);
         ok(r#"advertise-routes = []"#);
         assert_eq!(parse("").unwrap().metrics_listen, None);
+        assert_eq!(parse("").unwrap().peer_idle_after, DEFAULT_PEER_IDLE_AFTER);
+        assert_eq!(
+            parse("peer-idle-after = 5").unwrap().peer_idle_after,
+            std::time::Duration::from_secs(5)
+        );
+        for bad in [
+            "peer-idle-after = 1",
+            "peer-idle-after = 0",
+            "peer-idle-after = 86401",
+        ] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("peer-idle-after") && e.contains("2..=86400"),
+                "{e}"
+            );
+        }
         assert_eq!(
             parse(r#"metrics-listen = "127.0.0.1:9586""#)
                 .unwrap()

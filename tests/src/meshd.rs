@@ -37,6 +37,8 @@ pub struct MeshdConfig {
     pub advertise_routes: Vec<String>,
     /// `metrics-listen`: where meshd serves Prometheus metrics (None: off, the default).
     pub metrics_listen: Option<String>,
+    /// `peer-idle-after` in seconds (None: meshd's default).
+    pub peer_idle_after: Option<u64>,
 }
 
 impl MeshdConfig {
@@ -52,6 +54,7 @@ impl MeshdConfig {
             node_name: None,
             advertise_routes: Vec::new(),
             metrics_listen: None,
+            peer_idle_after: None,
         }
     }
 
@@ -69,6 +72,7 @@ impl MeshdConfig {
             node_name: None,
             advertise_routes: Vec::new(),
             metrics_listen: None,
+            peer_idle_after: None,
         }
     }
 
@@ -112,6 +116,9 @@ impl MeshdConfig {
         }
         if let Some(addr) = &self.metrics_listen {
             t.push_str(&format!("metrics-listen = {}\n", q(addr)));
+        }
+        if let Some(secs) = self.peer_idle_after {
+            t.push_str(&format!("peer-idle-after = {secs}\n"));
         }
         if !self.advertise_routes.is_empty() {
             let routes: Vec<String> = self.advertise_routes.iter().map(|r| q(r)).collect();

@@ -31,7 +31,7 @@ use serde_json::Value;
 use crate::control::{CIDR, COORDINATOR_IP, NETWORK};
 use crate::coordinator::Coordinator;
 use crate::lab::{Lab, NatKind, NatRouter};
-use crate::meshd::Meshd;
+use crate::meshd::{Meshd, MeshdConfig};
 use crate::netns::Netns;
 use crate::topo::label;
 use crate::util;
@@ -259,6 +259,8 @@ pub struct NatMesh {
     pub bystanders: Vec<Site>,
     internet: Arc<Netns>,
     next_site: usize,
+    /// `peer-idle-after` of the meshd started on later sites (None: meshd's default).
+    pub peer_idle_after: Option<u64>,
 }
 
 impl NatMesh {
@@ -275,6 +277,7 @@ impl NatMesh {
             bystanders: Vec::new(),
             internet: lab.internet().clone(),
             next_site: 0,
+            peer_idle_after: None,
         };
         for spec in specs {
             mesh.add_site(lab, *spec)?;
@@ -292,7 +295,9 @@ impl NatMesh {
         let site = build_site(lab, index, spec, &labels)?;
         let mut added = Vec::new();
         for h in &site.hosts {
-            let meshd = Meshd::start_unconfigured(&h.ns, &h.label, None)?;
+            let mut config = MeshdConfig::unconfigured(crate::topo::PORT, None).named(&h.label);
+            config.peer_idle_after = self.peer_idle_after;
+            let meshd = Meshd::start(&h.ns, &h.label, config)?;
             let key = meshd.public_key()?;
             added.push(self.nodes.len());
             self.nodes.push(SiteNode {

@@ -237,6 +237,8 @@ fn decrypt_run(
     tally: &mut Tally,
 ) {
     let mut authenticated_from = None;
+    // Data (not keepalives: those only keep what is active alive) makes the peer active.
+    let mut data = false;
     let mut tunn = peer.tunn.lock();
     for item in items {
         if tun.is_full() {
@@ -254,6 +256,7 @@ fn decrypt_run(
         match tunn.decapsulate(Some(source_ip), datagram, &mut slot[TUN_OFFSET..]) {
             TunnResult::WriteToTunnelV4(packet, src) => {
                 let len = packet.len();
+                data = true;
                 authenticated_from = direct.or(authenticated_from);
                 if source_allowed(table, peer, src.into()) {
                     tun.commit(len);
@@ -263,6 +266,7 @@ fn decrypt_run(
             }
             TunnResult::WriteToTunnelV6(packet, src) => {
                 let len = packet.len();
+                data = true;
                 authenticated_from = direct.or(authenticated_from);
                 if source_allowed(table, peer, src.into()) {
                     tun.commit(len);
@@ -280,6 +284,9 @@ fn decrypt_run(
         }
     }
     drop(tunn);
+    if data && peer.touch() {
+        dev.wake(peer);
+    }
     if let Some(from) = authenticated_from {
         if peer.observe_source(from, Instant::now()) {
             tracing::info!(peer = %peer.public_key.fingerprint(), endpoint = %from, "peer endpoint changed");
@@ -386,6 +393,10 @@ fn handshake(
     drop(tunn);
     if authenticated && completes {
         peer.handshake_completed();
+    }
+    // A peer that handshakes has something to send (idle peers send nothing).
+    if authenticated && peer.touch() {
+        dev.wake(peer);
     }
     let direct = matches!(via, Via::Direct(_));
     if authenticated && direct && peer.observe_source(from, Instant::now()) {

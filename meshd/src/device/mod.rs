@@ -177,6 +177,7 @@ impl Device {
     /// threads. The socket is bound first so that a busy port fails before any interface
     /// exists.
     pub fn start(config: &Config, private_key: Key) -> anyhow::Result<Arc<Device>> {
+        peer::set_idle_after(config.peer_idle_after);
         let static_secret = StaticSecret::from(private_key.0);
         let static_public = PublicKey::from(&static_secret);
         let public_key = Key(static_public.to_bytes());
@@ -613,7 +614,12 @@ pub async fn timers(device: Arc<Device>) {
         }
         let table = device.peers.load();
         let now = Instant::now();
+        let active_now = peer::activity_now();
         for peer in &table.list {
+            // An idle network peer sends nothing: no keepalives, no handshakes.
+            if !peer.is_active(active_now) {
+                continue;
+            }
             let mut tunn = peer.tunn.lock();
             retry_handshake(&device, peer, &mut tunn, &mut buf, now);
             match tunn.update_timers(&mut buf) {

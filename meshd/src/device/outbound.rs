@@ -120,6 +120,9 @@ pub fn run(dev: Arc<Device>, queue: Option<tun_rs::SyncDevice>) {
                 targets[j] = None;
                 j += 1;
             }
+            if peer.touch() {
+                dev.wake(&peer);
+            }
             // Relayed datagrams carry the relay's SEND header in front, so they still form
             // equal-sized GSO runs.
             let (to, header) = match peer.endpoint() {

@@ -68,6 +68,48 @@ pub struct Peer {
     handshake: Mutex<HandshakeTrack>,
     /// Handshakes completed (see [`Peer::handshake_completed`]).
     handshakes: AtomicU64,
+    /// When traffic last went to or came from the peer, on [`activity_now`]'s clock (ms).
+    last_active: AtomicU64,
+}
+
+/// A network peer with no traffic for this long (ms; `peer-idle-after` in meshd.toml, set
+/// once at start by [`set_idle_after`]) is idle: its timers (handshakes, keepalives) and
+/// path probing stop until a packet goes to it or comes from it ([`Peer::touch`]). In a
+/// network of thousands, a node talks to few of them. Keepalives do not count as traffic.
+static IDLE_AFTER_MS: AtomicU64 = AtomicU64::new(60_000);
+/// `touch` writes the shared timestamp at most this often (ms): packet runs only read it.
+const TOUCH_GRANULARITY_MS: u64 = 1000;
+/// The activity clock starts here, above any idle threshold, so "before now" never
+/// goes below zero.
+const CLOCK_BASE_MS: u64 = 86_400_000 * 2;
+
+/// Sets the idle threshold (meshd's config, at start).
+pub fn set_idle_after(d: std::time::Duration) {
+    IDLE_AFTER_MS.store(ms(d).max(1), Ordering::Relaxed);
+}
+
+fn idle_after_ms() -> u64 {
+    IDLE_AFTER_MS.load(Ordering::Relaxed)
+}
+
+/// A new network peer is active for half the idle threshold without traffic (paths found
+/// and a handshake ready for the first packet, as before peers idled), so join-to-first-
+/// ping stays as fast.
+fn warmup_ms() -> u64 {
+    idle_after_ms() / 2
+}
+
+/// The clock of [`Peer::touch`], in ms (monotonic, from an arbitrary base).
+pub fn activity_now() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let start = START.get_or_init(std::time::Instant::now);
+    u64::try_from(start.elapsed().as_millis())
+        .unwrap_or(u64::MAX)
+        .saturating_add(CLOCK_BASE_MS)
+}
+
+fn ms(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// When this node started and last retried a handshake that has not completed yet.
@@ -110,7 +152,31 @@ impl Peer {
             traversal,
             handshake: Mutex::new(HandshakeTrack::default()),
             handshakes: AtomicU64::new(0),
+            last_active: AtomicU64::new(
+                activity_now().saturating_sub(idle_after_ms().saturating_sub(warmup_ms())),
+            ),
         }
+    }
+
+    /// Notes traffic to or from the peer (once per run of packets). Returns whether the
+    /// peer was idle: the caller then restarts its path probing at once.
+    pub fn touch(&self) -> bool {
+        let now = activity_now();
+        let last = self.last_active.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < TOUCH_GRANULARITY_MS {
+            return false;
+        }
+        self.last_active.store(now, Ordering::Relaxed);
+        self.traversal.is_some() && now.saturating_sub(last) >= idle_after_ms()
+    }
+
+    /// Whether the peer's timers and path probing run at `now` ([`activity_now`], read
+    /// once per sweep over the peers): always for static peers (a configured WireGuard
+    /// peer behaves as WireGuard does), for network peers while traffic flows and during
+    /// the warm-up after they appear.
+    pub fn is_active(&self, now: u64) -> bool {
+        self.traversal.is_none()
+            || now.saturating_sub(self.last_active.load(Ordering::Relaxed)) < idle_after_ms()
     }
 
     /// Notes that a handshake initiation went out to this peer (`datagram` is what was

@@ -266,6 +266,21 @@ impl Device {
         }
     }
 
+    /// A network peer woke from idle ([`Peer::touch`]): probe its paths now rather than
+    /// at the next timer (they went unchecked while it was idle).
+    pub fn wake(&self, peer: &Peer) {
+        if let Some(t) = &peer.traversal {
+            let now = Instant::now();
+            let mut paths = t.paths.lock();
+            paths.probe_now(now);
+            if paths.poll_timeout().is_some_and(|(at, _)| at <= now) {
+                paths.handle_timeout(now, &mut random_u64);
+            }
+            self.flush_paths(peer, t, &mut paths);
+            tracing::debug!(peer = %peer.public_key.fingerprint(), "active again");
+        }
+    }
+
     /// Runs `paths`' timers if due, then flushes.
     fn drive(&self, peer: &Peer, t: &Traversal, now: Instant) {
         let mut paths = t.paths.lock();
@@ -481,6 +496,9 @@ pub fn handle_disco(dev: &Device, table: &PeerTable, datagram: &[u8], from: Sour
     let Ok(msg) = disco::open(&t.disco, datagram) else {
         return false;
     };
+    // Probes are answered whether or not the peer is idle, but do not make it active:
+    // two active peers probe each other, so that would keep every pair awake forever.
+    // What wakes an idle peer is its handshake or data (see `Peer::touch`).
     let now = Instant::now();
     let mut paths = t.paths.lock();
     match msg {
@@ -563,9 +581,14 @@ pub async fn run(dev: Arc<Device>) {
             dev.register_and_reflect();
         }
         let now = Instant::now();
+        let active_now = super::peer::activity_now();
         let table = dev.peers.load();
         for peer in &table.list {
-            if let Some(t) = &peer.traversal {
+            if let Some(t) = peer
+                .traversal
+                .as_ref()
+                .filter(|_| peer.is_active(active_now))
+            {
                 dev.drive(peer, t, now);
             }
         }

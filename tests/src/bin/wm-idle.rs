@@ -101,9 +101,7 @@ fn run(cli: &Cli) -> anyhow::Result<serde_json::Value> {
             nix::sched::setns(&handle, nix::sched::CloneFlags::CLONE_NEWNET)
                 .context("entering the namespace")
         });
-    if let Err(e) = entered {
-        return Err(e);
-    }
+    entered?;
     let result = measure(cli, &ns);
     // This process is in the namespace too: dropping `Netns` would kill it along with
     // what runs there. meshd and the coordinator are gone (their owners dropped them), so
