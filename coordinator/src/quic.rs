@@ -83,19 +83,31 @@ pub fn server_config(identity: &Identity) -> Result<quinn::ServerConfig, QuicErr
     Ok(config)
 }
 
-/// The endpoint settings: the stateless-reset key derived from the coordinator's private
-/// key (SHA-256 of a label and the key), so the same coordinator restarted answers packets
-/// of connections it no longer knows with resets the nodes accept. Nodes then notice a
-/// restart on their next packet (within [`KEEP_ALIVE`]) instead of after the idle timeout.
+/// The endpoint settings: the stateless-reset key and the connection-ID key derived from
+/// the coordinator's private key (SHA-256 of a label and the key), so the same coordinator
+/// restarted recognises the connection IDs it issued before (quinn drops packets whose ID
+/// does not validate) and answers them with resets the nodes accept. Nodes then notice a
+/// crash and restart on their next packet (within the nodes' 5 s keep-alive) instead of
+/// after the idle timeout.
 pub fn endpoint_config(identity: &Identity) -> quinn::EndpointConfig {
-    let mut h = Sha256::new();
-    h.update(b"wiremesh-quic-stateless-reset-v1");
-    h.update(&identity.key_der);
-    let secret: [u8; 32] = h.finalize().into();
+    let derive = |label: &[u8]| -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(label);
+        h.update(&identity.key_der);
+        h.finalize().into()
+    };
+    let secret = derive(b"wiremesh-quic-stateless-reset-v1");
+    let cid = derive(b"wiremesh-quic-connection-id-v1");
+    let cid_key = u64::from_be_bytes([
+        cid[0], cid[1], cid[2], cid[3], cid[4], cid[5], cid[6], cid[7],
+    ]);
     let mut config = quinn::EndpointConfig::new(Arc::new(ring::hmac::Key::new(
         ring::hmac::HMAC_SHA256,
         &secret,
     )));
+    config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
     // quinn sends at most one reset per 20 ms by default; after a restart every node's
     // next keep-alive needs one (10,000 nodes: 2,000 a second). A reset is smaller than
     // the packet that caused it, so this amplifies nothing.

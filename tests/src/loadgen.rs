@@ -62,6 +62,9 @@ pub struct Options {
     pub sockets: usize,
     /// Restart the coordinator with every node connected and time the reconnect.
     pub restart: bool,
+    /// Restart it by `kill -9` (a crash: nodes learn of it from a stateless reset on
+    /// their next packet) instead of SIGTERM (it closes every connection first).
+    pub crash: bool,
     /// Give up on any phase after this long.
     pub timeout: Duration,
     /// Progress lines on stderr.
@@ -83,6 +86,7 @@ impl Options {
             connect_concurrency: 256,
             sockets: nodes.div_ceil(NODES_PER_SOCKET),
             restart: true,
+            crash: false,
             timeout: Duration::from_secs(600),
             progress: false,
             hold: None,
@@ -115,6 +119,8 @@ pub struct Report {
     pub udp_bytes_per_change_per_node: f64,
     /// Coordinator restarted (SIGTERM, start again): until every node was back and current.
     pub reconnect_s: Option<f64>,
+    /// The restart was a `kill -9`.
+    pub crash: bool,
     /// Full netmaps nodes got on reconnecting (0: every node resumed from its version).
     pub reconnect_full_netmaps: u64,
     /// Peak RSS of the restarted coordinator, MB.
@@ -140,6 +146,7 @@ impl Report {
             "bytes_per_change_per_node": round(self.bytes_per_change_per_node, 1),
             "udp_bytes_per_change_per_node": round(self.udp_bytes_per_change_per_node, 1),
             "reconnect_s": self.reconnect_s.map(|s| round(s, 3)),
+            "restart": if self.crash { "kill -9" } else { "SIGTERM" },
             "reconnect_full_netmaps": self.reconnect_full_netmaps,
             "restarted_rss_mb": self.restarted_rss_mb.map(|m| round(m, 1)),
             "generator_cpu_s": round(self.generator_cpu_s, 2),
@@ -277,13 +284,15 @@ impl CoordProc {
         }
     }
 
-    /// SIGTERM (a graceful stop closes every QUIC connection), then wait for the exit.
-    fn stop(&mut self) -> anyhow::Result<()> {
+    /// SIGTERM (a graceful stop closes every QUIC connection) or, with `crash`, SIGKILL;
+    /// then wait for the exit.
+    fn stop(&mut self, crash: bool) -> anyhow::Result<()> {
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };
+        let signal = if crash { "-KILL" } else { "-TERM" };
         let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
+            .args([signal, &child.id().to_string()])
             .status();
         let deadline = Instant::now() + Duration::from_secs(30);
         while child.try_wait()?.is_none() {
@@ -910,6 +919,7 @@ async fn scenario(opts: &Options) -> anyhow::Result<Report> {
             bytes_per_change_per_node: 0.0,
             udp_bytes_per_change_per_node: 0.0,
             reconnect_s: None,
+            crash: false,
             reconnect_full_netmaps: 0,
             restarted_rss_mb: None,
             sampled: 0,
@@ -1011,9 +1021,10 @@ async fn scenario(opts: &Options) -> anyhow::Result<Report> {
         let start = Instant::now();
         {
             let c = coord.clone();
+            let crash = opts.crash;
             blocking(move || {
                 let mut c = c.lock().unwrap_or_else(|e| e.into_inner());
-                c.stop()?;
+                c.stop(crash)?;
                 c.spawn()?;
                 c.wait_ready()
             })
@@ -1101,6 +1112,7 @@ async fn scenario(opts: &Options) -> anyhow::Result<Report> {
         bytes_per_change_per_node: bytes_per_change,
         udp_bytes_per_change_per_node: udp_per_change,
         reconnect_s: reconnect,
+        crash: opts.crash,
         reconnect_full_netmaps: reconnect_full,
         restarted_rss_mb: restarted_rss,
         sampled: fleet.sample,

@@ -35,6 +35,9 @@ struct Cli {
     /// Do not restart the coordinator at the end.
     #[arg(long)]
     no_restart: bool,
+    /// Restart it with `kill -9` (a crash) instead of SIGTERM.
+    #[arg(long, conflicts_with = "no_restart")]
+    crash: bool,
     /// Give up on any phase after this many seconds.
     #[arg(long, default_value_t = 600)]
     timeout: u64,
@@ -52,6 +55,7 @@ fn main() {
     }
     opts.connect_concurrency = cli.connect_concurrency as usize;
     opts.restart = !cli.no_restart;
+    opts.crash = cli.crash;
     opts.timeout = Duration::from_secs(cli.timeout);
     opts.progress = !cli.quiet;
     match loadgen::run(&opts) {
