@@ -10,10 +10,15 @@
 //! 401 and the pages redirect to `/login`.
 //!
 //! Every failure answers with an [`ApiError`] body: 401 without the right token, 403 for a
-//! cookie request without its CSRF token or from another origin, 400 for a malformed body
-//! or path, 404 for an unknown network/member/token/route, 405 for a wrong method, 409 for
-//! conflicts (address taken, duplicate network, ambiguous member), 415 without a JSON
-//! content type. A 5xx means the coordinator itself failed (storage).
+//! cookie request without its CSRF token or from another origin, 400 for a malformed body,
+//! path or query (an unknown query parameter included), 404 for an unknown
+//! network/member/token/route, 405 for a wrong method, 409 for conflicts (address taken,
+//! duplicate network, ambiguous member), 415 without a JSON content type. A 5xx means the
+//! coordinator itself failed (storage).
+//!
+//! The member and token lists page ([`mesh_proto::admin`]: paging): `limit`, an `after`
+//! cursor, a `q` search, and for members a `status`; the body stays a JSON array, with
+//! `X-Total-Count` and an RFC 8288 `Link: <…>; rel="next"` beside it.
 
 use std::sync::Arc;
 
@@ -28,12 +33,15 @@ use axum::{Json, Router};
 #[allow(unused_imports)] // `MemberView` and friends are named only in `utoipa::path`.
 use mesh_proto::admin::{
     ApiError, CreateNetwork, CreateToken, MemberView, NetworkView, TokenCreated, TokenView,
-    UpdateMember,
+    UpdateMember, MAX_PAGE, TOTAL_COUNT_HEADER,
 };
 use mesh_proto::control::ct_eq;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
+use crate::listing::{MemberFilter, Page, Search, MAX_SEARCH};
 use crate::state::{Coordinator, Error};
 
 /// An error answer: a status and one line.
@@ -131,6 +139,24 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Params<
                 };
                 Err(Failure(status, format!("bad path: {}", e.body_text())))
             }
+        }
+    }
+}
+
+/// Query parameters whose rejection (an unknown parameter, a value of the wrong type) is
+/// a 400 [`ApiError`].
+struct Query<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Query<T> {
+    type Rejection = Failure;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Failure> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Query(v)),
+            Err(e) => Err(Failure(
+                StatusCode::BAD_REQUEST,
+                format!("bad query: {}", e.body_text().replace('\n', " ")),
+            )),
         }
     }
 }
@@ -363,13 +389,114 @@ async fn delete_network(State(api): State<Api>, Params(net): Params<String>) -> 
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Which members `GET …/members?status=` lists.
+#[derive(Debug, Clone, Copy, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+enum MemberStatus {
+    /// Waiting for an admin's approval.
+    Pending,
+    /// Authorised.
+    Authorized,
+}
+
+/// Query of `GET /api/networks/{net}/members` (see [`mesh_proto::admin`]: paging).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MembersQuery {
+    limit: Option<usize>,
+    after: Option<String>,
+    q: Option<String>,
+    status: Option<MemberStatus>,
+}
+
+/// Query of `GET /api/networks/{net}/tokens`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokensQuery {
+    limit: Option<usize>,
+    after: Option<String>,
+    q: Option<String>,
+}
+
+/// A page size: none, or 1..=[`MAX_PAGE`].
+fn page_limit(limit: Option<usize>) -> Result<Option<usize>, Failure> {
+    match limit {
+        Some(n) if n == 0 || n > MAX_PAGE => Err(Failure(
+            StatusCode::BAD_REQUEST,
+            format!("limit must be 1..={MAX_PAGE}"),
+        )),
+        _ => Ok(limit),
+    }
+}
+
+/// `q`: none or empty for no search, at most [`MAX_SEARCH`] bytes.
+fn search(q: Option<&str>) -> Result<Option<Search>, Failure> {
+    let q = q.unwrap_or_default();
+    if q.len() > MAX_SEARCH {
+        return Err(Failure(
+            StatusCode::BAD_REQUEST,
+            format!("q must be at most {MAX_SEARCH} bytes"),
+        ));
+    }
+    Ok(Search::new(q))
+}
+
+/// What is escaped in a link's path segments and query values: all but `A-Z a-z 0-9 - _ . ~`.
+const URL_TEXT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// `path?k=v&…` with each value given percent-encoded.
+fn link(path: &str, query: &[(&str, Option<&str>)]) -> String {
+    let mut url = path.to_owned();
+    let mut sep = '?';
+    for (k, v) in query {
+        if let Some(v) = v {
+            url.push(sep);
+            url.push_str(k);
+            url.push('=');
+            url.extend(utf8_percent_encode(v, URL_TEXT));
+            sep = '&';
+        }
+    }
+    url
+}
+
+/// A listing's answer: the page's items as a JSON array, [`TOTAL_COUNT_HEADER`], and
+/// `Link: <next>; rel="next"` when `next` is given.
+fn paged<T: Serialize>(page: Page<T>, next: Option<String>) -> Response {
+    let mut res = Json(page.items).into_response();
+    let headers = res.headers_mut();
+    headers.insert(TOTAL_COUNT_HEADER, header::HeaderValue::from(page.total));
+    // Percent-encoded, so always a valid header value.
+    if let Some(Ok(value)) =
+        next.map(|url| header::HeaderValue::try_from(format!("<{url}>; rel=\"next\"")))
+    {
+        headers.insert(header::LINK, value);
+    }
+    res
+}
+
+/// `GET /api/networks/{net}/members`: every member by key, or one page of those a search
+/// and status keep ([`mesh_proto::admin`]: paging).
 #[utoipa::path(
     get,
     path = "/api/networks/{net}/members",
-    params(("net" = String, Path, description = "network name")),
+    params(
+        ("net" = String, Path, description = "network name"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "page size, 1..=1000; without it every matching member is answered (clients of large networks should page)"),
+        ("after" = Option<String>, Query, description = "cursor: only members whose public key sorts after this one (base64, standard or URL-safe): the key of the previous page's last member"),
+        ("q" = Option<String>, Query, max_length = 256, description = "case-insensitive substring of the member's name, overlay address, fingerprint or base64 key"),
+        ("status" = inline(Option<MemberStatus>), Query, description = "only pending or only authorized members"),
+    ),
     responses(
-        (status = 200, description = "its members", body = [MemberView]),
-        (status = 400, description = "malformed path or body", body = ApiError),
+        (status = 200, description = "its members, by public key", body = [MemberView], headers(
+            ("x-total-count" = u64, description = "how many members match, over all pages"),
+            ("link" = String, description = "`<url>; rel=\"next\"` (RFC 8288) when more match after this page"),
+        )),
+        (status = 400, description = "malformed path or query", body = ApiError),
         (status = 401, description = "missing or wrong admin token", body = ApiError),
         (status = 404, description = "no such network, member, token or route", body = ApiError),
     ),
@@ -377,8 +504,45 @@ async fn delete_network(State(api): State<Api>, Params(net): Params<String>) -> 
 async fn list_members(
     State(api): State<Api>,
     Params(net): Params<String>,
-) -> Answer<impl IntoResponse> {
-    Ok(Json(api.coord.list_members(&net).await?))
+    Query(query): Query<MembersQuery>,
+) -> Answer<Response> {
+    let limit = page_limit(query.limit)?;
+    let filter = MemberFilter {
+        search: search(query.q.as_deref())?,
+        authorized: query.status.map(|s| matches!(s, MemberStatus::Authorized)),
+    };
+    let page = api
+        .coord
+        .list_members_page(
+            &net,
+            &filter,
+            query.after.as_deref(),
+            limit.unwrap_or(usize::MAX),
+        )
+        .await?;
+    let next = match (limit, page.items.last()) {
+        (Some(limit), Some(last)) if page.more => {
+            let (limit, after) = (limit.to_string(), last.public_key.to_base64());
+            let status = query.status.map(|s| match s {
+                MemberStatus::Pending => "pending",
+                MemberStatus::Authorized => "authorized",
+            });
+            Some(link(
+                &format!(
+                    "/api/networks/{}/members",
+                    utf8_percent_encode(&net, URL_TEXT)
+                ),
+                &[
+                    ("limit", Some(&limit)),
+                    ("after", Some(&after)),
+                    ("q", query.q.as_deref().filter(|q| !q.is_empty())),
+                    ("status", status),
+                ],
+            ))
+        }
+        _ => None,
+    };
+    Ok(paged(page, next))
 }
 
 #[utoipa::path(
@@ -505,13 +669,25 @@ async fn delete_member(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Longest token id accepted as a cursor (ids are 12 hex digits).
+const MAX_TOKEN_ID: usize = 64;
+
+/// `GET /api/networks/{net}/tokens`: every token oldest first, or by id when paged.
 #[utoipa::path(
     get,
     path = "/api/networks/{net}/tokens",
-    params(("net" = String, Path, description = "network name")),
+    params(
+        ("net" = String, Path, description = "network name"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "page size, 1..=1000; a paged listing is in id order; without limit and after, every matching token is answered, oldest first"),
+        ("after" = Option<String>, Query, max_length = 64, description = "cursor: only tokens whose id sorts after this one (the previous page's last id)"),
+        ("q" = Option<String>, Query, max_length = 256, description = "case-insensitive substring of the token id"),
+    ),
     responses(
-        (status = 200, description = "its join tokens, without secrets", body = [TokenView]),
-        (status = 400, description = "malformed path or body", body = ApiError),
+        (status = 200, description = "its join tokens, without secrets", body = [TokenView], headers(
+            ("x-total-count" = u64, description = "how many tokens match, over all pages"),
+            ("link" = String, description = "`<url>; rel=\"next\"` (RFC 8288) when more match after this page"),
+        )),
+        (status = 400, description = "malformed path or query", body = ApiError),
         (status = 401, description = "missing or wrong admin token", body = ApiError),
         (status = 404, description = "no such network, member, token or route", body = ApiError),
     ),
@@ -519,8 +695,55 @@ async fn delete_member(
 async fn list_tokens(
     State(api): State<Api>,
     Params(net): Params<String>,
-) -> Answer<impl IntoResponse> {
-    Ok(Json(api.coord.list_tokens(&net).await?))
+    Query(query): Query<TokensQuery>,
+) -> Answer<Response> {
+    let limit = page_limit(query.limit)?;
+    let search = search(query.q.as_deref())?;
+    let after = query.after.as_deref();
+    let id_like = |id: &str| {
+        (1..=MAX_TOKEN_ID).contains(&id.len())
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if after.is_some_and(|id| !id_like(id)) {
+        return Err(Failure(
+            StatusCode::BAD_REQUEST,
+            format!("after: expected a token id (1..={MAX_TOKEN_ID} of A-Z a-z 0-9 - _)"),
+        ));
+    }
+    if limit.is_none() && after.is_none() {
+        let mut items = api.coord.list_tokens(&net).await?;
+        if let Some(s) = &search {
+            items.retain(|t| s.finds(&t.id));
+        }
+        let total = items.len();
+        let page = Page {
+            items,
+            total,
+            more: false,
+        };
+        return Ok(paged(page, None));
+    }
+    let page = api
+        .coord
+        .list_tokens_page(&net, search.as_ref(), after, limit.unwrap_or(usize::MAX))
+        .await?;
+    let next = match (limit, page.items.last()) {
+        (Some(limit), Some(last)) if page.more => Some(link(
+            &format!(
+                "/api/networks/{}/tokens",
+                utf8_percent_encode(&net, URL_TEXT)
+            ),
+            &[
+                ("limit", Some(&limit.to_string())),
+                ("after", Some(&last.id)),
+                ("q", query.q.as_deref().filter(|q| !q.is_empty())),
+            ],
+        )),
+        _ => None,
+    };
+    Ok(paged(page, next))
 }
 
 #[utoipa::path(
@@ -579,23 +802,14 @@ struct AuditQuery {
 #[utoipa::path(
     get,
     path = "/api/audit",
-    params(("limit" = Option<u32>, Query, description = "how many entries, 1..=10000 (default 100)")),
+    params(("limit" = Option<u32>, Query, minimum = 1, maximum = 10000, description = "how many entries, 1..=10000 (default 100)")),
     responses(
         (status = 200, description = "the newest admin actions, newest first", body = [mesh_proto::admin::AuditEntry]),
         (status = 400, description = "malformed query", body = ApiError),
         (status = 401, description = "missing or wrong admin token", body = ApiError),
     ),
 )]
-async fn audit(
-    State(api): State<Api>,
-    query: Result<axum::extract::Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
-) -> Answer<impl IntoResponse> {
-    let axum::extract::Query(q) = query.map_err(|e| {
-        Failure(
-            StatusCode::BAD_REQUEST,
-            format!("bad query: {}", e.body_text()),
-        )
-    })?;
+async fn audit(State(api): State<Api>, Query(q): Query<AuditQuery>) -> Answer<impl IntoResponse> {
     let limit = q.limit.unwrap_or(crate::audit::DEFAULT_LIMIT);
     if limit == 0 || limit as u64 > crate::audit::AUDIT_KEEP {
         return Err(Failure(

@@ -6,8 +6,8 @@
 //! `watch` channel of immutable [`snapshot::Snapshot`]s per network, and the relay's
 //! [`membership::Membership`] index) with IO shells: [`quic`] + [`session`] for nodes,
 //! [`http`] + [`web`] for admins, [`reflector`] and [`relay`] on their own UDP sockets. Pure pieces
-//! ([`ipam`], [`snapshot`], [`model`] validation, [`membership`], the relay's decisions)
-//! are unit-tested in place; the session logic runs over any byte stream so its tests need
+//! ([`ipam`], [`snapshot`], [`model`] validation, [`listing`] filters, [`membership`], the
+//! relay's decisions) are unit-tested in place; the session logic runs over any byte stream so its tests need
 //! no QUIC.
 //!
 //! What it leaves out: admin accounts other than the one admin token, separate relay
@@ -21,6 +21,7 @@ pub mod http;
 pub mod https;
 pub mod identity;
 pub mod ipam;
+pub mod listing;
 pub mod membership;
 pub mod metrics;
 pub mod model;

@@ -11,14 +11,14 @@
 //! | POST | `/api/networks` | [`CreateNetwork`] | 201 [`NetworkView`] |
 //! | GET | `/api/networks/{net}` | | [`NetworkView`] |
 //! | DELETE | `/api/networks/{net}` | | 204 |
-//! | GET | `/api/networks/{net}/members` | | `[MemberView]` |
+//! | GET | `/api/networks/{net}/members?limit=N&after=KEY&q=TEXT&status=S` | | `[MemberView]`, by key (paged: see below) |
 //! | PATCH | `/api/networks/{net}/members/{node}` | [`UpdateMember`] | [`MemberView`] |
 //! | POST | `/api/networks/{net}/members/{node}/authorize` | | [`MemberView`] |
 //! | POST | `/api/networks/{net}/members/{node}/deauthorize` | | [`MemberView`] |
 //! | DELETE | `/api/networks/{net}/members/{node}` | | 204 |
 //! | POST | `/api/networks/{net}/members/{node}/routes/{prefix}/approve` | | [`MemberView`] |
 //! | DELETE | `/api/networks/{net}/members/{node}/routes/{prefix}` | | [`MemberView`] (unapproved) |
-//! | GET | `/api/networks/{net}/tokens` | | `[TokenView]` |
+//! | GET | `/api/networks/{net}/tokens?limit=N&after=ID&q=TEXT` | | `[TokenView]`, oldest first; by id when paged |
 //! | POST | `/api/networks/{net}/tokens` | [`CreateToken`] | 201 [`TokenCreated`] |
 //! | DELETE | `/api/networks/{net}/tokens/{id}` | | 204 (revoked) |
 //! | GET | `/api/audit?limit=N` | | `[AuditEntry]`, newest first (N: 1..=10000, default 100) |
@@ -32,6 +32,22 @@
 //! approved route reaches peers (in the member's allowed IPs) only while the member also
 //! advertises it; approving one that overlaps the network's prefix or another member's
 //! approved route answers 409, unapproving one that is not approved 404.
+//!
+//! **Paging.** The two lists take optional query parameters; without any they answer
+//! every item, as they always did, but a client of a large network should page:
+//! - `limit` (1..=[`MAX_PAGE`]): at most this many items. The answer stays a JSON array;
+//!   beside it, `Link: <…>; rel="next"` (RFC 8288) when more items match after the last
+//!   one, and always [`TOTAL_COUNT_HEADER`] with the number of items that match.
+//! - `after`: a cursor; only items strictly after it, in a stable order: members by public
+//!   key (the cursor is the base64 key, standard or URL-safe, of the last member of the
+//!   previous page), tokens by id. It need not exist any more. Items added or removed while
+//!   a client pages are seen or not depending on where they fall, never twice.
+//! - `q`: case-insensitive substring search: a member's name, overlay address, fingerprint
+//!   or base64 key; a token's id.
+//! - `status` (members only): `pending` or `authorized`.
+//!
+//! Unknown parameters and bad values (`limit=0`, an `after` that is not a key) answer 400.
+//! A token listing with `limit` or `after` is in id order, otherwise oldest first.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -39,6 +55,13 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::Key;
+
+/// Largest `limit` of a paged listing (`GET …/members`, `GET …/tokens`).
+pub const MAX_PAGE: usize = 1000;
+
+/// The response header with the number of items a listing's filter matches, over all
+/// pages.
+pub const TOTAL_COUNT_HEADER: &str = "x-total-count";
 
 /// Body of every error answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

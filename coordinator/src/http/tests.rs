@@ -679,3 +679,306 @@ async fn public_endpoint_is_set_shown_and_cleared() {
     assert_eq!(v.public_endpoint, None);
     assert!(!v.endpoints.contains(&public));
 }
+
+/// A GET answered 200: the body as `T`, the `X-Total-Count` and the `Link` target, if any.
+async fn page<T: DeserializeOwned>(api: &Api, path: &str) -> (T, usize, Option<String>) {
+    let req = Request::builder()
+        .uri(path)
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(HttpBody::empty())
+        .unwrap();
+    let res = api.app.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let headers = res.headers().clone();
+    let bytes = axum::body::to_bytes(res.into_body(), 1 << 22)
+        .await
+        .unwrap();
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{path}: {}",
+        String::from_utf8_lossy(&bytes)
+    );
+    let total = headers
+        .get(mesh_proto::admin::TOTAL_COUNT_HEADER)
+        .unwrap_or_else(|| panic!("{path}: no X-Total-Count"))
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let next = headers.get("link").map(|v| {
+        let v = v.to_str().unwrap();
+        let url = v
+            .strip_prefix('<')
+            .and_then(|v| v.strip_suffix(">; rel=\"next\""))
+            .unwrap_or_else(|| panic!("{path}: Link {v}"));
+        url.to_owned()
+    });
+    (serde_json::from_slice(&bytes).unwrap(), total, next)
+}
+
+/// Network `lab` with members `node-1`..=`node-{n}`; the even ones joined with a token
+/// (authorised), the odd ones without (pending).
+async fn members(n: u8) -> Api {
+    let api = Api::new();
+    api.h.network("lab").await;
+    let token = api.h.token("lab", true, None).await;
+    for seed in 1..=n {
+        let join = (seed % 2 == 0).then(|| token.clone());
+        api.h
+            .coord
+            .admit(&hello("lab", &private(seed), join), remote(seed))
+            .await
+            .unwrap();
+    }
+    api
+}
+
+fn keys(members: &[MemberView]) -> Vec<Key> {
+    members.iter().map(|m| m.public_key).collect()
+}
+
+#[tokio::test]
+async fn members_page_by_key_following_the_link() {
+    let api = members(30).await;
+    let (all, total, next): (Vec<MemberView>, _, _) = page(&api, "/api/networks/lab/members").await;
+    // Without a limit: everything, by key, as always; no link.
+    assert_eq!((all.len(), total, next), (30, 30, None));
+    let mut sorted = keys(&all);
+    sorted.sort();
+    assert_eq!(keys(&all), sorted);
+
+    // Pages of 7 by following the links: 7, 7, 7, 7, 2, each in order, none twice.
+    let mut walked = Vec::new();
+    let mut sizes = Vec::new();
+    let mut at = Some("/api/networks/lab/members?limit=7".to_owned());
+    while let Some(path) = at {
+        let (got, total, next): (Vec<MemberView>, _, _) = page(&api, &path).await;
+        assert_eq!(total, 30);
+        sizes.push(got.len());
+        if let Some(next) = &next {
+            let last = got.last().unwrap().public_key.to_base64();
+            let encoded = last
+                .replace('+', "%2B")
+                .replace('/', "%2F")
+                .replace('=', "%3D");
+            assert_eq!(
+                next,
+                &format!("/api/networks/lab/members?limit=7&after={encoded}")
+            );
+        }
+        walked.extend(got);
+        at = next;
+    }
+    assert_eq!(sizes, [7, 7, 7, 7, 2]);
+    assert_eq!(keys(&walked), keys(&all));
+    // A last page that ends exactly at the end has no link.
+    let (got, _, next): (Vec<MemberView>, _, _) =
+        page(&api, "/api/networks/lab/members?limit=30").await;
+    assert_eq!((got.len(), next), (30, None));
+
+    // The cursor in every form a client may send: URL-safe base64 (with or without
+    // padding), and standard base64 with its `+` not escaped (a query turns it into a space).
+    let key = all[9].public_key.to_base64();
+    let url_safe = key.replace('+', "-").replace('/', "_");
+    for after in [
+        key.replace('+', "%2B")
+            .replace('/', "%2F")
+            .replace('=', "%3D"),
+        url_safe.clone(),
+        url_safe.trim_end_matches('=').to_owned(),
+        key.replace('/', "%2F"),
+    ] {
+        let (got, total, _): (Vec<MemberView>, _, _) = page(
+            &api,
+            &format!("/api/networks/lab/members?limit=3&after={after}"),
+        )
+        .await;
+        assert_eq!(keys(&got), keys(&all[10..13]), "{after}");
+        assert_eq!(total, 30);
+    }
+    // A cursor needs no member behind it: it is a position.
+    let low = Key([0; 32]).to_base64().replace('=', "%3D");
+    let high = Key([0xff; 32])
+        .to_base64()
+        .replace('/', "%2F")
+        .replace('=', "%3D");
+    let (got, _, _): (Vec<MemberView>, _, _) =
+        page(&api, &format!("/api/networks/lab/members?after={low}")).await;
+    assert_eq!(keys(&got), keys(&all));
+    let (got, total, next): (Vec<MemberView>, _, _) = page(
+        &api,
+        &format!("/api/networks/lab/members?limit=5&after={high}"),
+    )
+    .await;
+    assert_eq!((got.len(), total, next), (0, 30, None));
+}
+
+#[tokio::test]
+async fn members_search_and_status() {
+    let api = members(30).await;
+    let names = |got: &[MemberView]| {
+        let mut n: Vec<String> = got.iter().map(|m| m.name.clone()).collect();
+        n.sort();
+        n
+    };
+    // Name, case-insensitive: node-1 and node-10..=node-19.
+    let (got, total, _): (Vec<MemberView>, _, _) =
+        page(&api, "/api/networks/lab/members?q=NODE-1").await;
+    assert_eq!(total, 11);
+    assert_eq!(names(&got)[..3], ["node-1", "node-10", "node-11"]);
+    // Paged with the search: the link keeps it.
+    let (got, total, next): (Vec<MemberView>, _, _) =
+        page(&api, "/api/networks/lab/members?limit=4&q=NODE-1").await;
+    assert_eq!((got.len(), total), (4, 11));
+    let next = next.unwrap();
+    assert!(next.ends_with("&q=NODE-1"), "{next}");
+    let (rest, _, more): (Vec<MemberView>, _, _) = page(&api, &next).await;
+    assert_eq!(rest.len(), 4);
+    assert!(more.is_some());
+
+    // Address, fingerprint (any case), key (either base64).
+    let m = page::<Vec<MemberView>>(&api, "/api/networks/lab/members")
+        .await
+        .0
+        .remove(3);
+    let address = m.address.to_string();
+    let (got, _, _): (Vec<MemberView>, _, _) =
+        page(&api, &format!("/api/networks/lab/members?q={address}")).await;
+    assert!(got.iter().any(|g| g.public_key == m.public_key));
+    assert!(got.iter().all(|g| g.address.to_string().contains(&address)));
+    let enc = |s: &str| s.replace('+', "%2B").replace('/', "%2F");
+    let url_key = m.public_key.to_base64().replace('+', "-").replace('/', "_");
+    for q in [
+        enc(&m.fingerprint.to_lowercase()),
+        enc(&m.fingerprint.to_uppercase()),
+        url_key[10..30].to_owned(),
+    ] {
+        let (got, _, _): (Vec<MemberView>, _, _) =
+            page(&api, &format!("/api/networks/lab/members?q={q}")).await;
+        assert_eq!(keys(&got), [m.public_key], "{q}");
+    }
+    let (got, total, _): (Vec<MemberView>, _, _) =
+        page(&api, "/api/networks/lab/members?q=nobody").await;
+    assert_eq!((got.len(), total), (0, 0));
+    // An empty search is none.
+    let (_, total, _): (Vec<MemberView>, _, _) = page(&api, "/api/networks/lab/members?q=").await;
+    assert_eq!(total, 30);
+
+    // Status: 15 pending (odd), 15 authorised (even); with a search; paged.
+    let (got, total, _): (Vec<MemberView>, _, _) =
+        page(&api, "/api/networks/lab/members?status=pending").await;
+    assert_eq!((got.len(), total), (15, 15));
+    assert!(got.iter().all(|m| !m.authorized));
+    let (got, total, next): (Vec<MemberView>, _, _) =
+        page(&api, "/api/networks/lab/members?status=authorized&limit=10").await;
+    assert_eq!((got.len(), total), (10, 15));
+    assert!(got.iter().all(|m| m.authorized));
+    assert!(next.unwrap().ends_with("&status=authorized"));
+    let (got, total, _): (Vec<MemberView>, _, _) =
+        page(&api, "/api/networks/lab/members?status=authorized&q=node-1").await;
+    assert_eq!(total, 5);
+    assert_eq!(
+        names(&got),
+        ["node-10", "node-12", "node-14", "node-16", "node-18"]
+    );
+}
+
+#[tokio::test]
+async fn bad_paging_values_get_400() {
+    let api = members(3).await;
+    let long = "x".repeat(257);
+    for query in [
+        "limit=0",
+        "limit=1001",
+        "limit=-1",
+        "limit=ten",
+        "limit=",
+        "limit=99999999999999999999999",
+        "after=",
+        "after=nope",
+        "after=AAAA",
+        "after=%FF",
+        "status=online",
+        "status=",
+        &format!("q={long}"),
+        "page=2",
+        "limit=1&limit=2",
+    ] {
+        let path = format!("/api/networks/lab/members?{query}");
+        let err = api
+            .fails(Method::GET, &path, None, StatusCode::BAD_REQUEST)
+            .await;
+        assert!(!err.is_empty(), "{query}");
+    }
+    for query in [
+        "limit=0",
+        "after=a%2Fb",
+        "after=",
+        "status=pending",
+        &format!("after={}", "a".repeat(65)),
+    ] {
+        let path = format!("/api/networks/lab/tokens?{query}");
+        api.fails(Method::GET, &path, None, StatusCode::BAD_REQUEST)
+            .await;
+    }
+    // Limits at the bounds are fine; a missing network stays a 404.
+    for path in [
+        "/api/networks/lab/members?limit=1",
+        "/api/networks/lab/members?limit=1000",
+        "/api/networks/lab/tokens?limit=1000",
+    ] {
+        assert_eq!(
+            api.call(Method::GET, path, None).await.0,
+            StatusCode::OK,
+            "{path}"
+        );
+    }
+    api.fails(
+        Method::GET,
+        "/api/networks/nope/members?limit=10",
+        None,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn tokens_page_by_id() {
+    let api = Api::new();
+    api.h.network("lab").await;
+    api.h.network("other").await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        api.h.clock.advance(1);
+        ids.push(api.h.token("lab", i % 2 == 0, None).await.id);
+        api.h.token("other", false, None).await;
+    }
+    // Unpaged: oldest first, as always.
+    let (all, total, next): (Vec<TokenView>, _, _) = page(&api, "/api/networks/lab/tokens").await;
+    assert_eq!(all.iter().map(|t| t.id.clone()).collect::<Vec<_>>(), ids);
+    assert_eq!((total, next), (5, None));
+    // Paged: by id, the other network's tokens left out.
+    let mut by_id = ids.clone();
+    by_id.sort();
+    let mut walked = Vec::new();
+    let mut at = Some("/api/networks/lab/tokens?limit=2".to_owned());
+    while let Some(path) = at {
+        let (got, total, next): (Vec<TokenView>, _, _) = page(&api, &path).await;
+        assert_eq!(total, 5);
+        walked.extend(got.into_iter().map(|t| t.id));
+        at = next;
+    }
+    assert_eq!(walked, by_id);
+    // Search by id, paged or not.
+    let q = &ids[2][..6];
+    let (got, _, _): (Vec<TokenView>, _, _) = page(
+        &api,
+        &format!("/api/networks/lab/tokens?q={}", q.to_uppercase()),
+    )
+    .await;
+    assert!(got.iter().any(|t| t.id == ids[2]));
+    let (got, _, _): (Vec<TokenView>, _, _) =
+        page(&api, &format!("/api/networks/lab/tokens?limit=10&q={q}")).await;
+    assert!(got.iter().all(|t| t.id.contains(q)) && !got.is_empty());
+}

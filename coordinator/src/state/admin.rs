@@ -1,6 +1,7 @@
 //! Admin operations: what the HTTP API ([`crate::http`]) calls, one method per route.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::ops::Bound;
 
 use mesh_proto::admin::{
     CreateNetwork, CreateToken, MemberView, NetworkView, TokenCreated, TokenView, UpdateMember,
@@ -10,6 +11,7 @@ use mesh_proto::Key;
 
 use super::{random32, Change, Coordinator, Error, NetState, State};
 use crate::ipam;
+use crate::listing::{MemberFilter, Page, Search};
 use crate::model::{
     parse_route, route_conflict, validate_member_name, validate_network, validate_network_name,
     Member, Network, Token, DEFAULT_KEEPALIVE, DEFAULT_MTU,
@@ -202,6 +204,59 @@ impl Coordinator {
             .collect())
     }
 
+    /// `GET /api/networks/{net}/members?limit=&after=&q=&status=`: at most `limit` members
+    /// that `filter` keeps, by key, strictly after the key `after` names (standard or
+    /// URL-safe base64; a space is read as the `+` a query string turned into one). Views
+    /// are made for the page only: the walk starts at the cursor (a range of the member
+    /// map) and stops one past the page. Counting the matches is free without a search
+    /// (the map sizes) and one pass over the members with one, allocating nothing.
+    pub async fn list_members_page(
+        &self,
+        net: &str,
+        filter: &MemberFilter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<MemberView>, Error> {
+        let after = match after {
+            None => None,
+            Some(text) => Some(parse_any_key(&text.replace(' ', "+")).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "after: expected a member's public key in base64, got {:?}",
+                    text.chars().take(64).collect::<String>()
+                ))
+            })?),
+        };
+        let st = self.state.lock().await;
+        let ns = network(&st, net)?;
+        let keep = |m: &&Member| filter.matches(&m.public_key, &m.name, m.address, m.authorized);
+        let total = match (&filter.search, filter.authorized) {
+            (None, None) => ns.members.len(),
+            (None, Some(true)) => ns.peers.len(),
+            (None, Some(false)) => ns.members.len().saturating_sub(ns.peers.len()),
+            (Some(_), _) => ns.members.values().filter(keep).count(),
+        };
+        let from = match after {
+            Some(k) => Bound::Excluded(k),
+            None => Bound::Unbounded,
+        };
+        let mut walk = ns
+            .members
+            .range((from, Bound::Unbounded))
+            .map(|(_, m)| m)
+            .filter(keep);
+        let page: Vec<&Member> = walk.by_ref().take(limit).collect();
+        let more = walk.next().is_some();
+        let sessions = self.sessions();
+        Ok(Page {
+            items: page
+                .into_iter()
+                .map(|m| ns.member_view(&sessions, m))
+                .collect(),
+            total,
+            more,
+        })
+    }
+
     /// Resolves `node` to a member's key (see [`mesh_proto::admin`] for the forms).
     pub async fn resolve_member(&self, net: &str, node: &str) -> Result<Key, Error> {
         let st = self.state.lock().await;
@@ -392,6 +447,34 @@ impl Coordinator {
             .collect();
         views.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         Ok(views)
+    }
+
+    /// `GET /api/networks/{net}/tokens?limit=&after=&q=` with `limit` or `after`: at most
+    /// `limit` of the network's tokens whose id contains `search`, by id, strictly after
+    /// `after` (any id: it need not exist).
+    pub async fn list_tokens_page(
+        &self,
+        net: &str,
+        search: Option<&Search>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<TokenView>, Error> {
+        let st = self.state.lock().await;
+        network(&st, net)?;
+        let keep = |t: &&Token| t.network == net && search.is_none_or(|s| s.finds(&t.id));
+        let total = st.tokens.values().filter(keep).count();
+        let from = match after {
+            Some(id) => Bound::Excluded(id),
+            None => Bound::Unbounded,
+        };
+        let mut walk = st
+            .tokens
+            .range::<str, _>((from, Bound::Unbounded))
+            .map(|(_, t)| t)
+            .filter(keep);
+        let items = walk.by_ref().take(limit).map(Token::view).collect();
+        let more = walk.next().is_some();
+        Ok(Page { items, total, more })
     }
 
     /// `POST /api/networks/{net}/tokens`. The answer is the only place the secret ever
