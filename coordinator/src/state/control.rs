@@ -292,7 +292,9 @@ impl Coordinator {
     /// session ends or is replaced), replacing the previous one. A report longer than
     /// [`MAX_PATH_REPORT`] or from a member not authorised is ignored whole; entries that
     /// name no other authorised member of the network, and repeated peers, are dropped.
-    /// Returns how many entries were kept.
+    /// Returns how many entries were kept. A report that changes what the member shows
+    /// moves [`Coordinator::generation`] (at most once a second, whatever the number of
+    /// reports).
     pub(crate) async fn report_paths(
         &self,
         session: &SessionGuard<'_>,
@@ -325,7 +327,10 @@ impl Coordinator {
             .filter(|slot| slot.id == session.id)
             .ok_or(PathsIgnored::Replaced)?;
         let n = kept.len();
-        slot.paths = kept;
+        if slot.paths != kept {
+            slot.paths = kept;
+            self.changes.path_reported();
+        }
         Ok(n)
     }
 

@@ -18,6 +18,7 @@
 //! network's set of authorised members changes.
 
 mod admin;
+mod changes;
 mod control;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -324,6 +325,7 @@ pub struct Coordinator {
     services: Option<Services>,
     stats: Arc<NatStats>,
     control_stats: ControlStats,
+    changes: changes::Changes,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -380,6 +382,7 @@ impl Coordinator {
             services,
             stats: Arc::new(NatStats::default()),
             control_stats: ControlStats::default(),
+            changes: changes::Changes::default(),
         }))
     }
 
@@ -639,6 +642,7 @@ impl Coordinator {
                 paths: Vec::new(),
             },
         );
+        self.changes.bump();
         SessionGuard {
             coord: self,
             net: net.to_owned(),
@@ -665,6 +669,7 @@ impl Drop for SessionGuard<'_> {
         let slot = (std::mem::take(&mut self.net), self.key);
         if sessions.get(&slot).is_some_and(|s| s.id == self.id) {
             sessions.remove(&slot);
+            self.coord.changes.bump();
         }
     }
 }
