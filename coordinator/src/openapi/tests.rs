@@ -36,6 +36,8 @@ struct Op {
     path: String,
     statuses: BTreeSet<u16>,
     has_body: bool,
+    /// Its query parameters: name and schema.
+    query: Vec<(String, Value)>,
 }
 
 fn doc_json() -> Value {
@@ -55,11 +57,24 @@ fn operations(doc: &Value) -> Vec<Op> {
                 .keys()
                 .map(|s| s.parse().expect("numeric status"))
                 .collect();
+            let query = op["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["in"] == "query")
+                .map(|p| {
+                    (
+                        p["name"].as_str().expect("name").to_owned(),
+                        p["schema"].clone(),
+                    )
+                })
+                .collect();
             ops.push(Op {
                 method: m,
                 path: path.clone(),
                 statuses,
                 has_body: op.get("requestBody").is_some(),
+                query,
             });
         }
     }
@@ -172,6 +187,46 @@ fn document_is_valid_openapi_3() {
     // The bodies' field names are the wire's (kebab-case).
     let member = &doc["components"]["schemas"]["MemberView"]["properties"];
     assert!(member["public-key"].is_object() && member["approved-routes"].is_object());
+}
+
+/// The paged listings document their parameters with the bounds the server enforces, and
+/// the headers they answer with.
+#[test]
+fn paging_is_documented() {
+    let doc = doc_json();
+    let ops = operations(&doc);
+    for path in ["/api/networks/{net}/members", "/api/networks/{net}/tokens"] {
+        let op = ops
+            .iter()
+            .find(|op| op.path == path && op.method == Method::GET)
+            .unwrap();
+        let names: Vec<&str> = op.query.iter().map(|(n, _)| n.as_str()).collect();
+        let mut want = vec!["limit", "after", "q"];
+        if path.ends_with("/members") {
+            want.push("status");
+        }
+        assert_eq!(names, want, "{path}");
+        let limit = &op.query[0].1;
+        assert_eq!(limit["minimum"], 1, "{path}");
+        assert_eq!(
+            limit["maximum"].as_u64(),
+            Some(mesh_proto::admin::MAX_PAGE as u64),
+            "{path}"
+        );
+        let headers = &doc["paths"][path]["get"]["responses"]["200"]["headers"];
+        assert!(headers["link"].is_object(), "{path}");
+        assert!(
+            headers[mesh_proto::admin::TOTAL_COUNT_HEADER].is_object(),
+            "{path}"
+        );
+    }
+    let status = &ops
+        .iter()
+        .find(|op| op.path == "/api/networks/{net}/members" && op.method == Method::GET)
+        .unwrap()
+        .query[3]
+        .1;
+    assert_eq!(status["enum"], serde_json::json!(["pending", "authorized"]));
 }
 
 /// An OpenAPI 3.1 model written independently of utoipa (the `oas3` crate) accepts the
@@ -400,6 +455,37 @@ fn junk_queries() -> Vec<String> {
     v
 }
 
+/// Values every documented query parameter is tried with: out of range, mistyped, not
+/// UTF-8, empty, oversized.
+fn bad_query_values() -> Vec<String> {
+    let mut v: Vec<String> = [
+        "",
+        "0",
+        "-1",
+        "1001",
+        "10001",
+        "1e3",
+        "99999999999999999999999",
+        "abc",
+        "%FF",
+        "%00",
+        "%20",
+        "+",
+        "%2B%2F%3D",
+        "AAAAAAAA",
+        "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE%3D",
+        "____________________________________________",
+        "pending",
+        "node-1",
+        "a%2Fb",
+        "%C3%A9",
+    ]
+    .map(str::to_owned)
+    .into();
+    v.push("x".repeat(5_000));
+    v
+}
+
 /// Malformed, mistyped, incomplete, unknown and oversized bodies.
 fn bad_bodies() -> Vec<String> {
     let long = "x".repeat(40_000);
@@ -492,6 +578,37 @@ async fn every_documented_route_answers_as_documented() {
             if let Some((status, bytes)) = send(&app, &op.method, &uri, None, true).await {
                 requests += 1;
                 check(op, &format!("query {q:.40}"), status, &bytes);
+            }
+        }
+        // (e) each documented query parameter with bad values, then at and just past the
+        // bounds the document gives it: inside answers 2xx, outside 400.
+        for (name, schema) in &op.query {
+            for v in bad_query_values() {
+                let uri = format!("{good_uri}?{name}={v}");
+                if let Some((status, bytes)) = send(&app, &op.method, &uri, good_body, true).await {
+                    requests += 1;
+                    check(op, &format!("{name}={v:.40}"), status, &bytes);
+                }
+            }
+            let (Some(min), Some(max)) = (schema["minimum"].as_u64(), schema["maximum"].as_u64())
+            else {
+                continue;
+            };
+            for (v, inside) in [(min, true), (max, true), (min - 1, false), (max + 1, false)] {
+                let uri = format!("{good_uri}?{name}={v}");
+                let (status, bytes) = send(&app, &op.method, &uri, good_body, true).await.unwrap();
+                requests += 1;
+                check(op, &format!("{name}={v}"), status, &bytes);
+                let want = if inside { "2xx" } else { "400" };
+                assert!(
+                    if inside {
+                        status.is_success()
+                    } else {
+                        status == StatusCode::BAD_REQUEST
+                    },
+                    "{} {uri}: {status}, want {want}",
+                    op.method
+                );
             }
         }
         // (b) bad bodies (ignored by body-less operations, which must still answer as
