@@ -161,10 +161,14 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: NetworkCommand,
     },
-    /// List a network's members.
+    /// List a network's members (fetched 500 at a time).
     Members {
         /// The network.
         network: String,
+        /// Only members whose name, overlay address, fingerprint or key contains TEXT
+        /// (case-insensitive).
+        #[arg(long, value_name = "TEXT")]
+        search: Option<String>,
         #[command(flatten)]
         output: JsonFlag,
     },

@@ -57,6 +57,22 @@ impl Admin {
         meshctl(&all, &[])
     }
 
+    /// The paths of every request the coordinator got, all GETs with the admin token.
+    fn gets(&self) -> Vec<String> {
+        self.coordinator
+            .requests()
+            .into_iter()
+            .map(|r| {
+                assert_eq!(r.method, "GET");
+                assert_eq!(
+                    r.header("authorization"),
+                    Some(format!("Bearer {ADMIN_TOKEN}").as_str())
+                );
+                r.path
+            })
+            .collect()
+    }
+
     /// Asserts the single request the coordinator got; returns its JSON body, if any.
     fn expect(&self, method: &str, path: &str) -> Option<Value> {
         let r = self.coordinator.request();
@@ -85,9 +101,13 @@ fn network_view() -> Value {
 }
 
 fn member_view(name: &str, last_seen: Option<u64>) -> Value {
+    member_with_key(name, KEY, last_seen)
+}
+
+fn member_with_key(name: &str, key: &str, last_seen: Option<u64>) -> Value {
     json!({
-        "public-key": KEY,
-        "fingerprint": "m9OJrAFV",
+        "public-key": key,
+        "fingerprint": &key[..8],
         "name": name,
         "address": "10.9.8.3",
         "authorized": true,
@@ -178,7 +198,7 @@ prod  10.9.8.0/24  1400  off        2        7
 fn members_table_and_json() {
     let listing = json!([
         member_view("web-1", Some(now() - 3 * 86400 - 100)),
-        member_view("database-primary", None),
+        member_with_key("database-primary", &key(2), None),
     ]);
     let admin = Admin::start(vec![(200, listing.clone())]);
     let out = admin.run(&["members", "lab"]);
@@ -187,14 +207,94 @@ fn members_table_and_json() {
         "\
 NAME              FINGERPRINT  ADDRESS   AUTHORIZED  ONLINE  LAST SEEN  VERSION  ROUTES
 web-1             m9OJrAFV     10.9.8.3  yes         yes     3d ago     0.1.0    -
-database-primary  m9OJrAFV     10.9.8.3  yes         no      never      0.1.0    -
+database-primary  AAIAAAAA     10.9.8.3  yes         no      never      0.1.0    -
 "
     );
-    admin.expect("GET", "/api/networks/lab/members");
+    // One page shorter than asked for: the only request.
+    admin.expect("GET", "/api/networks/lab/members?limit=500");
 
     let admin = Admin::start(vec![(200, listing.clone())]);
     let text = assert_ok(&admin.run(&["members", "lab", "--json"]));
     assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), listing);
+}
+
+/// A member key from a number (distinct keys, in the order of `n`).
+fn key(n: u16) -> String {
+    let mut bytes = [0u8; 32];
+    bytes[..2].copy_from_slice(&n.to_be_bytes());
+    mesh_proto::Key(bytes).to_base64()
+}
+
+/// `n` members with keys `key(from)`, `key(from + 1)`, ….
+fn members_page(from: u16, n: u16) -> Vec<Value> {
+    (from..from + n)
+        .map(|i| member_with_key(&format!("node-{i}"), &key(i), None))
+        .collect()
+}
+
+fn encoded(key: &str) -> String {
+    key.replace('+', "%2B")
+        .replace('/', "%2F")
+        .replace('=', "%3D")
+}
+
+#[test]
+fn members_are_fetched_a_page_at_a_time() {
+    // 500, 500, then 3: three requests, each after the last key of the one before.
+    let pages = [
+        members_page(0, 500),
+        members_page(500, 500),
+        members_page(1000, 3),
+    ];
+    let all: Vec<Value> = pages.iter().flatten().cloned().collect();
+    let answers = pages.iter().map(|p| (200, json!(p))).collect();
+    let admin = Admin::start(answers);
+    let text = assert_ok(&admin.run(&["members", "lab", "--json"]));
+    // --json is one array of every member, as without paging.
+    assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), json!(all));
+    assert_eq!(
+        admin.gets(),
+        [
+            "/api/networks/lab/members?limit=500".to_owned(),
+            format!(
+                "/api/networks/lab/members?limit=500&after={}",
+                encoded(&key(499))
+            ),
+            format!(
+                "/api/networks/lab/members?limit=500&after={}",
+                encoded(&key(999))
+            ),
+        ]
+    );
+
+    // The table has every member too; --search goes along on every request, encoded.
+    let admin = Admin::start(vec![(200, json!(members_page(0, 500))), (200, json!([]))]);
+    let text = assert_ok(&admin.run(&["members", "lab", "--search", "node 1&x"]));
+    assert_eq!(text.lines().count(), 501, "{text}");
+    assert_eq!(
+        admin.gets(),
+        [
+            "/api/networks/lab/members?limit=500&q=node%201%26x".to_owned(),
+            format!(
+                "/api/networks/lab/members?limit=500&after={}&q=node%201%26x",
+                encoded(&key(499))
+            ),
+        ]
+    );
+}
+
+/// A coordinator that does not page answers everything every time: a page with nothing
+/// new ends the walk instead of repeating it forever.
+#[test]
+fn members_from_a_coordinator_that_does_not_page() {
+    let everything = members_page(0, 500);
+    let admin = Admin::start(vec![(200, json!(everything))]);
+    let text = assert_ok(&admin.run(&["members", "lab", "--json"]));
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).unwrap(),
+        json!(everything)
+    );
+    assert_eq!(admin.gets().len(), 2);
 }
 
 #[test]

@@ -42,6 +42,19 @@ pub fn api_path(segments: &[&str]) -> String {
     path
 }
 
+/// `path?k=v&…`, each value percent-encoded like a path segment (a base64 key's `+`, `/`
+/// and `=` included).
+pub fn with_query(path: &str, pairs: &[(&str, &str)]) -> String {
+    let mut url = path.to_owned();
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        url.push(if i == 0 { '?' } else { '&' });
+        url.push_str(k);
+        url.push('=');
+        url.extend(utf8_percent_encode(v, SEGMENT));
+    }
+    url
+}
+
 /// The pin of the admin API's certificate and where it came from (named in errors).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pin {
@@ -332,6 +345,22 @@ mod tests {
             "/api/networks/my-lab_2~"
         );
         assert_eq!(api_path(&["networks", "héllo"]), "/api/networks/h%C3%A9llo");
+    }
+
+    #[test]
+    fn query_values_are_encoded() {
+        assert_eq!(with_query("/api/x", &[]), "/api/x");
+        assert_eq!(
+            with_query(
+                "/api/networks/lab/members",
+                &[
+                    ("limit", "500"),
+                    ("after", "m9OJrAFVwqGa+bJFZnZX5+JZChdEygr56p86FYJdDjs="),
+                    ("q", "web 1&x=y"),
+                ]
+            ),
+            "/api/networks/lab/members?limit=500&after=m9OJrAFVwqGa%2BbJFZnZX5%2BJZChdEygr56p86FYJdDjs%3D&q=web%201%26x%3Dy"
+        );
     }
 
     const PIN: &str = "sha256:8a3c9ef8a4f6d3b8a1d4de6f1c55e4b1e8f7c3a1b2c4d5e6f708192a3b4c5d6e";

@@ -1,8 +1,10 @@
 //! `meshctl admin`: the coordinator's admin API from the command line.
 //!
-//! Each command is one HTTP call ([`client`]); the answer is printed as text (tables for
-//! listings) or, with `--json`, as the API's own JSON, pretty-printed and otherwise
-//! untouched (fields this meshctl does not know yet included).
+//! Each command is one HTTP call ([`client`]), except `members`, which pages through a
+//! large network [`MEMBERS_PAGE`] members at a time; the answer is printed as text (tables
+//! for listings) or, with `--json`, as the API's own JSON, pretty-printed and otherwise
+//! untouched (fields this meshctl does not know yet included; `members --json` is one
+//! array of every page's members).
 
 mod client;
 mod tls;
@@ -25,10 +27,14 @@ use crate::cli::{AdminArgs, AdminCommand, JsonFlag, MemberArgs, NetworkCommand, 
 use crate::duration;
 use crate::local::io_reason;
 use crate::table;
-use client::{api_path, Client};
+use client::{api_path, with_query, Client};
 
 /// A token file is a line of text; anything bigger is the wrong file.
 const MAX_TOKEN_FILE: u64 = 4096;
+
+/// Members asked for per request by `meshctl admin members` (the API allows up to
+/// [`mesh_proto::admin::MAX_PAGE`]).
+pub const MEMBERS_PAGE: usize = 500;
 
 /// Runs one admin command.
 pub fn run(args: AdminArgs, out: &mut impl Write) -> anyhow::Result<()> {
@@ -98,8 +104,12 @@ fn unix_now() -> u64 {
 fn command(client: &Client, command: AdminCommand, now: u64) -> anyhow::Result<String> {
     let text = match command {
         AdminCommand::Network { command } => network(client, command)?,
-        AdminCommand::Members { network, output } => {
-            let answer = client.get(&api_path(&["networks", &network, "members"]))?;
+        AdminCommand::Members {
+            network,
+            search,
+            output,
+        } => {
+            let answer = all_members(client, &network, search.as_deref())?;
             show(output, answer, |members: Vec<MemberView>| {
                 members_table(&members, now)
             })?
@@ -204,6 +214,51 @@ fn command(client: &Client, command: AdminCommand, now: u64) -> anyhow::Result<S
         AdminCommand::Route(command) => route(client, command)?,
     };
     Ok(text)
+}
+
+/// Every member of `network` (those `search` finds, if given) as one JSON array, asked for
+/// [`MEMBERS_PAGE`] at a time: each request continues after the last key of the previous
+/// page, and a shorter page is the last. A page that brings no member not seen before also
+/// ends it (a coordinator that does not page answers everything every time).
+fn all_members(client: &Client, network: &str, search: Option<&str>) -> anyhow::Result<Value> {
+    let path = api_path(&["networks", network, "members"]);
+    let limit = MEMBERS_PAGE.to_string();
+    let mut all: Vec<Value> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut query = vec![("limit", limit.as_str())];
+        if let Some(key) = &after {
+            query.push(("after", key));
+        }
+        if let Some(q) = search {
+            query.push(("q", q));
+        }
+        let Value::Array(page) = client.get(&with_query(&path, &query))? else {
+            return Err(anyhow!(
+                "the coordinator answered with an unexpected body: not a list of members"
+            ));
+        };
+        let full = page.len() == MEMBERS_PAGE;
+        let mut new = false;
+        for member in page {
+            let key = member
+                .get("public-key")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| {
+                    anyhow!("the coordinator answered with an unexpected body: a member without a public-key")
+                })?;
+            if seen.insert(key.clone()) {
+                new = true;
+                after = Some(key);
+                all.push(member);
+            }
+        }
+        if !full || !new {
+            return Ok(Value::Array(all));
+        }
+    }
 }
 
 fn network(client: &Client, command: NetworkCommand) -> anyhow::Result<String> {
