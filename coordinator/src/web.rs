@@ -5,7 +5,10 @@
 //! `src/web/assets/` taken in with `include_str!` (plain HTML, CSS and JavaScript: no
 //! build step, nothing fetched from elsewhere). The script renders what the JSON API
 //! answers, with `textContent` only (names come from nodes: never markup), and refetches
-//! when the change feed says something changed.
+//! when the change feed says something changed. Members come a page at a time (pending
+//! ones first, then 100 authorised ones, with previous/next and a search box: the API's
+//! `limit`, `after`, `q` and `status`), so a network of 10 000 members is never fetched
+//! whole.
 //!
 //! | method | path | what |
 //! |---|---|---|

@@ -609,6 +609,15 @@ async fn the_dashboard_carries_its_csrf_token_and_the_security_headers() {
         "net-create",
         "net-delete",
         "members",
+        "member-counts",
+        "member-search",
+        "pending-more",
+        "members-empty",
+        "members-no-match",
+        "members-pager",
+        "members-prev",
+        "members-page",
+        "members-next",
         "tokens",
         "token-expiry",
         "token-reusable",
@@ -697,6 +706,31 @@ fn assets_fetch_nothing_from_elsewhere() {
     }
     assert!(js.contains("window.wmLoadedAt = Date.now()"));
     assert!(!js.contains("location.reload"));
+}
+
+/// The page never asks for every member of a network: members come a page at a time
+/// (pending ones and authorised ones apart), within the API's limit, with the search.
+#[test]
+fn the_page_asks_for_members_a_page_at_a_time() {
+    let js = ASSETS[0].body;
+    assert!(
+        js.contains("'/members?limit=' + PAGE + '&status=' + status"),
+        "app.js lost its paged members request"
+    );
+    assert!(!js.contains("/members')"), "app.js asks for every member");
+    let page: usize = js
+        .split_once("var PAGE = ")
+        .and_then(|(_, rest)| rest.split_once(';'))
+        .map(|(n, _)| n.parse().unwrap())
+        .expect("var PAGE = N; in app.js");
+    assert!((1..=mesh_proto::admin::MAX_PAGE).contains(&page), "{page}");
+    for uses in [
+        "'&q=' + enc(state.query)",
+        "'&after=' + enc(after)",
+        "X-Total-Count",
+    ] {
+        assert!(js.contains(uses), "app.js does not use {uses}");
+    }
 }
 
 /// Reads `body` until `want` has appeared `times` times or `within` passed; answers

@@ -4,6 +4,11 @@
 // (GET /api/events, server-sent events) says something changed; polls every 3 s while the
 // feed is down. The page is never reloaded.
 //
+// Members are shown a page at a time, never all of them: the pending ones first (up to a
+// page of them), then one page of the authorised ones, with previous/next (the API's
+// `after` cursor: the key of the last member shown) and a search box (`q`). So a network
+// of 10,000 members costs the page what one of 100 does.
+//
 // Everything that comes from the API goes into the page through textContent and
 // setAttribute only, never as markup: member names are chosen by nodes.
 (function () {
@@ -17,6 +22,10 @@
   var csrf = meta ? meta.getAttribute('content') || '' : '';
   var POLL_MS = 3000;
   var FEED_RETRY_MS = 10000;
+  // Members per page (and pending members shown at most).
+  var PAGE = 100;
+  // Typing pause before a search is sent.
+  var SEARCH_DELAY_MS = 300;
 
   function $(id) {
     return document.getElementById(id);
@@ -25,12 +34,23 @@
   var state = {
     networks: [],
     selected: null,
+    // The page of authorised members shown, and whether more follow it.
     members: [],
+    more: false,
+    // Pending members (the first page of them) and how many there are.
+    pending: [],
+    pendingTotal: 0,
+    // Authorised members matching the search, over all pages.
+    authorizedTotal: 0,
+    // The `after` cursor of each page up to the one shown (null: the first).
+    cursors: [null],
+    // The search text (`q`), as sent.
+    query: '',
     tokens: [],
     audit: [],
   };
   // What each section shows now (a JSON string), to leave unchanged sections alone.
-  var shown = { networks: null, panel: null, members: null, tokens: null, audit: null };
+  var shown = { networks: null, panel: null, members: null, pager: null, tokens: null, audit: null };
 
   // ---- DOM helpers -------------------------------------------------------------------
 
@@ -177,7 +197,8 @@
     window.location.assign('/login');
   }
 
-  function api(method, path, body) {
+  // The answer of a successful request; a failure is thrown as a Failure.
+  function request(method, path, body) {
     var headers = { Accept: 'application/json', 'X-CSRF-Token': csrf };
     var init = { method: method, headers: headers, credentials: 'same-origin', cache: 'no-store' };
     if (body !== undefined) {
@@ -201,13 +222,43 @@
             }
           );
         }
-        if (res.status === 204) return null;
-        return res.json();
+        return res;
       },
       function () {
         throw new Failure(0, 'cannot reach the coordinator');
       }
     );
+  }
+
+  // The JSON body of a successful request (null for 204).
+  function api(method, path, body) {
+    return request(method, path, body).then(function (res) {
+      return res.status === 204 ? null : res.json();
+    });
+  }
+
+  // One page of a paged listing: its items, how many match over all pages
+  // (X-Total-Count), and whether a next page exists (Link: <…>; rel="next").
+  function apiPage(path) {
+    return request('GET', path).then(function (res) {
+      return res.json().then(function (items) {
+        var total = Number(res.headers.get('X-Total-Count'));
+        return {
+          items: items,
+          total: Number.isFinite(total) ? total : items.length,
+          more: /rel="next"/.test(res.headers.get('Link') || ''),
+        };
+      });
+    });
+  }
+
+  // GET …/members for one page of members with `status`, after `after` (a key), found
+  // by the search.
+  function membersPath(net, status, after) {
+    var path = '/api/networks/' + enc(net) + '/members?limit=' + PAGE + '&status=' + status;
+    if (state.query) path += '&q=' + enc(state.query);
+    if (after) path += '&after=' + enc(after);
+    return path;
   }
 
   // Runs an admin action, shows its failure, and refreshes either way.
@@ -287,18 +338,33 @@
         if (next !== state.selected) selectLocal(next);
       }
       var sel = state.selected;
+      var query = state.query;
+      var after = state.cursors[state.cursors.length - 1];
+      var none = { items: [], total: 0, more: false };
       var results = await Promise.all([
-        sel ? api('GET', '/api/networks/' + enc(sel) + '/members') : [],
+        sel ? apiPage(membersPath(sel, 'pending', null)) : none,
+        sel ? apiPage(membersPath(sel, 'authorized', after)) : none,
         sel ? api('GET', '/api/networks/' + enc(sel) + '/tokens') : [],
         api('GET', '/api/audit?limit=50'),
       ]);
-      if (sel !== state.selected) {
+      if (sel !== state.selected || query !== state.query || after !== state.cursors[state.cursors.length - 1]) {
         again = true;
         return;
       }
-      state.members = results[0];
-      state.tokens = results[1];
-      state.audit = results[2];
+      var page = results[1];
+      if (page.items.length === 0 && state.cursors.length > 1) {
+        // The page shown emptied (members deleted or a search narrowed): one back.
+        state.cursors.pop();
+        again = true;
+        return;
+      }
+      state.pending = results[0].items;
+      state.pendingTotal = results[0].total;
+      state.members = page.items;
+      state.authorizedTotal = page.total;
+      state.more = page.more;
+      state.tokens = results[2];
+      state.audit = results[3];
       render();
       clearError('refresh');
     } catch (e) {
@@ -328,10 +394,22 @@
     return true;
   }
 
+  // Back to the first page of members (a new search, another network).
+  function firstPage() {
+    state.cursors = [null];
+    state.members = [];
+    state.more = false;
+  }
+
   function selectLocal(name) {
     if (name === state.selected) return;
     state.selected = name;
-    state.members = [];
+    firstPage();
+    state.pending = [];
+    state.pendingTotal = 0;
+    state.authorizedTotal = 0;
+    state.query = '';
+    $('member-search').value = '';
     state.tokens = [];
     $('token-created').hidden = true;
     $('token-secret').value = '';
@@ -536,16 +614,30 @@
     );
   }
 
+  function count(n, one, many) {
+    return n.toLocaleString() + ' ' + (n === 1 ? one : many);
+  }
+
+  // Pending members first, then the page of authorised ones, each in key order (the
+  // order pages follow).
   function renderMembers() {
     var net = state.selected;
-    if (!changed('members', [net, state.members])) return;
-    var sorted = state.members.slice().sort(function (a, b) {
-      if (a.authorized !== b.authorized) return a.authorized ? 1 : -1;
-      return a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
-    });
+    var pendingKeys = new Set(
+      state.pending.map(function (m) {
+        return m['public-key'];
+      })
+    );
+    // A member authorised between the two requests may be in both: show it once.
+    var rows = state.pending.concat(
+      state.members.filter(function (m) {
+        return !pendingKeys.has(m['public-key']);
+      })
+    );
+    renderPager();
+    if (!changed('members', [net, rows])) return;
     syncRows(
       $('members'),
-      sorted,
+      rows,
       function (m) {
         return net + ' ' + m['public-key'];
       },
@@ -553,17 +645,52 @@
         return memberRow(net, m);
       }
     );
-    $('members-empty').hidden = sorted.length > 0;
-    var pending = sorted.filter(function (m) {
-      return !m.authorized;
-    }).length;
-    var online = sorted.filter(function (m) {
-      return m.online;
-    }).length;
-    var parts = [sorted.length + (sorted.length === 1 ? ' member' : ' members')];
-    if (pending) parts.push(pending + ' pending');
-    parts.push(online + ' online');
+    $('members-empty').hidden = rows.length > 0 || !!state.query;
+    $('members-no-match').hidden = rows.length > 0 || !state.query;
+  }
+
+  // The counts, the note about pending members not shown, and previous/next.
+  function renderPager() {
+    var n = selectedNetwork();
+    var first = (state.cursors.length - 1) * PAGE;
+    var view = [
+      n ? n.members : 0,
+      state.query,
+      state.pendingTotal,
+      state.pending.length,
+      state.authorizedTotal,
+      state.members.length,
+      first,
+      state.more,
+    ];
+    if (!changed('pager', view)) return;
+    var parts = [count(n ? n.members : 0, 'member', 'members')];
+    var pending = state.pendingTotal ? count(state.pendingTotal, 'pending', 'pending') : '';
+    if (state.query) {
+      var found = count(state.pendingTotal + state.authorizedTotal, 'match', 'matches');
+      parts.push(pending ? found + ' (' + pending + ')' : found);
+    } else if (pending) {
+      parts.push(pending);
+    }
     $('member-counts').textContent = parts.join(' · ');
+
+    var hidden = state.pendingTotal - state.pending.length;
+    $('pending-more').hidden = hidden <= 0;
+    $('pending-more').textContent =
+      hidden > 0
+        ? 'Showing ' + state.pending.length + ' of ' + state.pendingTotal.toLocaleString() +
+          ' pending members; search to find the others.'
+        : '';
+
+    var paged = state.cursors.length > 1 || state.more;
+    $('members-pager').hidden = !paged;
+    $('members-prev').disabled = state.cursors.length <= 1;
+    $('members-next').disabled = !state.more;
+    $('members-page').textContent =
+      state.members.length > 0
+        ? 'authorised ' + (first + 1).toLocaleString() + '–' + (first + state.members.length).toLocaleString() +
+          ' of ' + state.authorizedTotal.toLocaleString()
+        : '';
   }
 
   function tokenRow(net, t) {
@@ -725,6 +852,34 @@
     } else {
       fallback();
     }
+  });
+
+  $('members-next').addEventListener('click', function () {
+    var last = state.members[state.members.length - 1];
+    // (A second click before the next page arrived would skip a page.)
+    if (!state.more || !last || state.cursors[state.cursors.length - 1] === last['public-key']) return;
+    state.cursors.push(last['public-key']);
+    refresh();
+  });
+
+  $('members-prev').addEventListener('click', function () {
+    if (state.cursors.length <= 1) return;
+    state.cursors.pop();
+    refresh();
+  });
+
+  // The search goes out once typing pauses; it starts again from the first page.
+  var searchTimer = null;
+  $('member-search').addEventListener('input', function () {
+    if (searchTimer) window.clearTimeout(searchTimer);
+    searchTimer = window.setTimeout(function () {
+      searchTimer = null;
+      var q = $('member-search').value.trim();
+      if (q === state.query) return;
+      state.query = q;
+      firstPage();
+      refresh();
+    }, SEARCH_DELAY_MS);
   });
 
   $('error-close').addEventListener('click', function () {
