@@ -730,7 +730,7 @@ advertise-routes = ["10.244.3.0/24", "fd00:244:3::/64", "10.9.9.0/24"]"#);
             ("syntax", "mtu = 1280\nmtu = = 3\n".into(),
                 format!("{PATH}:2: ")),
             ("unknown field", "mtu = 1280\n\nadress = \"10.9.8.1/24\"\n".into(),
-                format!("{PATH}:3: unknown field `adress`, expected one of `interface`, `listen-port`, `address`, `mtu`, `private-key-file`, `advertise-routes`, `metrics-listen`, `peer`")),
+                format!("{PATH}:3: unknown field `adress`, expected one of `interface`, `listen-port`, `address`, `mtu`, `private-key-file`, `advertise-routes`, `metrics-listen`, `peer-idle-after`, `peer`")),
             ("unknown peer field", format!("[[peer]]\npublic-key = \"{a}\"\nallowed-ip = []\n"),
                 format!("{PATH}:3: unknown field `allowed-ip`")),
             ("wrong type", "mtu = \"big\"\n".into(),

@@ -453,9 +453,19 @@ impl Coordinator {
         self.clock.now()
     }
 
-    /// Applies `ops` to the store (one atomic batch).
+    /// Applies `ops` to the store (one atomic batch). The batch is written in memory (the
+    /// flush comes later, in [`Coordinator::durable`]) but sled may still block on its IO
+    /// buffers, so on a multi-threaded runtime it runs in `block_in_place`: the worker's
+    /// other tasks (sessions, pushes) move to another worker meanwhile. It stays under the
+    /// state lock on purpose: the batch and the memory it mirrors change together.
     fn apply(&self, ops: &[Op]) -> Result<(), StoreError> {
-        self.store.apply(ops)?;
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi_thread {
+            tokio::task::block_in_place(|| self.store.apply(ops))?;
+        } else {
+            self.store.apply(ops)?;
+        }
         self.applied.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
