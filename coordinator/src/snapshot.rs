@@ -8,15 +8,15 @@
 //! every peer, and comparing unchanged entries is a pointer comparison.
 //!
 //! What goes on the wire is encoded once and shared by every session
-//! ([`mesh_proto::wire`]): each [`PeerEntry`] carries its encoding, a snapshot encodes its
-//! full netmap at most once ([`Snapshot::full_frame`]), and each version's changes are
+//! ([`mesh_proto::wire`]): each [`PeerEntry`] carries its encoding, joiners share the entries of a
+//! full netmap ([`Checkpoint`]), and each version's changes are
 //! encoded once when they are committed ([`Deltas`]). A session that is current sends the
 //! frames of the versions it lacks; only one that fell further behind than [`Deltas`]
 //! reaches costs work of its own.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Deref;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use ipnet::IpNet;
@@ -157,8 +157,6 @@ pub struct Snapshot {
     pub seq: u64,
     /// The network's recent change frames (shared by all its snapshots).
     pub deltas: Arc<Deltas>,
-    /// The full netmap frame, encoded on first use.
-    pub full: OnceLock<Bytes>,
 }
 
 /// Where a member stands in a snapshot.
@@ -184,21 +182,6 @@ impl Snapshot {
         } else {
             Status::Absent
         }
-    }
-
-    /// The full netmap frame of this version, for every authorised member (each finds
-    /// itself by its key), encoded once per snapshot.
-    pub fn full_frame(&self) -> Bytes {
-        self.full
-            .get_or_init(|| {
-                let size = self.peers.values().map(|p| p.wire.len()).sum();
-                let mut b = FrameBuilder::netmap(self.version, &self.network, size);
-                for p in self.peers.values() {
-                    b.member(&p.wire);
-                }
-                Bytes::from(b.finish())
-            })
-            .clone()
     }
 
     /// What a member that holds no netmap (it just joined, or cannot resume) is sent to
@@ -434,7 +417,6 @@ mod tests {
             deleted: false,
             seq: 0,
             deltas: Arc::default(),
-            full: OnceLock::new(),
         }
     }
 
@@ -550,7 +532,11 @@ mod tests {
                 else {
                     continue;
                 };
-                let full = new.full_frame();
+                let full: Vec<u8> = new
+                    .first_frames(&member)
+                    .iter()
+                    .flat_map(|f| f.iter().copied())
+                    .collect();
                 assert_eq!(
                     mesh_proto::wire::decode_netmap(&full[4..], &member).unwrap(),
                     new_map,

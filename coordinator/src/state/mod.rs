@@ -261,7 +261,6 @@ fn snapshot_of(
         deleted,
         seq,
         deltas: deltas.clone(),
-        full: std::sync::OnceLock::new(),
     }
 }
 
