@@ -380,27 +380,11 @@ fn free_udp_block(n: u16) -> anyhow::Result<SocketAddr> {
 
 /// (peak RSS MB, CPU seconds) of a process, from /proc.
 fn proc_usage(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm_kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0.0);
-    (hwm_kb / 1024.0, cpu_of(&format!("/proc/{pid}/stat")))
-}
-
-fn cpu_of(stat_path: &str) -> f64 {
-    let stat = std::fs::read_to_string(stat_path).unwrap_or_default();
-    // Fields after the command (which may contain spaces) start after the last ')'.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of stat; here 0-based after ')': 11 and 12.
-    (ticks(11) + ticks(12)) / 100.0
+    (util::proc_memory_mb(pid, "VmHWM"), util::proc_cpu_s(pid))
 }
 
 fn self_cpu_s() -> f64 {
-    cpu_of("/proc/self/stat")
+    util::proc_cpu_s(std::process::id())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -793,6 +777,14 @@ async fn scenario(opts: &Options) -> anyhow::Result<Report> {
         .context("no join-token in the answer")?
         .parse()
         .context("parsing the join token")?;
+    // The network's version, asked on a blocking thread (the admin client is blocking).
+    let version = {
+        let coord = coord.clone();
+        move || {
+            let c = coord.clone();
+            blocking(move || c.lock().unwrap_or_else(|e| e.into_inner()).version())
+        }
+    };
     let (listen, pid) = {
         let c = coord.lock().unwrap_or_else(|e| e.into_inner());
         (c.listen, c.pid())
@@ -886,10 +878,7 @@ async fn scenario(opts: &Options) -> anyhow::Result<Report> {
                 .all(|s| s.version.load(Ordering::Relaxed) >= target))
         }
     };
-    let v = {
-        let c = coord.clone();
-        blocking(move || c.lock().unwrap_or_else(|e| e.into_inner()).version()).await?
-    };
+    let v = version().await?;
     wait_for(opts, "settle", settle(fleet.clone(), v), String::new).await?;
 
     if let Some((tx, release)) = &opts.hold {
@@ -940,10 +929,7 @@ async fn scenario(opts: &Options) -> anyhow::Result<Report> {
         )
         .await?;
         // Renaming the member changes its name: look it up by key from now on.
-        let v = {
-            let c = coord.clone();
-            blocking(move || c.lock().unwrap_or_else(|e| e.into_inner()).version()).await?
-        };
+        let v = version().await?;
         wait_for(opts, "change", settle(fleet.clone(), v), || {
             let behind = fleet
                 .nodes
@@ -972,10 +958,7 @@ async fn scenario(opts: &Options) -> anyhow::Result<Report> {
             Some(json!({ "name": format!("sim-{target:05}") })),
         )
         .await?;
-        let v = {
-            let c = coord.clone();
-            blocking(move || c.lock().unwrap_or_else(|e| e.into_inner()).version()).await?
-        };
+        let v = version().await?;
         wait_for(opts, "change", settle(fleet.clone(), v), String::new).await?;
     }
     let changes_made = 2 * opts.changes;

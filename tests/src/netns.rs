@@ -44,6 +44,16 @@ impl Netns {
         util::run(self.command(program).args(args))
     }
 
+    /// The packets the first `counter` of nftables table `inet TABLE` counted so far.
+    pub fn nft_counter(&self, table: &str) -> anyhow::Result<u64> {
+        let out = self.exec(&["nft", "list", "table", "inet", table])?;
+        out.split_whitespace()
+            .skip_while(|w| *w != "packets")
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("no packet counter in table inet {table}"))
+    }
+
     /// Runs `ip -n NAME <args>`; fails unless it exits 0; returns stdout.
     pub fn ip(&self, args: &[&str]) -> anyhow::Result<String> {
         util::run(Command::new("ip").args(["-n", &self.name]).args(args))

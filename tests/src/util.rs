@@ -270,6 +270,28 @@ pub fn tail(path: &Path, n: usize) -> String {
     }
 }
 
+/// CPU seconds (user + system) a process has used, from `/proc/PID/stat`; 0 when it is gone.
+pub fn proc_cpu_s(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may contain spaces) start after the last ')';
+    // utime and stime (fields 14 and 15) are then the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// A memory line of `/proc/PID/status` (`VmRSS`, `VmHWM`, …) in MB; 0 when absent.
+pub fn proc_memory_mb(pid: u32, field: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

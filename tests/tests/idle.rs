@@ -27,12 +27,7 @@ fn sent_to(ns: &Netns, to: std::net::Ipv4Addr) -> anyhow::Result<u64> {
             "table inet wmidle {{\n  chain out {{\n    type filter hook output priority 0;\n    ip daddr {to} udp sport {PORT} counter\n  }}\n}}\n"
         ))?;
     }
-    let out = ns.exec(&["nft", "list", "table", "inet", "wmidle"])?;
-    out.split_whitespace()
-        .skip_while(|w| *w != "packets")
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no counter in {out}"))
+    ns.nft_counter("wmidle")
 }
 
 #[test]

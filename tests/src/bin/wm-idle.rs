@@ -21,7 +21,7 @@ use anyhow::{bail, Context as _};
 use clap::Parser;
 use serde_json::json;
 use wiremesh_tests::loadgen::{self, Options, NETWORK};
-use wiremesh_tests::{Meshd, Netns};
+use wiremesh_tests::{util, Meshd, Netns};
 
 /// One real meshd among N simulated members, idle: CPU, RSS, underlay packets.
 #[derive(Debug, Parser)]
@@ -58,36 +58,6 @@ fn main() {
             std::process::exit(1);
         }
     }
-}
-
-/// utime + stime of a process, in seconds.
-fn cpu_s(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<f64> = rest
-        .split_whitespace()
-        .map(|v| v.parse().unwrap_or(0.0))
-        .collect();
-    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
-}
-
-fn rss_mb(pid: &str) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
-}
-
-fn sent_packets(ns: &Netns) -> anyhow::Result<u64> {
-    let out = ns.exec(&["nft", "list", "table", "inet", "wmidle"])?;
-    out.split_whitespace()
-        .skip_while(|w| *w != "packets")
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .context("no packet counter in the wmidle table")
 }
 
 fn run(cli: &Cli) -> anyhow::Result<serde_json::Value> {
@@ -157,15 +127,22 @@ fn measure(cli: &Cli, ns: &Arc<Netns>) -> anyhow::Result<serde_json::Value> {
         String::from_utf8_lossy(&out.stdout)
             .split_whitespace()
             .next()
+            .and_then(|p| p.parse::<u32>().ok())
             .context("meshd's pid")?
-            .to_owned()
     };
     std::thread::sleep(Duration::from_secs(cli.settle));
-    let (cpu0, pkts0, t0) = (cpu_s(&pid), sent_packets(ns)?, Instant::now());
+    let sample = || -> anyhow::Result<(f64, u64, Instant)> {
+        Ok((
+            util::proc_cpu_s(pid),
+            ns.nft_counter("wmidle")?,
+            Instant::now(),
+        ))
+    };
+    let (cpu0, pkts0, t0) = sample()?;
     std::thread::sleep(Duration::from_secs(cli.window));
-    let (cpu1, pkts1, t1) = (cpu_s(&pid), sent_packets(ns)?, Instant::now());
+    let (cpu1, pkts1, t1) = sample()?;
     let secs = (t1 - t0).as_secs_f64();
-    let rss = rss_mb(&pid);
+    let rss = util::proc_memory_mb(pid, "VmRSS");
     release.store(true, Ordering::Relaxed);
     let _ = generator.join();
     Ok(json!({
