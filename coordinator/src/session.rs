@@ -446,6 +446,7 @@ where
             reflectors: services.reflectors.clone(),
             relay: services.relay.clone(),
             relay_token: relay::token(&services.relay_secret, &self.key),
+            coordinators: Vec::new(),
         };
         send(self.writer, &msg).await
     }

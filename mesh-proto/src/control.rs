@@ -31,6 +31,17 @@
 //! holder of the private key can answer, the answer is useless on any other connection, and
 //! the coordinator never sees a private key.
 //!
+//! # Services and coordinators
+//!
+//! Once authorised on a connection, and before the netmap, the node gets
+//! [`ServerMsg::Services`]: the reflectors, the relay and its relay token, and
+//! `coordinators`, the control address (`host:port`) of every coordinator sharing this
+//! one's identity (one certificate pin, one relay secret), in a stable order. A node
+//! replaces the coordinator list of its membership with a non-empty `coordinators` and
+//! fails over among them when its own stops answering, resuming from its netmap version.
+//! The field is omitted when empty and defaults to empty, so a coordinator that does not
+//! send it and a node that does not read it interoperate with both kinds of peer.
+//!
 //! # Path reports
 //!
 //! While authorised, a node tells the coordinator how it reaches each peer
@@ -223,6 +234,12 @@ pub enum ServerMsg {
         relay: Option<String>,
         /// This member's relay token (`mesh_proto::relay::token`).
         relay_token: Key,
+        /// Every coordinator's control address (`host:port`, QUIC), in a stable order:
+        /// the coordinators that share this one's identity (pin, relay secret), any of
+        /// which the node may use. Absent (empty) from a coordinator that does not know
+        /// them; the node then keeps the addresses it has.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        coordinators: Vec<String>,
     },
     /// Changes since the last message, reaching `version`.
     Changes {
@@ -594,6 +611,45 @@ mod tests {
             decode::<ClientMsg>(br#"{"type":"paths","peers":[]}"#).unwrap(),
             ClientMsg::Paths { peers: vec![] }
         );
+    }
+
+    #[test]
+    fn services_coordinators_are_optional_on_the_wire() {
+        let token = Key([4; 32]);
+        let old = ServerMsg::Services {
+            reflectors: vec!["192.0.2.1:7444".into()],
+            relay: None,
+            relay_token: token,
+            coordinators: vec![],
+        };
+        // Empty: not sent, so an older node sees exactly what it always did.
+        let frame = encode(&old);
+        let text = String::from_utf8_lossy(&frame[4..]).into_owned();
+        assert!(!text.contains("coordinators"), "{text}");
+        assert_eq!(decode::<ServerMsg>(&frame[4..]).unwrap(), old);
+        // From an older coordinator (no field): empty.
+        let body = format!(
+            r#"{{"type":"services","reflectors":[],"relay":null,"relay_token":"{}"}}"#,
+            token.to_base64()
+        );
+        let ServerMsg::Services { coordinators, .. } = decode(body.as_bytes()).unwrap() else {
+            panic!("not services");
+        };
+        assert!(coordinators.is_empty());
+        // Present: kept in order.
+        let new = ServerMsg::Services {
+            reflectors: vec![],
+            relay: Some("192.0.2.1:7446".into()),
+            relay_token: token,
+            coordinators: vec!["c2.example:7443".into(), "c1.example:7443".into()],
+        };
+        let frame = encode(&new);
+        let text = String::from_utf8_lossy(&frame[4..]).into_owned();
+        assert!(
+            text.contains(r#""coordinators":["c2.example:7443","c1.example:7443"]"#),
+            "{text}"
+        );
+        assert_eq!(decode_server(&frame[4..], &token).unwrap(), new);
     }
 
     #[test]

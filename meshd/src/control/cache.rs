@@ -1,5 +1,5 @@
 //! What meshd remembers about its network across restarts, in sled under the state
-//! directory: the membership (coordinator, pin, network, pending join secret) and the last
+//! directory: the membership (coordinators, pin, network, pending join secret) and the last
 //! netmap applied. With the netmap cached, a restarted meshd brings its tunnels back before
 //! (and without) reaching the coordinator.
 
@@ -20,7 +20,9 @@ const SERVICES: &[u8] = b"services";
 pub struct Membership {
     /// Network name.
     pub network: String,
-    /// Coordinator addresses, tried in order.
+    /// Coordinator control addresses (`host:port`): those of the join, replaced by the
+    /// list the coordinators advertise (never by an empty one); tried in the order
+    /// `attempt_order` gives.
     pub coordinators: Vec<String>,
     /// The coordinator certificate pin.
     pub pin: CertPin,

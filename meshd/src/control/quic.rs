@@ -12,6 +12,43 @@ use mesh_proto::control::{CertPin, ALPN, EXPORTER_LABEL};
 /// The TLS server name the coordinator's certificate carries; not checked (the pin is).
 const SERVER_NAME: &str = "wiremesh-coordinator";
 
+/// How the client notices that a coordinator stopped answering: QUIC keep-alive (a PING
+/// when nothing else was sent) and idle timeout (the connection is dead after this long
+/// without a packet from the coordinator). quinn uses the smaller of both sides' idle
+/// timeouts; the coordinator's is 15 s, so the client's wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Liveness {
+    /// Send a keep-alive after this long without sending.
+    pub keep_alive: Duration,
+    /// Give the connection up after this long without hearing from the coordinator.
+    pub idle_timeout: Duration,
+}
+
+impl Liveness {
+    /// With one coordinator there is nowhere to fail over to: keep-alive 5 s (the NAT
+    /// mapping), idle timeout 15 s; a coordinator holds 10,000 nodes at 2,000 keep-alives a
+    /// second. (A restarted coordinator resets old connections at once anyway.)
+    pub const SINGLE: Liveness = Liveness {
+        keep_alive: Duration::from_secs(5),
+        idle_timeout: Duration::from_secs(15),
+    };
+    /// With several coordinators: a dead one is noticed within 4 s, in time to fail over
+    /// within about 5 s; it costs each coordinator one keep-alive per node every 1.5 s.
+    pub const FAILOVER: Liveness = Liveness {
+        keep_alive: Duration::from_millis(1500),
+        idle_timeout: Duration::from_secs(4),
+    };
+
+    /// The liveness for a membership listing `coordinators` addresses.
+    pub fn for_coordinators(coordinators: usize) -> Liveness {
+        if coordinators > 1 {
+            Liveness::FAILOVER
+        } else {
+            Liveness::SINGLE
+        }
+    }
+}
+
 /// A live, authenticated-by-pin QUIC connection with its one control stream.
 #[derive(Debug)]
 pub struct Connection {
@@ -40,13 +77,18 @@ impl Client {
     }
 
     /// Connects to `addr` trusting only `pin`, opens the control stream.
-    pub async fn connect(&self, addr: SocketAddr, pin: CertPin) -> anyhow::Result<Connection> {
+    pub async fn connect(
+        &self,
+        addr: SocketAddr,
+        pin: CertPin,
+        liveness: Liveness,
+    ) -> anyhow::Result<Connection> {
         let tls = mesh_pin::quic_client_config(pin, &[ALPN]);
         let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
         let mut config = quinn::ClientConfig::new(Arc::new(quic));
         let mut transport = quinn::TransportConfig::default();
-        transport.keep_alive_interval(Some(Duration::from_secs(5)));
-        transport.max_idle_timeout(Some(Duration::from_secs(15).try_into()?));
+        transport.keep_alive_interval(Some(liveness.keep_alive));
+        transport.max_idle_timeout(Some(liveness.idle_timeout.try_into()?));
         config.transport_config(Arc::new(transport));
 
         let connection = self

@@ -36,6 +36,11 @@ pub trait Sink {
     fn services(&mut self, services: Services) {
         let _ = services;
     }
+    /// Every coordinator's control address, as the coordinator advertised them with the
+    /// services (empty from a coordinator that does not send them).
+    fn coordinators(&mut self, coordinators: Vec<String>) {
+        let _ = coordinators;
+    }
 }
 
 /// What [`ServerMsg::Services`] carries.
@@ -231,7 +236,9 @@ async fn receive<R: AsyncRead + Unpin>(
                 reflectors,
                 relay,
                 relay_token,
+                coordinators,
             } => {
+                sink.coordinators(coordinators);
                 sink.services(Services {
                     reflectors,
                     relay,
@@ -263,6 +270,8 @@ mod tests {
     struct Record {
         pending: Vec<String>,
         maps: Vec<Netmap>,
+        services: Vec<Services>,
+        coordinators: Vec<Vec<String>>,
     }
 
     impl Sink for Record {
@@ -271,6 +280,12 @@ mod tests {
         }
         fn netmap(&mut self, netmap: &Netmap) {
             self.maps.push(netmap.clone());
+        }
+        fn services(&mut self, services: Services) {
+            self.services.push(services);
+        }
+        fn coordinators(&mut self, coordinators: Vec<String>) {
+            self.coordinators.push(coordinators);
         }
     }
 
@@ -331,7 +346,8 @@ mod tests {
         let _ = recv(r).await;
     }
 
-    /// A scripted coordinator: checks the proof, then sends a netmap, a change, pending.
+    /// A scripted coordinator: checks the proof, then sends the services (with every
+    /// coordinator's address), a netmap, a change, pending.
     #[tokio::test]
     async fn full_exchange() {
         let node = Key::clamp_private([3; 32]);
@@ -360,6 +376,16 @@ mod tests {
                 proof,
                 control::expected_proof(&eph, &h.public_key, &nonce, &exporter)
             );
+            send(
+                &mut sw,
+                &ServerMsg::Services {
+                    reflectors: vec!["192.0.2.1:7444".into()],
+                    relay: None,
+                    relay_token: Key([8; 32]),
+                    coordinators: vec!["c1:7443".into(), "c2:7443".into()],
+                },
+            )
+            .await;
             send(&mut sw, &ServerMsg::Netmap { netmap: netmap() }).await;
             let peer = PeerInfo {
                 public_key: Key([9; 32]),
@@ -401,6 +427,18 @@ mod tests {
         assert_eq!(rec.maps[1].version, 2);
         assert_eq!(rec.maps[1].peers.len(), 1);
         assert_eq!(rec.pending, vec!["deauthorized".to_owned()]);
+        assert_eq!(
+            rec.coordinators,
+            vec![vec!["c1:7443".to_owned(), "c2:7443".to_owned()]]
+        );
+        assert_eq!(
+            rec.services,
+            vec![Services {
+                reflectors: vec!["192.0.2.1:7444".into()],
+                relay: None,
+                relay_token: Key([8; 32]),
+            }]
+        );
     }
 
     /// Paths are reported only while authorised: not while pending, soon after the

@@ -372,6 +372,13 @@ impl Device {
         *self.control_status.lock() = status;
     }
 
+    /// Changes the published coordinator status in place, if there is one.
+    pub fn update_control_status(&self, f: impl FnOnce(&mut ControlStatus)) {
+        if let Some(status) = self.control_status.lock().as_mut() {
+            f(status);
+        }
+    }
+
     /// Makes the data plane match `netmap` (or, with `None`, drops everything that came from
     /// a network). A pure diff: peers whose key and keepalive are unchanged keep
     /// their `Tunn`, so their sessions continue undisturbed; their allowed IPs and endpoint may
