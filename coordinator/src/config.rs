@@ -224,7 +224,7 @@ pub enum ConfigError {
     },
     /// The admin API's certificate or key is unusable.
     #[error(transparent)]
-    HttpTls(#[from] crate::https::TlsError),
+    HttpTls(#[from] crate::admin::https::TlsError),
     /// No address to put into join tokens.
     #[error("--listen {0} is a wildcard address nodes cannot dial; pass --advertise HOST:PORT (the address nodes reach this coordinator at)")]
     NoAdvertise(SocketAddr),
@@ -311,7 +311,7 @@ impl ServeConfig {
         };
         let cfg = ServeConfig::merge(args, file)?;
         if let HttpTls::Pem { cert, key } = &cfg.http_tls {
-            crate::https::AdminTls::from_pem_files(cert, key)?;
+            crate::admin::https::AdminTls::from_pem_files(cert, key)?;
         }
         Ok(cfg)
     }

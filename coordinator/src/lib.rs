@@ -1,43 +1,43 @@
 //! The wiremesh coordinator: networks, members, overlay addresses, join tokens, and the
 //! netmaps it pushes to nodes over QUIC; an admin HTTP API and web dashboard on the side
-//! (plain HTTP on loopback, or TLS: [`https`]); UDP reflectors and a relay for NAT traversal.
+//! (plain HTTP on loopback, or TLS: [`admin::https`]); UDP reflectors and a relay for NAT
+//! traversal.
 //!
-//! Shape: a state core ([`state`]: one async mutex, a [`store::Store`] behind it, a
-//! `watch` channel of immutable [`snapshot::Snapshot`]s per network, and the relay's
-//! [`membership::Membership`] index) with IO shells: [`quic`] + [`session`] for nodes,
-//! [`http`] + [`web`] for admins, [`reflector`] and [`relay`] on their own UDP sockets. Pure pieces
-//! ([`ipam`], [`snapshot`], [`model`] validation, [`listing`] filters, [`membership`], the
-//! relay's decisions) are unit-tested in place; the session logic runs over any byte stream so its tests need
-//! no QUIC.
+//! Shape: one folder per concern, in layers, top to bottom; a module imports only from its
+//! own layer or those below it.
+//!
+//! | layer | what |
+//! |---|---|
+//! | [`admin`] | the admin side: HTTP router, JSON API, dashboard, OpenAPI, metrics, HTTPS |
+//! | [`udp`] | the UDP services: reflectors and relay, on their own sockets |
+//! | [`control`] | the control plane: the state core ([`control::state`]), the nodes' sessions |
+//! | [`store`], [`model`] | the records and where they persist |
+//!
+//! The state core is one async mutex, a [`store::Store`] behind it, a `watch` channel of
+//! immutable [`control::snapshot::Snapshot`]s per network, and the relay's
+//! [`control::membership::Membership`] index; the IO shells are [`control::quic`] +
+//! [`control::session`] for nodes, [`admin::router`] for admins, [`udp::reflector`] and
+//! [`udp::relay`] on their own UDP sockets. Pure pieces ([`control::ipam`],
+//! [`control::snapshot`], [`model`] validation, [`control::listing`] filters,
+//! [`control::membership`], the relay's decisions) are unit-tested in place; the session
+//! logic runs over any byte stream so its tests need no QUIC. Beside the layers:
+//! [`identity`] (the data directory: certificate, admin token, relay secret), a leaf that
+//! [`control::quic`] and [`admin::https`] read, and [`config`] (command line and file) on
+//! top, for the binary that wires everything together (`serve.rs`).
 //!
 //! What it leaves out: admin accounts other than the one admin token, separate relay
 //! processes; it
 //! never sees a node's private key, and the relay never sees a payload in clear.
 
-pub mod audit;
+pub mod admin;
 pub mod config;
-pub mod frame;
-pub mod http;
-pub mod https;
+pub mod control;
 pub mod identity;
-pub mod ipam;
-pub mod listing;
-pub mod membership;
-pub mod metrics;
 pub mod model;
-pub mod openapi;
-pub mod quic;
-pub mod reflector;
-pub mod relay;
-pub mod session;
-pub mod snapshot;
-pub mod state;
-pub mod stats;
 pub mod store;
 pub mod udp;
-pub mod web;
 
-pub use state::Coordinator;
+pub use control::state::Coordinator;
 
 #[cfg(test)]
 mod testutil;

@@ -30,7 +30,7 @@ pub const MAX_ROUTES: usize = 64;
 /// The first netmap version of a network created at `now` (Unix seconds): `now · 2^20`.
 /// A network deleted and created again under the same name starts above any version the
 /// old one can have reached (unless it made a million changes a second), so a node's cache
-/// of the old one never resumes into the new one ([`crate::state`]'s `resume_records`).
+/// of the old one never resumes into the new one ([`crate::control::state`]'s `resume_records`).
 /// Below 2^53 until the year 2255, so JSON readers that hold numbers as doubles are exact.
 pub fn initial_version(now: u64) -> u64 {
     now.saturating_mul(1 << 20).max(1)
@@ -187,7 +187,7 @@ impl Member {
             public_endpoint: self.public_endpoint,
             advertised_routes: self.advertised_routes.clone(),
             approved_routes: self.approved_routes.clone(),
-            // Not stored: the session registry has them ([`crate::state`]).
+            // Not stored: the session registry has them ([`crate::control::state`]).
             paths: Vec::new(),
         }
     }

@@ -1,19 +1,22 @@
 //! `coordinator serve`: data directory, identity, store, then the QUIC endpoint, the UDP
 //! reflectors and relay, and the admin API (plain HTTP, or HTTPS through
-//! `coordinator::https`) until SIGINT/SIGTERM.
+//! `coordinator::admin::https`) until SIGINT/SIGTERM.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use coordinator::admin;
+use coordinator::admin::api::HttpOptions;
+use coordinator::admin::https::{self, AdminTls};
 use coordinator::config::{HttpTls, ServeConfig};
-use coordinator::https::{self, AdminTls};
+use coordinator::control::quic;
+use coordinator::control::state::{Clock, Coordinator, JoinInfo, Services, SystemClock};
 use coordinator::identity::DataDir;
-use coordinator::relay::Relay;
-use coordinator::state::{Clock, Coordinator, JoinInfo, Services, SystemClock};
 use coordinator::store::SledStore;
-use coordinator::{http, quic, reflector, relay, udp};
+use coordinator::udp::relay::{self, Relay};
+use coordinator::udp::{self, reflector};
 
 pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let dir = DataDir::new(&cfg.data_dir);
@@ -105,10 +108,10 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     // Over TLS the dashboard's session cookie is marked Secure; open dashboards' change
     // feeds end when shutdown starts.
     let (closing, closing_rx) = tokio::sync::watch::channel(false);
-    let app = http::router_with(
+    let app = admin::router_with(
         coord.clone(),
         &admin_token,
-        http::HttpOptions {
+        HttpOptions {
             secure_cookies: cfg.tls_enabled(),
             closing: Some(closing_rx),
         },

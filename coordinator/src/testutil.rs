@@ -13,9 +13,9 @@ use mesh_proto::Key;
 use tokio::io::{AsyncWriteExt as _, DuplexStream, ReadHalf, WriteHalf};
 use tokio::task::JoinHandle;
 
-use crate::frame::FrameReader;
-use crate::session::{self, End};
-use crate::state::{Coordinator, JoinInfo, ManualClock, Services};
+use crate::control::frame::FrameReader;
+use crate::control::session::{self, End};
+use crate::control::state::{Coordinator, JoinInfo, ManualClock, Services};
 use crate::store::MemoryStore;
 
 /// Opens the sled store at `path`, retrying for a while when the lock is still held: sled

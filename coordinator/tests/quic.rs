@@ -8,9 +8,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use coordinator::frame::{self, FrameReader};
+use coordinator::control::frame::{self, FrameReader};
+use coordinator::control::state::{Coordinator, JoinInfo, Services, SystemClock};
 use coordinator::identity::{DataDir, SERVER_NAME};
-use coordinator::state::{Coordinator, JoinInfo, Services, SystemClock};
 use coordinator::store::MemoryStore;
 use mesh_proto::admin::{CreateNetwork, CreateToken};
 use mesh_proto::control::{
@@ -41,7 +41,8 @@ async fn server() -> Server {
     let data = DataDir::new(dir.path());
     data.create().unwrap();
     let identity = data.load_or_create_identity().unwrap();
-    let endpoint = coordinator::quic::bind(&identity, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let endpoint =
+        coordinator::control::quic::bind(&identity, "127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = endpoint.local_addr().unwrap();
     let coord = Coordinator::open_with_services(
         Arc::new(MemoryStore::new()),
@@ -66,7 +67,7 @@ async fn server() -> Server {
         })
         .await
         .unwrap();
-    tokio::spawn(coordinator::quic::serve(endpoint, coord.clone()));
+    tokio::spawn(coordinator::control::quic::serve(endpoint, coord.clone()));
     Server {
         addr,
         pin: identity.pin,

@@ -7,12 +7,12 @@
 //!
 //! What a member was last sent is kept as the netmap *version* (`PutSent`) plus a
 //! per-network change log (`PutLog`: which members' peer entries each version touched,
-//! the last [`LOG_KEEP`](crate::state::LOG_KEEP) versions). A member's netmap is a pure
+//! the last [`LOG_KEEP`](crate::control::state::LOG_KEEP) versions). A member's netmap is a pure
 //! function of the network at a version, so this identifies the last-sent map exactly while
 //! writing O(members) bytes per change instead of a full map per member (O(members²)).
 //!
 //! **Architecture Invariant:** the store is not the source of truth while the coordinator
-//! runs; the in-memory state in [`crate::state`] is. The store is read whole at start, and
+//! runs; the in-memory state in [`crate::control::state`] is. The store is read whole at start, and
 //! afterwards only for what is not mirrored: last-sent versions and the change log.
 
 mod memory;
@@ -100,7 +100,7 @@ pub enum Op {
         /// Highest version to drop.
         upto: u64,
     },
-    /// Appends entry `seq` to the audit log ([`crate::audit`]).
+    /// Appends entry `seq` to the audit log ([`crate::control::audit`]).
     PutAudit {
         /// Its sequence number (increasing, never reused).
         seq: u64,

@@ -1,0 +1,686 @@
+//! The coordinator's state and every operation on it, shared by the admin HTTP API
+//! ([`crate::admin::http`]) and the control sessions ([`crate::control::session`]).
+//!
+//! **Architecture Invariant:** every mutation runs under one async mutex ([`Coordinator`]'s
+//! `state`): it is checked, written to the store as one atomic batch, and only then applied
+//! to memory. So two members never get one address, whatever joins race. The lock is never
+//! held across a disk flush.
+//!
+//! **Architecture Invariant:** nothing is acknowledged before it is durable. After its
+//! batch, an operation waits in [`Coordinator::durable`] (group commit: one flush covers
+//! every batch applied before it started, so concurrent joins share flushes) before it
+//! answers the admin, admits a node or sends a netmap.
+//!
+//! Sessions learn about changes through one `watch` channel per network carrying an
+//! immutable [`Snapshot`]; a slow session skips intermediate snapshots instead of queueing
+//! them, so memory per session is bounded. The relay learns who is authorised where from
+//! one [`Membership`] value behind an `ArcSwap`, replaced under the lock whenever any
+//! network's set of authorised members changes.
+
+mod admin;
+mod changes;
+mod control;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex as StdMutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use mesh_proto::admin::{MemberView, PeerPathView};
+use mesh_proto::control::{CertPin, PeerPathReport};
+use mesh_proto::Key;
+use tokio::sync::{oneshot, watch, Mutex};
+
+pub use self::control::{AdmitError, Admitted, EndpointReport, PathsIgnored};
+use crate::control::audit::{AuditEntry, AuditLog, AUDIT_KEEP};
+use crate::control::ipam::IpamError;
+use crate::control::membership::Membership;
+use crate::control::snapshot::{Deltas, PeerEntry, Snapshot};
+use crate::control::stats::{ControlStats, NatStats};
+use crate::model::{ChangeRecord, Member, ModelError, Network, Token};
+use crate::store::{Op, Store, StoreError};
+
+/// Change-log entries kept per network: a node that missed fewer versions resumes with
+/// changes, one that missed more gets a full netmap.
+pub const LOG_KEEP: u64 = 1024;
+
+/// Unix time in seconds. A trait so tests can move time.
+pub trait Clock: Send + Sync + 'static {
+    /// Seconds since the Unix epoch.
+    fn now(&self) -> u64;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    }
+}
+
+/// A clock tests set by hand.
+#[derive(Debug, Default)]
+pub struct ManualClock(AtomicU64);
+
+impl ManualClock {
+    /// A clock showing `now`.
+    pub fn new(now: u64) -> ManualClock {
+        ManualClock(AtomicU64::new(now))
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, secs: u64) {
+        self.0.fetch_add(secs, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// What goes into join tokens besides the secret: where nodes dial, and the pin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinInfo {
+    /// Advertised QUIC addresses (`host:port`).
+    pub coordinators: Vec<String>,
+    /// The coordinator certificate's pin.
+    pub pin: CertPin,
+}
+
+/// The NAT traversal services members are told about ([`ServerMsg::Services`]).
+///
+/// [`ServerMsg::Services`]: mesh_proto::control::ServerMsg::Services
+#[derive(Clone)]
+pub struct Services {
+    /// Advertised reflector addresses (`host:port`).
+    pub reflectors: Vec<String>,
+    /// Advertised relay address (`host:port`), if the coordinator relays.
+    pub relay: Option<String>,
+    /// The relay secret members' relay tokens derive from
+    /// ([`mesh_proto::relay::token`]).
+    pub relay_secret: Key,
+}
+
+impl std::fmt::Debug for Services {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Services")
+            .field("reflectors", &self.reflectors)
+            .field("relay", &self.relay)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why an admin operation failed; each maps to one HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No such network, member or token (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The request is malformed or names something impossible (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// The request conflicts with existing state (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// Storage failed (500).
+    #[error("storage failed: {0}")]
+    Store(#[from] StoreError),
+    /// The operating system's random generator failed (500).
+    #[error("random generator failed: {0}")]
+    Random(getrandom::Error),
+}
+
+impl From<ModelError> for Error {
+    fn from(e: ModelError) -> Error {
+        Error::Invalid(e.to_string())
+    }
+}
+
+impl From<IpamError> for Error {
+    fn from(e: IpamError) -> Error {
+        match e {
+            IpamError::Taken { .. } | IpamError::Exhausted(_) => Error::Conflict(e.to_string()),
+            IpamError::Outside { .. } | IpamError::Reserved { .. } => Error::Invalid(e.to_string()),
+        }
+    }
+}
+
+/// 32 random bytes from the operating system.
+pub(crate) fn random32() -> Result<[u8; 32], getrandom::Error> {
+    let mut b = [0u8; 32];
+    getrandom::getrandom(&mut b)?;
+    Ok(b)
+}
+
+/// One network in memory.
+struct NetState {
+    network: Network,
+    members: BTreeMap<Key, Member>,
+    /// Address → holder, for assignment.
+    by_addr: BTreeMap<IpAddr, Key>,
+    /// Authorised members as peers; shared into snapshots.
+    peers: BTreeMap<Key, Arc<PeerEntry>>,
+    /// Each version's changes, encoded once for every session.
+    deltas: Arc<Deltas>,
+    /// The store batch count after the last change to this network ([`Snapshot::seq`]).
+    seq: u64,
+    tx: watch::Sender<Arc<Snapshot>>,
+}
+
+impl NetState {
+    fn new(network: Network, members: Vec<Member>) -> NetState {
+        let mut by_addr = BTreeMap::new();
+        let mut peers = BTreeMap::new();
+        let mut map = BTreeMap::new();
+        for m in members {
+            by_addr.insert(m.address, m.public_key);
+            if m.authorized {
+                peers.insert(m.public_key, Arc::new(PeerEntry::new(m.peer_info())));
+            }
+            map.insert(m.public_key, m);
+        }
+        let deltas = Arc::new(Deltas::default());
+        let tx = watch::Sender::new(Arc::new(snapshot_of(
+            &network, &map, &peers, &deltas, 0, false,
+        )));
+        NetState {
+            network,
+            members: map,
+            by_addr,
+            peers,
+            deltas,
+            seq: 0,
+            tx,
+        }
+    }
+
+    fn publish(&mut self, deleted: bool) {
+        let snap = snapshot_of(
+            &self.network,
+            &self.members,
+            &self.peers,
+            &self.deltas,
+            self.seq,
+            deleted,
+        );
+        self.tx.send_replace(Arc::new(snap));
+    }
+
+    /// `m` as the admin API shows it, online state and reported paths from `sessions`.
+    /// Paths are shown for an authorised member online, naming its peers as they are now
+    /// (a peer since removed or deauthorised is left out).
+    fn member_view(&self, sessions: &Sessions, m: &Member) -> MemberView {
+        let slot = sessions.get(&(self.network.name.clone(), m.public_key));
+        let mut view = m.view(slot.is_some());
+        if let Some(slot) = slot.filter(|_| m.authorized) {
+            view.paths = slot
+                .paths
+                .iter()
+                .filter_map(|r| {
+                    let peer = self.members.get(&r.peer).filter(|p| p.authorized)?;
+                    Some(PeerPathView {
+                        peer: peer.public_key.fingerprint(),
+                        name: peer.name.clone(),
+                        path: r.path.as_str().to_owned(),
+                        rtt_ms: r.rtt_ms,
+                    })
+                })
+                .collect();
+        }
+        view
+    }
+}
+
+fn snapshot_of(
+    network: &Network,
+    members: &BTreeMap<Key, Member>,
+    peers: &BTreeMap<Key, Arc<PeerEntry>>,
+    deltas: &Arc<Deltas>,
+    seq: u64,
+    deleted: bool,
+) -> Snapshot {
+    Snapshot {
+        version: network.version,
+        network: network.info(),
+        peers: peers.clone(),
+        pending: members
+            .values()
+            .filter(|m| !m.authorized)
+            .map(|m| m.public_key)
+            .collect(),
+        deleted,
+        seq,
+        deltas: deltas.clone(),
+    }
+}
+
+/// The relay's view of `st`: each network's authorised keys.
+fn membership_of(st: &State) -> Membership {
+    Membership::build(st.networks.values().map(|ns| ns.peers.keys()))
+}
+
+/// Everything mirrored in memory.
+#[derive(Default)]
+struct State {
+    networks: BTreeMap<String, NetState>,
+    /// Tokens of every network, by id.
+    tokens: BTreeMap<String, Token>,
+    /// The newest admin actions.
+    audit: AuditLog,
+}
+
+/// A change to one network, prepared before anything is written.
+#[derive(Default)]
+struct Change {
+    /// Members to create or replace.
+    put: Vec<Member>,
+    /// Members to delete.
+    delete: Vec<Key>,
+    /// Tokens to create or replace.
+    tokens: Vec<Token>,
+    /// Admin actions to record with the change.
+    audit: Vec<AuditEntry>,
+}
+
+/// A live control session slot: the newest session of a member replaces the older one.
+/// What the member reports about itself that is not stored lives here, and goes with it.
+struct Slot {
+    id: u64,
+    /// Dropping it tells the session it was replaced.
+    _kick: oneshot::Sender<()>,
+    /// Its latest path report, checked ([`Coordinator::report_paths`]); in memory only.
+    paths: Vec<PeerPathReport>,
+}
+
+/// The session registry: a slot per member online, by network and key.
+type Sessions = HashMap<(String, Key), Slot>;
+
+/// The coordinator: state, store and sessions. Shared as `Arc<Coordinator>`.
+pub struct Coordinator {
+    state: Mutex<State>,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    join: JoinInfo,
+    /// Batches applied to the store (for group commit).
+    applied: AtomicU64,
+    /// Serialises flushes; holds the `applied` count the last flush covered.
+    flushed: Mutex<u64>,
+    /// The same count, readable without waiting (sessions check it before every push).
+    flushed_upto: AtomicU64,
+    sessions: StdMutex<Sessions>,
+    next_session: AtomicU64,
+    /// Authorised members by network, for the relay; replaced under `state`.
+    membership: Arc<ArcSwap<Membership>>,
+    services: Option<Services>,
+    stats: Arc<NatStats>,
+    control_stats: ControlStats,
+    changes: changes::Changes,
+}
+
+impl std::fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coordinator")
+            .field("join", &self.join)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Coordinator {
+    /// Loads every network, member and token from `store`; no NAT traversal services.
+    pub fn open(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        join: JoinInfo,
+    ) -> Result<Arc<Coordinator>, StoreError> {
+        Coordinator::open_with_services(store, clock, join, None)
+    }
+
+    /// Loads every network, member and token from `store`; authorised members are told
+    /// about `services` before their first netmap on each connection.
+    pub fn open_with_services(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        join: JoinInfo,
+        services: Option<Services>,
+    ) -> Result<Arc<Coordinator>, StoreError> {
+        let mut state = State {
+            audit: AuditLog::load(&*store, AUDIT_KEEP)?,
+            ..State::default()
+        };
+        for network in store.networks()? {
+            for t in store.tokens(&network.name)? {
+                state.tokens.insert(t.id.clone(), t);
+            }
+            let members = store.members(&network.name)?;
+            state
+                .networks
+                .insert(network.name.clone(), NetState::new(network, members));
+        }
+        let membership = Arc::new(ArcSwap::from_pointee(membership_of(&state)));
+        Ok(Arc::new(Coordinator {
+            state: Mutex::new(state),
+            store,
+            clock,
+            join,
+            applied: AtomicU64::new(0),
+            flushed: Mutex::new(0),
+            flushed_upto: AtomicU64::new(0),
+            sessions: StdMutex::new(HashMap::new()),
+            next_session: AtomicU64::new(1),
+            membership,
+            services,
+            stats: Arc::new(NatStats::default()),
+            control_stats: ControlStats::default(),
+            changes: changes::Changes::default(),
+        }))
+    }
+
+    /// The NAT traversal services members are told about, if any.
+    pub fn services(&self) -> Option<&Services> {
+        self.services.as_ref()
+    }
+
+    /// Who is authorised where, always current (for the relay).
+    pub fn membership(&self) -> Arc<ArcSwap<Membership>> {
+        self.membership.clone()
+    }
+
+    /// Counters of the reflectors and the relay.
+    pub fn stats(&self) -> &Arc<NatStats> {
+        &self.stats
+    }
+
+    /// Counters of the control plane (joins, netmap pushes).
+    pub fn control_stats(&self) -> &ControlStats {
+        &self.control_stats
+    }
+
+    /// An audit entry for an action taken now by the caller of the request being served
+    /// ([`crate::control::audit::current_actor`]).
+    fn audit_entry(&self, action: &str, net: &str, target: &str, detail: String) -> AuditEntry {
+        AuditEntry {
+            time: self.now(),
+            actor: crate::control::audit::current_actor(),
+            action: action.to_owned(),
+            network: net.to_owned(),
+            target: target.to_owned(),
+            detail,
+        }
+    }
+
+    /// The newest `limit` admin actions, newest first (`GET /api/audit`).
+    pub async fn audit(&self, limit: usize) -> Vec<AuditEntry> {
+        self.state.lock().await.audit.latest(limit)
+    }
+
+    /// Per network (by name): members, authorised members, members online now.
+    pub async fn member_counts(&self) -> Vec<(String, usize, usize, usize)> {
+        let counts: Vec<(String, usize, usize)> = {
+            let st = self.state.lock().await;
+            st.networks
+                .iter()
+                .map(|(name, ns)| (name.clone(), ns.members.len(), ns.peers.len()))
+                .collect()
+        };
+        let sessions = self.sessions();
+        counts
+            .into_iter()
+            .map(|(name, total, authorized)| {
+                let online = sessions.keys().filter(|(n, _)| *n == name).count();
+                (name, total, authorized, online)
+            })
+            .collect()
+    }
+
+    /// Rebuilds the relay's view of the authorised members (under the state lock).
+    fn publish_membership(&self, st: &State) {
+        self.membership.store(Arc::new(membership_of(st)));
+    }
+
+    /// Unix seconds now.
+    pub fn now(&self) -> u64 {
+        self.clock.now()
+    }
+
+    /// Applies `ops` to the store (one atomic batch). The batch is written in memory (the
+    /// flush comes later, in [`Coordinator::durable`]) but sled may still block on its IO
+    /// buffers, so on a multi-threaded runtime it runs in `block_in_place`: the worker's
+    /// other tasks (sessions, pushes) move to another worker meanwhile. It stays under the
+    /// state lock on purpose: the batch and the memory it mirrors change together.
+    fn apply(&self, ops: &[Op]) -> Result<(), StoreError> {
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi_thread {
+            tokio::task::block_in_place(|| self.store.apply(ops))?;
+        } else {
+            self.store.apply(ops)?;
+        }
+        self.applied.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Returns once every batch applied before the call is on disk. Concurrent callers
+    /// share flushes: whoever flushes covers everyone whose batch came before.
+    pub async fn durable(&self) -> Result<(), StoreError> {
+        self.durable_upto(self.applied.load(Ordering::SeqCst)).await
+    }
+
+    /// Returns once the first `seq` batches are on disk (at once when they are already):
+    /// a session holds back a snapshot until its [`Snapshot::seq`] is durable, so no node
+    /// is ever sent a version the coordinator could lose in a crash.
+    pub async fn durable_upto(&self, seq: u64) -> Result<(), StoreError> {
+        if self.flushed_upto.load(Ordering::SeqCst) >= seq {
+            return Ok(());
+        }
+        let mut flushed = self.flushed.lock().await;
+        if *flushed >= seq {
+            return Ok(());
+        }
+        let target = self.applied.load(Ordering::SeqCst);
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.flush())
+            .await
+            .map_err(|_| StoreError::Interrupted)??;
+        *flushed = target;
+        self.flushed_upto.store(target, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Writes `change` to the store, then to memory. When a netmap changes (an authorised
+    /// member's peer entry appeared, changed or went away) the version is bumped and the
+    /// change logged in the same batch; sessions are woken when any netmap or membership
+    /// changed. Returns whether the version was bumped.
+    fn commit(&self, st: &mut State, net: &str, change: Change) -> Result<bool, Error> {
+        let ns = st
+            .networks
+            .get_mut(net)
+            .ok_or_else(|| Error::NotFound(format!("no network {net:?}")))?;
+        let mut touched = BTreeSet::new();
+        let mut peer_updates = Vec::new();
+        let mut membership = !change.delete.is_empty();
+        // Whether someone became or stopped being authorised (the relay's concern).
+        let mut authorised_set = false;
+        for m in &change.put {
+            let new = m.authorized.then(|| m.peer_info());
+            if ns.peers.get(&m.public_key).map(|p| &***p) != new.as_ref() {
+                touched.insert(m.public_key);
+                authorised_set |= ns.peers.contains_key(&m.public_key) != new.is_some();
+                peer_updates.push((m.public_key, new.map(|p| Arc::new(PeerEntry::new(p)))));
+            }
+            membership |= !ns.members.contains_key(&m.public_key);
+        }
+        for k in &change.delete {
+            if ns.peers.contains_key(k) {
+                touched.insert(*k);
+                authorised_set = true;
+                peer_updates.push((*k, None));
+            }
+        }
+        let bump = !touched.is_empty();
+        // The version's changes as every session will send them, encoded once.
+        let delta = bump.then(|| {
+            let mut frame = mesh_proto::wire::FrameBuilder::changes(
+                ns.network.version + 1,
+                ns.network.cidr.prefix_len(),
+            );
+            for (k, p) in &peer_updates {
+                match p {
+                    Some(entry) => frame.upsert(entry.wire()),
+                    None => frame.remove(k),
+                }
+            }
+            bytes::Bytes::from(frame.finish())
+        });
+        let mut network = ns.network.clone();
+        let mut ops = Vec::new();
+        for m in &change.put {
+            ops.push(Op::PutMember {
+                network: net.to_owned(),
+                member: m.clone(),
+            });
+        }
+        for k in &change.delete {
+            ops.push(Op::DeleteMember {
+                network: net.to_owned(),
+                key: *k,
+            });
+        }
+        for t in &change.tokens {
+            ops.push(Op::PutToken(t.clone()));
+        }
+        ops.extend(st.audit.ops(&change.audit));
+        if bump {
+            network.version += 1;
+            ops.push(Op::PutNetwork(network.clone()));
+            ops.push(Op::PutLog {
+                network: net.to_owned(),
+                version: network.version,
+                record: ChangeRecord {
+                    network: false,
+                    touched: touched.into_iter().collect(),
+                },
+            });
+            if network.version > LOG_KEEP {
+                ops.push(Op::PruneLog {
+                    network: net.to_owned(),
+                    upto: network.version - LOG_KEEP,
+                });
+            }
+        }
+        if ops.is_empty() {
+            return Ok(false);
+        }
+        self.apply(&ops)?;
+
+        // Durable-to-be in the store: now memory.
+        for m in change.put {
+            let key = m.public_key;
+            let addr = m.address;
+            if let Some(old) = ns.members.insert(key, m) {
+                if old.address != addr && ns.by_addr.get(&old.address) == Some(&key) {
+                    ns.by_addr.remove(&old.address);
+                }
+            }
+            ns.by_addr.insert(addr, key);
+        }
+        for k in &change.delete {
+            if let Some(old) = ns.members.remove(k) {
+                if ns.by_addr.get(&old.address) == Some(k) {
+                    ns.by_addr.remove(&old.address);
+                }
+            }
+        }
+        for (k, p) in peer_updates {
+            match p {
+                Some(p) => ns.peers.insert(k, p),
+                None => ns.peers.remove(&k),
+            };
+        }
+        ns.network = network;
+        ns.seq = self.applied.load(Ordering::SeqCst);
+        if let Some(frame) = delta {
+            ns.deltas.push(ns.network.version, frame);
+        }
+        if bump || membership {
+            ns.publish(false);
+        }
+        for t in change.tokens {
+            st.tokens.insert(t.id.clone(), t);
+        }
+        st.audit.committed(change.audit);
+        if authorised_set {
+            self.publish_membership(st);
+        }
+        Ok(bump)
+    }
+
+    fn sessions(&self) -> MutexGuard<'_, Sessions> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Members online now (control sessions), across networks.
+    pub fn online(&self) -> usize {
+        self.sessions().len()
+    }
+
+    /// Whether a member holds an authenticated control connection now.
+    pub fn is_online(&self, net: &str, key: &Key) -> bool {
+        self.sessions().contains_key(&(net.to_owned(), *key))
+    }
+
+    /// Registers a member's session; an older session of the same member is told to end
+    /// (the returned receiver fires when this one is replaced in turn).
+    pub(crate) fn register_session(&self, net: &str, key: &Key) -> SessionGuard<'_> {
+        let id = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.sessions().insert(
+            (net.to_owned(), *key),
+            Slot {
+                id,
+                _kick: tx,
+                paths: Vec::new(),
+            },
+        );
+        self.changes.bump();
+        SessionGuard {
+            coord: self,
+            net: net.to_owned(),
+            key: *key,
+            id,
+            replaced: rx,
+        }
+    }
+}
+
+/// A registered session; unregisters on drop (also when the task is cancelled).
+pub(crate) struct SessionGuard<'a> {
+    coord: &'a Coordinator,
+    net: String,
+    key: Key,
+    id: u64,
+    /// Resolves when a newer session of the same member replaced this one.
+    pub replaced: oneshot::Receiver<()>,
+}
+
+impl Drop for SessionGuard<'_> {
+    fn drop(&mut self) {
+        let mut sessions = self.coord.sessions();
+        let slot = (std::mem::take(&mut self.net), self.key);
+        if sessions.get(&slot).is_some_and(|s| s.id == self.id) {
+            sessions.remove(&slot);
+            self.coord.changes.bump();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
