@@ -113,6 +113,33 @@ pub struct ServeArgs {
     /// the relay's port].
     #[arg(long, value_name = "HOST:PORT")]
     pub advertise_relay: Option<String>,
+    /// Where state lives: `sled` (the data directory, one coordinator) or
+    /// `etcd:http://HOST:2379[,http://HOST2:2379…]` (several coordinators share it)
+    /// [default: sled].
+    #[arg(long, value_name = "SPEC")]
+    pub store: Option<String>,
+    /// This coordinator's id among several on one etcd (unique per coordinator)
+    /// [default: the host name].
+    #[arg(long, value_name = "ID")]
+    pub id: Option<String>,
+    /// Key prefix in etcd [default: /wiremesh/].
+    #[arg(long, value_name = "PREFIX")]
+    pub etcd_prefix: Option<String>,
+    /// etcd user (with --etcd-password-file).
+    #[arg(long, value_name = "NAME")]
+    pub etcd_user: Option<String>,
+    /// File holding the etcd user's password (first line).
+    #[arg(long, value_name = "PATH")]
+    pub etcd_password_file: Option<PathBuf>,
+    /// CA certificate (PEM) of the etcd members (https:// endpoints).
+    #[arg(long, value_name = "PATH")]
+    pub etcd_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd (with --etcd-key).
+    #[arg(long, value_name = "PATH")]
+    pub etcd_cert: Option<PathBuf>,
+    /// Client key (PEM) of --etcd-cert.
+    #[arg(long, value_name = "PATH")]
+    pub etcd_key: Option<PathBuf>,
 }
 
 /// The configuration file.
@@ -145,6 +172,22 @@ pub struct FileConfig {
     pub advertise_reflect: Option<Vec<String>>,
     /// Relay address members are told.
     pub advertise_relay: Option<String>,
+    /// `sled` or `etcd:URL[,URL…]`.
+    pub store: Option<String>,
+    /// This coordinator's id.
+    pub id: Option<String>,
+    /// Key prefix in etcd.
+    pub etcd_prefix: Option<String>,
+    /// etcd user.
+    pub etcd_user: Option<String>,
+    /// File with the etcd user's password.
+    pub etcd_password_file: Option<PathBuf>,
+    /// etcd CA certificate.
+    pub etcd_ca: Option<PathBuf>,
+    /// etcd client certificate.
+    pub etcd_cert: Option<PathBuf>,
+    /// etcd client key.
+    pub etcd_key: Option<PathBuf>,
 }
 
 /// Validated `serve` settings.
@@ -169,6 +212,19 @@ pub struct ServeConfig {
     pub advertise_reflect: Vec<String>,
     /// Relay address members are told (`None`: derived).
     pub advertise_relay: Option<String>,
+    /// Where state lives.
+    pub store: StoreConfig,
+    /// This coordinator's id.
+    pub id: String,
+}
+
+/// Where the coordinator keeps its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// sled in the data directory (one coordinator).
+    Sled,
+    /// An etcd cluster several coordinators share.
+    Etcd(Box<crate::store::EtcdOptions>),
 }
 
 /// How the admin API is served.
@@ -244,6 +300,12 @@ pub enum ConfigError {
     /// The default reflector/relay ports would pass 65535.
     #[error("--listen {0}: the reflector and relay default to the three ports after it, which do not exist; pass --reflect and --relay (or --no-relay)")]
     NoDefaultPorts(SocketAddr),
+    /// `--store` is neither `sled` nor `etcd:…`.
+    #[error("--store {0}")]
+    BadStore(String),
+    /// An etcd option without `--store etcd:…`, or half of a pair.
+    #[error("{0}")]
+    EtcdOption(String),
     /// Two services on one UDP address.
     #[error("UDP address {0} is given twice (--listen, --reflect and --relay must all differ)")]
     AddressClash(SocketAddr),
@@ -322,6 +384,8 @@ impl ServeConfig {
     }
 
     fn merge(args: &ServeArgs, file: FileConfig) -> Result<ServeConfig, ConfigError> {
+        let store_file = file_store(&file);
+        let file_id = file.id.clone();
         let default_addr = |s: &str| s.parse::<SocketAddr>().ok();
         let data_dir = args
             .data_dir
@@ -429,6 +493,18 @@ impl ServeConfig {
                 });
             }
         }
+        let id = args.id.clone().or(file_id).unwrap_or_else(default_id);
+        if id.is_empty()
+            || id.len() > 64
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+        {
+            return Err(ConfigError::EtcdOption(format!(
+                "--id {id:?}: use 1-64 letters, digits, '-', '.' or '_'"
+            )));
+        }
+        let store = store_config(args, &store_file, id.clone())?;
         Ok(ServeConfig {
             data_dir,
             listen,
@@ -439,6 +515,8 @@ impl ServeConfig {
             relay,
             advertise_reflect,
             advertise_relay,
+            store,
+            id,
         })
     }
 
@@ -467,6 +545,117 @@ impl ServeConfig {
         });
         (reflect, relay)
     }
+}
+
+/// The store settings of the file, apart from the rest.
+struct FileStore {
+    store: Option<String>,
+    prefix: Option<String>,
+    user: Option<String>,
+    password_file: Option<PathBuf>,
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+}
+
+fn file_store(file: &FileConfig) -> FileStore {
+    FileStore {
+        store: file.store.clone(),
+        prefix: file.etcd_prefix.clone(),
+        user: file.etcd_user.clone(),
+        password_file: file.etcd_password_file.clone(),
+        ca: file.etcd_ca.clone(),
+        cert: file.etcd_cert.clone(),
+        key: file.etcd_key.clone(),
+    }
+}
+
+/// The host name (the default coordinator id), or `coordinator` when it is unusable.
+fn default_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "coordinator".into())
+}
+
+/// `--store` and the `--etcd-*` options (flags over file).
+fn store_config(
+    args: &ServeArgs,
+    file: &FileStore,
+    id: String,
+) -> Result<StoreConfig, ConfigError> {
+    let spec = args
+        .store
+        .clone()
+        .or_else(|| file.store.clone())
+        .unwrap_or_else(|| "sled".into());
+    let prefix = args.etcd_prefix.clone().or_else(|| file.prefix.clone());
+    let user = args.etcd_user.clone().or_else(|| file.user.clone());
+    let password_file = args
+        .etcd_password_file
+        .clone()
+        .or_else(|| file.password_file.clone());
+    let ca = args.etcd_ca.clone().or_else(|| file.ca.clone());
+    let cert = args.etcd_cert.clone().or_else(|| file.cert.clone());
+    let key = args.etcd_key.clone().or_else(|| file.key.clone());
+    if spec == "sled" {
+        let etcd_given = prefix.is_some()
+            || user.is_some()
+            || password_file.is_some()
+            || ca.is_some()
+            || cert.is_some()
+            || key.is_some();
+        if etcd_given {
+            return Err(ConfigError::EtcdOption(
+                "the --etcd-* options need --store etcd:URL[,URL…]".into(),
+            ));
+        }
+        return Ok(StoreConfig::Sled);
+    }
+    let Some(list) = spec.strip_prefix("etcd:") else {
+        return Err(ConfigError::BadStore(format!(
+            "{spec:?}: expected sled or etcd:http://HOST:2379[,http://HOST2:2379…]"
+        )));
+    };
+    let endpoints = crate::store::EtcdOptions::parse_endpoints(list)
+        .map_err(|e| ConfigError::BadStore(format!("{spec:?}: {e}")))?;
+    let mut opts = crate::store::EtcdOptions::new(endpoints, id);
+    if let Some(p) = prefix {
+        if !p.starts_with('/') || !p.ends_with('/') {
+            return Err(ConfigError::EtcdOption(format!(
+                "--etcd-prefix {p:?}: must start and end with '/', e.g. /wiremesh/"
+            )));
+        }
+        opts.prefix = p;
+    }
+    opts.user = match (user, password_file) {
+        (Some(u), Some(f)) => {
+            let text = std::fs::read_to_string(&f).map_err(|error| ConfigError::Read {
+                path: f.clone(),
+                error,
+            })?;
+            let password = text.lines().next().unwrap_or("").to_owned();
+            Some((u, password))
+        }
+        (None, None) => None,
+        _ => {
+            return Err(ConfigError::EtcdOption(
+                "--etcd-user and --etcd-password-file go together".into(),
+            ))
+        }
+    };
+    opts.cert = match (cert, key) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => {
+            return Err(ConfigError::EtcdOption(
+                "--etcd-cert and --etcd-key go together".into(),
+            ))
+        }
+    };
+    opts.ca = ca;
+    Ok(StoreConfig::Etcd(Box::new(opts)))
 }
 
 #[cfg(test)]

@@ -215,6 +215,37 @@ impl DataDir {
     }
 }
 
+impl DataDir {
+    /// Makes this data directory hold the coordinator set's shared identity: for each of
+    /// the certificate, its key, the admin token and the relay secret, `adopt` is given
+    /// this directory's file and returns the set's (the first coordinator's, kept in the
+    /// shared store); a different one replaces the file. Run after the `load_or_create_*`
+    /// calls; load again afterwards. Returns whether anything was replaced.
+    pub fn adopt_shared(
+        &self,
+        mut adopt: impl FnMut(&str, &[u8]) -> Result<Vec<u8>, String>,
+    ) -> Result<bool, IdentityError> {
+        let mut replaced = false;
+        for (name, path) in [
+            ("cert.der", self.cert()),
+            ("key.der", self.key()),
+            ("admin.token", self.admin_token()),
+            ("relay.secret", self.relay_secret()),
+        ] {
+            let local = read_existing(&self.dir, &path, name != "cert.der")?;
+            let shared = adopt(name, &local).map_err(|e| IdentityError::Io {
+                path: path.clone(),
+                error: io::Error::other(format!("sharing it through the store: {e}")),
+            })?;
+            if shared != local {
+                write_private(&path, &shared)?;
+                replaced = true;
+            }
+        }
+        Ok(replaced)
+    }
+}
+
 fn read_existing(dir: &Path, path: &Path, secret: bool) -> Result<Vec<u8>, IdentityError> {
     let meta = match fs::metadata(path) {
         Ok(m) => m,

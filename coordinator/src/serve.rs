@@ -10,19 +10,49 @@ use anyhow::Context as _;
 use coordinator::admin;
 use coordinator::admin::api::HttpOptions;
 use coordinator::admin::https::{self, AdminTls};
+use coordinator::config::StoreConfig;
 use coordinator::config::{HttpTls, ServeConfig};
 use coordinator::control::quic;
+use coordinator::control::state::Registration;
 use coordinator::control::state::{Clock, Coordinator, JoinInfo, Services, SystemClock};
 use coordinator::identity::DataDir;
-use coordinator::store::SledStore;
+use coordinator::store::{EtcdStore, SledStore, Store};
 use coordinator::udp::relay::{self, Relay};
 use coordinator::udp::{self, reflector};
 
 pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let dir = DataDir::new(&cfg.data_dir);
     dir.create()?;
-    let identity = dir.load_or_create_identity()?;
-    let admin_token = dir.load_or_create_admin_token()?;
+    dir.load_or_create_identity()?;
+    dir.load_or_create_admin_token()?;
+    dir.load_or_create_relay_secret()?;
+    // The store first: on etcd the coordinator set shares one identity (one pin in every
+    // join token, one admin token, one relay secret), made by whichever started first.
+    let store: Arc<dyn Store> = match &cfg.store {
+        StoreConfig::Sled => {
+            let db = dir.db();
+            Arc::new(SledStore::open(&db).with_context(|| format!("opening {}", db.display()))?)
+        }
+        StoreConfig::Etcd(opts) => {
+            let opts = (**opts).clone();
+            let etcd = tokio::task::spawn_blocking(move || EtcdStore::connect(opts))
+                .await
+                .context("connecting to etcd")??;
+            let etcd = Arc::new(etcd);
+            let shared = etcd.clone();
+            let replaced = tokio::task::block_in_place(|| {
+                dir.adopt_shared(|name, local| {
+                    shared.adopt_secret(name, local).map_err(|e| e.to_string())
+                })
+            })?;
+            if replaced {
+                tracing::info!("joined the coordinator set: adopted its shared identity");
+            }
+            etcd
+        }
+    };
+    let identity = dir.load_identity()?;
+    let admin_token = dir.load_admin_token()?;
     let relay_secret = dir.load_or_create_relay_secret()?;
     let admin_tls = match &cfg.http_tls {
         HttpTls::Off => None,
@@ -50,11 +80,10 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         .context("reading the relay address")?;
     let (reflectors, relay) = cfg.advertised_services(&reflect_addrs, relay_addr);
 
-    let db = dir.db();
-    let store = SledStore::open(&db).with_context(|| format!("opening {}", db.display()))?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let coord = Coordinator::open_with_services(
-        Arc::new(store),
+    let store_name = store.describe();
+    let coord = Coordinator::open_as(
+        store,
         clock.clone(),
         JoinInfo {
             coordinators: cfg.advertise.clone(),
@@ -65,8 +94,14 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             relay: relay.clone(),
             relay_secret,
         }),
+        cfg.id.clone(),
     )
-    .with_context(|| format!("loading {}", db.display()))?;
+    .with_context(|| format!("loading the store ({store_name})"))?;
+    coord.register(Registration {
+        control: cfg.advertise.clone(),
+        relay: relay.clone(),
+        reflectors: reflectors.clone(),
+    });
 
     let http_listener = tokio::net::TcpListener::bind(cfg.http)
         .await
@@ -86,6 +121,8 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         advertise_relay = ?relay,
         admin_token = %dir.admin_token().display(),
         data_dir = %cfg.data_dir.display(),
+        id = %cfg.id,
+        store = %store_name,
         "coordinator running"
     );
     match &admin_tls {

@@ -288,3 +288,75 @@ impl Node {
             .unwrap()
     }
 }
+
+/// A one-member etcd on loopback ports of its own, for the store suite and the
+/// multi-coordinator tests; killed (and its data removed) on drop. Fails when etcd is not
+/// installed (Debian: `etcd-server`), never skips.
+pub struct EtcdServer {
+    child: std::process::Child,
+    /// Its client URL.
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl EtcdServer {
+    pub fn start() -> EtcdServer {
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("a free loopback port")
+        };
+        let (client, peer) = (free(), free());
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
+        let child = std::process::Command::new("etcd")
+            .args(["--name", "t0", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args([
+                "--listen-client-urls",
+                &url,
+                "--advertise-client-urls",
+                &url,
+            ])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("t0={peer_url}")])
+            .args(["--log-level", "warn", "--max-txn-ops", "1024"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting etcd (apt-get install etcd-server): this test needs it");
+        let server = EtcdServer {
+            child,
+            url,
+            _dir: dir,
+        };
+        let start = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", client)).is_err() {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(20),
+                "etcd did not listen on {} within 20 s",
+                server.url
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        server
+    }
+
+    /// A store on it under `prefix`, as coordinator `id`.
+    pub fn store(&self, prefix: &str, id: &str) -> crate::store::EtcdStore {
+        let mut opts = crate::store::EtcdOptions::new(vec![self.url.clone()], id.into());
+        opts.prefix = prefix.into();
+        crate::store::EtcdStore::connect(opts).expect("connecting to the test etcd")
+    }
+}
+
+impl Drop for EtcdServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

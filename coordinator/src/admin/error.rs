@@ -7,6 +7,7 @@ use axum::Json;
 use mesh_proto::admin::ApiError;
 
 use crate::control::state::Error;
+use crate::store::StoreError;
 
 /// An error answer: a status and one line.
 #[derive(Debug)]
@@ -31,6 +32,11 @@ impl From<Error> for Failure {
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Invalid(_) => StatusCode::BAD_REQUEST,
             Error::Conflict(_) => StatusCode::CONFLICT,
+            // No quorum (or a race lost too often): nothing was written; retry later.
+            Error::Store(StoreError::Unavailable(_) | StoreError::Conflict { .. }) => {
+                tracing::warn!("admin request refused: {e}");
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Error::Store(_) | Error::Random(_) => {
                 tracing::error!("admin request failed: {e}");
                 StatusCode::INTERNAL_SERVER_ERROR

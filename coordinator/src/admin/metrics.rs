@@ -106,7 +106,36 @@ pub async fn render(coord: &Coordinator) -> String {
             p.sample(name, &[("network", net)], v);
         }
     }
+    p.family(
+        "wiremesh_coordinator_info",
+        "gauge",
+        "The coordinator that answered (its id) and its store.",
+    );
+    let health = coord.store_health();
+    p.sample(
+        "wiremesh_coordinator_info",
+        &[("id", coord.id()), ("store", &coord.store_name())],
+        1,
+    );
+    p.single(
+        "wiremesh_store_healthy",
+        "gauge",
+        "1 while the store takes writes (etcd: this coordinator reaches its quorum), else 0.",
+        u64::from(health.ok),
+    );
+    p.single(
+        "wiremesh_coordinators_live",
+        "gauge",
+        "Coordinators registered in the shared store (this one included), 0 for a store of one.",
+        coord.coordinators().len() as u64,
+    );
     let c = coord.control_stats();
+    p.single(
+        "wiremesh_store_races_total",
+        "counter",
+        "Writes redone because another coordinator changed the network first.",
+        c.races.get(),
+    );
     p.single(
         "wiremesh_joins_total",
         "counter",

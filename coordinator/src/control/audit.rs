@@ -66,17 +66,31 @@ impl AuditLog {
         }
     }
 
-    /// The log as `store` holds it.
-    pub fn load(store: &dyn Store, keep: u64) -> Result<AuditLog, StoreError> {
+    /// The log from the store's entries (sequence number, entry), oldest first.
+    pub fn from_entries(entries: Vec<(u64, AuditEntry)>, keep: u64) -> AuditLog {
         let mut log = AuditLog::new(keep);
-        for (seq, entry) in store.audit()? {
-            log.next = seq.saturating_add(1);
+        for (seq, entry) in entries {
+            log.next = log.next.max(seq.saturating_add(1));
             log.entries.push_back(entry);
         }
         while log.entries.len() as u64 > log.keep {
             log.entries.pop_front();
         }
-        Ok(log)
+        log
+    }
+
+    /// The log as `store` holds it.
+    pub fn load(store: &dyn Store, keep: u64) -> Result<AuditLog, StoreError> {
+        Ok(AuditLog::from_entries(store.load()?.audit, keep))
+    }
+
+    /// Mirrors entry `seq` another coordinator committed.
+    pub fn remote(&mut self, seq: u64, entry: AuditEntry) {
+        self.next = self.next.max(seq.saturating_add(1));
+        self.entries.push_back(entry);
+        while self.entries.len() as u64 > self.keep {
+            self.entries.pop_front();
+        }
     }
 
     /// The store writes that append `entries` (and prune what falls out of the window).

@@ -316,12 +316,21 @@ where
             .await
             .map_err(|e| Fail::Deny(e.to_string()))?;
         let mut guard = self.coord.register_session(&self.net, &self.key);
+        let mut cluster = self.coord.cluster_changes();
+        cluster.mark_unchanged();
         let mut snapshots: watch::Receiver<Arc<Snapshot>> = admitted.snapshots;
         let first = snapshots.borrow_and_update().clone();
         self.on_snapshot(first).await?;
         loop {
             tokio::select! {
                 _ = &mut guard.replaced => return Err(Fail::End(End::Replaced)),
+                Ok(()) = cluster.changed() => {
+                    // Another coordinator came or went: the meeting relay and the list of
+                    // coordinators may have changed (only an authorised member has them).
+                    if self.sent.is_some() {
+                        self.send_services().await?;
+                    }
+                }
                 changed = snapshots.changed() => {
                     if changed.is_err() {
                         return Err(Fail::Deny("network deleted".into()));
@@ -444,9 +453,9 @@ where
         };
         let msg = ServerMsg::Services {
             reflectors: services.reflectors.clone(),
-            relay: services.relay.clone(),
+            relay: self.coord.relay_for(&self.net),
             relay_token: relay::token(&services.relay_secret, &self.key),
-            coordinators: Vec::new(),
+            coordinators: self.coord.control_addresses(),
         };
         send(self.writer, &msg).await
     }

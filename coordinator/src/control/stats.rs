@@ -39,6 +39,8 @@ pub struct ControlStats {
     pub joins: Counter,
     /// Netmaps (full or as changes) about to be sent to a member.
     pub netmap_pushes: Counter,
+    /// Writes redone because another coordinator changed the network first.
+    pub races: Counter,
 }
 
 /// Both reflectors together.

@@ -1,29 +1,45 @@
-//! Persistence behind a trait: [`SledStore`] on disk (`DIR/db`), [`MemoryStore`] for tests.
+//! Persistence behind a trait: [`SledStore`] on disk (`DIR/db`, one coordinator),
+//! [`EtcdStore`] on an etcd cluster (several coordinators at once), [`MemoryStore`] for
+//! tests. All three pass one test suite (`store/tests.rs`).
 //!
-//! Writes come as a list of [`Op`]s applied atomically ([`Store::apply`]); nothing is
-//! durable until [`Store::flush`] returns. The coordinator applies every mutation under its
-//! one state lock and flushes before it acknowledges anything (an admin answer, a join, a
-//! netmap), so an acknowledged change survives `kill -9`.
+//! # The contract
+//! - Writes come as a list of [`Op`]s applied atomically ([`Store::apply`]), each under
+//!   conditions ([`Expect`]): the batch applies only if every network it names is still at
+//!   the [`Revision`] the caller's state was made from, otherwise nothing is written and
+//!   the caller gets [`StoreError::Conflict`]. Every batch that touches a network gives it
+//!   the batch's revision. So two writers (two coordinators) never both allocate one
+//!   address or spend one one-time token: the second one's condition fails.
+//! - Nothing is acknowledged before it is durable: after [`Store::flush`] returns
+//!   (sled: on disk; etcd: committed by its quorum when `apply` returns).
+//! - A shared store ([`Store::follow`]) reports every batch other writers applied, in
+//!   revision order, as the same [`Op`]s, so each coordinator mirrors the whole store.
+//! - A store that cannot reach its quorum refuses writes with [`StoreError::Unavailable`]
+//!   and never half-applies a batch.
 //!
-//! What a member was last sent is kept as the netmap *version* (`PutSent`) plus a
+//! What a member was sent is identified by the network's netmap *version* plus a
 //! per-network change log (`PutLog`: which members' peer entries each version touched,
-//! the last [`LOG_KEEP`](crate::control::state::LOG_KEEP) versions). A member's netmap is a pure
-//! function of the network at a version, so this identifies the last-sent map exactly while
-//! writing O(members) bytes per change instead of a full map per member (O(members²)).
+//! the last [`LOG_KEEP`](crate::control::state::LOG_KEEP) versions), so a node resumes on
+//! any coordinator from its version.
 //!
-//! **Architecture Invariant:** the store is not the source of truth while the coordinator
-//! runs; the in-memory state in [`crate::control::state`] is. The store is read whole at start, and
-//! afterwards only for what is not mirrored: last-sent versions and the change log.
+//! **Architecture Invariant:** the store is not read on the hot path: each coordinator
+//! mirrors it in memory ([`crate::control::state`]), reads it whole at start ([`Store::load`])
+//! and afterwards only for the change log (resume) and what other writers report.
 
+mod etcd;
 mod memory;
 mod sled;
 
 use mesh_proto::admin::AuditEntry;
 use mesh_proto::Key;
 
+pub use self::etcd::{EtcdOptions, EtcdStore, LEASE_TTL};
 pub use self::memory::MemoryStore;
 pub use self::sled::SledStore;
 use crate::model::{ChangeRecord, Member, Network, Token};
+
+/// A store revision: increases with every applied batch. A network's revision is that of
+/// the last batch that touched it; 0 means it does not exist.
+pub type Revision = u64;
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +58,31 @@ pub enum StoreError {
     /// The flush task went away (the runtime is shutting down).
     #[error("flush interrupted")]
     Interrupted,
+    /// A condition of the batch failed: another writer changed the network first.
+    /// Nothing was written.
+    #[error("network {network:?} changed concurrently (expected it at revision {expected})")]
+    Conflict {
+        /// The network whose condition failed.
+        network: String,
+        /// The revision the batch expected it at.
+        expected: Revision,
+    },
+    /// The store cannot commit now (an etcd cluster without quorum, unreachable members).
+    /// Nothing was acknowledged; retry later.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The batch is larger than the store takes in one transaction.
+    #[error("batch too large: {0}")]
+    TooLarge(String),
+}
+
+/// A condition on a batch: `network` is still at `revision` (0: does not exist).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expect {
+    /// The network's name.
+    pub network: String,
+    /// Its revision as the caller saw it.
+    pub revision: Revision,
 }
 
 /// One write.
@@ -49,8 +90,7 @@ pub enum StoreError {
 pub enum Op {
     /// Creates or replaces a network record.
     PutNetwork(Network),
-    /// Deletes a network and everything under it: members, tokens, last-sent versions and
-    /// change log.
+    /// Deletes a network and everything under it: members, tokens and change log.
     DeleteNetwork(String),
     /// Creates or replaces a member of `network`.
     PutMember {
@@ -59,7 +99,7 @@ pub enum Op {
         /// The record.
         member: Member,
     },
-    /// Deletes a member and its last-sent version.
+    /// Deletes a member.
     DeleteMember {
         /// Network name.
         network: String,
@@ -68,22 +108,6 @@ pub enum Op {
     },
     /// Creates or replaces a token (under its `network`).
     PutToken(Token),
-    /// Records the netmap version last sent to a member.
-    PutSent {
-        /// Network name.
-        network: String,
-        /// The member's key.
-        key: Key,
-        /// The version sent.
-        version: u64,
-    },
-    /// Forgets the netmap last sent to a member (it was told it is no longer authorised).
-    DeleteSent {
-        /// Network name.
-        network: String,
-        /// The member's key.
-        key: Key,
-    },
     /// Records what netmap `version` of `network` changed.
     PutLog {
         /// Network name.
@@ -102,7 +126,8 @@ pub enum Op {
     },
     /// Appends entry `seq` to the audit log ([`crate::control::audit`]).
     PutAudit {
-        /// Its sequence number (increasing, never reused).
+        /// Its sequence number (increasing; two coordinators may use the same one, the
+        /// store keeps both).
         seq: u64,
         /// The entry.
         entry: AuditEntry,
@@ -114,24 +139,150 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// The network this op writes under, if any (audit entries are global).
+    pub fn network(&self) -> Option<&str> {
+        match self {
+            Op::PutNetwork(n) => Some(&n.name),
+            Op::DeleteNetwork(net) => Some(net),
+            Op::PutMember { network, .. }
+            | Op::DeleteMember { network, .. }
+            | Op::PutLog { network, .. }
+            | Op::PruneLog { network, .. } => Some(network),
+            Op::PutToken(t) => Some(&t.network),
+            Op::PutAudit { .. } | Op::PruneAudit { .. } => None,
+        }
+    }
+}
+
+/// One network as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkDump {
+    /// The record.
+    pub network: Network,
+    /// Its revision.
+    pub revision: Revision,
+    /// Its members, in key order.
+    pub members: Vec<Member>,
+    /// Its tokens.
+    pub tokens: Vec<Token>,
+}
+
+/// Everything the coordinator mirrors, read at one revision.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Dump {
+    /// The store's revision the dump is of; [`Store::follow`] continues after it.
+    pub revision: Revision,
+    /// Every network.
+    pub networks: Vec<NetworkDump>,
+    /// Every audit entry kept, oldest first.
+    pub audit: Vec<(u64, AuditEntry)>,
+    /// Members online at some coordinator (a shared store only).
+    pub presence: Vec<Presence>,
+    /// Every live coordinator's registration: its id and what it advertises (a shared
+    /// store only; opaque bytes to the store).
+    pub coordinators: Vec<(String, Vec<u8>)>,
+}
+
+/// A member online (or not) at a coordinator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presence {
+    /// The member's network.
+    pub network: String,
+    /// The member's key.
+    pub key: Key,
+    /// The coordinator holding (or no longer holding) its session.
+    pub coordinator: String,
+    /// Online there.
+    pub online: bool,
+}
+
+/// Whether the store takes writes now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    /// Writes go through.
+    pub ok: bool,
+    /// Why not, or where it is.
+    pub detail: String,
+}
+
+/// A batch another writer applied, as the ops it consisted of (deletes of a whole network
+/// arrive as `DeleteNetwork`; change-log ops are left out).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// The batch's revision.
+    pub revision: Revision,
+    /// What it wrote.
+    pub ops: Vec<Op>,
+}
+
+/// What a shared store reports: batches, or that the follower fell behind and must reload.
+#[derive(Debug)]
+pub enum Follow {
+    /// A batch applied by anyone (this coordinator's own included; callers skip revisions
+    /// they already mirror).
+    Batch(Event),
+    /// The history after the revision asked for is gone (compacted): reload from
+    /// [`Store::load`] and follow again from its revision.
+    Reload,
+    /// A member came online at, or went offline from, a coordinator.
+    Presence(Presence),
+    /// A coordinator registered (`Some`: what it advertises) or went away (`None`).
+    Coordinator {
+        /// Its id.
+        id: String,
+        /// Its registration.
+        info: Option<Vec<u8>>,
+    },
+}
+
 /// What the coordinator persists.
 pub trait Store: Send + Sync + 'static {
-    /// Every network.
-    fn networks(&self) -> Result<Vec<Network>, StoreError>;
-    /// Every member of `network`, in key order.
-    fn members(&self, network: &str) -> Result<Vec<Member>, StoreError>;
-    /// Every token of `network`.
-    fn tokens(&self, network: &str) -> Result<Vec<Token>, StoreError>;
-    /// The netmap version last sent to a member, if one is recorded.
-    fn last_sent(&self, network: &str, key: &Key) -> Result<Option<u64>, StoreError>;
+    /// Every network, member, token and audit entry, at one revision.
+    fn load(&self) -> Result<Dump, StoreError>;
     /// Change-log entries of `network` with versions above `after`, in version order.
     fn log_after(&self, network: &str, after: u64) -> Result<Vec<(u64, ChangeRecord)>, StoreError>;
-    /// Every audit entry kept, by sequence number, oldest first.
-    fn audit(&self) -> Result<Vec<(u64, AuditEntry)>, StoreError>;
-    /// Applies `ops` atomically (all or none), in order.
-    fn apply(&self, ops: &[Op]) -> Result<(), StoreError>;
+    /// Applies `ops` atomically (all or none), in order, if every `expect` holds; returns
+    /// the batch's revision.
+    fn apply(&self, ops: &[Op], expect: &[Expect]) -> Result<Revision, StoreError>;
     /// Makes everything applied so far durable.
     fn flush(&self) -> Result<(), StoreError>;
+    /// For a store several coordinators share: every batch after revision `after`, as it
+    /// commits. `None`: this process is the store's only writer.
+    fn follow(&self, after: Revision) -> Option<tokio::sync::mpsc::Receiver<Follow>> {
+        let _ = after;
+        None
+    }
+    /// A line for `/metrics` and logs: which backend, where.
+    fn describe(&self) -> String;
+    /// Whether writes go through now. Stores on local disk are always healthy.
+    fn health(&self) -> Health {
+        Health {
+            ok: true,
+            detail: self.describe(),
+        }
+    }
+    /// Tells the other coordinators that a member is online here (or no longer). Kept for
+    /// as long as this process lives (etcd: under its lease); never blocks. A store with
+    /// one writer keeps nothing.
+    fn set_presence(&self, network: &str, key: &Key, online: bool) {
+        let _ = (network, key, online);
+    }
+    /// Registers this coordinator under `id` with what it advertises, kept while it lives.
+    fn register(&self, id: &str, info: Vec<u8>) {
+        let _ = (id, info);
+    }
+}
+
+/// The networks a batch writes under, each once, in order of first appearance.
+pub(crate) fn touched_networks(ops: &[Op]) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    for net in ops.iter().filter_map(Op::network) {
+        if !out.contains(&net) {
+            out.push(net);
+        }
+    }
+    out
 }
 
 #[cfg(test)]

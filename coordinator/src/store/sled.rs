@@ -4,23 +4,25 @@
 //! n/<net>               → Network
 //! m/<net>/<key: 32 B>   → Member
 //! t/<net>/<id>          → Token
-//! s/<net>/<key: 32 B>   → last-sent version (u64, big endian)
 //! l/<net>/<ver: u64 BE> → ChangeRecord
 //! a/<seq: u64 BE>       → AuditEntry
+//! r/<net>               → the network's revision (u64 BE)
+//! rev                   → the store's revision (u64 BE)
 //! ```
 //! Network names never contain `/`, so `m/lab/` does not match members of `lab2`. A list of
-//! [`Op`]s becomes one `sled::Batch`, which sled applies atomically.
+//! [`Op`]s becomes one `sled::Batch`, which sled applies atomically; conditions are checked
+//! under a mutex (one process writes a sled store). Databases from before revisions
+//! (no `rev`) read as revision 0 with every network at revision 1. Old `s/` records (last
+//! sent versions, no longer kept) go with their member or network.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use mesh_proto::admin::AuditEntry;
-use mesh_proto::Key;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{Op, Store, StoreError};
-use crate::model::{ChangeRecord, Member, Network, Token};
+use super::{touched_networks, Dump, Expect, NetworkDump, Op, Revision, Store, StoreError};
+use crate::model::{ChangeRecord, Network};
 
 /// sled's page cache (its default, 1 GiB, is more than the coordinator's whole state).
 const CACHE_BYTES: u64 = 64 << 20;
@@ -29,6 +31,8 @@ const CACHE_BYTES: u64 = 64 << 20;
 #[derive(Debug)]
 pub struct SledStore {
     pub(super) db: ::sled::Db,
+    /// Checking conditions and applying is one step.
+    write: std::sync::Mutex<()>,
 }
 
 impl SledStore {
@@ -38,7 +42,10 @@ impl SledStore {
             .path(path)
             .cache_capacity(CACHE_BYTES)
             .open()?;
-        Ok(SledStore { db })
+        Ok(SledStore {
+            db,
+            write: std::sync::Mutex::new(()),
+        })
     }
 }
 
@@ -74,7 +81,25 @@ fn decode<T: DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T, StoreError
     })
 }
 
+fn read_u64(v: Option<::sled::IVec>) -> Option<u64> {
+    let bytes: [u8; 8] = v?.as_ref().try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
+}
+
 impl SledStore {
+    /// The store's revision.
+    fn revision(&self) -> Result<Revision, StoreError> {
+        Ok(read_u64(self.db.get(b"rev")?).unwrap_or(0))
+    }
+
+    /// A network's revision (0: it does not exist).
+    fn net_revision(&self, net: &str) -> Result<Revision, StoreError> {
+        if let Some(r) = read_u64(self.db.get(format!("r/{net}"))?) {
+            return Ok(r);
+        }
+        Ok(u64::from(self.db.contains_key(network_key(net))?))
+    }
+
     fn scan<T: DeserializeOwned>(&self, prefix: &[u8]) -> Result<Vec<T>, StoreError> {
         let mut out = Vec::new();
         for item in self.db.scan_prefix(prefix) {
@@ -86,24 +111,30 @@ impl SledStore {
 }
 
 impl Store for SledStore {
-    fn networks(&self) -> Result<Vec<Network>, StoreError> {
-        self.scan(b"n/")
-    }
-
-    fn members(&self, network: &str) -> Result<Vec<Member>, StoreError> {
-        self.scan(&prefix('m', network))
-    }
-
-    fn tokens(&self, network: &str) -> Result<Vec<Token>, StoreError> {
-        self.scan(&prefix('t', network))
-    }
-
-    fn last_sent(&self, network: &str, key: &Key) -> Result<Option<u64>, StoreError> {
-        let k = keyed('s', network, &key.0);
-        Ok(self.db.get(&k)?.and_then(|v| {
-            let bytes: [u8; 8] = v.as_ref().try_into().ok()?;
-            Some(u64::from_be_bytes(bytes))
-        }))
+    fn load(&self) -> Result<Dump, StoreError> {
+        let _write = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        let mut networks = Vec::new();
+        for network in self.scan::<Network>(b"n/")? {
+            networks.push(NetworkDump {
+                revision: self.net_revision(&network.name)?,
+                members: self.scan(&prefix('m', &network.name))?,
+                tokens: self.scan(&prefix('t', &network.name))?,
+                network,
+            });
+        }
+        let mut audit = Vec::new();
+        for item in self.db.scan_prefix(b"a/") {
+            let (k, v) = item?;
+            let tail = &k[k.len().saturating_sub(8)..];
+            let seq = u64::from_be_bytes(tail.try_into().unwrap_or([0; 8]));
+            audit.push((seq, decode(&k, &v)?));
+        }
+        Ok(Dump {
+            revision: self.revision()?,
+            networks,
+            audit,
+            ..Dump::default()
+        })
     }
 
     fn log_after(&self, network: &str, after: u64) -> Result<Vec<(u64, ChangeRecord)>, StoreError> {
@@ -122,18 +153,17 @@ impl Store for SledStore {
         Ok(out)
     }
 
-    fn audit(&self) -> Result<Vec<(u64, AuditEntry)>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.db.scan_prefix(b"a/") {
-            let (k, v) = item?;
-            let tail = &k[k.len().saturating_sub(8)..];
-            let seq = u64::from_be_bytes(tail.try_into().unwrap_or([0; 8]));
-            out.push((seq, decode(&k, &v)?));
+    fn apply(&self, ops: &[Op], expect: &[Expect]) -> Result<Revision, StoreError> {
+        let _write = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        for e in expect {
+            if self.net_revision(&e.network)? != e.revision {
+                return Err(StoreError::Conflict {
+                    network: e.network.clone(),
+                    expected: e.revision,
+                });
+            }
         }
-        Ok(out)
-    }
-
-    fn apply(&self, ops: &[Op]) -> Result<(), StoreError> {
+        let rev = self.revision()? + 1;
         // Collect into an ordered map first so a delete-by-prefix also drops puts earlier
         // in the same list, then hand sled one atomic batch.
         let mut writes: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
@@ -144,6 +174,7 @@ impl Store for SledStore {
                 }
                 Op::DeleteNetwork(net) => {
                     writes.insert(network_key(net), None);
+                    writes.insert(format!("r/{net}").into_bytes(), None);
                     for kind in ['m', 't', 's', 'l'] {
                         let p = prefix(kind, net);
                         for item in self.db.scan_prefix(&p) {
@@ -169,19 +200,6 @@ impl Store for SledStore {
                 }
                 Op::PutToken(t) => {
                     writes.insert(keyed('t', &t.network, t.id.as_bytes()), Some(encode(t)));
-                }
-                Op::PutSent {
-                    network,
-                    key,
-                    version,
-                } => {
-                    writes.insert(
-                        keyed('s', network, &key.0),
-                        Some(version.to_be_bytes().to_vec()),
-                    );
-                }
-                Op::DeleteSent { network, key } => {
-                    writes.insert(keyed('s', network, &key.0), None);
                 }
                 Op::PutLog {
                     network,
@@ -223,6 +241,15 @@ impl Store for SledStore {
                 }
             }
         }
+        for net in touched_networks(ops) {
+            let exists = match writes.get(&network_key(net)) {
+                Some(v) => v.is_some(),
+                None => self.db.contains_key(network_key(net))?,
+            };
+            let value = exists.then(|| rev.to_be_bytes().to_vec());
+            writes.insert(format!("r/{net}").into_bytes(), value);
+        }
+        writes.insert(b"rev".to_vec(), Some(rev.to_be_bytes().to_vec()));
         let mut batch = ::sled::Batch::default();
         for (k, v) in writes {
             match v {
@@ -231,11 +258,15 @@ impl Store for SledStore {
             }
         }
         self.db.apply_batch(batch)?;
-        Ok(())
+        Ok(rev)
     }
 
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         Ok(())
+    }
+
+    fn describe(&self) -> String {
+        "sled".into()
     }
 }

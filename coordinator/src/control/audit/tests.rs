@@ -31,15 +31,21 @@ fn log_is_bounded_in_memory_and_in_the_store_and_survives_reopen() {
         assert!(log.is_empty());
         for n in 0..5 {
             let e = vec![entry(n)];
-            store.apply(&log.ops(&e)).unwrap();
+            store.apply(&log.ops(&e), &[]).unwrap();
             log.committed(e);
         }
         // Two at once, across the bound.
         let e = vec![entry(5), entry(6)];
-        store.apply(&log.ops(&e)).unwrap();
+        store.apply(&log.ops(&e), &[]).unwrap();
         log.committed(e);
         assert_eq!(log.len(), 3);
-        let seqs: Vec<u64> = store.audit().unwrap().iter().map(|(s, _)| *s).collect();
+        let seqs: Vec<u64> = store
+            .load()
+            .unwrap()
+            .audit
+            .iter()
+            .map(|(s, _)| *s)
+            .collect();
         assert_eq!(seqs, vec![4, 5, 6]);
         assert_eq!(
             log.latest(2).iter().map(|e| e.time).collect::<Vec<_>>(),
@@ -55,9 +61,15 @@ fn log_is_bounded_in_memory_and_in_the_store_and_survives_reopen() {
     );
     // Sequence numbers continue after a reopen.
     let e = vec![entry(7)];
-    store.apply(&log.ops(&e)).unwrap();
+    store.apply(&log.ops(&e), &[]).unwrap();
     log.committed(e);
-    let seqs: Vec<u64> = store.audit().unwrap().iter().map(|(s, _)| *s).collect();
+    let seqs: Vec<u64> = store
+        .load()
+        .unwrap()
+        .audit
+        .iter()
+        .map(|(s, _)| *s)
+        .collect();
     assert_eq!(seqs, vec![5, 6, 7]);
 }
 

@@ -479,7 +479,7 @@ async fn services_come_before_the_first_netmap_of_each_connection() {
         reflectors: vec!["192.0.2.1:7444".into(), "192.0.2.1:7445".into()],
         relay: Some("192.0.2.1:7446".into()),
         relay_token: relay::token(&RELAY_SECRET, key),
-        coordinators: Vec::new(),
+        coordinators: vec!["192.0.2.1:7443".into()],
     };
 
     // Token join: Services, then the netmap.

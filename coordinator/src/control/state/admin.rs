@@ -16,7 +16,7 @@ use crate::model::{
     parse_route, route_conflict, validate_member_name, validate_network, validate_network_name,
     Member, Network, Token, DEFAULT_KEEPALIVE, DEFAULT_MTU,
 };
-use crate::store::Op;
+use crate::store::{Expect, Op, StoreError};
 
 /// Shortest key prefix accepted as a member reference.
 const MIN_PREFIX: usize = 8;
@@ -109,7 +109,7 @@ fn public_endpoint(ep: SocketAddr) -> Result<Option<SocketAddr>, Error> {
 
 impl Coordinator {
     fn member_view(&self, ns: &NetState, m: &Member) -> MemberView {
-        ns.member_view(&self.sessions(), m)
+        ns.member_view(&self.sessions(), &|n, k| self.online_elsewhere(n, k), m)
     }
 
     /// `GET /api/networks`.
@@ -156,11 +156,22 @@ impl Coordinator {
             )];
             let mut ops = vec![Op::PutNetwork(network.clone())];
             ops.extend(st.audit.ops(&audit));
-            self.apply(&ops)?;
+            // Revision 0: no coordinator created it meanwhile.
+            let expect = [Expect {
+                network: network.name.clone(),
+                revision: 0,
+            }];
+            let rev = self.apply(&ops, &expect).map_err(|e| match e {
+                StoreError::Conflict { .. } => {
+                    Error::Conflict(format!("network {:?} already exists", network.name))
+                }
+                e => Error::Store(e),
+            })?;
             st.audit.committed(audit);
             let view = network.view(0);
-            st.networks
-                .insert(network.name.clone(), NetState::new(network, Vec::new()));
+            let mut ns = NetState::new(network, Vec::new());
+            ns.rev = rev;
+            st.networks.insert(ns.network.name.clone(), ns);
             view
         };
         self.durable().await?;
@@ -171,14 +182,23 @@ impl Coordinator {
     /// `DELETE /api/networks/{net}`: the network, its members and tokens. Connected
     /// members are denied.
     pub async fn delete_network(&self, net: &str) -> Result<(), Error> {
+        self.retrying(|| self.delete_network_once(net)).await
+    }
+
+    async fn delete_network_once(&self, net: &str) -> Result<(), Error> {
         {
             let mut st = self.state.lock().await;
-            let members = network(&st, net)?.members.len();
+            let ns = network(&st, net)?;
+            let members = ns.members.len();
+            let expect = [Expect {
+                network: net.to_owned(),
+                revision: ns.rev,
+            }];
             let audit =
                 vec![self.audit_entry("network.delete", net, net, format!("{members} members"))];
             let mut ops = vec![Op::DeleteNetwork(net.to_owned())];
             ops.extend(st.audit.ops(&audit));
-            self.apply(&ops)?;
+            self.apply(&ops, &expect)?;
             st.audit.committed(audit);
             if let Some(mut ns) = st.networks.remove(net) {
                 ns.seq = self.applied.load(std::sync::atomic::Ordering::SeqCst);
@@ -200,7 +220,7 @@ impl Coordinator {
         Ok(ns
             .members
             .values()
-            .map(|m| ns.member_view(&sessions, m))
+            .map(|m| ns.member_view(&sessions, &|n, k| self.online_elsewhere(n, k), m))
             .collect())
     }
 
@@ -250,7 +270,7 @@ impl Coordinator {
         Ok(Page {
             items: page
                 .into_iter()
-                .map(|m| ns.member_view(&sessions, m))
+                .map(|m| ns.member_view(&sessions, &|n, k| self.online_elsewhere(n, k), m))
                 .collect(),
             total,
             more,
@@ -270,7 +290,18 @@ impl Coordinator {
         net: &str,
         node: &str,
         what: &str,
-        edit: impl FnOnce(&NetState, &mut Member) -> Result<Vec<(&'static str, String)>, Error>,
+        edit: impl Fn(&NetState, &mut Member) -> Result<Vec<(&'static str, String)>, Error>,
+    ) -> Result<MemberView, Error> {
+        self.retrying(|| self.edit_member_once(net, node, what, &edit))
+            .await
+    }
+
+    async fn edit_member_once(
+        &self,
+        net: &str,
+        node: &str,
+        what: &str,
+        edit: &impl Fn(&NetState, &mut Member) -> Result<Vec<(&'static str, String)>, Error>,
     ) -> Result<MemberView, Error> {
         let view = {
             let mut st = self.state.lock().await;
@@ -310,7 +341,7 @@ impl Coordinator {
     ) -> Result<MemberView, Error> {
         self.edit_member(net, node, "updated", |ns, m| {
             let mut actions = Vec::new();
-            if let Some(name) = req.name {
+            if let Some(name) = req.name.clone() {
                 validate_member_name(&name)?;
                 if let Some(other) = ns
                     .members
@@ -410,6 +441,10 @@ impl Coordinator {
     /// `DELETE /api/networks/{net}/members/{node}`: frees its address; a connected member
     /// is denied.
     pub async fn delete_member(&self, net: &str, node: &str) -> Result<(), Error> {
+        self.retrying(|| self.delete_member_once(net, node)).await
+    }
+
+    async fn delete_member_once(&self, net: &str, node: &str) -> Result<(), Error> {
         {
             let mut st = self.state.lock().await;
             let m = find_member(network(&st, net)?, node)?;
@@ -480,6 +515,11 @@ impl Coordinator {
     /// `POST /api/networks/{net}/tokens`. The answer is the only place the secret ever
     /// appears; the store keeps its hash.
     pub async fn create_token(&self, net: &str, req: CreateToken) -> Result<TokenCreated, Error> {
+        self.retrying(|| self.create_token_once(net, req.clone()))
+            .await
+    }
+
+    async fn create_token_once(&self, net: &str, req: CreateToken) -> Result<TokenCreated, Error> {
         let now = self.now();
         let expires_at = match req.expires_in_secs {
             None => None,
@@ -527,7 +567,7 @@ impl Coordinator {
                 },
             )?;
             let join_token = JoinToken {
-                coordinators: self.join.coordinators.clone(),
+                coordinators: self.control_addresses(),
                 pin: self.join.pin,
                 network: net.to_owned(),
                 secret: JoinSecret { id, secret },
@@ -545,6 +585,10 @@ impl Coordinator {
 
     /// `DELETE /api/networks/{net}/tokens/{id}`: revokes (idempotent).
     pub async fn revoke_token(&self, net: &str, id: &str) -> Result<(), Error> {
+        self.retrying(|| self.revoke_token_once(net, id)).await
+    }
+
+    async fn revoke_token_once(&self, net: &str, id: &str) -> Result<(), Error> {
         {
             let mut st = self.state.lock().await;
             network(&st, net)?;

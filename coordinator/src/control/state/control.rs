@@ -58,6 +58,15 @@ pub enum AdmitError {
     Internal(String),
 }
 
+impl super::Raced for AdmitError {
+    fn raced(&self) -> Option<(&str, crate::store::Revision)> {
+        match self {
+            AdmitError::Store(e) => super::raced(e),
+            _ => None,
+        }
+    }
+}
+
 impl From<Error> for AdmitError {
     fn from(e: Error) -> AdmitError {
         match e {
@@ -141,6 +150,10 @@ impl Coordinator {
     /// authorised member at once; without, an authorised member proceeds and anyone else
     /// is (or becomes) a pending member. Durable before it returns.
     pub async fn admit(&self, hello: &Hello, remote: SocketAddr) -> Result<Admitted, AdmitError> {
+        self.retrying(|| self.admit_once(hello, remote)).await
+    }
+
+    async fn admit_once(&self, hello: &Hello, remote: SocketAddr) -> Result<Admitted, AdmitError> {
         let now = self.now();
         let net = hello.network.as_str();
         let key = hello.public_key;
@@ -260,6 +273,17 @@ impl Coordinator {
         remote: SocketAddr,
         report: &EndpointReport<'_>,
     ) -> Result<(), Error> {
+        self.retrying(|| self.update_endpoints_once(net, key, remote, report))
+            .await
+    }
+
+    async fn update_endpoints_once(
+        &self,
+        net: &str,
+        key: &Key,
+        remote: SocketAddr,
+        report: &EndpointReport<'_>,
+    ) -> Result<(), Error> {
         let (endpoints, local_endpoints) =
             reported_endpoints(remote, report.listen_port, report.local);
         let reflexive_endpoints = clean_endpoints(report.reflexive);
@@ -337,6 +361,10 @@ impl Coordinator {
     /// Records activity of a member (connect, message, disconnect). Not flushed: nothing
     /// is acknowledged by it.
     pub async fn seen(&self, net: &str, key: &Key) -> Result<(), Error> {
+        self.retrying(|| self.seen_once(net, key)).await
+    }
+
+    async fn seen_once(&self, net: &str, key: &Key) -> Result<(), Error> {
         let now = self.now();
         let mut st = self.state.lock().await;
         let Some(mut m) = st

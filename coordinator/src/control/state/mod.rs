@@ -19,7 +19,9 @@
 
 mod admin;
 mod changes;
+mod cluster;
 mod control;
+mod follow;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -33,6 +35,7 @@ use mesh_proto::control::{CertPin, PeerPathReport};
 use mesh_proto::Key;
 use tokio::sync::{oneshot, watch, Mutex};
 
+pub use self::cluster::Registration;
 pub use self::control::{AdmitError, Admitted, EndpointReport, PathsIgnored};
 use crate::control::audit::{AuditEntry, AuditLog, AUDIT_KEEP};
 use crate::control::ipam::IpamError;
@@ -40,7 +43,7 @@ use crate::control::membership::Membership;
 use crate::control::snapshot::{Deltas, PeerEntry, Snapshot};
 use crate::control::stats::{ControlStats, NatStats};
 use crate::model::{ChangeRecord, Member, ModelError, Network, Token};
-use crate::store::{Op, Store, StoreError};
+use crate::store::{Expect, Op, Revision, Store, StoreError};
 
 /// Change-log entries kept per network: a node that missed fewer versions resumes with
 /// changes, one that missed more gets a full netmap.
@@ -154,6 +157,32 @@ impl From<IpamError> for Error {
     }
 }
 
+/// How often an operation is redone after losing a race with another coordinator before
+/// it gives up (each time it first catches up with the store).
+const MAX_RACES: u32 = 32;
+
+/// An error that may mean the operation lost a race with another coordinator.
+pub(crate) trait Raced {
+    /// The network and the revision the failed batch expected, if it was a race.
+    fn raced(&self) -> Option<(&str, Revision)>;
+}
+
+pub(crate) fn raced(e: &StoreError) -> Option<(&str, Revision)> {
+    match e {
+        StoreError::Conflict { network, expected } => Some((network.as_str(), *expected)),
+        _ => None,
+    }
+}
+
+impl Raced for Error {
+    fn raced(&self) -> Option<(&str, Revision)> {
+        match self {
+            Error::Store(e) => raced(e),
+            _ => None,
+        }
+    }
+}
+
 /// 32 random bytes from the operating system.
 pub(crate) fn random32() -> Result<[u8; 32], getrandom::Error> {
     let mut b = [0u8; 32];
@@ -173,6 +202,8 @@ struct NetState {
     deltas: Arc<Deltas>,
     /// The store batch count after the last change to this network ([`Snapshot::seq`]).
     seq: u64,
+    /// The network's store revision this memory mirrors: every write is conditioned on it.
+    rev: Revision,
     tx: watch::Sender<Arc<Snapshot>>,
 }
 
@@ -199,6 +230,7 @@ impl NetState {
             peers,
             deltas,
             seq: 0,
+            rev: 0,
             tx,
         }
     }
@@ -218,9 +250,14 @@ impl NetState {
     /// `m` as the admin API shows it, online state and reported paths from `sessions`.
     /// Paths are shown for an authorised member online, naming its peers as they are now
     /// (a peer since removed or deauthorised is left out).
-    fn member_view(&self, sessions: &Sessions, m: &Member) -> MemberView {
+    fn member_view(
+        &self,
+        sessions: &Sessions,
+        elsewhere: &dyn Fn(&str, &Key) -> bool,
+        m: &Member,
+    ) -> MemberView {
         let slot = sessions.get(&(self.network.name.clone(), m.public_key));
-        let mut view = m.view(slot.is_some());
+        let mut view = m.view(slot.is_some() || elsewhere(&self.network.name, &m.public_key));
         if let Some(slot) = slot.filter(|_| m.authorized) {
             view.paths = slot
                 .paths
@@ -291,6 +328,59 @@ struct Change {
     audit: Vec<AuditEntry>,
 }
 
+/// What a change does to one network's peers, worked out before anything is written.
+struct Prepared {
+    /// Members whose peer entry appeared, changed or went away.
+    touched: BTreeSet<Key>,
+    /// The new peer entries (`None`: removed).
+    peer_updates: Vec<(Key, Option<Arc<PeerEntry>>)>,
+    /// A member was added or removed.
+    membership: bool,
+    /// Someone became or stopped being authorised (the relay's concern).
+    authorised_set: bool,
+}
+
+impl Prepared {
+    fn of(ns: &NetState, put: &[Member], delete: &[Key]) -> Prepared {
+        let mut p = Prepared {
+            touched: BTreeSet::new(),
+            peer_updates: Vec::new(),
+            membership: !delete.is_empty(),
+            authorised_set: false,
+        };
+        for m in put {
+            let new = m.authorized.then(|| m.peer_info());
+            if ns.peers.get(&m.public_key).map(|p| &***p) != new.as_ref() {
+                p.touched.insert(m.public_key);
+                p.authorised_set |= ns.peers.contains_key(&m.public_key) != new.is_some();
+                p.peer_updates
+                    .push((m.public_key, new.map(|i| Arc::new(PeerEntry::new(i)))));
+            }
+            p.membership |= !ns.members.contains_key(&m.public_key);
+        }
+        for k in delete {
+            if ns.peers.contains_key(k) {
+                p.touched.insert(*k);
+                p.authorised_set = true;
+                p.peer_updates.push((*k, None));
+            }
+        }
+        p
+    }
+
+    /// Version `version`'s changes as every session sends them, encoded once.
+    fn frame(&self, version: u64, prefix_len: u8) -> bytes::Bytes {
+        let mut frame = mesh_proto::wire::FrameBuilder::changes(version, prefix_len);
+        for (k, p) in &self.peer_updates {
+            match p {
+                Some(entry) => frame.upsert(entry.wire()),
+                None => frame.remove(k),
+            }
+        }
+        bytes::Bytes::from(frame.finish())
+    }
+}
+
 /// A live control session slot: the newest session of a member replaces the older one.
 /// What the member reports about itself that is not stored lives here, and goes with it.
 struct Slot {
@@ -324,6 +414,16 @@ pub struct Coordinator {
     stats: Arc<NatStats>,
     control_stats: ControlStats,
     changes: changes::Changes,
+    /// This coordinator's id (presence, registration, `/metrics`).
+    id: String,
+    /// Whether other coordinators share the store (it reports their batches).
+    shared: bool,
+    /// Revisions of this coordinator's own batches not yet seen back from the store.
+    own_revisions: StdMutex<BTreeSet<Revision>>,
+    /// Woken after each batch the follower mirrored.
+    followed: tokio::sync::Notify,
+    /// The coordinator set: presence elsewhere, registrations, services.
+    cluster: cluster::Cluster,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -352,21 +452,36 @@ impl Coordinator {
         join: JoinInfo,
         services: Option<Services>,
     ) -> Result<Arc<Coordinator>, StoreError> {
+        Coordinator::open_as(store, clock, join, services, "local".into())
+    }
+
+    /// Loads everything from `store` as coordinator `id`. When the store is shared
+    /// ([`Store::follow`]), a task follows what other coordinators commit (needs a tokio
+    /// runtime).
+    pub fn open_as(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        join: JoinInfo,
+        services: Option<Services>,
+        id: String,
+    ) -> Result<Arc<Coordinator>, StoreError> {
+        let dump = store.load()?;
         let mut state = State {
-            audit: AuditLog::load(&*store, AUDIT_KEEP)?,
+            audit: AuditLog::from_entries(dump.audit, AUDIT_KEEP),
             ..State::default()
         };
-        for network in store.networks()? {
-            for t in store.tokens(&network.name)? {
+        for n in dump.networks {
+            for t in n.tokens {
                 state.tokens.insert(t.id.clone(), t);
             }
-            let members = store.members(&network.name)?;
-            state
-                .networks
-                .insert(network.name.clone(), NetState::new(network, members));
+            let mut ns = NetState::new(n.network, n.members);
+            ns.rev = n.revision;
+            state.networks.insert(ns.network.name.clone(), ns);
         }
         let membership = Arc::new(ArcSwap::from_pointee(membership_of(&state)));
-        Ok(Arc::new(Coordinator {
+        let follow = store.follow(dump.revision);
+        let cluster = cluster::Cluster::new(&dump.presence, &dump.coordinators);
+        let coord = Arc::new(Coordinator {
             state: Mutex::new(state),
             store,
             clock,
@@ -381,7 +496,31 @@ impl Coordinator {
             stats: Arc::new(NatStats::default()),
             control_stats: ControlStats::default(),
             changes: changes::Changes::default(),
-        }))
+            id,
+            shared: follow.is_some(),
+            own_revisions: StdMutex::new(BTreeSet::new()),
+            followed: tokio::sync::Notify::new(),
+            cluster,
+        });
+        if let Some(rx) = follow {
+            tokio::spawn(follow::run(Arc::downgrade(&coord), rx));
+        }
+        Ok(coord)
+    }
+
+    /// This coordinator's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Which store, where (`sled`, `etcd http://…`).
+    pub fn store_name(&self) -> String {
+        self.store.describe()
+    }
+
+    /// Whether the store says it takes writes now.
+    pub fn store_health(&self) -> crate::store::Health {
+        self.store.health()
     }
 
     /// The NAT traversal services members are told about, if any.
@@ -431,11 +570,13 @@ impl Coordinator {
                 .map(|(name, ns)| (name.clone(), ns.members.len(), ns.peers.len()))
                 .collect()
         };
+        let elsewhere = self.online_elsewhere_counts();
         let sessions = self.sessions();
         counts
             .into_iter()
             .map(|(name, total, authorized)| {
-                let online = sessions.keys().filter(|(n, _)| *n == name).count();
+                let here = sessions.keys().filter(|(n, _)| *n == name).count();
+                let online = here + elsewhere.get(&name).copied().unwrap_or(0);
                 (name, total, authorized, online)
             })
             .collect()
@@ -456,16 +597,22 @@ impl Coordinator {
     /// buffers, so on a multi-threaded runtime it runs in `block_in_place`: the worker's
     /// other tasks (sessions, pushes) move to another worker meanwhile. It stays under the
     /// state lock on purpose: the batch and the memory it mirrors change together.
-    fn apply(&self, ops: &[Op]) -> Result<(), StoreError> {
+    fn apply(&self, ops: &[Op], expect: &[Expect]) -> Result<Revision, StoreError> {
         let multi_thread = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        if multi_thread {
-            tokio::task::block_in_place(|| self.store.apply(ops))?;
+        let rev = if multi_thread {
+            tokio::task::block_in_place(|| self.store.apply(ops, expect))?
         } else {
-            self.store.apply(ops)?;
+            self.store.apply(ops, expect)?
+        };
+        if self.shared {
+            self.own_revisions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(rev);
         }
         self.applied.fetch_add(1, Ordering::SeqCst);
-        Ok(())
+        Ok(rev)
     }
 
     /// Returns once every batch applied before the call is on disk. Concurrent callers
@@ -502,45 +649,15 @@ impl Coordinator {
     fn commit(&self, st: &mut State, net: &str, change: Change) -> Result<bool, Error> {
         let ns = st
             .networks
-            .get_mut(net)
+            .get(net)
             .ok_or_else(|| Error::NotFound(format!("no network {net:?}")))?;
-        let mut touched = BTreeSet::new();
-        let mut peer_updates = Vec::new();
-        let mut membership = !change.delete.is_empty();
-        // Whether someone became or stopped being authorised (the relay's concern).
-        let mut authorised_set = false;
-        for m in &change.put {
-            let new = m.authorized.then(|| m.peer_info());
-            if ns.peers.get(&m.public_key).map(|p| &***p) != new.as_ref() {
-                touched.insert(m.public_key);
-                authorised_set |= ns.peers.contains_key(&m.public_key) != new.is_some();
-                peer_updates.push((m.public_key, new.map(|p| Arc::new(PeerEntry::new(p)))));
-            }
-            membership |= !ns.members.contains_key(&m.public_key);
-        }
-        for k in &change.delete {
-            if ns.peers.contains_key(k) {
-                touched.insert(*k);
-                authorised_set = true;
-                peer_updates.push((*k, None));
-            }
-        }
-        let bump = !touched.is_empty();
-        // The version's changes as every session will send them, encoded once.
-        let delta = bump.then(|| {
-            let mut frame = mesh_proto::wire::FrameBuilder::changes(
-                ns.network.version + 1,
-                ns.network.cidr.prefix_len(),
-            );
-            for (k, p) in &peer_updates {
-                match p {
-                    Some(entry) => frame.upsert(entry.wire()),
-                    None => frame.remove(k),
-                }
-            }
-            bytes::Bytes::from(frame.finish())
-        });
+        let prepared = Prepared::of(ns, &change.put, &change.delete);
+        let bump = !prepared.touched.is_empty();
         let mut network = ns.network.clone();
+        let expect = [Expect {
+            network: net.to_owned(),
+            revision: ns.rev,
+        }];
         let mut ops = Vec::new();
         for m in &change.put {
             ops.push(Op::PutMember {
@@ -566,7 +683,7 @@ impl Coordinator {
                 version: network.version,
                 record: ChangeRecord {
                     network: false,
-                    touched: touched.into_iter().collect(),
+                    touched: prepared.touched.iter().copied().collect(),
                 },
             });
             if network.version > LOG_KEEP {
@@ -579,9 +696,27 @@ impl Coordinator {
         if ops.is_empty() {
             return Ok(false);
         }
-        self.apply(&ops)?;
+        let rev = self.apply(&ops, &expect)?;
+        self.mirror(st, net, change, &prepared, network, rev);
+        Ok(bump)
+    }
 
-        // Durable-to-be in the store: now memory.
+    /// Mirrors a committed change of network `net` (which exists) in memory: members,
+    /// peers, the version's change frame, tokens, audit; wakes sessions and the relay.
+    fn mirror(
+        &self,
+        st: &mut State,
+        net: &str,
+        change: Change,
+        prepared: &Prepared,
+        network: Network,
+        rev: Revision,
+    ) {
+        let Some(ns) = st.networks.get_mut(net) else {
+            return;
+        };
+        let bump = network.version > ns.network.version;
+        let delta = bump.then(|| prepared.frame(network.version, network.cidr.prefix_len()));
         for m in change.put {
             let key = m.public_key;
             let addr = m.address;
@@ -599,28 +734,77 @@ impl Coordinator {
                 }
             }
         }
-        for (k, p) in peer_updates {
+        for (k, p) in &prepared.peer_updates {
             match p {
-                Some(p) => ns.peers.insert(k, p),
-                None => ns.peers.remove(&k),
+                Some(p) => ns.peers.insert(*k, p.clone()),
+                None => ns.peers.remove(k),
             };
         }
+        let record_changed = network != ns.network;
         ns.network = network;
+        ns.rev = rev;
         ns.seq = self.applied.load(Ordering::SeqCst);
         if let Some(frame) = delta {
             ns.deltas.push(ns.network.version, frame);
         }
-        if bump || membership {
+        if bump || prepared.membership || record_changed {
             ns.publish(false);
         }
         for t in change.tokens {
             st.tokens.insert(t.id.clone(), t);
         }
         st.audit.committed(change.audit);
-        if authorised_set {
+        if prepared.authorised_set {
             self.publish_membership(st);
         }
-        Ok(bump)
+    }
+
+    /// Mirrors a change another coordinator committed to network `net` at `rev`;
+    /// `network` is its record when the batch wrote it.
+    fn mirror_remote(
+        &self,
+        st: &mut State,
+        net: &str,
+        change: Change,
+        network: Option<Network>,
+        rev: Revision,
+    ) -> bool {
+        let Some(ns) = st.networks.get(net) else {
+            return false;
+        };
+        let prepared = Prepared::of(ns, &change.put, &change.delete);
+        let network = network.unwrap_or_else(|| ns.network.clone());
+        self.mirror(st, net, change, &prepared, network, rev);
+        false
+    }
+
+    /// Runs `op`, and again after catching up with the store while it loses races with
+    /// other coordinators (its batch's condition failed: memory was behind). Every
+    /// decision (address, token use, version) is made afresh on each attempt.
+    async fn retrying<T, E, F, Fut>(&self, mut op: F) -> Result<T, E>
+    where
+        E: Raced,
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        let mut races = 0;
+        loop {
+            let e = match op().await {
+                Err(e) => e,
+                ok => return ok,
+            };
+            let Some((net, expected)) = e.raced() else {
+                return Err(e);
+            };
+            races += 1;
+            if races > MAX_RACES {
+                tracing::warn!(network = %net, "gave up after {MAX_RACES} lost races");
+                return Err(e);
+            }
+            self.control_stats.races.inc();
+            let net = net.to_owned();
+            self.catch_up(&net, expected).await;
+        }
     }
 
     fn sessions(&self) -> MutexGuard<'_, Sessions> {
@@ -634,7 +818,7 @@ impl Coordinator {
 
     /// Whether a member holds an authenticated control connection now.
     pub fn is_online(&self, net: &str, key: &Key) -> bool {
-        self.sessions().contains_key(&(net.to_owned(), *key))
+        self.sessions().contains_key(&(net.to_owned(), *key)) || self.online_elsewhere(net, key)
     }
 
     /// Registers a member's session; an older session of the same member is told to end
@@ -650,6 +834,7 @@ impl Coordinator {
                 paths: Vec::new(),
             },
         );
+        self.store.set_presence(net, key, true);
         self.changes.bump();
         SessionGuard {
             coord: self,
@@ -677,6 +862,7 @@ impl Drop for SessionGuard<'_> {
         let slot = (std::mem::take(&mut self.net), self.key);
         if sessions.get(&slot).is_some_and(|s| s.id == self.id) {
             sessions.remove(&slot);
+            self.coord.store.set_presence(&slot.0, &slot.1, false);
             self.coord.changes.bump();
         }
     }

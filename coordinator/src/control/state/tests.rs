@@ -509,3 +509,160 @@ async fn path_reports_are_checked_and_kept_with_the_session() {
     assert!(!m1.online && m1.paths.is_empty());
     drop(d);
 }
+
+/// Several coordinators on one shared store ([`MemoryStore::shared`], or etcd): each
+/// mirrors what the others commit.
+mod shared {
+    use mesh_proto::admin::CreateToken;
+
+    use super::*;
+    use crate::store::{EtcdStore, MemoryStore};
+    use crate::testutil::{create_network, EtcdServer};
+
+    fn open(store: Arc<dyn Store>, id: &str) -> Arc<Coordinator> {
+        Coordinator::open_as(
+            store,
+            Arc::new(ManualClock::new(5_000)),
+            join_info(),
+            None,
+            id.into(),
+        )
+        .unwrap()
+    }
+
+    /// Waits until `coord` mirrors `n` members of `net` (the follower is asynchronous).
+    async fn members_seen(coord: &Coordinator, net: &str, n: usize) -> Vec<MemberView> {
+        for _ in 0..500 {
+            if let Ok(m) = coord.list_members(net).await {
+                if m.len() == n {
+                    return m;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("{} never saw {n} members of {net}", coord.id());
+    }
+
+    /// Joins through every coordinator at once, one one-time token raced by two nodes:
+    /// no address twice, the token used once, the same members and versions everywhere.
+    async fn join_storm(coords: &[Arc<Coordinator>]) {
+        create_network(&coords[0], "lab").await;
+        let token = coords[1]
+            .create_token(
+                "lab",
+                CreateToken {
+                    reusable: true,
+                    expires_in_secs: None,
+                },
+            )
+            .await
+            .unwrap()
+            .join_token
+            .parse::<JoinToken>()
+            .unwrap()
+            .secret;
+        let once = coords[2]
+            .create_token("lab", CreateToken::default())
+            .await
+            .unwrap()
+            .join_token
+            .parse::<JoinToken>()
+            .unwrap()
+            .secret;
+        for c in coords {
+            members_seen(c, "lab", 0).await;
+        }
+        let mut joins = Vec::new();
+        for i in 0..30u8 {
+            let c = coords[usize::from(i) % coords.len()].clone();
+            let h = hello("lab", &private(i + 1), Some(token.clone()));
+            joins.push(tokio::spawn(async move {
+                c.admit(&h, remote(i + 1)).await.map(|_| ())
+            }));
+        }
+        // Two nodes race one one-time token through two coordinators.
+        for (i, c) in [(100u8, &coords[0]), (101u8, &coords[1])] {
+            let c = c.clone();
+            let h = hello("lab", &private(i), Some(once.clone()));
+            joins.push(tokio::spawn(async move {
+                c.admit(&h, remote(i)).await.map(|_| ())
+            }));
+        }
+        let mut refused = 0;
+        for (n, j) in joins.into_iter().enumerate() {
+            match j.await.unwrap() {
+                Ok(()) => {}
+                Err(AdmitError::Used(_)) if n >= 30 => refused += 1,
+                Err(e) => panic!("join {n} failed: {e}"),
+            }
+        }
+        assert_eq!(refused, 1, "the one-time token admitted exactly one node");
+        let mut views = Vec::new();
+        for c in coords {
+            let m = members_seen(c, "lab", 31).await;
+            let addrs: BTreeSet<_> = m.iter().map(|v| v.address).collect();
+            assert_eq!(addrs.len(), 31, "no address twice at {}", c.id());
+            let mut m: Vec<(Key, String, bool)> = m
+                .into_iter()
+                .map(|v| (v.public_key, v.address.to_string(), v.authorized))
+                .collect();
+            m.sort();
+            views.push((m, c.get_network("lab").await.unwrap().version));
+        }
+        assert!(
+            views.windows(2).all(|w| w[0] == w[1]),
+            "every coordinator mirrors the same"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn coordinators_on_one_memory_store_agree() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::shared());
+        let coords: Vec<_> = ["a", "b", "c"]
+            .iter()
+            .map(|id| open(store.clone(), id))
+            .collect();
+        join_storm(&coords).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn coordinators_on_one_etcd_agree() {
+        let etcd = EtcdServer::start();
+        let coords: Vec<_> = ["a", "b", "c"]
+            .iter()
+            .map(|id| {
+                let s: Arc<EtcdStore> =
+                    Arc::new(tokio::task::block_in_place(|| etcd.store("/wm-ha/", id)));
+                open(s, id)
+            })
+            .collect();
+        join_storm(&coords).await;
+        // A coordinator started later loads everything and agrees too.
+        let late = open(
+            Arc::new(tokio::task::block_in_place(|| etcd.store("/wm-ha/", "d"))),
+            "d",
+        );
+        members_seen(&late, "lab", 31).await;
+        assert_eq!(
+            late.get_network("lab").await.unwrap().version,
+            coords[0].get_network("lab").await.unwrap().version
+        );
+    }
+
+    #[tokio::test]
+    async fn a_store_without_quorum_refuses_writes_and_recovers() {
+        let store = Arc::new(MemoryStore::shared());
+        let c = open(store.clone(), "a");
+        create_network(&c, "lab").await;
+        store.fail_next(1);
+        let e = c
+            .create_token("lab", CreateToken::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Store(StoreError::Unavailable(_))), "{e}");
+        // Nothing changed; the next write goes through.
+        assert!(c.list_tokens("lab").await.unwrap().is_empty());
+        c.create_token("lab", CreateToken::default()).await.unwrap();
+        assert_eq!(c.list_tokens("lab").await.unwrap().len(), 1);
+    }
+}
