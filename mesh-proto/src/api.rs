@@ -144,6 +144,9 @@ pub struct ControlStatus {
     pub message: Option<String>,
     /// Version of the netmap applied (live or from the cache).
     pub netmap_version: Option<u64>,
+    /// The coordinator of the current connection (`host:port`), while connected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coordinator: Option<String>,
 }
 
 /// Connection state to the coordinator.

@@ -440,6 +440,7 @@ mod tests {
                 state,
                 message: message.map(str::to_owned),
                 netmap_version: None,
+                coordinator: None,
             }),
         }
     }

@@ -301,6 +301,7 @@ mod tests {
                 state: ControlState::Connected,
                 message: None,
                 netmap_version: Some(3),
+                coordinator: None,
             }),
         }
     }

@@ -258,6 +258,7 @@ mod tests {
                 state,
                 message: message.map(str::to_owned),
                 netmap_version: version,
+                coordinator: None,
             };
         let mut s = String::new();
         render_control(

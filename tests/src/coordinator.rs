@@ -37,6 +37,8 @@ pub struct Coordinator {
     log: PathBuf,
     listen: String,
     http: String,
+    /// Extra `serve` flags (e.g. `--store etcd:…`, `--id`).
+    extra: Vec<String>,
     child: Option<Child>,
 }
 
@@ -45,6 +47,15 @@ impl Coordinator {
     /// join tokens) and the admin API on `127.0.0.1:7480` inside `ns`; returns once the
     /// admin API answers.
     pub fn start(ns: &Arc<Netns>, listen_ip: &str) -> anyhow::Result<Coordinator> {
+        Coordinator::start_with(ns, listen_ip, &[])
+    }
+
+    /// [`Coordinator::start`] with extra `serve` flags.
+    pub fn start_with(
+        ns: &Arc<Netns>,
+        listen_ip: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<Coordinator> {
         let dir = TempDir::new("coord")?;
         let data_dir = dir.path().join("data");
         let log = dir.path().join("coordinator.log");
@@ -55,6 +66,7 @@ impl Coordinator {
             dir,
             listen: format!("{listen_ip}:{CONTROL_PORT}"),
             http: format!("127.0.0.1:{HTTP_PORT}"),
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
             child: None,
         };
         c.spawn()?;
@@ -65,7 +77,7 @@ impl Coordinator {
     fn spawn(&mut self) -> anyhow::Result<()> {
         let bin = util::binary("coordinator")?;
         let level = std::env::var("COORDINATOR_LOG").unwrap_or_else(|_| "info".to_owned());
-        let argv = [
+        let mut argv = vec![
             bin.to_string_lossy().into_owned(),
             "serve".into(),
             "--data-dir".into(),
@@ -77,6 +89,7 @@ impl Coordinator {
             "--http".into(),
             self.http.clone(),
         ];
+        argv.extend(self.extra.iter().cloned());
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         {
             let mut f = std::fs::OpenOptions::new()

@@ -103,10 +103,7 @@ impl EtcdCluster {
                 child: None,
             });
         }
-        let mut cluster = EtcdCluster {
-            members,
-            _dir: dir,
-        };
+        let mut cluster = EtcdCluster { members, _dir: dir };
         for i in 0..cluster.members.len() {
             cluster.start_member(i)?;
         }
@@ -153,7 +150,10 @@ impl EtcdCluster {
         let start = Instant::now();
         while !self.member_healthy(i) {
             if start.elapsed() > Duration::from_secs(30) {
-                bail!("etcd member e{i} not healthy 30 s after restart:\n{}", self.log_tail(i));
+                bail!(
+                    "etcd member e{i} not healthy 30 s after restart:\n{}",
+                    self.log_tail(i)
+                );
             }
             std::thread::sleep(Duration::from_millis(200));
         }

@@ -11,6 +11,8 @@
 //!   checking the lab itself.
 //! - [`Coordinator`]: the real coordinator in a namespace (stop, kill, restart with the same
 //!   data directory), driven with `meshctl admin` inside that namespace.
+//! - [`etcd`]: etcd members for the coordinators' shared store, one per host namespace,
+//!   killed and restarted at will.
 //! - [`control`]: control-plane scenarios: a coordinator on the internet, nodes on their
 //!   own sites joining through it, and [`control::measure_propagation`] for how fast a
 //!   membership change reaches every node.
@@ -40,6 +42,7 @@
 pub mod capture;
 pub mod control;
 pub mod coordinator;
+pub mod etcd;
 pub mod http;
 pub mod lab;
 pub mod loadgen;

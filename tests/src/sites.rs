@@ -266,7 +266,16 @@ pub struct NatMesh {
 impl NatMesh {
     /// Coordinator, network, token, then the sites with meshd started (not joined).
     pub fn new(lab: &Lab, specs: &[SiteSpec]) -> anyhow::Result<NatMesh> {
-        let coord = start_coordinator(lab)?;
+        NatMesh::with_coordinator(lab, start_coordinator(lab)?, specs)
+    }
+
+    /// [`NatMesh::new`] with a coordinator the caller started (one of several sharing a
+    /// store, say): the network and token are made through it.
+    pub fn with_coordinator(
+        lab: &Lab,
+        coord: Coordinator,
+        specs: &[SiteSpec],
+    ) -> anyhow::Result<NatMesh> {
         coord.create_network(NETWORK, CIDR)?;
         let token = coord.create_token(NETWORK, true, None)?;
         let mut mesh = NatMesh {

@@ -168,6 +168,12 @@ fn unavailable(e: &etcd_client::Error) -> StoreError {
     StoreError::Unavailable(text)
 }
 
+/// Whether the request failed before reaching any etcd member (safe to send again).
+fn never_sent(e: &etcd_client::Error) -> bool {
+    let text = format!("{e:?}");
+    text.contains("ConnectError") || text.contains("tcp connect error")
+}
+
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     // Plain data records: serialising cannot fail.
     serde_json::to_vec(value).unwrap_or_default()
@@ -383,17 +389,33 @@ impl EtcdStore {
         format!("{}{tail}", self.prefix)
     }
 
-    /// Runs `f` on the store's runtime and waits for it (at most the deadline).
-    fn call<T, F>(&self, what: &str, f: impl FnOnce(Client) -> F) -> Result<T, StoreError>
+    /// Runs `f` on the store's runtime and waits for it (at most the deadline). A
+    /// request that never left (the client picked a member that refuses connections) is
+    /// tried again, on another member, within the same deadline.
+    fn call<T, F>(
+        &self,
+        what: &str,
+        f: impl Fn(Client) -> F + Send + Sync + 'static,
+    ) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
     {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let fut = f(self.client.clone());
+        let client = self.client.clone();
         let timeout = self.opts.timeout;
         self.handle().spawn(async move {
-            let _ = tx.send(tokio::time::timeout(timeout, fut).await);
+            let attempts = async {
+                loop {
+                    match f(client.clone()).await {
+                        Err(e) if never_sent(&e) => {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        other => return other,
+                    }
+                }
+            };
+            let _ = tx.send(tokio::time::timeout(timeout, attempts).await);
         });
         let result = match rx.recv() {
             Ok(Ok(Ok(v))) => Ok(v),
@@ -419,60 +441,66 @@ impl EtcdStore {
     pub fn adopt_secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>, StoreError> {
         let key = self.key(&format!("secret/{name}"));
         let value = candidate.to_vec();
-        self.call("storing the shared identity", move |mut c| async move {
-            let txn = Txn::new()
-                .when(vec![Compare::create_revision(
-                    key.clone(),
-                    CompareOp::Equal,
-                    0,
-                )])
-                .and_then(vec![TxnOp::put(key.clone(), value.clone(), None)])
-                .or_else(vec![TxnOp::get(key, None)]);
-            let resp = c.txn(txn).await?;
-            if resp.succeeded() {
-                return Ok(value);
-            }
-            for r in resp.op_responses() {
-                if let etcd_client::TxnOpResponse::Get(g) = r {
-                    if let Some(kv) = g.kvs().first() {
-                        return Ok(kv.value().to_vec());
+        self.call("storing the shared identity", move |mut c| {
+            let (key, value) = (key.clone(), value.clone());
+            async move {
+                let txn = Txn::new()
+                    .when(vec![Compare::create_revision(
+                        key.clone(),
+                        CompareOp::Equal,
+                        0,
+                    )])
+                    .and_then(vec![TxnOp::put(key.clone(), value.clone(), None)])
+                    .or_else(vec![TxnOp::get(key, None)]);
+                let resp = c.txn(txn).await?;
+                if resp.succeeded() {
+                    return Ok(value);
+                }
+                for r in resp.op_responses() {
+                    if let etcd_client::TxnOpResponse::Get(g) = r {
+                        if let Some(kv) = g.kvs().first() {
+                            return Ok(kv.value().to_vec());
+                        }
                     }
                 }
+                Err(etcd_client::Error::InvalidArgs(
+                    "secret vanished while read".into(),
+                ))
             }
-            Err(etcd_client::Error::InvalidArgs(
-                "secret vanished while read".into(),
-            ))
         })
     }
 
     /// Reads every key under the prefix at one revision, a page at a time.
     fn read_all(&self) -> Result<(Revision, Vec<KeyValue>), StoreError> {
         let prefix = self.prefix.clone();
-        self.call("loading the store", move |mut c| async move {
-            let end = range_end(prefix.as_bytes());
-            let mut out = Vec::new();
-            let mut from = prefix.into_bytes();
-            let mut revision = 0i64;
-            loop {
-                let mut opts = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
-                if revision > 0 {
-                    opts = opts.with_revision(revision);
+        self.call("loading the store", move |mut c| {
+            let prefix = prefix.clone();
+            async move {
+                let end = range_end(prefix.as_bytes());
+                let mut out = Vec::new();
+                let mut from = prefix.into_bytes();
+                let mut revision = 0i64;
+                loop {
+                    let mut opts = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
+                    if revision > 0 {
+                        opts = opts.with_revision(revision);
+                    }
+                    let resp = c.get(from.clone(), Some(opts)).await?;
+                    if revision == 0 {
+                        revision = resp.header().map_or(0, |h| h.revision());
+                    }
+                    let more = resp.more();
+                    let kvs = resp.kvs();
+                    let Some(last) = kvs.last() else { break };
+                    from = last.key().to_vec();
+                    from.push(0);
+                    out.extend_from_slice(kvs);
+                    if !more {
+                        break;
+                    }
                 }
-                let resp = c.get(from.clone(), Some(opts)).await?;
-                if revision == 0 {
-                    revision = resp.header().map_or(0, |h| h.revision());
-                }
-                let more = resp.more();
-                let kvs = resp.kvs();
-                let Some(last) = kvs.last() else { break };
-                from = last.key().to_vec();
-                from.push(0);
-                out.extend_from_slice(kvs);
-                if !more {
-                    break;
-                }
+                Ok((u64::try_from(revision).unwrap_or(0), out))
             }
-            Ok((u64::try_from(revision).unwrap_or(0), out))
         })
     }
 }
@@ -576,11 +604,14 @@ impl Store for EtcdStore {
         let start = self.key(&format!("l/{network}/{from:016x}"));
         let end = range_end(self.key(&format!("l/{network}/")).as_bytes());
         let plen = self.prefix.len();
-        let kvs = self.call("reading the change log", move |mut c| async move {
-            let resp = c
-                .get(start, Some(GetOptions::new().with_range(end)))
-                .await?;
-            Ok(resp.kvs().to_vec())
+        let kvs = self.call("reading the change log", move |mut c| {
+            let (start, end) = (start.clone(), end.clone());
+            async move {
+                let resp = c
+                    .get(start, Some(GetOptions::new().with_range(end)))
+                    .await?;
+                Ok(resp.kvs().to_vec())
+            }
         })?;
         let mut out = Vec::with_capacity(kvs.len());
         for kv in kvs {
@@ -664,7 +695,10 @@ impl Store for EtcdStore {
             })
             .collect();
         let txn = Txn::new().when(compares).and_then(w.into_ops());
-        let resp = self.call("writing", move |mut c| async move { c.txn(txn).await })?;
+        let resp = self.call("writing", move |mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })?;
         let revision = resp
             .header()
             .map_or(0, |h| u64::try_from(h.revision()).unwrap_or(0));

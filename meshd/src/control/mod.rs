@@ -76,6 +76,8 @@ pub struct Control {
     private_key: Key,
     name: String,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The coordinator address of the current connection, shown in the status.
+    connected_to: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Control {
@@ -101,6 +103,7 @@ impl Control {
             private_key,
             name,
             task: Mutex::new(None),
+            connected_to: Mutex::new(None),
         });
         if let Some(m) = control.cache.membership()? {
             match control.cache.netmap()? {
@@ -207,12 +210,17 @@ impl Control {
         version: Option<u64>,
     ) {
         let version = version.or_else(|| self.cache.netmap().ok().flatten().map(|n| n.version));
+        let coordinator = match state {
+            ControlState::Connected | ControlState::Pending => self.connected_to.lock().clone(),
+            _ => None,
+        };
         self.device.set_control_status(Some(ControlStatus {
             network: m.network.clone(),
             coordinators: m.coordinators.clone(),
             state,
             message,
             netmap_version: version,
+            coordinator,
         }));
     }
 
@@ -280,6 +288,7 @@ impl Control {
             .connect(client, m, rotation)
             .await
             .map_err(|e| (e, false))?;
+        *self.connected_to.lock() = Some(target.clone());
 
         let cached = self
             .cache
