@@ -1,7 +1,8 @@
 //! etcd members for the coordinator's shared store: one member per host namespace (as an
 //! operator would run one beside each coordinator), client port 2379 and peer port 2380 on
-//! the host's address. Members can be killed and started again with their data; dropping
-//! the cluster kills them and removes their data.
+//! the host's address, or all on loopback ports of their own ([`EtcdCluster::start_loopback`],
+//! for `wm-loadgen`). Members can be killed and started again with their data; dropping the
+//! cluster kills them and removes their data.
 
 use std::path::PathBuf;
 use std::process::Child;
@@ -21,8 +22,10 @@ pub const PEER_PORT: u16 = 2380;
 /// One member.
 #[derive(Debug)]
 struct Member {
-    ns: Arc<Netns>,
+    /// `None`: this process's namespace (loopback).
+    ns: Option<Arc<Netns>>,
     ip: String,
+    client_port: u16,
     argv: Vec<String>,
     log: PathBuf,
     child: Option<Child>,
@@ -47,6 +50,28 @@ impl EtcdCluster {
     /// Starts one member on each `(namespace, address)` and waits until every member
     /// answers `endpoint health`.
     pub fn start(hosts: &[(Arc<Netns>, String)]) -> anyhow::Result<EtcdCluster> {
+        let places: Vec<(Option<Arc<Netns>>, String, u16, u16)> = hosts
+            .iter()
+            .map(|(ns, ip)| (Some(ns.clone()), ip.clone(), CLIENT_PORT, PEER_PORT))
+            .collect();
+        EtcdCluster::start_at(&places)
+    }
+
+    /// `n` members on loopback, each on two free ports.
+    pub fn start_loopback(n: usize) -> anyhow::Result<EtcdCluster> {
+        let free = || -> anyhow::Result<u16> {
+            Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port())
+        };
+        let mut places = Vec::new();
+        for _ in 0..n {
+            places.push((None, "127.0.0.1".to_owned(), free()?, free()?));
+        }
+        EtcdCluster::start_at(&places)
+    }
+
+    fn start_at(hosts: &[(Option<Arc<Netns>>, String, u16, u16)]) -> anyhow::Result<EtcdCluster> {
         if !have_etcd() {
             bail!("etcd is not installed (apt-get install etcd-server etcd-client)");
         }
@@ -59,11 +84,11 @@ impl EtcdCluster {
         let initial = hosts
             .iter()
             .enumerate()
-            .map(|(i, (_, ip))| format!("e{i}=http://{ip}:{PEER_PORT}"))
+            .map(|(i, (_, ip, _, peer))| format!("e{i}=http://{ip}:{peer}"))
             .collect::<Vec<_>>()
             .join(",");
         let mut members = Vec::new();
-        for (i, (ns, ip)) in hosts.iter().enumerate() {
+        for (i, (ns, ip, client, peer)) in hosts.iter().enumerate() {
             let data = dir.path().join(format!("e{i}"));
             let argv = vec![
                 "etcd".to_owned(),
@@ -72,13 +97,13 @@ impl EtcdCluster {
                 "--data-dir".into(),
                 data.to_string_lossy().into_owned(),
                 "--listen-client-urls".into(),
-                format!("http://{ip}:{CLIENT_PORT}"),
+                format!("http://{ip}:{client}"),
                 "--advertise-client-urls".into(),
-                format!("http://{ip}:{CLIENT_PORT}"),
+                format!("http://{ip}:{client}"),
                 "--listen-peer-urls".into(),
-                format!("http://{ip}:{PEER_PORT}"),
+                format!("http://{ip}:{peer}"),
                 "--initial-advertise-peer-urls".into(),
-                format!("http://{ip}:{PEER_PORT}"),
+                format!("http://{ip}:{peer}"),
                 "--initial-cluster".into(),
                 initial.clone(),
                 "--initial-cluster-token".into(),
@@ -98,6 +123,7 @@ impl EtcdCluster {
             members.push(Member {
                 ns: ns.clone(),
                 ip: ip.clone(),
+                client_port: *client,
                 argv,
                 log: dir.path().join(format!("e{i}.log")),
                 child: None,
@@ -117,7 +143,22 @@ impl EtcdCluster {
             return Ok(());
         }
         let argv: Vec<&str> = m.argv.iter().map(String::as_str).collect();
-        m.child = Some(m.ns.spawn_logged(&argv, &[], &m.log)?);
+        m.child = Some(match &m.ns {
+            Some(ns) => ns.spawn_logged(&argv, &[], &m.log)?,
+            None => {
+                let log = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&m.log)?;
+                std::process::Command::new(argv[0])
+                    .args(&argv[1..])
+                    .stdin(std::process::Stdio::null())
+                    .stdout(log.try_clone()?)
+                    .stderr(log)
+                    .spawn()
+                    .context("starting etcd")?
+            }
+        });
         Ok(())
     }
 
@@ -130,7 +171,7 @@ impl EtcdCluster {
     pub fn endpoints(&self) -> String {
         self.members
             .iter()
-            .map(|m| format!("http://{}:{CLIENT_PORT}", m.ip))
+            .map(|m| format!("http://{}:{}", m.ip, m.client_port))
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -163,11 +204,14 @@ impl EtcdCluster {
     /// Whether member `i` answers a health check (it has a leader and commits).
     pub fn member_healthy(&self, i: usize) -> bool {
         let m = &self.members[i];
-        m.ns.command("etcdctl")
-            .env("ETCDCTL_API", "3")
+        let mut cmd = match &m.ns {
+            Some(ns) => ns.command("etcdctl"),
+            None => std::process::Command::new("etcdctl"),
+        };
+        cmd.env("ETCDCTL_API", "3")
             .args([
                 "--endpoints",
-                &format!("http://{}:{CLIENT_PORT}", m.ip),
+                &format!("http://{}:{}", m.ip, m.client_port),
                 "--command-timeout=2s",
                 "endpoint",
                 "health",

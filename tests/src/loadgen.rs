@@ -8,6 +8,15 @@
 //! bytes a change costs each node, the coordinator's RSS and CPU from `/proc`, and the time
 //! until every node is back and current after a coordinator restart.
 //!
+//! With `coordinators > 1` the coordinators share an etcd cluster of `etcd` members on
+//! loopback ([`crate::etcd::EtcdCluster::start_loopback`]); node `i` dials coordinator
+//! `i mod n` first and moves to the next when its session ends (as meshd does with several
+//! coordinators), the restart phase kills one coordinator for good (its nodes move), and
+//! `storm` runs the join storm of the HA issue instead of changes and restart: every node
+//! joins at once, one coordinator and one etcd member are killed with `kill -9` in the
+//! middle, then every node must be in with a distinct address and every join acknowledged
+//! before the kill must have kept its address.
+//!
 //! How it verifies: **every** node follows its netmap by key (a bitset over the members
 //! the generator created, updated from each frame with [`wire::for_each_key`]), so its
 //! version and its exact peer set are checked; a **sample** of nodes applies every message
@@ -74,6 +83,12 @@ pub struct Options {
     /// a real meshd among them: `wm-idle`). Members the generator did not create are then
     /// tolerated in netmaps.
     pub hold: Option<(std::sync::mpsc::Sender<String>, Arc<AtomicBool>)>,
+    /// Coordinators (more than one needs `etcd`).
+    pub coordinators: usize,
+    /// etcd members on loopback (0: each coordinator on its own sled).
+    pub etcd: usize,
+    /// The join storm (see the module doc) instead of changes and a restart.
+    pub storm: bool,
 }
 
 impl Options {
@@ -90,6 +105,9 @@ impl Options {
             timeout: Duration::from_secs(600),
             progress: false,
             hold: None,
+            coordinators: 1,
+            etcd: 0,
+            storm: false,
         }
     }
 }
@@ -129,6 +147,27 @@ pub struct Report {
     pub sampled: usize,
     /// CPU seconds of the generator itself.
     pub generator_cpu_s: f64,
+    /// Coordinators sharing the store.
+    pub coordinators: usize,
+    /// `sled` or `etcd (N members)`.
+    pub store: String,
+    /// The join storm's outcome, when it ran.
+    pub storm: Option<Storm>,
+}
+
+/// What the join storm found.
+#[derive(Debug, Clone)]
+pub struct Storm {
+    /// Nodes that held a netmap (an acknowledged join) when the kills came.
+    pub acknowledged_before_kill: usize,
+    /// From the start until every node held the full netmap.
+    pub all_joined_s: f64,
+    /// Members sharing an address with another (must be 0).
+    pub duplicate_addresses: usize,
+    /// Joins acknowledged before the kill whose member is gone or readdressed (must be 0).
+    pub lost_joins: usize,
+    /// Members the admin API lists at the end.
+    pub members: usize,
 }
 
 impl Report {
@@ -150,6 +189,15 @@ impl Report {
             "reconnect_full_netmaps": self.reconnect_full_netmaps,
             "restarted_rss_mb": self.restarted_rss_mb.map(|m| round(m, 1)),
             "generator_cpu_s": round(self.generator_cpu_s, 2),
+            "coordinators": self.coordinators,
+            "store": self.store,
+            "storm": self.storm.as_ref().map(|s| json!({
+                "acknowledged_before_kill": s.acknowledged_before_kill,
+                "all_joined_s": round(s.all_joined_s, 3),
+                "duplicate_addresses": s.duplicate_addresses,
+                "lost_joins": s.lost_joins,
+                "members": s.members,
+            })),
             "verification": format!(
                 "every node: netmap version and exact peer set by key; {} sampled nodes: \
                  every message decoded and applied (mesh-proto), final map compared field \
@@ -189,6 +237,8 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
 
 /// A coordinator on loopback with its own data directory; killed on drop.
 struct CoordProc {
+    /// Extra `serve` flags (the shared store, the id).
+    extra: Vec<String>,
     dir: TempDir,
     listen: SocketAddr,
     http: SocketAddr,
@@ -197,11 +247,12 @@ struct CoordProc {
 }
 
 impl CoordProc {
-    fn start() -> anyhow::Result<CoordProc> {
+    fn start(extra: Vec<String>) -> anyhow::Result<CoordProc> {
         let dir = TempDir::new("loadgen")?;
         let listen = free_udp_block(4)?;
         let http = free_tcp()?;
         let mut c = CoordProc {
+            extra,
             dir,
             listen,
             http,
@@ -243,6 +294,7 @@ impl CoordProc {
             .args(["--advertise", &self.listen.to_string()])
             .args(["--http", &self.http.to_string()])
             .arg("--no-relay")
+            .args(&self.extra)
             .env(
                 "COORDINATOR_LOG",
                 std::env::var("COORDINATOR_LOG").unwrap_or_else(|_| "warn".into()),
@@ -413,11 +465,13 @@ struct NodeShared {
     denials: AtomicU32,
     /// Why the node stopped, if it did.
     failed: Mutex<Option<String>>,
+    /// The coordinator (index) of its current or last session.
+    on: AtomicU32,
 }
 
 /// Everything nodes share.
 struct Fleet {
-    coordinator: SocketAddr,
+    coordinators: Vec<SocketAddr>,
     token: JoinSecret,
     /// Every simulated member's key → its index.
     index: HashMap<Key, u32>,
@@ -441,14 +495,20 @@ fn private_key(seed: &[u8; 16], i: usize) -> Key {
     Key::clamp_private(h.finalize().into())
 }
 
-fn client_config(pin: CertPin) -> anyhow::Result<quinn::ClientConfig> {
+fn client_config(pin: CertPin, several: bool) -> anyhow::Result<quinn::ClientConfig> {
     let tls = mesh_pin::quic_client_config(pin, &[ALPN]);
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
-    // As meshd: keep-alive 5 s, idle timeout 15 s.
+    // As meshd: keep-alive 5 s, idle timeout 15 s; 1.5 s and 4 s with several coordinators
+    // (meshd/src/control/quic.rs, `Liveness`).
+    let (keep_alive, idle) = if several {
+        (Duration::from_millis(1500), Duration::from_secs(4))
+    } else {
+        (Duration::from_secs(5), Duration::from_secs(15))
+    };
     let mut transport = quinn::TransportConfig::default();
-    transport.keep_alive_interval(Some(Duration::from_secs(5)));
-    transport.max_idle_timeout(Some(Duration::from_secs(15).try_into()?));
+    transport.keep_alive_interval(Some(keep_alive));
+    transport.max_idle_timeout(Some(idle.try_into()?));
     config.transport_config(Arc::new(transport));
     Ok(config)
 }
@@ -458,8 +518,11 @@ fn client_config(pin: CertPin) -> anyhow::Result<quinn::ClientConfig> {
 async fn node_task(fleet: Arc<Fleet>, i: usize) {
     let me = &fleet.nodes[i];
     let mut state = NodeMap::new(fleet.index.len(), i < fleet.sample);
+    let several = fleet.coordinators.len() > 1;
+    let mut which = i % fleet.coordinators.len();
     loop {
-        let result = session(&fleet, i, &mut state).await;
+        me.on.store(which as u32, Ordering::Relaxed);
+        let result = session(&fleet, i, which, &mut state).await;
         if fleet.stop.load(Ordering::Relaxed) {
             return;
         }
@@ -475,7 +538,13 @@ async fn node_task(fleet: Arc<Fleet>, i: usize) {
                 }
             }
         }
-        let spread = 100 + (fastrand_u64(i as u64 ^ state.version) % 2900);
+        // The session ended: with several coordinators, move to the next one (meshd tries
+        // another first after a failure) and come back within 0.1-1 s.
+        if several {
+            which = (which + 1) % fleet.coordinators.len();
+        }
+        let window = if several { 900 } else { 2900 };
+        let spread = 100 + (fastrand_u64(i as u64 ^ state.version) % window);
         tokio::time::sleep(Duration::from_millis(spread)).await;
     }
 }
@@ -586,20 +655,26 @@ async fn read_frame(r: &mut quinn::RecvStream) -> anyhow::Result<Option<Vec<u8>>
     Ok(Some(body))
 }
 
-async fn session(fleet: &Fleet, i: usize, state: &mut NodeMap) -> anyhow::Result<()> {
+async fn session(fleet: &Fleet, i: usize, which: usize, state: &mut NodeMap) -> anyhow::Result<()> {
     let me = &fleet.nodes[i];
     let private = &fleet.privates[i];
     let key = private.public_key();
     let own = fleet.index[&key];
     let permit = fleet.handshakes.acquire().await?;
     let endpoint = &fleet.endpoints[i % fleet.endpoints.len()];
-    let conn = endpoint
-        .connect_with(
-            fleet.client.clone(),
-            fleet.coordinator,
-            "wiremesh-coordinator",
-        )?
-        .await?;
+    let conn = endpoint.connect_with(
+        fleet.client.clone(),
+        fleet.coordinators[which],
+        "wiremesh-coordinator",
+    )?;
+    // A dead coordinator must not hold a node for a whole idle timeout.
+    let conn = if fleet.coordinators.len() > 1 {
+        tokio::time::timeout(Duration::from_secs(2), conn)
+            .await
+            .map_err(|_| anyhow::anyhow!("no answer from coordinator {which}"))??
+    } else {
+        conn.await?
+    };
     let mut exporter = [0u8; 32];
     conn.export_keying_material(&mut exporter, EXPORTER_LABEL, b"")
         .map_err(|_| anyhow::anyhow!("TLS exporter unavailable"))?;
@@ -746,7 +821,35 @@ async fn blocking<T: Send + 'static>(
 
 async fn scenario(opts: &Options) -> anyhow::Result<Report> {
     let n = opts.nodes;
-    let coord = Arc::new(Mutex::new(blocking(CoordProc::start).await?));
+    let k = opts.coordinators.max(1);
+    if k > 1 && opts.etcd == 0 {
+        bail!("several coordinators need a shared store: give --etcd N");
+    }
+    if opts.storm && k < 3 {
+        bail!("the join storm needs at least 3 coordinators and --etcd 3");
+    }
+    let members = opts.etcd;
+    let mut etcd = if members > 0 {
+        Some(blocking(move || crate::etcd::EtcdCluster::start_loopback(members)).await?)
+    } else {
+        None
+    };
+    let mut coords = Vec::new();
+    for c in 0..k {
+        let extra = match &etcd {
+            Some(e) => vec![
+                "--store".to_owned(),
+                e.store_arg(),
+                "--id".to_owned(),
+                format!("c{c}"),
+            ],
+            None => Vec::new(),
+        };
+        coords.push(Arc::new(Mutex::new(
+            blocking(move || CoordProc::start(extra)).await?,
+        )));
+    }
+    let coord = coords[0].clone();
     let api = {
         let coord = coord.clone();
         move |method: &'static str, path: String, body: Option<Value>| {
@@ -785,9 +888,20 @@ async fn scenario(opts: &Options) -> anyhow::Result<Report> {
             blocking(move || c.lock().unwrap_or_else(|e| e.into_inner()).version())
         }
     };
-    let (listen, pid) = {
-        let c = coord.lock().unwrap_or_else(|e| e.into_inner());
-        (c.listen, c.pid())
+    let listen: Vec<SocketAddr> = coords
+        .iter()
+        .map(|c| c.lock().unwrap_or_else(|e| e.into_inner()).listen)
+        .collect();
+    let pids: Vec<u32> = coords
+        .iter()
+        .map(|c| c.lock().unwrap_or_else(|e| e.into_inner()).pid())
+        .collect();
+    // Peak RSS (the largest coordinator) and CPU (all of them).
+    let usage = move |pids: &[u32]| -> (f64, f64) {
+        pids.iter().fold((0.0, 0.0), |(rss, cpu), p| {
+            let (r, c) = proc_usage(*p);
+            (f64::max(rss, r), cpu + c)
+        })
     };
 
     let mut seed = [0u8; 16];
@@ -812,30 +926,66 @@ async fn scenario(opts: &Options) -> anyhow::Result<Report> {
         )))?);
     }
     let fleet = Arc::new(Fleet {
-        coordinator: listen,
+        coordinators: listen.clone(),
         token: token.secret.clone(),
         index,
         privates,
         nodes: (0..n).map(|_| Arc::new(NodeShared::default())).collect(),
         sample: if opts.hold.is_some() {
             0
+        } else if opts.storm {
+            // Every node's own address is checked after the storm.
+            n
         } else {
             opts.sample.min(n)
         },
         foreign_ok: opts.hold.is_some(),
         endpoints,
-        client: client_config(token.pin)?,
+        client: client_config(token.pin, k > 1)?,
         handshakes: Semaphore::new(opts.connect_concurrency.max(1)),
         stop: AtomicBool::new(false),
     });
 
     // 1. Cold concurrent start.
-    progress(opts, || format!("starting {n} nodes against {listen}"));
+    progress(opts, || format!("starting {n} nodes against {listen:?}"));
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n {
         tasks.push(tokio::spawn(node_task(fleet.clone(), i)));
     }
     let full = (n - 1) as u32;
+    let store_name = match &etcd {
+        Some(_) => format!("etcd ({} members)", opts.etcd),
+        None => "sled".to_owned(),
+    };
+    if opts.storm {
+        let storm = join_storm(opts, &fleet, &coords, etcd.as_mut()).await?;
+        let (rss, cpu) = usage(&pids);
+        fleet.stop.store(true, Ordering::Relaxed);
+        for t in tasks {
+            t.abort();
+        }
+        return Ok(Report {
+            nodes: n,
+            full_netmap_s: storm.all_joined_s,
+            change_p50_ms: 0.0,
+            change_p99_ms: 0.0,
+            change_max_ms: 0.0,
+            changes: 0,
+            coordinator_rss_mb: rss,
+            coordinator_cpu_s: cpu,
+            bytes_per_change_per_node: 0.0,
+            udp_bytes_per_change_per_node: 0.0,
+            reconnect_s: None,
+            crash: true,
+            reconnect_full_netmaps: 0,
+            restarted_rss_mb: None,
+            sampled: n,
+            generator_cpu_s: 0.0,
+            coordinators: k,
+            store: store_name,
+            storm: Some(storm),
+        });
+    }
     let full_netmap = wait_for(
         opts,
         "cold start",
@@ -891,7 +1041,7 @@ async fn scenario(opts: &Options) -> anyhow::Result<Report> {
             failures(&fleet)?;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let (rss, cpu) = proc_usage(pid);
+        let (rss, cpu) = usage(&pids);
         fleet.stop.store(true, Ordering::Relaxed);
         for t in tasks {
             t.abort();
@@ -913,6 +1063,9 @@ async fn scenario(opts: &Options) -> anyhow::Result<Report> {
             restarted_rss_mb: None,
             sampled: 0,
             generator_cpu_s: 0.0,
+            coordinators: k,
+            store: store_name,
+            storm: None,
         });
     }
 
@@ -977,7 +1130,7 @@ async fn scenario(opts: &Options) -> anyhow::Result<Report> {
     // 3. The sample, field by field.
     let members = api("GET", format!("/api/networks/{NETWORK}/members"), None).await?;
     compare_sample(&fleet, &members)?;
-    let (rss, cpu) = proc_usage(pid);
+    let (rss, cpu) = usage(&pids);
     progress(opts, || {
         format!(
             "changes p50 {:.1} ms p99 {:.1} ms; coordinator peak RSS {rss:.0} MB, {cpu:.1} CPU s",
@@ -1002,17 +1155,29 @@ async fn scenario(opts: &Options) -> anyhow::Result<Report> {
             .map(|s| s.full_maps.load(Ordering::Relaxed))
             .sum();
         let start = Instant::now();
+        // One coordinator: stop and start it again. Several: kill the last one for good;
+        // its nodes move to the others.
+        let victim = k - 1;
         {
-            let c = coord.clone();
-            let crash = opts.crash;
+            let c = coords[victim].clone();
+            let crash = opts.crash || k > 1;
+            let again = k == 1;
             blocking(move || {
                 let mut c = c.lock().unwrap_or_else(|e| e.into_inner());
                 c.stop(crash)?;
-                c.spawn()?;
-                c.wait_ready()
+                if again {
+                    c.spawn()?;
+                    c.wait_ready()?;
+                }
+                Ok(())
             })
             .await?;
         }
+        let moving: Vec<bool> = fleet
+            .nodes
+            .iter()
+            .map(|s| k == 1 || s.on.load(Ordering::Relaxed) as usize == victim)
+            .collect();
         let c2 = coord.clone();
         let mut version = 0;
         let mut last_check = Instant::now() - Duration::from_secs(1);
@@ -1025,7 +1190,8 @@ async fn scenario(opts: &Options) -> anyhow::Result<Report> {
                     .nodes
                     .iter()
                     .zip(&sessions_before)
-                    .all(|(s, b)| s.sessions.load(Ordering::Relaxed) > *b);
+                    .zip(&moving)
+                    .all(|((s, b), m)| !*m || s.sessions.load(Ordering::Relaxed) > *b);
                 if !back {
                     return Ok(false);
                 }
@@ -1044,9 +1210,11 @@ async fn scenario(opts: &Options) -> anyhow::Result<Report> {
                     .nodes
                     .iter()
                     .zip(&sessions_before)
-                    .filter(|(s, b)| s.sessions.load(Ordering::Relaxed) > **b)
+                    .zip(&moving)
+                    .filter(|((s, b), m)| **m && s.sessions.load(Ordering::Relaxed) > **b)
                     .count();
-                format!("{back}/{n} back")
+                let total = moving.iter().filter(|m| **m).count();
+                format!("{back}/{total} back")
             },
         )
         .await?;
@@ -1058,7 +1226,10 @@ async fn scenario(opts: &Options) -> anyhow::Result<Report> {
             .map(|s| s.full_maps.load(Ordering::Relaxed))
             .sum::<u64>()
             - full_before;
-        let pid = coord.lock().unwrap_or_else(|e| e.into_inner()).pid();
+        let pid = coords[if k == 1 { 0 } else { victim - 1 }]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pid();
         restarted_rss = Some(proc_usage(pid).0);
         // Still exact after the restart.
         for s in &fleet.nodes {
@@ -1100,6 +1271,120 @@ async fn scenario(opts: &Options) -> anyhow::Result<Report> {
         restarted_rss_mb: restarted_rss,
         sampled: fleet.sample,
         generator_cpu_s: 0.0,
+        coordinators: k,
+        store: store_name,
+        storm: None,
+    })
+}
+
+/// The join storm: every node is joining (the caller started them all); once a third hold
+/// a netmap, `kill -9` of coordinator 1 and etcd member 2; then every node must get in.
+async fn join_storm(
+    opts: &Options,
+    fleet: &Arc<Fleet>,
+    coords: &[Arc<Mutex<CoordProc>>],
+    etcd: Option<&mut crate::etcd::EtcdCluster>,
+) -> anyhow::Result<Storm> {
+    let n = fleet.nodes.len();
+    let start = Instant::now();
+    let joined = |fleet: &Fleet| {
+        fleet
+            .nodes
+            .iter()
+            .filter(|s| s.sessions.load(Ordering::Relaxed) > 0)
+            .count()
+    };
+    wait_for(
+        opts,
+        "storm: a third joined",
+        || {
+            failures(fleet)?;
+            Ok(joined(fleet) * 3 >= n)
+        },
+        || format!("{}/{n} joined", joined(fleet)),
+    )
+    .await?;
+    // Acknowledged joins: nodes holding a netmap, with the address it gave them.
+    let acked: Vec<(usize, IpAddr)> = fleet
+        .nodes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            let map = s.netmap.lock().unwrap_or_else(|e| e.into_inner());
+            map.as_ref().map(|m| (i, m.address.addr()))
+        })
+        .collect();
+    {
+        let c = coords[1].clone();
+        blocking(move || c.lock().unwrap_or_else(|e| e.into_inner()).stop(true)).await?;
+    }
+    let etcd = etcd.context("the join storm needs etcd")?;
+    etcd.kill(2)?;
+    progress(opts, || {
+        format!(
+            "storm: killed coordinator 1 and etcd member 2 with {}/{n} acknowledged",
+            acked.len()
+        )
+    });
+    let full = (n - 1) as u32;
+    wait_for(
+        opts,
+        "storm: every node joined",
+        || {
+            failures(fleet)?;
+            Ok(fleet
+                .nodes
+                .iter()
+                .all(|s| s.peers.load(Ordering::Relaxed) == full))
+        },
+        || {
+            let complete = fleet
+                .nodes
+                .iter()
+                .filter(|s| s.peers.load(Ordering::Relaxed) == full)
+                .count();
+            format!("{complete}/{n} with the full netmap")
+        },
+    )
+    .await?;
+    let all_joined = start.elapsed();
+    tokio::task::block_in_place(|| etcd.restart(2))?;
+    let c = coords[0].clone();
+    let members = blocking(move || {
+        c.lock().unwrap_or_else(|e| e.into_inner()).api(
+            "GET",
+            &format!("/api/networks/{NETWORK}/members"),
+            None,
+        )
+    })
+    .await?;
+    let list = members.as_array().context("members: not a list")?;
+    let mut by_addr: BTreeMap<String, usize> = BTreeMap::new();
+    let mut by_key: HashMap<String, String> = HashMap::new();
+    for m in list {
+        let addr = m["address"].as_str().unwrap_or_default().to_owned();
+        *by_addr.entry(addr.clone()).or_default() += 1;
+        by_key.insert(
+            m["public-key"].as_str().unwrap_or_default().to_owned(),
+            addr,
+        );
+    }
+    let duplicate_addresses = by_addr.values().filter(|c| **c > 1).map(|c| c - 1).sum();
+    let lost_joins = acked
+        .iter()
+        .filter(|(i, addr)| {
+            let key = fleet.privates[*i].public_key().to_string();
+            by_key.get(&key) != Some(&addr.to_string())
+        })
+        .count();
+    // Every node's own map against the admin API (all are sampled in a storm).
+    compare_sample(fleet, &members)?;
+    Ok(Storm {
+        acknowledged_before_kill: acked.len(),
+        all_joined_s: all_joined.as_secs_f64(),
+        duplicate_addresses,
+        lost_joins,
+        members: list.len(),
     })
 }
 

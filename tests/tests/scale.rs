@@ -52,3 +52,50 @@ fn two_hundred_nodes_converge_resume_and_changes_cost_the_same_at_any_size() {
         big.bytes_per_change_per_node
     );
 }
+
+/// The HA join storm: 50 nodes joining through three coordinators on a three-member etcd
+/// cluster, `kill -9` of one coordinator and one etcd member midway. No address twice, no
+/// acknowledged join lost, every node in at the end (its own map field by field against
+/// the admin API).
+#[test]
+fn a_join_storm_across_three_coordinators_survives_killing_one_and_an_etcd_member() {
+    let mut opts = Options::new(50);
+    opts.coordinators = 3;
+    opts.etcd = 3;
+    opts.storm = true;
+    let report = loadgen::run(&opts).unwrap_or_else(|e| panic!("wm-loadgen --storm: {e:#}"));
+    eprintln!("BENCH storm {}", report.to_json());
+    let storm = report.storm.expect("the storm ran");
+    assert!(
+        storm.acknowledged_before_kill > 0,
+        "the kills came before any join"
+    );
+    assert!(
+        storm.acknowledged_before_kill < 50,
+        "the kills came after every join"
+    );
+    assert_eq!(storm.members, 50, "every node joined");
+    assert_eq!(storm.duplicate_addresses, 0);
+    assert_eq!(storm.lost_joins, 0);
+}
+
+/// Three coordinators on etcd at 200 nodes: converge, changes, and one coordinator killed
+/// for good: its nodes move to the others and resume without full netmaps.
+#[test]
+fn three_coordinators_on_etcd_converge_and_absorb_the_loss_of_one() {
+    let mut opts = Options::new(200);
+    opts.changes = 5;
+    opts.sample = 10;
+    opts.coordinators = 3;
+    opts.etcd = 3;
+    opts.crash = true;
+    let report =
+        loadgen::run(&opts).unwrap_or_else(|e| panic!("wm-loadgen --coordinators 3: {e:#}"));
+    eprintln!("BENCH scale-ha {}", report.to_json());
+    assert_eq!(report.coordinators, 3);
+    assert!(report.reconnect_s.is_some());
+    assert_eq!(
+        report.reconnect_full_netmaps, 0,
+        "nodes moving to another coordinator got full netmaps instead of resuming"
+    );
+}

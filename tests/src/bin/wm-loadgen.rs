@@ -3,6 +3,8 @@
 //!
 //! ```text
 //! wm-loadgen --nodes 1000 --json
+//! wm-loadgen --nodes 1000 --coordinators 3 --etcd 3 --json     # HA: three on etcd
+//! wm-loadgen --nodes 50 --coordinators 3 --etcd 3 --storm       # join storm with kills
 //! ```
 //! The coordinator binary is taken from beside this one (build the workspace first).
 
@@ -11,8 +13,9 @@ use std::time::Duration;
 use clap::Parser;
 use wiremesh_tests::loadgen::{self, Options};
 
-/// Simulated wiremesh nodes against a real coordinator on loopback: cold start, admin
-/// changes, coordinator restart; prints what it measured.
+/// Simulated wiremesh nodes against real coordinators on loopback: cold start, admin
+/// changes, coordinator restart (or, with --storm, a join storm with kills); prints what it
+/// measured.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Cli {
@@ -41,6 +44,17 @@ struct Cli {
     /// Give up on any phase after this many seconds.
     #[arg(long, default_value_t = 600)]
     timeout: u64,
+    /// Coordinators sharing an etcd cluster (needs --etcd); node i dials coordinator
+    /// i mod N first. The restart then kills one of them for good.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
+    coordinators: u32,
+    /// etcd members on loopback for the coordinators' shared store (0: sled).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=7))]
+    etcd: u32,
+    /// The HA join storm instead of changes and a restart: every node joins at once,
+    /// coordinator 1 and etcd member 2 are killed midway (needs --coordinators 3 --etcd 3).
+    #[arg(long)]
+    storm: bool,
     /// No progress lines on stderr.
     #[arg(long, short)]
     quiet: bool,
@@ -58,6 +72,9 @@ fn main() {
     opts.crash = cli.crash;
     opts.timeout = Duration::from_secs(cli.timeout);
     opts.progress = !cli.quiet;
+    opts.coordinators = cli.coordinators as usize;
+    opts.etcd = cli.etcd as usize;
+    opts.storm = cli.storm;
     match loadgen::run(&opts) {
         Ok(report) => {
             if cli.json {

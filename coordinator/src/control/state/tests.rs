@@ -547,6 +547,10 @@ mod shared {
     /// no address twice, the token used once, the same members and versions everywhere.
     async fn join_storm(coords: &[Arc<Coordinator>]) {
         create_network(&coords[0], "lab").await;
+        // The others learn of it through the store (asynchronously).
+        for c in coords {
+            members_seen(c, "lab", 0).await;
+        }
         let token = coords[1]
             .create_token(
                 "lab",
@@ -569,9 +573,6 @@ mod shared {
             .parse::<JoinToken>()
             .unwrap()
             .secret;
-        for c in coords {
-            members_seen(c, "lab", 0).await;
-        }
         let mut joins = Vec::new();
         for i in 0..30u8 {
             let c = coords[usize::from(i) % coords.len()].clone();
