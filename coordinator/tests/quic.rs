@@ -177,7 +177,7 @@ async fn token_join_over_quic_with_a_pinned_certificate() {
             reflectors: vec!["127.0.0.1:7444".into(), "127.0.0.1:7445".into()],
             relay: None,
             relay_token: mesh_proto::relay::token(&RELAY_SECRET, &private.public_key()),
-            coordinators: Vec::new(),
+            coordinators: vec![s.addr.to_string()],
         }
     );
     let msg = recv_as(&mut stream.2, &private.public_key()).await;

@@ -157,9 +157,10 @@ impl From<IpamError> for Error {
     }
 }
 
-/// How often an operation is redone after losing a race with another coordinator before
-/// it gives up (each time it first catches up with the store).
-const MAX_RACES: u32 = 32;
+/// How long an operation keeps being redone after losing races with other coordinators
+/// before it gives up (each time it first catches up with the store). Under a join storm
+/// through several coordinators one network's writes queue behind each other.
+const RACE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// An error that may mean the operation lost a race with another coordinator.
 pub(crate) trait Raced {
@@ -204,6 +205,10 @@ struct NetState {
     seq: u64,
     /// The network's store revision this memory mirrors: every write is conditioned on it.
     rev: Revision,
+    /// `rev` when a write conditioned on it was refused: memory is behind the store until
+    /// the follower mirrors the newer batch, so writes fail fast instead of sending a
+    /// transaction bound to fail.
+    stale: Option<Revision>,
     tx: watch::Sender<Arc<Snapshot>>,
 }
 
@@ -231,6 +236,7 @@ impl NetState {
             deltas,
             seq: 0,
             rev: 0,
+            stale: None,
             tx,
         }
     }
@@ -696,7 +702,22 @@ impl Coordinator {
         if ops.is_empty() {
             return Ok(false);
         }
-        let rev = self.apply(&ops, &expect)?;
+        if ns.stale == Some(ns.rev) {
+            return Err(Error::Store(StoreError::Conflict {
+                network: net.to_owned(),
+                expected: ns.rev,
+            }));
+        }
+        let rev = match self.apply(&ops, &expect) {
+            Ok(rev) => rev,
+            Err(e @ StoreError::Conflict { .. }) => {
+                if let Some(ns) = st.networks.get_mut(net) {
+                    ns.stale = Some(ns.rev);
+                }
+                return Err(e.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
         self.mirror(st, net, change, &prepared, network, rev);
         Ok(bump)
     }
@@ -787,7 +808,7 @@ impl Coordinator {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, E>>,
     {
-        let mut races = 0;
+        let deadline = tokio::time::Instant::now() + RACE_DEADLINE;
         loop {
             let e = match op().await {
                 Err(e) => e,
@@ -796,9 +817,8 @@ impl Coordinator {
             let Some((net, expected)) = e.raced() else {
                 return Err(e);
             };
-            races += 1;
-            if races > MAX_RACES {
-                tracing::warn!(network = %net, "gave up after {MAX_RACES} lost races");
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(network = %net, "gave up after losing races for {RACE_DEADLINE:?}");
                 return Err(e);
             }
             self.control_stats.races.inc();
