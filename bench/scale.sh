@@ -8,6 +8,9 @@
 #   LOADGEN=path/to/wm-loadgen            (default: target/release, else target/ci)
 #   CHANGES=20                            (admin renames timed per N; each is undone too)
 #   NO_WRITE=1                            (print only, leave BENCHMARKS.md alone)
+#   HA=1                                  (issue 11: three coordinators on a three-member
+#                                          etcd on loopback, one killed with kill -9 at
+#                                          the end; table between the scale-ha markers)
 # No root needed: everything is on 127.0.0.1. Needs python3 for the table.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,15 +29,22 @@ command -v python3 >/dev/null || { echo "missing python3 (apt-get install python
 
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
+EXTRA=()
+MARK=scale
+if [ -n "${HA:-}" ]; then
+    command -v etcd >/dev/null || { echo "HA=1 needs etcd (apt-get install etcd-server etcd-client)" >&2; exit 1; }
+    EXTRA=(--coordinators 3 --etcd 3 --crash)
+    MARK=scale-ha
+fi
 for n in "${NS[@]}"; do
-    echo "== wm-loadgen --nodes $n --changes $CHANGES" >&2
-    "$LOADGEN" --nodes "$n" --changes "$CHANGES" --json | tee -a "$out"
+    echo "== wm-loadgen --nodes $n --changes $CHANGES ${EXTRA[*]}" >&2
+    "$LOADGEN" --nodes "$n" --changes "$CHANGES" "${EXTRA[@]}" --json | tee -a "$out"
 done
 
 machine="$(nproc) cores, $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
-python3 - "$out" "$here/BENCHMARKS.md" "$machine" "$LOADGEN" "${NO_WRITE:-}" <<'EOF'
+python3 - "$out" "$here/BENCHMARKS.md" "$machine" "$LOADGEN" "${NO_WRITE:-}" "$MARK" "${EXTRA[*]}" <<'EOF'
 import json, math, sys, datetime
-path, bench, machine, loadgen, no_write = sys.argv[1:6]
+path, bench, machine, loadgen, no_write, mark, extra = sys.argv[1:8]
 rows = [json.loads(l) for l in open(path) if l.strip()]
 cols = [
     ("full_netmap_s", "full netmap (s)"),
@@ -45,11 +55,12 @@ cols = [
     ("coordinator_cpu_s", "coord. CPU (s)"),
     ("bytes_per_change_per_node", "bytes/change/node"),
     ("udp_bytes_per_change_per_node", "UDP bytes/change/node"),
-    ("reconnect_s", "restart: all back (s)"),
+    ("reconnect_s", "restart (HA: one coordinator killed): all back (s)" if extra else "restart: all back (s)"),
     ("reconnect_full_netmaps", "full maps on reconnect"),
 ]
 lines = []
-lines.append(f"Machine: {machine}. Command: `bench/scale.sh {' '.join(str(r['nodes']) for r in rows)}` "
+env = "HA=1 " if extra else ""
+lines.append(f"Machine: {machine}. Command: `{env}bench/scale.sh {' '.join(str(r['nodes']) for r in rows)}` "
              f"({loadgen.split('/target/')[-1] if '/target/' in loadgen else loadgen}), "
              f"{datetime.date.today().isoformat()}.")
 lines.append("")
@@ -74,7 +85,7 @@ table = "\n".join(lines)
 print(table)
 if not no_write:
     text = open(bench).read()
-    begin, end = "<!-- scale:begin -->", "<!-- scale:end -->"
+    begin, end = f"<!-- {mark}:begin -->", f"<!-- {mark}:end -->"
     if begin in text and end in text:
         head, rest = text.split(begin, 1)
         _, tail = rest.split(end, 1)

@@ -1006,4 +1006,55 @@ mod tests {
         };
         assert_eq!(data_dir(&a).unwrap(), PathBuf::from(DEFAULT_DATA_DIR));
     }
+
+    #[test]
+    fn store_is_sled_or_etcd_and_etcd_options_are_checked() {
+        let base = ["--advertise", "coord.example:7443"];
+        let with = |extra: &[&str]| {
+            let mut a = base.to_vec();
+            a.extend_from_slice(extra);
+            ServeConfig::merge(&serve_args(&a), FileConfig::default())
+        };
+        assert_eq!(with(&[]).unwrap().store, StoreConfig::Sled);
+        let c = with(&[
+            "--store",
+            "etcd:http://10.0.0.1:2379,http://10.0.0.2:2379",
+            "--id",
+            "c1",
+            "--etcd-prefix",
+            "/wm-a/",
+        ])
+        .unwrap();
+        let StoreConfig::Etcd(opts) = c.store else {
+            panic!("not etcd");
+        };
+        assert_eq!(opts.endpoints.len(), 2);
+        assert_eq!(opts.prefix, "/wm-a/");
+        assert_eq!((opts.id.as_str(), c.id.as_str()), ("c1", "c1"));
+        for (extra, want) in [
+            (&["--store", "zookeeper:x"][..], "--store"),
+            (&["--store", "etcd:10.0.0.1:2379"][..], "http://"),
+            (&["--etcd-prefix", "/x/"][..], "need --store etcd"),
+            (
+                &["--store", "etcd:http://h:1", "--etcd-prefix", "x"][..],
+                "start and end",
+            ),
+            (
+                &["--store", "etcd:http://h:1", "--etcd-cert", "/c"][..],
+                "go together",
+            ),
+            (
+                &["--store", "etcd:http://h:1", "--etcd-user", "u"][..],
+                "go together",
+            ),
+            (&["--id", "a b"][..], "--id"),
+        ] {
+            let e = with(extra).unwrap_err().to_string();
+            assert!(e.contains(want), "{extra:?}: {e}");
+        }
+        let f = file("store = \"etcd:http://10.0.0.1:2379\"\nid = \"c2\"\n");
+        let c = ServeConfig::merge(&serve_args(&base), f).unwrap();
+        assert!(matches!(c.store, StoreConfig::Etcd(_)));
+        assert_eq!(c.id, "c2");
+    }
 }

@@ -230,6 +230,39 @@ fn three_coordinators_survive_the_loss_of_one_and_of_etcd_quorum() -> anyhow::Re
         "a direct path lost pings while its coordinator died: {text}"
     );
 
+    // Two nodes on different coordinators with no direct path meet at the network's
+    // meeting relay (the dead coordinator's relay is no longer offered once its lease
+    // expired).
+    let on: Vec<Option<String>> = mesh
+        .nodes
+        .iter()
+        .map(|n| {
+            n.meshd
+                .status_via_socket()
+                .ok()
+                .and_then(|s| connected_to(&s))
+        })
+        .collect();
+    let (i, j) = (0..NODES)
+        .flat_map(|i| (0..NODES).map(move |j| (i, j)))
+        .find(|&(i, j)| i < j && on[i].is_some() && on[j].is_some() && on[i] != on[j])
+        .context("no two nodes on different coordinators")?;
+    mesh.block_direct(i, j)?;
+    let relayed = mesh.wait_path(i, j, "relay", Duration::from_secs(60))?;
+    util::wait_until(
+        Duration::from_secs(10),
+        &format!("{} pings over the relay", mesh.pair(i, j)),
+        || ping_once(mesh.nodes[i].ns(), &ips[j]),
+    )?;
+    eprintln!(
+        "BENCH ha relay_across_coordinators pair={} on={:?}/{:?} relayed_after_block_ms={}",
+        mesh.pair(i, j),
+        on[i],
+        on[j],
+        relayed.as_millis()
+    );
+    mesh.unblock_direct(i, j)?;
+
     // 4. Quorum lost: writes refused (503, JSON), tunnels keep working; back: writes resume.
     etcd.kill(1)?;
     etcd.kill(2)?;

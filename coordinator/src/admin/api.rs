@@ -80,9 +80,17 @@ pub(crate) struct Web {
 }
 
 impl Web {
-    pub(crate) fn new(opts: HttpOptions) -> Web {
+    /// Sessions signed with a key derived from the admin token, which every coordinator
+    /// of a set shares, so a session from one is good on the others; `origin` (this
+    /// coordinator's id) tells its own sessions from theirs.
+    pub(crate) fn new(opts: HttpOptions, admin_token: &str, origin: &str) -> Web {
+        let key: [u8; 32] = Sha256::new()
+            .chain_update(b"wiremesh dashboard sessions\0")
+            .chain_update(admin_token.as_bytes())
+            .finalize()
+            .into();
         Web {
-            sessions: Mutex::new(Sessions::new(MAX_SESSIONS)),
+            sessions: Mutex::new(Sessions::with_key(MAX_SESSIONS, key, origin)),
             opts,
         }
     }
@@ -143,12 +151,27 @@ impl Web {
 }
 
 /// Live sessions by the SHA-256 of their id, bounded. No `Debug`: it holds CSRF tokens.
+///
+/// An id is `expiry (unix s, 8 B) | origin (8 B) | random (16 B) | MAC (16 B)` in base64url,
+/// the MAC (HMAC-SHA256, truncated) over the rest with the set's session key, and its CSRF
+/// token is derived from it with the same key. This coordinator's own sessions must be in
+/// `by_id` (so eviction and logout end them here); one another coordinator of the set
+/// made is good until its expiry unless logged out here (`revoked`). A logout therefore
+/// ends the session on the coordinator that served it; the cookie, and with it the session
+/// elsewhere, lapses at its expiry (rotating the admin token ends every session at once).
 pub(crate) struct Sessions {
     max: usize,
     by_id: HashMap<[u8; 32], Session>,
     /// Creation counter, to find the oldest.
     next_seq: u64,
+    key: ring::hmac::Key,
+    origin: [u8; 8],
+    /// Other coordinators' sessions logged out here, by id digest, with their expiry.
+    revoked: HashMap<[u8; 32], u64>,
 }
+
+/// Bytes of a session id before base64url.
+const ID_BYTES: usize = 48;
 
 struct Session {
     csrf: String,
@@ -157,19 +180,54 @@ struct Session {
 }
 
 impl Sessions {
-    /// No sessions; at most `max` (at least one) at once.
+    /// No sessions; at most `max` (at least one) at once; a random key (no other
+    /// coordinator accepts its sessions).
+    #[cfg(test)]
     pub(crate) fn new(max: usize) -> Sessions {
+        let mut key = [0u8; 32];
+        let _ = getrandom::getrandom(&mut key);
+        Sessions::with_key(max, key, "test")
+    }
+
+    /// No sessions yet, signed with `key` as coordinator `origin`.
+    pub(crate) fn with_key(max: usize, key: [u8; 32], origin: &str) -> Sessions {
+        let tag: [u8; 32] = Sha256::digest(origin.as_bytes()).into();
+        let mut o = [0u8; 8];
+        o.copy_from_slice(&tag[..8]);
         Sessions {
             max: max.max(1),
             by_id: HashMap::new(),
             next_seq: 0,
+            key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key),
+            origin: o,
+            revoked: HashMap::new(),
         }
+    }
+
+    fn csrf_of(&self, id: &str) -> String {
+        let tag = ring::hmac::sign(&self.key, &[b"csrf\0", id.as_bytes()].concat());
+        URL_SAFE_NO_PAD.encode(tag.as_ref())
     }
 
     /// Makes a session valid until `now + SESSION_TTL`; answers its id and CSRF token.
     pub(crate) fn create(&mut self, now: Instant) -> Result<(String, String), getrandom::Error> {
-        let id = random_token()?;
-        let csrf = random_token()?;
+        self.create_at(now, unix_now())
+    }
+
+    /// [`Sessions::create`] with the Unix time given (tests).
+    pub(crate) fn create_at(
+        &mut self,
+        now: Instant,
+        unix: u64,
+    ) -> Result<(String, String), getrandom::Error> {
+        let mut raw = [0u8; ID_BYTES];
+        raw[..8].copy_from_slice(&(unix + SESSION_TTL.as_secs()).to_be_bytes());
+        raw[8..16].copy_from_slice(&self.origin);
+        getrandom::getrandom(&mut raw[16..32])?;
+        let mac = ring::hmac::sign(&self.key, &raw[..32]);
+        raw[32..].copy_from_slice(&mac.as_ref()[..16]);
+        let id = URL_SAFE_NO_PAD.encode(raw);
+        let csrf = self.csrf_of(&id);
         if self.by_id.len() >= self.max {
             self.by_id.retain(|_, s| s.expires > now);
         }
@@ -198,11 +256,33 @@ impl Sessions {
 
     /// The CSRF token of live session `id` (an expired one is forgotten).
     pub(crate) fn lookup(&mut self, id: &str, now: Instant) -> Option<String> {
-        // Ids are 43 base64url characters; anything else is not worth hashing.
-        if id.len() != 43 {
+        self.lookup_at(id, now, unix_now())
+    }
+
+    /// [`Sessions::lookup`] with the Unix time given (tests).
+    pub(crate) fn lookup_at(&mut self, id: &str, now: Instant, unix: u64) -> Option<String> {
+        // Ids are 64 base64url characters; anything else is not worth hashing.
+        if id.len() != 64 {
+            return None;
+        }
+        let raw = URL_SAFE_NO_PAD.decode(id).ok()?;
+        if raw.len() != ID_BYTES
+            || !ct_eq(
+                &ring::hmac::sign(&self.key, &raw[..32]).as_ref()[..16],
+                &raw[32..],
+            )
+        {
             return None;
         }
         let key = digest(id);
+        if raw[8..16] != self.origin {
+            // Another coordinator's: good until its expiry unless logged out here.
+            let expires = u64::from_be_bytes(raw[..8].try_into().ok()?);
+            if expires <= unix || self.revoked.contains_key(&key) {
+                return None;
+            }
+            return Some(self.csrf_of(id));
+        }
         let session = self.by_id.get(&key)?;
         if session.expires <= now {
             self.by_id.remove(&key);
@@ -211,9 +291,23 @@ impl Sessions {
         Some(session.csrf.clone())
     }
 
-    /// Ends session `id`.
+    /// Ends session `id` here.
     pub(crate) fn remove(&mut self, id: &str) {
-        self.by_id.remove(&digest(id));
+        let key = digest(id);
+        if self.by_id.remove(&key).is_none() {
+            if let Some(raw) = URL_SAFE_NO_PAD
+                .decode(id)
+                .ok()
+                .filter(|r| r.len() == ID_BYTES)
+            {
+                let expires = u64::from_be_bytes(raw[..8].try_into().unwrap_or([0; 8]));
+                let unix = unix_now();
+                self.revoked.retain(|_, e| *e > unix);
+                if self.revoked.len() < self.max {
+                    self.revoked.insert(key, expires);
+                }
+            }
+        }
     }
 
     /// Number of sessions held (live or not yet noticed expired).
@@ -229,10 +323,10 @@ pub(crate) fn digest(s: &str) -> [u8; 32] {
 }
 
 /// 32 random bytes, base64url without padding (43 characters).
-fn random_token() -> Result<String, getrandom::Error> {
-    let mut b = [0u8; 32];
-    getrandom::getrandom(&mut b)?;
-    Ok(URL_SAFE_NO_PAD.encode(b))
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Every `name=value` pair of the request's `Cookie` headers.

@@ -45,10 +45,11 @@ pub fn router(coord: Arc<Coordinator>, admin_token: &str) -> Router {
 
 /// The admin API and dashboard router.
 pub fn router_with(coord: Arc<Coordinator>, admin_token: &str, opts: HttpOptions) -> Router {
+    let coord_id = coord.id().to_owned();
     let api = Api {
         coord,
         token_hash: Sha256::digest(admin_token.as_bytes()).into(),
-        web: Arc::new(Web::new(opts)),
+        web: Arc::new(Web::new(opts, admin_token, &coord_id)),
     };
     http::routes()
         // The dashboard's pages, assets, logout and change feed, behind the same check.

@@ -21,13 +21,16 @@
 //! | GET | `/api/events` | server-sent events: `event: change` whenever what the dashboard shows changed |
 //!
 //! **Sessions** (kept in `Web`, beside the state every route shares: [`crate::admin::api`]).
-//! A successful login makes a session: 32 random bytes (base64url) as the id, in the
-//! `wm_session` cookie (`HttpOnly; SameSite=Strict; Path=/`, `Secure` with
-//! [`HttpOptions::secure_cookies`](crate::admin::api::HttpOptions::secure_cookies)), and
-//! another 32 as its CSRF token. Sessions live in memory only (a restart logs everyone
-//! out), expire after [`SESSION_TTL`](crate::admin::api::SESSION_TTL), and are bounded to
-//! [`MAX_SESSIONS`](crate::admin::api::MAX_SESSIONS) (the oldest is evicted). The map is
-//! keyed by the SHA-256 of the id.
+//! A successful login makes a session: its expiry, this coordinator's tag, 16 random bytes
+//! and a MAC with a key derived from the admin token (base64url, 64 characters) as the id,
+//! in the `wm_session` cookie (`HttpOnly; SameSite=Strict; Path=/`, `Secure` with
+//! [`HttpOptions::secure_cookies`](crate::admin::api::HttpOptions::secure_cookies)), and a
+//! CSRF token derived from the id with the same key (32 bytes). This coordinator's own
+//! sessions live in its memory (a restart logs them out), expire after
+//! [`SESSION_TTL`](crate::admin::api::SESSION_TTL), and are bounded to
+//! [`MAX_SESSIONS`](crate::admin::api::MAX_SESSIONS) (the oldest is evicted); the map is
+//! keyed by the SHA-256 of the id. A session another coordinator of the set made is good
+//! here until it expires, unless logged out here ([`crate::admin::api`]'s `Sessions`).
 //!
 //! **CSRF.** A cookie is an ambient credential, so a cookie-authenticated request is
 //! refused (403) when the browser says it comes from another site (an `Origin` whose host

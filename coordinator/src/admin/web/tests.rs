@@ -167,7 +167,11 @@ async fn login_sets_a_session_cookie() {
         let attrs: Vec<&str> = cookie.split("; ").collect();
         let (name, id) = attrs[0].split_once('=').unwrap();
         assert_eq!(name, SESSION_COOKIE);
-        assert_eq!(id.len(), 43, "32 random bytes in base64url: {id}");
+        assert_eq!(
+            id.len(),
+            64,
+            "48 bytes (expiry, origin, random, MAC) in base64url: {id}"
+        );
         assert!(id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
@@ -308,7 +312,7 @@ async fn without_a_credential_pages_redirect_and_the_api_answers_401() {
         Some((header::COOKIE, format!("{SESSION_COOKIE}=nope"))),
         Some((
             header::COOKIE,
-            format!("{SESSION_COOKIE}={}", "A".repeat(43)),
+            format!("{SESSION_COOKIE}={}", "A".repeat(64)),
         )),
         Some((header::COOKIE, logged_out.clone())),
         Some((header::AUTHORIZATION, "Bearer wrong".to_owned())),
