@@ -195,6 +195,18 @@ fn three_coordinators_survive_the_loss_of_one_and_of_etcd_quorum() -> anyhow::Re
         slowest <= Duration::from_secs(10),
         "nodes took {slowest:?} to move to another coordinator (bound: 10 s)"
     );
+    // Presence comes from leases: each survivor lists every member online, its own
+    // sessions and the other's alike, and nobody on the dead one.
+    for c in &coords {
+        util::wait_until(
+            Duration::from_secs(15),
+            "every member online, as each surviving coordinator sees it",
+            || {
+                c.members(NETWORK)
+                    .is_ok_and(|m| m.len() == NODES && m.iter().all(|v| v["online"] == true))
+            },
+        )?;
+    }
     // Changes through each surviving coordinator reach every node within 1 s.
     let f = mesh.nodes[NODES - 1].key.clone();
     let watched: Vec<&wiremesh_tests::meshd::Meshd> =
@@ -294,6 +306,11 @@ fn three_coordinators_survive_the_loss_of_one_and_of_etcd_quorum() -> anyhow::Re
     let body = refused.unwrap_or_default();
     let v: Value = serde_json::from_slice(&body)
         .with_context(|| format!("503 body: {}", String::from_utf8_lossy(&body)))?;
+    let metrics = coords[0].metrics()?;
+    assert!(
+        metrics.contains("wiremesh_store_healthy 0"),
+        "/metrics does not say the store is unhealthy:\n{metrics}"
+    );
     assert!(
         v["error"]
             .as_str()
@@ -317,5 +334,11 @@ fn three_coordinators_survive_the_loss_of_one_and_of_etcd_quorum() -> anyhow::Re
                 && coords[1].create_token(NETWORK, false, None).is_ok()
         },
     )?;
+    let metrics = coords[0].metrics()?;
+    assert!(
+        metrics.contains("wiremesh_store_healthy 1")
+            && metrics.contains("wiremesh_coordinator_info{id=\"c1\""),
+        "/metrics after recovery:\n{metrics}"
+    );
     Ok(())
 }

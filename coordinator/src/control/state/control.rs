@@ -15,7 +15,7 @@ use super::{Change, Coordinator, Error, SessionGuard, LOG_KEEP};
 use crate::control::ipam::{self, IpamError};
 use crate::control::snapshot::Snapshot;
 use crate::model::{
-    clean_routes, clean_version, member_name_from_hello, ChangeRecord, Member, MAX_ENDPOINTS,
+    clean_routes, clean_version, member_name_from_hello, ChangeRecord, Member, Token, MAX_ENDPOINTS,
 };
 use crate::store::StoreError;
 
@@ -145,6 +145,124 @@ pub fn clean_endpoints(reported: &[SocketAddr]) -> Vec<SocketAddr> {
     out
 }
 
+/// A join waiting to be admitted ([`Coordinator::admit_batch`]).
+pub(crate) struct PendingJoin {
+    hello: Hello,
+    remote: SocketAddr,
+    tx: tokio::sync::oneshot::Sender<Result<watch::Receiver<Arc<Snapshot>>, AdmitError>>,
+}
+
+/// One batch's failure, as each of its joins reports it (a race stays a race, so each
+/// join is retried after catching up).
+fn shared_error(e: &Error) -> AdmitError {
+    match e {
+        Error::Store(StoreError::Conflict { network, expected }) => {
+            AdmitError::Store(StoreError::Conflict {
+                network: network.clone(),
+                expected: *expected,
+            })
+        }
+        Error::Store(StoreError::Unavailable(why)) => {
+            AdmitError::Store(StoreError::Unavailable(why.clone()))
+        }
+        other => AdmitError::Internal(other.to_string()),
+    }
+}
+
+/// What admitting `hello` makes of its member, against the network as it is plus the
+/// joins decided before it in the same batch (`by_addr` holds their addresses, `batch`
+/// their members, `tokens` the token uses so far).
+#[allow(clippy::too_many_arguments)]
+fn decide_join(
+    ns: &super::NetState,
+    all_tokens: &std::collections::BTreeMap<String, Token>,
+    hello: &Hello,
+    remote: SocketAddr,
+    now: u64,
+    by_addr: &mut std::collections::BTreeMap<std::net::IpAddr, Key>,
+    batch: &[Member],
+    tokens: &mut std::collections::BTreeMap<String, Token>,
+) -> Result<Member, AdmitError> {
+    let net = hello.network.as_str();
+    let key = hello.public_key;
+    let (endpoints, local_endpoints) = reported_endpoints(remote, hello.listen_port, &hello.local);
+    let existing = batch
+        .iter()
+        .find(|m| m.public_key == key)
+        .or_else(|| ns.members.get(&key))
+        .cloned();
+    let mut authorize = false;
+    if let Some(join) = &hello.join {
+        let token = tokens
+            .get(&join.id)
+            .or_else(|| all_tokens.get(&join.id))
+            .filter(|t| ct_eq(&secret_hash(&join.secret), &t.secret_hash))
+            .ok_or(AdmitError::BadToken)?;
+        if token.network != net {
+            return Err(AdmitError::WrongNetwork {
+                id: token.id.clone(),
+                token_network: token.network.clone(),
+                network: net.to_owned(),
+            });
+        }
+        // A member that is authorised already needs no token: a retry after a lost
+        // answer must not fail on its own one-time token.
+        if !existing.as_ref().is_some_and(|m| m.authorized) {
+            if token.revoked {
+                return Err(AdmitError::Revoked(token.id.clone()));
+            }
+            if token.expires_at.is_some_and(|at| now >= at) {
+                return Err(AdmitError::Expired(token.id.clone()));
+            }
+            if !token.reusable && token.uses > 0 {
+                return Err(AdmitError::Used(token.id.clone()));
+            }
+            let mut used = token.clone();
+            used.uses += 1;
+            tokens.insert(used.id.clone(), used);
+        }
+        authorize = true;
+    }
+    let mut member = match existing {
+        Some(m) => m,
+        None => {
+            let address =
+                ipam::next_free(&ns.network.cidr, by_addr).map_err(AdmitError::NoAddress)?;
+            by_addr.insert(address, key);
+            Member {
+                public_key: key,
+                name: member_name_from_hello(&hello.name, &key),
+                address,
+                authorized: false,
+                created_at: now,
+                last_seen: None,
+                version: String::new(),
+                endpoints: Vec::new(),
+                local_endpoints: Vec::new(),
+                reflexive_endpoints: Vec::new(),
+                public_endpoint: None,
+                advertised_routes: Vec::new(),
+                approved_routes: Vec::new(),
+            }
+        }
+    };
+    member.authorized |= authorize;
+    member.version = clean_version(&hello.version);
+    member.last_seen = Some(now);
+    member.endpoints = endpoints;
+    member.local_endpoints = local_endpoints;
+    // The node's config is static per run: what this hello advertises replaces what an
+    // earlier one did (a route no longer advertised is withdrawn).
+    member.advertised_routes = clean_routes(&hello.routes);
+    // Hello carries no reflexive addresses; the node reports them once it asked the
+    // reflectors. Until then keep those of the last connection that are still plausible
+    // (same public IP: a reconnect through the same NAT), so peers are not sent a worse
+    // candidate list in between; after a move they are stale.
+    let ip = remote.ip().to_canonical();
+    member.reflexive_endpoints.retain(|ep| ep.ip() == ip);
+    Ok(member)
+}
+
 impl Coordinator {
     /// Admits a node that proved it holds `hello.public_key`: with a token it becomes an
     /// authorised member at once; without, an authorised member proceeds and anyone else
@@ -153,115 +271,113 @@ impl Coordinator {
         self.retrying(|| self.admit_once(hello, remote)).await
     }
 
+    /// Queues the join and takes the state lock; whoever holds the lock next admits every
+    /// queued join ([`Coordinator::admit_batch`]), so concurrent joins share one store
+    /// transaction per network instead of queueing for one each.
     async fn admit_once(&self, hello: &Hello, remote: SocketAddr) -> Result<Admitted, AdmitError> {
-        let now = self.now();
-        let net = hello.network.as_str();
-        let key = hello.public_key;
-        let (endpoints, local_endpoints) =
-            reported_endpoints(remote, hello.listen_port, &hello.local);
-        let snapshots = {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.joins().push(PendingJoin {
+            hello: hello.clone(),
+            remote,
+            tx,
+        });
+        {
             let mut st = self.state.lock().await;
-            let ns = st
-                .networks
-                .get(net)
-                .ok_or_else(|| AdmitError::UnknownNetwork(net.chars().take(64).collect()))?;
-            let existing = ns.members.get(&key).cloned();
-            let mut tokens = Vec::new();
-            let mut authorize = false;
-            if let Some(join) = &hello.join {
-                let token = st
-                    .tokens
-                    .get(&join.id)
-                    .filter(|t| ct_eq(&secret_hash(&join.secret), &t.secret_hash))
-                    .ok_or(AdmitError::BadToken)?;
-                if token.network != net {
-                    return Err(AdmitError::WrongNetwork {
-                        id: token.id.clone(),
-                        token_network: token.network.clone(),
-                        network: net.to_owned(),
-                    });
-                }
-                // A member that is authorised already needs no token: a retry after a
-                // lost answer must not fail on its own one-time token.
-                if !existing.as_ref().is_some_and(|m| m.authorized) {
-                    if token.revoked {
-                        return Err(AdmitError::Revoked(token.id.clone()));
-                    }
-                    if token.expires_at.is_some_and(|at| now >= at) {
-                        return Err(AdmitError::Expired(token.id.clone()));
-                    }
-                    if !token.reusable && token.uses > 0 {
-                        return Err(AdmitError::Used(token.id.clone()));
-                    }
-                    let mut used = token.clone();
-                    used.uses += 1;
-                    tokens.push(used);
-                }
-                authorize = true;
+            let batch = std::mem::take(&mut *self.joins());
+            if !batch.is_empty() {
+                self.admit_batch(&mut st, batch);
             }
-            let created = existing.is_none();
-            let mut member = match existing {
-                Some(m) => m,
-                None => Member {
-                    public_key: key,
-                    name: member_name_from_hello(&hello.name, &key),
-                    address: ipam::next_free(&ns.network.cidr, &ns.by_addr)
-                        .map_err(AdmitError::NoAddress)?,
-                    authorized: false,
-                    created_at: now,
-                    last_seen: None,
-                    version: String::new(),
-                    endpoints: Vec::new(),
-                    local_endpoints: Vec::new(),
-                    reflexive_endpoints: Vec::new(),
-                    public_endpoint: None,
-                    advertised_routes: Vec::new(),
-                    approved_routes: Vec::new(),
-                },
-            };
-            member.authorized |= authorize;
-            member.version = clean_version(&hello.version);
-            member.last_seen = Some(now);
-            member.endpoints = endpoints;
-            member.local_endpoints = local_endpoints;
-            // The node's config is static per run: what this hello advertises replaces
-            // what an earlier one did (a route no longer advertised is withdrawn).
-            member.advertised_routes = clean_routes(&hello.routes);
-            // Hello carries no reflexive addresses; the node reports them once it asked the
-            // reflectors. Until then keep those of the last connection that are still
-            // plausible (same public IP: a reconnect through the same NAT), so peers are not
-            // sent a worse candidate list in between; after a move they are stale.
-            let ip = remote.ip().to_canonical();
-            member.reflexive_endpoints.retain(|ep| ep.ip() == ip);
-            let authorized = member.authorized;
-            let address = member.address;
-            self.commit(
-                &mut st,
-                net,
-                Change {
-                    put: vec![member],
-                    tokens,
-                    ..Change::default()
-                },
-            )?;
-            tracing::info!(
-                network = %net,
-                node = %key.fingerprint(),
-                %address,
-                authorized,
-                created,
-                token = hello.join.as_ref().map(|j| j.id.as_str()),
-                "node admitted"
-            );
-            let ns = st
-                .networks
-                .get(net)
-                .ok_or_else(|| AdmitError::UnknownNetwork(net.to_owned()))?;
-            ns.tx.subscribe()
-        };
+        }
+        // Taken by this task or by one that held the lock before it: answered by now.
+        let snapshots = rx
+            .await
+            .map_err(|_| AdmitError::Internal("the join was dropped".into()))??;
         self.durable().await?;
         self.control_stats.joins.inc();
         Ok(Admitted { snapshots })
+    }
+
+    pub(super) fn joins(&self) -> std::sync::MutexGuard<'_, Vec<PendingJoin>> {
+        self.joins.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Admits `batch` under the state lock: per network, each join is decided in turn
+    /// against memory plus the joins before it in the batch (addresses, token uses), then
+    /// all of them are committed together; each waiting task gets its answer.
+    pub(super) fn admit_batch(&self, st: &mut super::State, batch: Vec<PendingJoin>) {
+        let now = self.now();
+        let mut by_net: std::collections::BTreeMap<String, Vec<PendingJoin>> =
+            std::collections::BTreeMap::new();
+        for j in batch {
+            by_net.entry(j.hello.network.clone()).or_default().push(j);
+        }
+        for (net, joins) in by_net {
+            let Some(ns) = st.networks.get(&net) else {
+                for j in joins {
+                    let name = net.chars().take(64).collect();
+                    let _ = j.tx.send(Err(AdmitError::UnknownNetwork(name)));
+                }
+                continue;
+            };
+            let mut by_addr = ns.by_addr.clone();
+            let mut put: Vec<Member> = Vec::new();
+            let mut tokens: std::collections::BTreeMap<String, Token> =
+                std::collections::BTreeMap::new();
+            let mut admitted = Vec::new();
+            for j in joins {
+                let decided = decide_join(
+                    ns,
+                    &st.tokens,
+                    &j.hello,
+                    j.remote,
+                    now,
+                    &mut by_addr,
+                    &put,
+                    &mut tokens,
+                );
+                match decided {
+                    Ok(member) => {
+                        tracing::info!(
+                            network = %net,
+                            node = %member.public_key.fingerprint(),
+                            address = %member.address,
+                            authorized = member.authorized,
+                            token = j.hello.join.as_ref().map(|t| t.id.as_str()),
+                            "node admitted"
+                        );
+                        put.retain(|m| m.public_key != member.public_key);
+                        put.push(member);
+                        admitted.push(j);
+                    }
+                    Err(e) => {
+                        let _ = j.tx.send(Err(e));
+                    }
+                }
+            }
+            if admitted.is_empty() {
+                continue;
+            }
+            let change = Change {
+                put,
+                tokens: tokens.into_values().collect(),
+                ..Change::default()
+            };
+            match self.commit(st, &net, change) {
+                Ok(_) => {
+                    let Some(ns) = st.networks.get(&net) else {
+                        continue;
+                    };
+                    for j in admitted {
+                        let _ = j.tx.send(Ok(ns.tx.subscribe()));
+                    }
+                }
+                Err(e) => {
+                    for j in admitted {
+                        let _ = j.tx.send(Err(shared_error(&e)));
+                    }
+                }
+            }
+        }
     }
 
     /// Updates a member's endpoint candidates from its report (a push follows when it is

@@ -430,6 +430,8 @@ pub struct Coordinator {
     followed: tokio::sync::Notify,
     /// The coordinator set: presence elsewhere, registrations, services.
     cluster: cluster::Cluster,
+    /// Joins waiting for the state lock, admitted together ([`Coordinator::admit`]).
+    joins: StdMutex<Vec<control::PendingJoin>>,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -507,6 +509,7 @@ impl Coordinator {
             own_revisions: StdMutex::new(BTreeSet::new()),
             followed: tokio::sync::Notify::new(),
             cluster,
+            joins: StdMutex::new(Vec::new()),
         });
         if let Some(rx) = follow {
             tokio::spawn(follow::run(Arc::downgrade(&coord), rx));

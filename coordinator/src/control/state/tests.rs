@@ -667,3 +667,53 @@ mod shared {
         assert_eq!(c.list_tokens("lab").await.unwrap().len(), 1);
     }
 }
+
+/// Joins that arrive while the state is busy are admitted together: one store batch for
+/// all of them, each with its own address, a one-time token still used once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_joins_share_one_batch() {
+    use mesh_proto::admin::CreateToken;
+    let h = Harness::new();
+    h.network("lab").await;
+    let token = h.token("lab", true, None).await;
+    let once = h
+        .coord
+        .create_token("lab", CreateToken::default())
+        .await
+        .unwrap()
+        .join_token
+        .parse::<JoinToken>()
+        .unwrap()
+        .secret;
+    let before = h.coord.applied.load(std::sync::atomic::Ordering::SeqCst);
+    let busy = h.coord.state.lock().await;
+    let mut joins = Vec::new();
+    for i in 1..=20u8 {
+        let c = h.coord.clone();
+        let secret = if i > 18 { once.clone() } else { token.clone() };
+        let hello = hello("lab", &private(i), Some(secret));
+        joins.push(tokio::spawn(async move {
+            c.admit(&hello, remote(i)).await.map(|_| ())
+        }));
+    }
+    // Every join is queued behind the lock before it is released.
+    while h.coord.joins().len() < 20 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    drop(busy);
+    let mut used = 0;
+    for j in joins {
+        match j.await.unwrap() {
+            Ok(()) => {}
+            Err(AdmitError::Used(_)) => used += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(used, 1, "the one-time token admitted one of the two");
+    let batches = h.coord.applied.load(std::sync::atomic::Ordering::SeqCst) - before;
+    assert_eq!(batches, 1, "19 joins in {batches} store batches");
+    let members = h.coord.list_members("lab").await.unwrap();
+    assert_eq!(members.len(), 19);
+    let addrs: std::collections::BTreeSet<_> = members.iter().map(|m| m.address).collect();
+    assert_eq!(addrs.len(), 19, "no address twice");
+}
