@@ -7,6 +7,7 @@
 # Usage: bench/scale.sh [N ...]           (default: 100 1000 5000 10000)
 #   LOADGEN=path/to/wm-loadgen            (default: target/release, else target/ci)
 #   CHANGES=20                            (admin renames timed per N; each is undone too)
+#   TIMEOUT=600                           (seconds any one phase may take)
 #   NO_WRITE=1                            (print only, leave BENCHMARKS.md alone)
 #   HA=1                                  (issue 11: three coordinators on a three-member
 #                                          etcd on loopback, one killed with kill -9 at
@@ -17,6 +18,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 NS=("$@")
 [ ${#NS[@]} -gt 0 ] || NS=(100 1000 5000 10000)
 CHANGES=${CHANGES:-20}
+TIMEOUT=${TIMEOUT:-600}
 LOADGEN=${LOADGEN:-}
 if [ -z "$LOADGEN" ]; then
     for p in "$here/target/release/wm-loadgen" "$here/target/ci/wm-loadgen"; do
@@ -38,13 +40,13 @@ if [ -n "${HA:-}" ]; then
 fi
 for n in "${NS[@]}"; do
     echo "== wm-loadgen --nodes $n --changes $CHANGES ${EXTRA[*]}" >&2
-    "$LOADGEN" --nodes "$n" --changes "$CHANGES" "${EXTRA[@]}" --json | tee -a "$out"
+    "$LOADGEN" --nodes "$n" --changes "$CHANGES" --timeout "$TIMEOUT" "${EXTRA[@]}" --json | tee -a "$out"
 done
 
 machine="$(nproc) cores, $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
-python3 - "$out" "$here/BENCHMARKS.md" "$machine" "$LOADGEN" "${NO_WRITE:-}" "$MARK" "${EXTRA[*]}" <<'EOF'
+python3 - "$out" "$here/BENCHMARKS.md" "$machine" "$LOADGEN" "${NO_WRITE:-}" "$MARK" "${EXTRA[*]}" "$TIMEOUT" <<'EOF'
 import json, math, sys, datetime
-path, bench, machine, loadgen, no_write, mark, extra = sys.argv[1:8]
+path, bench, machine, loadgen, no_write, mark, extra, timeout = sys.argv[1:9]
 rows = [json.loads(l) for l in open(path) if l.strip()]
 cols = [
     ("full_netmap_s", "full netmap (s)"),
@@ -59,7 +61,7 @@ cols = [
     ("reconnect_full_netmaps", "full maps on reconnect"),
 ]
 lines = []
-env = "HA=1 " if extra else ""
+env = ("HA=1 " if extra else "") + ("TIMEOUT=" + timeout + " " if timeout != "600" else "")
 lines.append(f"Machine: {machine}. Command: `{env}bench/scale.sh {' '.join(str(r['nodes']) for r in rows)}` "
              f"({loadgen.split('/target/')[-1] if '/target/' in loadgen else loadgen}), "
              f"{datetime.date.today().isoformat()}.")
