@@ -372,3 +372,133 @@ async fn etcd_store_reports_every_batch_to_every_coordinator() {
     );
     drop(a);
 }
+
+/// etcd with TLS and client certificates (`--etcd-ca`, `--etcd-cert`/`--etcd-key`): the
+/// store works through it, and without a client certificate it says why it cannot.
+#[test]
+fn etcd_store_over_tls_with_a_client_certificate() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let dir = tempfile::tempdir().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let leaf = |names: Vec<String>, name: &str| {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        let (c, k) = (
+            dir.path().join(format!("{name}.pem")),
+            dir.path().join(format!("{name}.key")),
+        );
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    };
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let (server_cert, server_key) = leaf(vec!["127.0.0.1".into(), "localhost".into()], "server");
+    let (client_cert, client_key) = leaf(vec!["wiremesh".into()], "client");
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (client, peer) = (free(), free());
+    let url = format!("https://127.0.0.1:{client}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let mut etcd = std::process::Command::new("etcd")
+        .args(["--name", "tls", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args([
+            "--listen-client-urls",
+            &url,
+            "--advertise-client-urls",
+            &url,
+        ])
+        .args([
+            "--listen-peer-urls",
+            &peer_url,
+            "--initial-advertise-peer-urls",
+            &peer_url,
+        ])
+        .args(["--initial-cluster", &format!("tls={peer_url}")])
+        .arg("--cert-file")
+        .arg(&server_cert)
+        .arg("--key-file")
+        .arg(&server_key)
+        .arg("--trusted-ca-file")
+        .arg(&ca_file)
+        .args(["--client-cert-auth", "--log-level", "error"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starting etcd (apt-get install etcd-server): this test needs it");
+    let start = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", client)).is_err() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "etcd did not listen"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let mut opts = EtcdOptions::new(vec![url.clone()], "c1".into());
+    opts.prefix = "/wm-tls/".into();
+    opts.ca = Some(ca_file.clone());
+    opts.cert = Some((client_cert, client_key));
+    opts.timeout = std::time::Duration::from_secs(10);
+    let result = (|| {
+        let s = EtcdStore::connect(opts.clone())?;
+        let revs = fill(&s);
+        exercise(&s, revs);
+        // No client certificate: refused, and the error says where.
+        let mut bare = opts.clone();
+        bare.cert = None;
+        bare.timeout = std::time::Duration::from_secs(3);
+        let e = EtcdStore::connect(bare).unwrap_err().to_string();
+        assert!(e.contains(&url) || e.contains("etcd"), "{e}");
+        Ok::<_, StoreError>(())
+    })();
+    let _ = etcd.kill();
+    let _ = etcd.wait();
+    result.unwrap();
+}
+
+/// etcd with authentication (`--etcd-user`, `--etcd-password-file`): the right password
+/// works, a wrong one is refused at start with etcd's reason.
+#[test]
+fn etcd_store_with_a_user_and_password() {
+    let etcd = EtcdServer::start();
+    let ctl = |args: &[&str]| {
+        let out = std::process::Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &etcd.url])
+            .args(args)
+            .output()
+            .expect("etcdctl (apt-get install etcd-client)");
+        assert!(
+            out.status.success(),
+            "etcdctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ctl(&["user", "add", "root", "--new-user-password=s3cret"]);
+    ctl(&["user", "grant-role", "root", "root"]);
+    ctl(&["auth", "enable"]);
+    let mut opts = EtcdOptions::new(vec![etcd.url.clone()], "c1".into());
+    opts.prefix = "/wm-auth/".into();
+    opts.user = Some(("root".into(), "s3cret".into()));
+    let s = EtcdStore::connect(opts.clone()).unwrap();
+    let revs = fill(&s);
+    exercise(&s, revs);
+    let mut wrong = opts;
+    wrong.user = Some(("root".into(), "nope".into()));
+    let e = EtcdStore::connect(wrong).unwrap_err().to_string();
+    assert!(
+        e.contains("authentication failed") || e.contains("invalid"),
+        "{e}"
+    );
+}
