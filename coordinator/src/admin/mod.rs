@@ -66,6 +66,16 @@ pub fn router_with(coord: Arc<Coordinator>, admin_token: &str, opts: HttpOptions
         .with_state(api)
 }
 
+/// The token of an `Authorization: Bearer <token>` value. The scheme name is
+/// case-insensitive and followed by one or more spaces (RFC 9110 §11.1, §11.4).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| rest.trim())
+        .filter(|t| !t.is_empty())
+}
+
 /// Refuses requests without a credential: `/api/*` and `/metrics` with 401, pages with a
 /// redirect to the login page. An `Authorization` header is judged alone (a wrong one is
 /// not rescued by a cookie); a cookie session must also pass the CSRF checks.
@@ -74,8 +84,7 @@ async fn authenticate(State(api): State<Api>, mut req: Request, next: Next) -> R
         Some(value) => value
             .to_str()
             .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
+            .and_then(bearer_token)
             .is_some_and(|t| token_matches(t, &api.token_hash))
             .then_some(Caller::Bearer),
         None => api.web.session_of(req.headers()),

@@ -116,6 +116,26 @@ async fn requests_without_the_token_get_401() {
     }
 }
 
+/// The scheme name is case-insensitive (RFC 9110 §11.1): `bearer`, `BEARER`, extra spaces.
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let api = Api::new();
+    let token = TOKEN;
+    for scheme in ["bearer", "BEARER", "BeArEr"] {
+        for gap in [" ", "   "] {
+            let header = format!("{scheme}{gap}{token}");
+            let (status, _) = api
+                .raw(Method::GET, "/api/networks", None, Some(&header))
+                .await;
+            assert_eq!(status, StatusCode::OK, "{header:?}");
+        }
+    }
+    for bad in ["bearer", "bearertoken", "Bear er x", "Basic x"] {
+        let (status, _) = api.raw(Method::GET, "/api/networks", None, Some(bad)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{bad:?}");
+    }
+}
+
 #[tokio::test]
 async fn networks_crud() {
     let api = Api::new();
