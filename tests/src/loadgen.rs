@@ -12,9 +12,10 @@
 //! loopback ([`crate::etcd::EtcdCluster::start_loopback`]); node `i` dials coordinator
 //! `i mod n` first and moves to the next when its session ends (as meshd does with several
 //! coordinators), the restart phase kills one coordinator for good (its nodes move), and
-//! `storm` runs the join storm of the HA issue instead of changes and restart: every node
-//! joins at once, one coordinator and one etcd member are killed with `kill -9` in the
-//! middle, then every node must be in with a distinct address and every join acknowledged
+//! `storm` runs the join storm of the HA issue instead of changes and restart: half the
+//! nodes join at once; once a third of all are in, the other half starts and one
+//! coordinator and one etcd member are killed with `kill -9` while those joins are in
+//! flight; then every node must be in with a distinct address and every join acknowledged
 //! before the kill must have kept its address.
 //!
 //! How it verifies: **every** node follows its netmap by key (a bitset over the members
@@ -949,7 +950,10 @@ async fn scenario(opts: &Options) -> anyhow::Result<Report> {
     // 1. Cold concurrent start.
     progress(opts, || format!("starting {n} nodes against {listen:?}"));
     let mut tasks = Vec::with_capacity(n);
-    for i in 0..n {
+    // The storm starts half the nodes, the rest together with the kills (so joins are in
+    // flight when they land, however fast the first half got in).
+    let first = if opts.storm { n / 2 } else { n };
+    for i in 0..first {
         tasks.push(tokio::spawn(node_task(fleet.clone(), i)));
     }
     let full = (n - 1) as u32;
@@ -958,7 +962,7 @@ async fn scenario(opts: &Options) -> anyhow::Result<Report> {
         None => "sled".to_owned(),
     };
     if opts.storm {
-        let storm = join_storm(opts, &fleet, &coords, etcd.as_mut()).await?;
+        let storm = join_storm(opts, &fleet, &coords, etcd.as_mut(), &mut tasks).await?;
         let (rss, cpu) = usage(&pids);
         fleet.stop.store(true, Ordering::Relaxed);
         for t in tasks {
@@ -1277,13 +1281,15 @@ async fn scenario(opts: &Options) -> anyhow::Result<Report> {
     })
 }
 
-/// The join storm: every node is joining (the caller started them all); once a third hold
-/// a netmap, `kill -9` of coordinator 1 and etcd member 2; then every node must get in.
+/// The join storm: the caller started half the nodes; once a third of all hold a netmap
+/// the other half starts and, at once, `kill -9` of coordinator 1 and etcd member 2; then
+/// every node must get in.
 async fn join_storm(
     opts: &Options,
     fleet: &Arc<Fleet>,
     coords: &[Arc<Mutex<CoordProc>>],
     etcd: Option<&mut crate::etcd::EtcdCluster>,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
 ) -> anyhow::Result<Storm> {
     let n = fleet.nodes.len();
     let start = Instant::now();
@@ -1304,6 +1310,10 @@ async fn join_storm(
         || format!("{}/{n} joined", joined(fleet)),
     )
     .await?;
+    // The second half starts now, into the kills.
+    for i in tasks.len()..n {
+        tasks.push(tokio::spawn(node_task(fleet.clone(), i)));
+    }
     // Acknowledged joins: nodes holding a netmap, with the address it gave them.
     let acked: Vec<(usize, IpAddr)> = fleet
         .nodes

@@ -51,8 +51,9 @@ struct Cli {
     /// etcd members on loopback for the coordinators' shared store (0: sled).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=7))]
     etcd: u32,
-    /// The HA join storm instead of changes and a restart: every node joins at once,
-    /// coordinator 1 and etcd member 2 are killed midway (needs --coordinators 3 --etcd 3).
+    /// The HA join storm instead of changes and a restart: half the nodes join, then the
+    /// other half joins while coordinator 1 and etcd member 2 are killed with kill -9
+    /// (needs --coordinators 3 --etcd 3).
     #[arg(long)]
     storm: bool,
     /// No progress lines on stderr.
