@@ -301,6 +301,12 @@ pub struct EtcdServer {
 
 impl EtcdServer {
     pub fn start() -> EtcdServer {
+        EtcdServer::start_with("http", &[])
+    }
+
+    /// A member whose client URL has `scheme` (`https` with TLS flags in `extra`), started
+    /// with `extra` flags too.
+    pub fn start_with(scheme: &str, extra: &[std::ffi::OsString]) -> EtcdServer {
         let free = || {
             std::net::TcpListener::bind("127.0.0.1:0")
                 .and_then(|l| l.local_addr())
@@ -309,7 +315,7 @@ impl EtcdServer {
         };
         let (client, peer) = (free(), free());
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("http://127.0.0.1:{client}");
+        let url = format!("{scheme}://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
         let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
         let child = std::process::Command::new("etcd")
@@ -325,6 +331,7 @@ impl EtcdServer {
             .args(["--initial-advertise-peer-urls", &peer_url])
             .args(["--initial-cluster", &format!("t0={peer_url}")])
             .args(["--log-level", "warn", "--max-txn-ops", "1024"])
+            .args(extra)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()

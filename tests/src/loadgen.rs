@@ -172,6 +172,37 @@ pub struct Storm {
 }
 
 impl Report {
+    /// A run of `nodes` that timed no changes and no restart (`--storm`, `hold`): the
+    /// coordinators' (peak RSS MB, CPU s), the rest zero.
+    fn without_changes(
+        nodes: usize,
+        usage: (f64, f64),
+        coordinators: usize,
+        store: String,
+    ) -> Report {
+        Report {
+            nodes,
+            full_netmap_s: 0.0,
+            change_p50_ms: 0.0,
+            change_p99_ms: 0.0,
+            change_max_ms: 0.0,
+            changes: 0,
+            coordinator_rss_mb: usage.0,
+            coordinator_cpu_s: usage.1,
+            bytes_per_change_per_node: 0.0,
+            udp_bytes_per_change_per_node: 0.0,
+            reconnect_s: None,
+            crash: false,
+            reconnect_full_netmaps: 0,
+            restarted_rss_mb: None,
+            sampled: 0,
+            generator_cpu_s: 0.0,
+            coordinators,
+            store,
+            storm: None,
+        }
+    }
+
     /// The `--json` object.
     pub fn to_json(&self) -> Value {
         json!({
@@ -969,25 +1000,11 @@ async fn scenario(opts: &Options) -> anyhow::Result<Report> {
             t.abort();
         }
         return Ok(Report {
-            nodes: n,
             full_netmap_s: storm.all_joined_s,
-            change_p50_ms: 0.0,
-            change_p99_ms: 0.0,
-            change_max_ms: 0.0,
-            changes: 0,
-            coordinator_rss_mb: rss,
-            coordinator_cpu_s: cpu,
-            bytes_per_change_per_node: 0.0,
-            udp_bytes_per_change_per_node: 0.0,
-            reconnect_s: None,
             crash: true,
-            reconnect_full_netmaps: 0,
-            restarted_rss_mb: None,
             sampled: n,
-            generator_cpu_s: 0.0,
-            coordinators: k,
-            store: store_name,
             storm: Some(storm),
+            ..Report::without_changes(n, (rss, cpu), k, store_name)
         });
     }
     let full_netmap = wait_for(
@@ -1051,25 +1068,8 @@ async fn scenario(opts: &Options) -> anyhow::Result<Report> {
             t.abort();
         }
         return Ok(Report {
-            nodes: n,
             full_netmap_s: full_netmap.as_secs_f64(),
-            change_p50_ms: 0.0,
-            change_p99_ms: 0.0,
-            change_max_ms: 0.0,
-            changes: 0,
-            coordinator_rss_mb: rss,
-            coordinator_cpu_s: cpu,
-            bytes_per_change_per_node: 0.0,
-            udp_bytes_per_change_per_node: 0.0,
-            reconnect_s: None,
-            crash: false,
-            reconnect_full_netmaps: 0,
-            restarted_rss_mb: None,
-            sampled: 0,
-            generator_cpu_s: 0.0,
-            coordinators: k,
-            store: store_name,
-            storm: None,
+            ..Report::without_changes(n, (rss, cpu), k, store_name)
         });
     }
 

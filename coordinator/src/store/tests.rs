@@ -400,71 +400,33 @@ fn etcd_store_over_tls_with_a_client_certificate() {
     std::fs::write(&ca_file, ca.pem()).unwrap();
     let (server_cert, server_key) = leaf(vec!["127.0.0.1".into(), "localhost".into()], "server");
     let (client_cert, client_key) = leaf(vec!["wiremesh".into()], "client");
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let (client, peer) = (free(), free());
-    let url = format!("https://127.0.0.1:{client}");
-    let peer_url = format!("http://127.0.0.1:{peer}");
-    let mut etcd = std::process::Command::new("etcd")
-        .args(["--name", "tls", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .args([
-            "--listen-client-urls",
-            &url,
-            "--advertise-client-urls",
-            &url,
-        ])
-        .args([
-            "--listen-peer-urls",
-            &peer_url,
-            "--initial-advertise-peer-urls",
-            &peer_url,
-        ])
-        .args(["--initial-cluster", &format!("tls={peer_url}")])
-        .arg("--cert-file")
-        .arg(&server_cert)
-        .arg("--key-file")
-        .arg(&server_key)
-        .arg("--trusted-ca-file")
-        .arg(&ca_file)
-        .args(["--client-cert-auth", "--log-level", "error"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("starting etcd (apt-get install etcd-server): this test needs it");
-    let start = std::time::Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", client)).is_err() {
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(20),
-            "etcd did not listen"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let etcd = EtcdServer::start_with(
+        "https",
+        &[
+            "--cert-file".into(),
+            server_cert.into_os_string(),
+            "--key-file".into(),
+            server_key.into_os_string(),
+            "--trusted-ca-file".into(),
+            ca_file.clone().into_os_string(),
+            "--client-cert-auth".into(),
+        ],
+    );
+    let url = etcd.url.clone();
     let mut opts = EtcdOptions::new(vec![url.clone()], "c1".into());
     opts.prefix = "/wm-tls/".into();
     opts.ca = Some(ca_file.clone());
     opts.cert = Some((client_cert, client_key));
     opts.timeout = std::time::Duration::from_secs(10);
-    let result = (|| {
-        let s = EtcdStore::connect(opts.clone())?;
-        let revs = fill(&s);
-        exercise(&s, revs);
-        // No client certificate: refused, and the error says where.
-        let mut bare = opts.clone();
-        bare.cert = None;
-        bare.timeout = std::time::Duration::from_secs(3);
-        let e = EtcdStore::connect(bare).unwrap_err().to_string();
-        assert!(e.contains(&url) || e.contains("etcd"), "{e}");
-        Ok::<_, StoreError>(())
-    })();
-    let _ = etcd.kill();
-    let _ = etcd.wait();
-    result.unwrap();
+    let s = EtcdStore::connect(opts.clone()).unwrap();
+    let revs = fill(&s);
+    exercise(&s, revs);
+    // No client certificate: refused, and the error says where.
+    let mut bare = opts;
+    bare.cert = None;
+    bare.timeout = std::time::Duration::from_secs(3);
+    let e = EtcdStore::connect(bare).unwrap_err().to_string();
+    assert!(e.contains(&url) || e.contains("etcd"), "{e}");
 }
 
 /// etcd with authentication (`--etcd-user`, `--etcd-password-file`): the right password

@@ -152,7 +152,8 @@ impl Coordinator {
             tokens: ops.tokens,
             audit: Vec::new(),
         };
-        self.mirror_remote(st, net, change, ops.network, rev)
+        self.mirror_remote(st, net, change, ops.network, rev);
+        false
     }
 
     /// Waits until network `net` moved past revision `seen` here (another coordinator's

@@ -660,6 +660,13 @@ impl Coordinator {
             .networks
             .get(net)
             .ok_or_else(|| Error::NotFound(format!("no network {net:?}")))?;
+        if ns.stale == Some(ns.rev) {
+            // Memory is behind the store: a batch conditioned on it is bound to fail.
+            return Err(Error::Store(StoreError::Conflict {
+                network: net.to_owned(),
+                expected: ns.rev,
+            }));
+        }
         let prepared = Prepared::of(ns, &change.put, &change.delete);
         let bump = !prepared.touched.is_empty();
         let mut network = ns.network.clone();
@@ -704,12 +711,6 @@ impl Coordinator {
         }
         if ops.is_empty() {
             return Ok(false);
-        }
-        if ns.stale == Some(ns.rev) {
-            return Err(Error::Store(StoreError::Conflict {
-                network: net.to_owned(),
-                expected: ns.rev,
-            }));
         }
         let rev = match self.apply(&ops, &expect) {
             Ok(rev) => rev,
@@ -784,7 +785,8 @@ impl Coordinator {
     }
 
     /// Mirrors a change another coordinator committed to network `net` at `rev`;
-    /// `network` is its record when the batch wrote it.
+    /// `network` is its record when the batch wrote it. (The relay index, if the
+    /// authorised set changed, is republished by [`Coordinator::mirror`].)
     fn mirror_remote(
         &self,
         st: &mut State,
@@ -792,14 +794,13 @@ impl Coordinator {
         change: Change,
         network: Option<Network>,
         rev: Revision,
-    ) -> bool {
+    ) {
         let Some(ns) = st.networks.get(net) else {
-            return false;
+            return;
         };
         let prepared = Prepared::of(ns, &change.put, &change.delete);
         let network = network.unwrap_or_else(|| ns.network.clone());
         self.mirror(st, net, change, &prepared, network, rev);
-        false
     }
 
     /// Runs `op`, and again after catching up with the store while it loses races with
