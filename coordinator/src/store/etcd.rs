@@ -55,6 +55,8 @@ use crate::model::{ChangeRecord, Member, Network, Token};
 
 /// How long presence and registrations outlive a coordinator that stopped answering.
 pub const LEASE_TTL: Duration = Duration::from_secs(6);
+/// Longest wait for a TCP connection to one etcd member.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Keys per range request when loading.
 const PAGE: i64 = 2000;
 /// Presence writes per transaction (etcd's default limit is 128 operations).
@@ -168,10 +170,15 @@ fn unavailable(e: &etcd_client::Error) -> StoreError {
     StoreError::Unavailable(text)
 }
 
-/// Whether the request failed before reaching any etcd member (safe to send again).
+/// Whether the request failed in transport to one member (refused, timed out connecting,
+/// the connection broke under it): sent again, it reaches another member. A batch that
+/// did commit before its answer was lost fails its condition when sent again, and the
+/// operation is decided afresh after catching up (`Coordinator::retrying`).
 fn never_sent(e: &etcd_client::Error) -> bool {
     let text = format!("{e:?}");
-    text.contains("ConnectError") || text.contains("tcp connect error")
+    text.contains("ConnectError")
+        || text.contains("tcp connect error")
+        || text.contains("tonic::transport::Error(Transport")
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -323,10 +330,13 @@ impl EtcdStore {
             .enable_all()
             .build()
             .map_err(|e| StoreError::Unavailable(format!("starting the etcd client: {e}")))?;
+        // A member that died must cost a request far less than its deadline: connections
+        // to it fail within a second and dead connections are noticed within two, so the
+        // request goes to another member in time ([`never_sent`]).
         let mut connect = ConnectOptions::new()
-            .with_connect_timeout(opts.timeout)
+            .with_connect_timeout(CONNECT_TIMEOUT.min(opts.timeout))
             .with_timeout(opts.timeout)
-            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+            .with_keep_alive(Duration::from_secs(1), Duration::from_secs(1))
             .with_keep_alive_while_idle(true)
             .with_require_leader(true);
         if let Some((user, password)) = &opts.user {
