@@ -643,7 +643,7 @@ pub fn key_bytes(b64: &str) -> anyhow::Result<[u8; 32]> {
 
 /// A relay datagram built by hand from the wire format (`mesh_proto::relay`'s module doc),
 /// not with its encoder, so an encoder bug cannot hide here:
-/// `"wmL1" | kind | key (32) | rest`. Kind 1 REGISTER (rest = relay token), 2 SEND
+/// `"wmL1" | kind | key (32) | rest`. Kind 1 REGISTER (rest = cookie, proof), 2 SEND
 /// (key = destination, rest = payload).
 pub fn relay_datagram(kind: u8, key: &[u8; 32], rest: &[u8]) -> Vec<u8> {
     let mut d = Vec::with_capacity(37 + rest.len());

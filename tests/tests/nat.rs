@@ -1035,7 +1035,8 @@ fn the_relay_refuses_to_forward_for_non_members() -> anyhow::Result<()> {
     for junk in wireguard_junk(&mut seed) {
         frames.push(relay_datagram(2, &key_b, &junk));
     }
-    let bogus_token = random_bytes(32, &mut seed);
+    // REGISTER's rest: a cookie and a proof, both made up.
+    let bogus_register = random_bytes(64, &mut seed);
     let mut x_key = [0u8; 32];
     x_key.copy_from_slice(&random_bytes(32, &mut seed));
     // Who sends, from which namespace, bound to which local address, what.
@@ -1052,7 +1053,7 @@ fn the_relay_refuses_to_forward_for_non_members() -> anyhow::Result<()> {
             mesh.bystanders[outsider].hosts[0].ns.clone(),
             Some(format!("0.0.0.0:{PORT}")),
             [
-                vec![relay_datagram(1, &x_key, &bogus_token)],
+                vec![relay_datagram(1, &x_key, &bogus_register)],
                 frames.clone(),
             ]
             .concat(),
@@ -1062,7 +1063,7 @@ fn the_relay_refuses_to_forward_for_non_members() -> anyhow::Result<()> {
             mesh.bystanders[outsider].hosts[0].ns.clone(),
             Some("0.0.0.0:40001".to_owned()),
             [
-                vec![relay_datagram(1, &key_b, &bogus_token)],
+                vec![relay_datagram(1, &key_b, &bogus_register)],
                 // and sending as if it were a member, to a
                 frames
                     .iter()

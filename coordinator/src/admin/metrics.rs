@@ -182,6 +182,12 @@ pub async fn render(coord: &Coordinator) -> String {
         r.registered,
     );
     p.single(
+        "wiremesh_relay_challenges_total",
+        "counter",
+        "Relay HELLOs answered with a cookie.",
+        r.challenged,
+    );
+    p.single(
         "wiremesh_relay_forwarded_packets_total",
         "counter",
         "Datagrams the relay forwarded.",
@@ -206,6 +212,7 @@ pub async fn render(coord: &Coordinator) -> String {
     );
     for (reason, v) in [
         ("malformed", r.dropped_malformed),
+        ("stale-cookie", r.dropped_stale_cookie),
         ("bad-token", r.dropped_bad_token),
         ("not-member", r.dropped_not_member),
         ("unregistered-source", r.dropped_unregistered_source),

@@ -58,21 +58,29 @@ pub struct ReflectorStats {
     pub send_failed: Counter,
 }
 
-/// The relay. Every datagram ends in exactly one of `registered`, `forwarded_packets` or a
-/// `dropped_*` counter (`send_failed` comes on top of `registered`/`forwarded_packets`).
+/// The relay. Every datagram ends in exactly one of `registered`, `challenged`,
+/// `forwarded_packets` or a `dropped_*` counter (`send_failed` comes on top of the
+/// answered and forwarded ones).
 #[derive(Debug, Default)]
 pub struct RelayStats {
     /// REGISTERs accepted (answered with REGISTERED).
     pub registered: Counter,
+    /// HELLOs of members answered with a CHALLENGE.
+    pub challenged: Counter,
     /// SENDs forwarded as DELIVER.
     pub forwarded_packets: Counter,
     /// Payload bytes forwarded (without the relay header).
     pub forwarded_bytes: Counter,
-    /// Not a relay datagram, or one only the relay sends (DELIVER, REGISTERED).
+    /// Not a relay datagram, or one only the relay sends (DELIVER, REGISTERED,
+    /// CHALLENGE), or the old REGISTER with the token in clear.
     pub dropped_malformed: Counter,
-    /// REGISTER with a token that is not the key's.
+    /// REGISTER whose cookie is not the relay's for this source address in the current or
+    /// previous window (replayed from elsewhere, or too old).
+    pub dropped_stale_cookie: Counter,
+    /// REGISTER with a fresh cookie but a proof not made with the key's token.
     pub dropped_bad_token: Counter,
-    /// REGISTER with a good token for a key that is not an authorised member of any network.
+    /// HELLO or REGISTER (good proof) for a key that is not an authorised member of any
+    /// network.
     pub dropped_not_member: Counter,
     /// SEND from an address no member is registered at (or whose registration expired).
     pub dropped_unregistered_source: Counter,
@@ -113,9 +121,11 @@ pub struct ReflectorCounts {
 #[serde(rename_all = "kebab-case")]
 pub struct RelayCounts {
     pub registered: u64,
+    pub challenged: u64,
     pub forwarded_packets: u64,
     pub forwarded_bytes: u64,
     pub dropped_malformed: u64,
+    pub dropped_stale_cookie: u64,
     pub dropped_bad_token: u64,
     pub dropped_not_member: u64,
     pub dropped_unregistered_source: u64,
@@ -150,9 +160,11 @@ impl NatStats {
             },
             relay: RelayCounts {
                 registered: r.registered.get(),
+                challenged: r.challenged.get(),
                 forwarded_packets: r.forwarded_packets.get(),
                 forwarded_bytes: r.forwarded_bytes.get(),
                 dropped_malformed: r.dropped_malformed.get(),
+                dropped_stale_cookie: r.dropped_stale_cookie.get(),
                 dropped_bad_token: r.dropped_bad_token.get(),
                 dropped_not_member: r.dropped_not_member.get(),
                 dropped_unregistered_source: r.dropped_unregistered_source.get(),

@@ -3,9 +3,15 @@
 //! them on. Payloads stay end-to-end encrypted; the relay decides only whether to forward.
 //!
 //! ```text
-//! REGISTER key token   token == relay::token(secret, key) (constant time)
-//!                      and key authorised in some network   → bind source addr ↔ key,
-//!                                                             answer REGISTERED
+//! HELLO key            key authorised in some network          → CHALLENGE key cookie for
+//!                                                              the source address, now
+//! REGISTER key cookie proof
+//!                      cookie == relay::cookie(secret, window, source addr, key)
+//!                      for this window or the previous one,
+//!                      proof == relay::proof(token(secret, key), cookie, key)
+//!                      (both constant time), key authorised    → bind source addr ↔ key,
+//!                                                             answer REGISTERED key
+//!                                                             next cookie
 //! SEND to payload      source addr registered (not expired)
 //!                      sender still authorised
 //!                      sender and `to` authorised in one network
@@ -14,6 +20,10 @@
 //! anything else        dropped, counted by reason (crate::control::stats::RelayStats)
 //! ```
 //!
+//! Answers are written over the question in the receive buffer and are never longer than
+//! it. Registration costs at most four SHA-256 hashes of short inputs, and only
+//! REGISTER and HELLO pay it; SEND pays none.
+//!
 //! Registrations last [`EXPIRY_SECS`] (three register intervals) after their last
 //! refresh. Authorisation is read per datagram from [`Membership`], which the state
 //! replaces whenever a member is authorised, deauthorised or deleted: revocation takes
@@ -21,7 +31,7 @@
 //!
 //! **Architecture Invariant:** the forwarding path allocates nothing and takes one lock
 //! (the registration table) once per datagram; DELIVER is written over the SEND header in
-//! the receive buffer (both headers are [`HEADER_LEN`] bytes) and sent from there.
+//! the receive buffer (both headers are [`relay::HEADER_LEN`] bytes) and sent from there.
 //!
 //! [`Relay`] is the core (no socket: a datagram in, what to send out); [`serve`] is the
 //! IO loop around one UDP socket.
@@ -34,7 +44,9 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use mesh_proto::control::ct_eq;
-use mesh_proto::relay::{self, Frame, DELIVER, HEADER_LEN, REGISTERED, REGISTER_INTERVAL_SECS};
+use mesh_proto::relay::{
+    self, Frame, CHALLENGE, DELIVER, REGISTERED, REGISTER_INTERVAL_SECS, SHORT_LEN,
+};
 use mesh_proto::Key;
 use tokio::net::UdpSocket;
 
@@ -159,8 +171,31 @@ impl Relay {
     ) -> Option<(SocketAddr, usize)> {
         let c = self.counters();
         match relay::parse(buf) {
-            Some(Frame::Register { key, token }) => {
-                if !ct_eq(&relay::token(&self.secret, &key).0, &token.0) {
+            Some(Frame::Hello { key }) => {
+                if !self.membership.load().is_member(&key) {
+                    c.dropped_not_member.inc();
+                    return None;
+                }
+                let cookie = relay::cookie(&self.secret, relay::epoch(now), &from, &key);
+                relay::write_short(buf, CHALLENGE, &key, &cookie);
+                c.challenged.inc();
+                Some((from, SHORT_LEN))
+            }
+            Some(Frame::Register { key, cookie, proof }) => {
+                let window = relay::epoch(now);
+                let current = relay::cookie(&self.secret, window, &from, &key);
+                let fresh = ct_eq(&current.0, &cookie.0)
+                    || (window > 0
+                        && ct_eq(
+                            &relay::cookie(&self.secret, window - 1, &from, &key).0,
+                            &cookie.0,
+                        ));
+                if !fresh {
+                    c.dropped_stale_cookie.inc();
+                    return None;
+                }
+                let token = relay::token(&self.secret, &key);
+                if !ct_eq(&relay::proof(&token, &cookie, &key).0, &proof.0) {
                     c.dropped_bad_token.inc();
                     return None;
                 }
@@ -170,8 +205,8 @@ impl Relay {
                 }
                 self.table().register(key, from, now);
                 c.registered.inc();
-                relay::write_header(buf, REGISTERED, &key);
-                Some((from, HEADER_LEN))
+                relay::write_short(buf, REGISTERED, &key, &current);
+                Some((from, SHORT_LEN))
             }
             Some(Frame::Send { to, payload }) => {
                 let payload_len = payload.len();
@@ -201,7 +236,8 @@ impl Relay {
                 c.forwarded_bytes.add(payload_len as u64);
                 Some((dest, buf.len()))
             }
-            Some(Frame::Deliver { .. } | Frame::Registered { .. }) | None => {
+            Some(Frame::Deliver { .. } | Frame::Registered { .. } | Frame::Challenge { .. })
+            | None => {
                 c.dropped_malformed.inc();
                 None
             }

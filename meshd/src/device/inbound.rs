@@ -175,8 +175,13 @@ pub fn run(dev: Arc<Device>) {
                                 _ => false,
                             }
                         }
-                        Some(relay::Frame::Registered { key }) => {
-                            key == dev.public_key && traversal::handle_registered(&dev, m.addr)
+                        Some(relay::Frame::Registered { key, cookie }) => {
+                            key == dev.public_key
+                                && traversal::handle_registered(&dev, m.addr, cookie)
+                        }
+                        Some(relay::Frame::Challenge { key, cookie }) => {
+                            key == dev.public_key
+                                && traversal::handle_challenge(&dev, m.addr, cookie)
                         }
                         _ => false,
                     },

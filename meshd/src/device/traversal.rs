@@ -9,9 +9,13 @@
 //!   mapping (reported to the coordinator as reflexive candidates) and the NAT's mapping
 //!   behaviour (`meshctl netcheck`);
 //! - relay REGISTER every `REGISTER_INTERVAL_SECS` keeps the relay's view of this node (and
-//!   the NAT mapping toward the relay) fresh.
+//!   the NAT mapping toward the relay) fresh. REGISTER carries the relay's cookie for our
+//!   address (`mesh_proto::relay`): from the last REGISTERED, or, when there is none, it is
+//!   older than a cookie window, or the last REGISTER went unanswered, from a HELLO whose
+//!   CHALLENGE is answered with REGISTER at once.
 //!
-//! The inbound thread calls [`handle_disco`], [`handle_reflect`] and [`handle_registered`];
+//! The inbound thread calls [`handle_disco`], [`handle_reflect`], [`handle_challenge`] and
+//! [`handle_registered`];
 //! the async [`run`] task drives timers every [`TICK`].
 
 use std::collections::HashMap;
@@ -67,9 +71,28 @@ pub struct Services {
 pub struct State {
     services: RwLock<Services>,
     registered_at: Mutex<Option<Instant>>,
+    cookie: Mutex<RelayCookie>,
     reflect: Mutex<ReflectState>,
     local: RwLock<Vec<SocketAddr>>,
     reflexive: RwLock<Vec<SocketAddr>>,
+}
+
+/// The relay's cookie for this node's address, and whether our last REGISTER is unanswered.
+#[derive(Debug, Default)]
+struct RelayCookie {
+    cookie: Option<(Key, Instant)>,
+    awaiting: bool,
+}
+
+impl RelayCookie {
+    /// The cookie to register with now, if it can still be trusted: the relay accepts one
+    /// for one window after its own, so one younger than a window is always good.
+    fn usable(&self, now: Instant) -> Option<Key> {
+        let (cookie, got) = self.cookie?;
+        let fresh =
+            now.saturating_duration_since(got) < Duration::from_secs(relay::COOKIE_EPOCH_SECS);
+        (fresh && !self.awaiting).then_some(cookie)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -180,6 +203,10 @@ impl Device {
             *current = services;
             changed
         };
+        if changed_relay {
+            // A cookie is for the address one relay saw.
+            *self.traversal.cookie.lock() = RelayCookie::default();
+        }
         if changed_relay {
             let now = Instant::now();
             let relay = self.traversal.relay();
@@ -295,7 +322,22 @@ impl Device {
     fn register_and_reflect(&self) {
         let services = self.traversal.services.read().clone();
         if let (Some(r), Some(token)) = (services.relay, services.relay_token) {
-            self.send_via(Via::Direct(r), &relay::register(&self.public_key, &token));
+            let now = Instant::now();
+            let mut c = self.traversal.cookie.lock();
+            match c.usable(now) {
+                Some(cookie) => {
+                    c.awaiting = true;
+                    drop(c);
+                    let register = relay::register(&self.public_key, &token, &cookie);
+                    self.send_via(Via::Direct(r), &register);
+                }
+                None => {
+                    // The CHALLENGE brings a cookie, answered with REGISTER at once.
+                    *c = RelayCookie::default();
+                    drop(c);
+                    self.send_via(Via::Direct(r), &relay::hello(&self.public_key));
+                }
+            }
         }
         let now = Instant::now();
         let mut state = self.traversal.reflect.lock();
@@ -558,12 +600,37 @@ pub fn handle_reflect(dev: &Device, datagram: &[u8], from: SocketAddr) -> bool {
     true
 }
 
-/// The relay acknowledged our registration.
-pub fn handle_registered(dev: &Device, from: SocketAddr) -> bool {
+/// The relay answered our HELLO with a cookie: REGISTER with it now.
+pub fn handle_challenge(dev: &Device, from: SocketAddr, cookie: Key) -> bool {
+    let services = dev.traversal.services.read().clone();
+    let (Some(r), Some(token)) = (services.relay, services.relay_token) else {
+        return false;
+    };
+    if r != from {
+        return false;
+    }
+    *dev.traversal.cookie.lock() = RelayCookie {
+        cookie: Some((cookie, Instant::now())),
+        awaiting: true,
+    };
+    dev.send_via(
+        Via::Direct(r),
+        &relay::register(&dev.public_key, &token, &cookie),
+    );
+    true
+}
+
+/// The relay acknowledged our registration, with the cookie for the next one.
+pub fn handle_registered(dev: &Device, from: SocketAddr, cookie: Key) -> bool {
     if dev.traversal.relay() != Some(from) {
         return false;
     }
-    *dev.traversal.registered_at.lock() = Some(Instant::now());
+    let now = Instant::now();
+    *dev.traversal.cookie.lock() = RelayCookie {
+        cookie: Some((cookie, now)),
+        awaiting: false,
+    };
+    *dev.traversal.registered_at.lock() = Some(now);
     true
 }
 

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mesh_proto::relay::{self, Frame, DELIVER, SEND};
+use mesh_proto::relay::{self, Frame, CHALLENGE, COOKIE_EPOCH_SECS, DELIVER, REGISTERED, SEND};
 use mesh_proto::Key;
 use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
@@ -84,8 +84,10 @@ impl Lab {
     async fn settle(&self, before: RelayCounts, n: u64) {
         let total = |c: RelayCounts| {
             c.registered
+                + c.challenged
                 + c.forwarded_packets
                 + c.dropped_malformed
+                + c.dropped_stale_cookie
                 + c.dropped_bad_token
                 + c.dropped_not_member
                 + c.dropped_unregistered_source
@@ -129,18 +131,45 @@ impl Member {
         self.sock.send_to(datagram, self.relay).await.unwrap();
     }
 
-    /// REGISTER with `token`; whether REGISTERED came back.
+    /// HELLO; the cookie of the CHALLENGE that came back, if one did.
+    async fn hello(&self) -> Option<Key> {
+        self.send_raw(&relay::hello(&self.key)).await;
+        let reply = self.recv(SILENCE * 2).await?;
+        assert_eq!(
+            reply.len(),
+            relay::hello(&self.key).len(),
+            "CHALLENGE is as long as HELLO"
+        );
+        match relay::parse(&reply) {
+            Some(Frame::Challenge { key, cookie }) if key == self.key => Some(cookie),
+            other => panic!("unexpected answer to HELLO: {other:?}"),
+        }
+    }
+
+    /// The REGISTER this socket would send with `token`, after a HELLO for its cookie.
+    async fn register_datagram(&self, token: &Key) -> Option<Vec<u8>> {
+        let cookie = self.hello().await?;
+        Some(relay::register(&self.key, token, &cookie))
+    }
+
+    /// Sends `register` (a REGISTER datagram); the next cookie if REGISTERED came back.
+    async fn send_register(&self, register: &[u8]) -> Option<Key> {
+        self.send_raw(register).await;
+        let reply = self.recv(SILENCE * 2).await?;
+        assert!(
+            reply.len() <= register.len(),
+            "REGISTERED is not longer than REGISTER"
+        );
+        match relay::parse(&reply) {
+            Some(Frame::Registered { key, cookie }) if key == self.key => Some(cookie),
+            other => panic!("unexpected answer to REGISTER: {other:?}"),
+        }
+    }
+
+    /// HELLO, then REGISTER with `token`; whether REGISTERED came back.
     async fn register_with(&self, token: &Key) -> bool {
-        self.send_raw(&relay::register(&self.key, token)).await;
-        match self.recv(SILENCE * 2).await {
-            Some(reply) => {
-                assert_eq!(
-                    relay::parse(&reply),
-                    Some(Frame::Registered { key: self.key }),
-                    "unexpected answer to REGISTER"
-                );
-                true
-            }
+        match self.register_datagram(token).await {
+            Some(register) => self.send_register(&register).await.is_some(),
             None => false,
         }
     }
@@ -218,16 +247,28 @@ async fn bad_tokens_strangers_pending_and_deauthorised_members_are_not_registere
     // Garbage and relay-to-node frames sent to the relay.
     let before = lab.counts();
     a.send_raw(b"\x01\x00\x00\x00garbage").await;
-    a.send_raw(&relay::registered(&a.key)).await;
+    a.send_raw(&relay::short(REGISTERED, &a.key, &a.key)).await;
+    a.send_raw(&relay::short(CHALLENGE, &a.key, &a.key)).await;
     a.send_raw(&relay::frame(DELIVER, &b.key, b"x")).await;
-    lab.settle(before, 3).await;
+    // The old REGISTER, "wmL1" | 1 | key | token in clear, even with the right token.
+    a.send_raw(
+        &[
+            &relay::MAGIC[..],
+            &[relay::REGISTER],
+            &a.key.0,
+            &a.token().0,
+        ]
+        .concat(),
+    )
+    .await;
+    lab.settle(before, 5).await;
     a.expect_nothing().await;
 
     let c = lab.counts();
     assert_eq!(c.registered, 0);
     assert_eq!(c.dropped_bad_token, 2);
     assert_eq!(c.dropped_not_member, 3);
-    assert_eq!(c.dropped_malformed, 3);
+    assert_eq!(c.dropped_malformed, 5);
     assert_eq!(lab.relay.registrations(), 0);
 }
 
@@ -404,4 +445,102 @@ async fn a_member_that_moves_is_reached_at_its_new_address() {
     a.expect_nothing().await;
     assert_eq!(lab.counts().dropped_unregistered_source, 1);
     assert_eq!(lab.relay.registrations(), 2);
+}
+
+#[tokio::test]
+async fn a_register_replayed_from_another_address_is_refused() {
+    let lab = Lab::new().await;
+    let a = lab.member("lab", 1).await;
+    let b = lab.member("lab", 2).await;
+    b.register().await;
+    // The victim registers; an attacker captured its REGISTER on the way.
+    let captured = a.register_datagram(&a.token()).await.unwrap();
+    assert!(a.send_register(&captured).await.is_some());
+
+    // Sent unchanged from the attacker's address: no answer, no binding.
+    let attacker = Member::new(1, lab.addr).await;
+    let before = lab.counts();
+    assert!(attacker.send_register(&captured).await.is_none());
+    assert_eq!(
+        lab.counts().dropped_stale_cookie - before.dropped_stale_cookie,
+        1
+    );
+    // Its SENDs are not delivered as the victim's, and the victim's path is untouched.
+    let before = lab.counts();
+    attacker.send_to(&b.key, b"diverted").await;
+    lab.settle(before, 1).await;
+    b.expect_nothing().await;
+    assert_eq!(lab.counts().dropped_unregistered_source, 1);
+    b.send_to(&a.key, b"to the victim").await;
+    a.expect_delivery(&b.key, b"to the victim").await;
+    attacker.expect_nothing().await;
+
+    // Even a cookie the attacker got for its own address does not help without the token.
+    let cookie = attacker
+        .hello()
+        .await
+        .expect("a member's key is challenged");
+    let forged = relay::register(&a.key, &Key([0; 32]), &cookie);
+    let before = lab.counts();
+    assert!(attacker.send_register(&forged).await.is_none());
+    assert_eq!(lab.counts().dropped_bad_token - before.dropped_bad_token, 1);
+    // Nor the victim's cookie with a proof for the attacker's own address.
+    let mut spliced = captured.clone();
+    spliced[relay::HEADER_LEN..relay::HEADER_LEN + 32].copy_from_slice(&cookie.0);
+    assert!(attacker.send_register(&spliced).await.is_none());
+    assert_eq!(lab.counts().dropped_bad_token - before.dropped_bad_token, 2);
+    assert_eq!(lab.relay.registrations(), 2);
+}
+
+#[tokio::test]
+async fn a_register_is_good_for_one_window_more_and_no_longer() {
+    let lab = Lab::new().await;
+    let a = lab.member("lab", 1).await;
+    // Start at a window's beginning so the arithmetic below is exact.
+    let now = lab.h.clock.now();
+    lab.h
+        .clock
+        .advance(COOKIE_EPOCH_SECS - now % COOKIE_EPOCH_SECS);
+    let register = a.register_datagram(&a.token()).await.unwrap();
+    assert!(a.send_register(&register).await.is_some());
+
+    // The next window still takes it (a node's cookie lives 30–60 s)…
+    lab.h
+        .clock
+        .advance(COOKIE_EPOCH_SECS + COOKIE_EPOCH_SECS - 1);
+    let next = a.send_register(&register).await;
+    assert!(next.is_some(), "refused in the following window");
+    // …and the REGISTERED carried a cookie of the current window.
+    assert_ne!(
+        next,
+        Some(Key(register[relay::HEADER_LEN..relay::HEADER_LEN + 32]
+            .try_into()
+            .unwrap()))
+    );
+
+    // One second later it is two windows old: refused, even from the right address.
+    lab.h.clock.advance(1);
+    let before = lab.counts();
+    assert!(a.send_register(&register).await.is_none());
+    assert_eq!(
+        lab.counts().dropped_stale_cookie - before.dropped_stale_cookie,
+        1
+    );
+    // The cookie from the last REGISTERED still works; a fresh exchange always does.
+    let refreshed = relay::register(&a.key, &a.token(), &next.unwrap());
+    assert!(a.send_register(&refreshed).await.is_some());
+    a.register().await;
+}
+
+#[tokio::test]
+async fn hellos_of_strangers_get_no_cookie_and_answers_never_outgrow_questions() {
+    let lab = Lab::new().await;
+    let stranger = Member::new(9, lab.addr).await;
+    assert_eq!(stranger.hello().await, None);
+    assert_eq!(lab.counts().dropped_not_member, 1);
+    assert_eq!(lab.counts().challenged, 0);
+    // The size checks are in `hello` and `send_register`; a member exercises both.
+    let a = lab.member("lab", 1).await;
+    a.register().await;
+    assert_eq!(lab.counts().challenged, 1);
 }
