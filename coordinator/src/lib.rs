@@ -22,8 +22,9 @@
 //! [`control::membership`], the relay's decisions) are unit-tested in place; the session
 //! logic runs over any byte stream so its tests need no QUIC. Beside the layers:
 //! [`identity`] (the data directory: certificate, admin token, relay secret), a leaf that
-//! [`control::quic`] and [`admin::https`] read, and [`config`] (command line and file) on
-//! top, for the binary that wires everything together (`serve.rs`).
+//! [`control::quic`] and [`admin::https`] read, [`limit`] (per-source rate limits, a leaf
+//! too), and [`config`] (command line and file) on top, for the binary that wires
+//! everything together (`serve.rs`).
 //!
 //! What it leaves out: admin accounts other than the one admin token, separate relay
 //! processes; it
@@ -33,6 +34,7 @@ pub mod admin;
 pub mod config;
 pub mod control;
 pub mod identity;
+pub mod limit;
 pub mod model;
 pub mod store;
 pub mod udp;

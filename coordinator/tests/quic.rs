@@ -20,9 +20,14 @@ use mesh_proto::Key;
 
 /// A client endpoint trusting only `pin`, configured like meshd's.
 fn client(pin: CertPin) -> quinn::Endpoint {
+    client_from([127, 0, 0, 1], pin)
+}
+
+/// [`client`] on the loopback address `ip` (each one another source to the coordinator).
+fn client_from(ip: [u8; 4], pin: CertPin) -> quinn::Endpoint {
     let tls = mesh_pin::quic_client_config(pin, &[ALPN]);
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut endpoint = quinn::Endpoint::client(SocketAddr::from((ip, 0))).unwrap();
     endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
     endpoint
 }
@@ -37,6 +42,11 @@ struct Server {
 const RELAY_SECRET: Key = Key([5; 32]);
 
 async fn server() -> Server {
+    server_limited(coordinator::control::quic::HANDSHAKES_PER_SOURCE).await
+}
+
+/// A server that lets each source start `limit` connections.
+async fn server_limited(limit: coordinator::limit::Rate) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let data = DataDir::new(dir.path());
     data.create().unwrap();
@@ -67,7 +77,11 @@ async fn server() -> Server {
         })
         .await
         .unwrap();
-    tokio::spawn(coordinator::control::quic::serve(endpoint, coord.clone()));
+    tokio::spawn(coordinator::control::quic::serve_limited(
+        endpoint,
+        coord.clone(),
+        limit,
+    ));
     Server {
         addr,
         pin: identity.pin,
@@ -98,7 +112,16 @@ type Stream = (
 );
 
 async fn open(addr: SocketAddr, pin: CertPin) -> Result<Stream, quinn::ConnectionError> {
-    let endpoint = client(pin);
+    open_from([127, 0, 0, 1], addr, pin).await
+}
+
+/// [`open`] from the loopback address `ip`.
+async fn open_from(
+    ip: [u8; 4],
+    addr: SocketAddr,
+    pin: CertPin,
+) -> Result<Stream, quinn::ConnectionError> {
+    let endpoint = client_from(ip, pin);
     let conn = endpoint.connect(addr, SERVER_NAME).unwrap().await?;
     let (send, recv) = conn.open_bi().await?;
     Ok((
@@ -258,4 +281,89 @@ async fn garbage_is_refused_without_disturbing_others() {
     assert!(matches!(msg, ServerMsg::Services { .. }), "{msg:?}");
     let msg = recv_as(&mut stream.2, &private.public_key()).await;
     assert!(matches!(msg, ServerMsg::Netmap { .. }), "{msg:?}");
+}
+
+#[tokio::test]
+async fn guessing_join_tokens_is_cut_to_ten_tries_per_source() {
+    let s = server().await;
+    let good = token(&s).await;
+    let wrong = JoinSecret {
+        id: good.secret.id.clone(),
+        secret: Key([0x42; 32]),
+    };
+    // Ten wrong guesses from one address: each refused for what it is.
+    for i in 0..10u8 {
+        let private = Key::clamp_private([100 + i; 32]);
+        let mut stream = open(s.addr, s.pin).await.unwrap();
+        let msg = handshake(
+            &mut stream,
+            &private,
+            private.public_key(),
+            Some(wrong.clone()),
+        )
+        .await;
+        assert!(
+            matches!(&msg, ServerMsg::Denied { reason } if reason == "invalid join token"),
+            "guess {i}: {msg:?}"
+        );
+    }
+    // The eleventh attempt from there is refused unheard, even with the right secret.
+    let private = Key::clamp_private([120; 32]);
+    let mut stream = open(s.addr, s.pin).await.unwrap();
+    let msg = handshake(
+        &mut stream,
+        &private,
+        private.public_key(),
+        Some(good.secret.clone()),
+    )
+    .await;
+    assert!(
+        matches!(&msg, ServerMsg::Denied { reason } if reason.contains("too many failed join attempts from 127.0.0.1")),
+        "{msg:?}"
+    );
+    // Another source is not held back.
+    let mut stream = open_from([127, 0, 0, 2], s.addr, s.pin).await.unwrap();
+    let msg = handshake(
+        &mut stream,
+        &private,
+        private.public_key(),
+        Some(good.secret),
+    )
+    .await;
+    assert!(matches!(msg, ServerMsg::Services { .. }), "{msg:?}");
+    let stats = s.coord.control_stats();
+    assert_eq!(stats.join_failures.get(), 10);
+    assert_eq!(stats.join_rate_limited.get(), 1);
+    assert_eq!(stats.joins.get(), 1);
+}
+
+#[tokio::test]
+async fn connection_attempts_per_source_are_bounded() {
+    let s = server_limited(coordinator::limit::Rate {
+        per_sec: 0.001,
+        burst: 3.0,
+    })
+    .await;
+    // Three connections from one address get through the handshake…
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(open(s.addr, s.pin).await.unwrap());
+    }
+    // …the fourth is not answered at all (the client would retry until it gives up)…
+    let fourth = tokio::time::timeout(Duration::from_secs(2), open(s.addr, s.pin)).await;
+    assert!(fourth.is_err(), "a fourth connection was answered");
+    assert!(s.coord.control_stats().handshakes_rate_limited.get() >= 1);
+    // …while another source connects and joins.
+    let token = token(&s).await;
+    let private = Key::clamp_private([15; 32]);
+    let mut stream = open_from([127, 0, 0, 3], s.addr, s.pin).await.unwrap();
+    let msg = handshake(
+        &mut stream,
+        &private,
+        private.public_key(),
+        Some(token.secret),
+    )
+    .await;
+    assert!(matches!(msg, ServerMsg::Services { .. }), "{msg:?}");
+    assert_eq!(s.coord.control_stats().handshakes_refused_full.get(), 0);
 }

@@ -14,14 +14,21 @@
 //!
 //! # Wire format
 //!
-//! Everything is big endian. Request, 16 bytes:
+//! Everything is big endian. Request, 36 bytes:
 //!
 //! ```text
 //!  0       1       2       3       4                              15
 //! +-------+-------+-------+-------+-------------------------------+
 //! |  'w'  |  'm'  |  'R'  |  '1'  | transaction id (12 bytes)     |
 //! +-------+-------+-------+-------+-------------------------------+
+//!  16                                                             35
+//! +---------------------------------------------------------------+
+//! | zeros (20 bytes)                                              |
+//! +---------------------------------------------------------------+
 //! ```
+//!
+//! The padding makes a request longer than any response, so a reflector never answers
+//! with more bytes than it received: a forged source address gains its owner nothing.
 //!
 //! Response, 23 bytes (IPv4) or 35 bytes (IPv6):
 //!
@@ -51,17 +58,17 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 /// The four bytes every reflection datagram starts with.
 pub const MAGIC: [u8; 4] = *b"wmR1";
 /// Length of a request.
-pub const REQUEST_LEN: usize = 16;
+pub const REQUEST_LEN: usize = 36;
 /// Length of a response carrying an IPv4 address.
 pub const RESPONSE_V4_LEN: usize = 23;
 /// Length of a response carrying an IPv6 address (the longest reflection datagram).
 pub const RESPONSE_V6_LEN: usize = 35;
 
 /// The request for transaction `txid`.
-pub fn request(txid: [u8; 12]) -> [u8; 16] {
+pub fn request(txid: [u8; 12]) -> [u8; REQUEST_LEN] {
     let mut out = [0u8; REQUEST_LEN];
     out[..4].copy_from_slice(&MAGIC);
-    out[4..].copy_from_slice(&txid);
+    out[4..16].copy_from_slice(&txid);
     out
 }
 
@@ -78,11 +85,9 @@ pub fn response(txid: [u8; 12], observed: SocketAddr) -> Vec<u8> {
 /// The transaction id of a request, or `None` if `datagram` is not exactly a request.
 pub fn parse_request(datagram: &[u8]) -> Option<[u8; 12]> {
     let bytes: &[u8; REQUEST_LEN] = datagram.try_into().ok()?;
-    let (magic, txid) = bytes.split_first_chunk::<4>()?;
-    if *magic != MAGIC {
-        return None;
-    }
-    txid.try_into().ok()
+    let (magic, rest) = bytes.split_first_chunk::<4>()?;
+    let (txid, padding) = rest.split_first_chunk::<12>()?;
+    (*magic == MAGIC && padding.iter().all(|&b| b == 0)).then_some(*txid)
 }
 
 /// The transaction id and observed address of a response, or `None` if `datagram` is not
@@ -185,17 +190,30 @@ mod tests {
     fn request_layout() {
         let r = request(TX);
         assert_eq!(&r[..4], b"wmR1");
-        assert_eq!(&r[4..], &TX);
+        assert_eq!(&r[4..16], &TX);
+        assert_eq!(&r[16..], &[0; 20]);
         assert_eq!(parse_request(&r), Some(TX));
         // Not a response, and not a request when one byte longer or shorter.
         assert_eq!(parse_response(&r), None);
-        assert_eq!(parse_request(&r[..15]), None);
+        assert_eq!(parse_request(&r[..REQUEST_LEN - 1]), None);
+        // The old 16-byte request is not answered (its answer would be larger).
+        assert_eq!(parse_request(&r[..16]), None);
+        let mut dirty = r;
+        dirty[30] = 1;
+        assert_eq!(parse_request(&dirty), None);
         let mut long = r.to_vec();
         long.push(0);
         assert_eq!(parse_request(&long), None);
         let mut bad = r;
         bad[3] = b'2';
         assert_eq!(parse_request(&bad), None);
+    }
+
+    #[test]
+    fn no_response_is_longer_than_a_request() {
+        assert!(RESPONSE_V4_LEN <= REQUEST_LEN && RESPONSE_V6_LEN <= REQUEST_LEN);
+        let v6: SocketAddr = "[2001:db8::1]:443".parse().unwrap();
+        assert!(response(TX, v6).len() <= request(TX).len());
     }
 
     #[test]

@@ -519,6 +519,13 @@ struct Fleet {
 }
 
 /// A private key per node, from the run's seed.
+/// The loopback address client socket `i` binds: 127.0.1.1, 127.0.1.2, … (every 127/8
+/// address is this host's own on Linux).
+fn loopback_source(i: usize) -> std::net::Ipv4Addr {
+    let i = i % (250 * 250);
+    std::net::Ipv4Addr::new(127, 0, 1 + (i / 250) as u8, 1 + (i % 250) as u8)
+}
+
 fn private_key(seed: &[u8; 16], i: usize) -> Key {
     let mut h = Sha256::new();
     h.update(b"wm-loadgen");
@@ -950,10 +957,12 @@ async fn scenario(opts: &Options) -> anyhow::Result<Report> {
         .enumerate()
         .map(|(i, k)| (k.public_key(), i as u32))
         .collect();
+    // Each socket on its own loopback address, as each site has its own: the coordinator
+    // limits connection attempts per source address (about NODES_PER_SOCKET nodes each).
     let mut endpoints = Vec::new();
-    for _ in 0..opts.sockets.max(1) {
+    for i in 0..opts.sockets.max(1) {
         endpoints.push(quinn::Endpoint::client(SocketAddr::from((
-            [127, 0, 0, 1],
+            loopback_source(i),
             0,
         )))?);
     }

@@ -11,6 +11,9 @@
 //! | `wiremesh_members_online{network}` | gauge | members holding a control connection |
 //! | `wiremesh_joins_total` | counter | nodes admitted (each successful session start) |
 //! | `wiremesh_netmap_pushes_total` | counter | netmaps and change sets sent to members |
+//! | `wiremesh_join_failures_total` | counter | joins refused for their token or network |
+//! | `wiremesh_join_rate_limited_total` | counter | joins refused: their source failed too often |
+//! | `wiremesh_handshakes_refused_total{reason}` | counter | QUIC connection attempts refused |
 //! | `wiremesh_reflector_requests_total` | counter | reflection requests received |
 //! | `wiremesh_reflector_answered_total` | counter | reflection responses sent |
 //! | `wiremesh_reflector_dropped_total{reason}` | counter | reflector drops |
@@ -148,6 +151,33 @@ pub async fn render(coord: &Coordinator) -> String {
         "Netmaps and change sets sent to members.",
         c.netmap_pushes.get(),
     );
+    p.single(
+        "wiremesh_join_failures_total",
+        "counter",
+        "Joins refused for their token or network (bad secret, unknown token or network).",
+        c.join_failures.get(),
+    );
+    p.single(
+        "wiremesh_join_rate_limited_total",
+        "counter",
+        "Joins with a token refused unheard: their source failed too often.",
+        c.join_rate_limited.get(),
+    );
+    p.family(
+        "wiremesh_handshakes_refused_total",
+        "counter",
+        "QUIC connection attempts refused, by reason.",
+    );
+    for (reason, v) in [
+        ("rate-limited", c.handshakes_rate_limited.get()),
+        ("too-many-connections", c.handshakes_refused_full.get()),
+    ] {
+        p.sample(
+            "wiremesh_handshakes_refused_total",
+            &[("reason", reason)],
+            v,
+        );
+    }
 
     let nat = coord.stats().read();
     let (f, r) = (nat.reflector, nat.relay);

@@ -17,6 +17,7 @@ use crate::control::frame::QuicWriter;
 use crate::control::session::{self, End, HANDSHAKE_TIMEOUT};
 use crate::control::state::Coordinator;
 use crate::identity::Identity;
+use crate::limit::{Rate, RateLimiter};
 
 /// QUIC keep-alive: keeps NAT mappings open and notices dead nodes.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
@@ -142,12 +143,39 @@ pub fn bind(identity: &Identity, addr: SocketAddr) -> Result<quinn::Endpoint, Qu
     .map_err(|source| QuicError::Bind { addr, source })
 }
 
-/// Accepts connections until the endpoint is closed, each in its own task.
+/// QUIC connection attempts (each a TLS handshake, the costly part) one source IP may
+/// start: 200 at once (a site's nodes reconnecting together after a restart), then 20 a
+/// second. Attempts beyond it are ignored, counted in
+/// `wiremesh_handshakes_refused_total{reason="rate-limited"}`; the nodes retry.
+pub const HANDSHAKES_PER_SOURCE: Rate = Rate {
+    per_sec: 20.0,
+    burst: 200.0,
+};
+
+/// Accepts connections until the endpoint is closed, each in its own task; attempts beyond
+/// [`HANDSHAKES_PER_SOURCE`] or [`MAX_CONNECTIONS`] are turned away before any handshake
+/// work.
 pub async fn serve(endpoint: quinn::Endpoint, coord: Arc<Coordinator>) {
+    serve_limited(endpoint, coord, HANDSHAKES_PER_SOURCE).await;
+}
+
+/// [`serve`] with another limit of connection attempts per source (tests).
+pub async fn serve_limited(endpoint: quinn::Endpoint, coord: Arc<Coordinator>, limit: Rate) {
     let live = Arc::new(AtomicUsize::new(0));
+    let mut per_source = RateLimiter::new(limit);
+    let stats = coord.control_stats();
     while let Some(incoming) = endpoint.accept().await {
+        let remote = incoming.remote_address();
+        if !per_source.allow(remote.ip(), std::time::Instant::now()) {
+            // Not even a refusal: answering a flood is work too.
+            tracing::debug!(%remote, "too many connection attempts from this source, ignoring");
+            stats.handshakes_rate_limited.inc();
+            incoming.ignore();
+            continue;
+        }
         if live.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
-            tracing::warn!(remote = %incoming.remote_address(), "too many connections, refusing");
+            tracing::warn!(%remote, "too many connections, refusing");
+            stats.handshakes_refused_full.inc();
             incoming.refuse();
             continue;
         }

@@ -39,7 +39,7 @@ use tracing::Instrument as _;
 
 use crate::control::frame::{self, FrameReader, FrameSink, ReadError, WriteError};
 use crate::control::snapshot::{Snapshot, Status};
-use crate::control::state::{random32, Coordinator, EndpointReport};
+use crate::control::state::{random32, AdmitError, Coordinator, EndpointReport};
 
 /// Time a node has to say hello and prove its key.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -310,11 +310,29 @@ where
                 hello.protocol
             )));
         }
-        let admitted = self
-            .coord
-            .admit(hello, self.remote)
-            .await
-            .map_err(|e| Fail::Deny(e.to_string()))?;
+        let ip = self.remote.ip();
+        if hello.join.is_some() {
+            let wait = self.coord.join_wait(ip, std::time::Instant::now());
+            if !wait.is_zero() {
+                self.coord.control_stats().join_rate_limited.inc();
+                return Err(Fail::Deny(format!(
+                    "too many failed join attempts from {}: try again in {} s",
+                    ip.to_canonical(),
+                    wait.as_secs().max(1)
+                )));
+            }
+        }
+        let admitted = self.coord.admit(hello, self.remote).await.map_err(|e| {
+            if matches!(
+                e,
+                AdmitError::BadToken
+                    | AdmitError::UnknownNetwork(_)
+                    | AdmitError::WrongNetwork { .. }
+            ) {
+                self.coord.join_failed(ip, std::time::Instant::now());
+            }
+            Fail::Deny(e.to_string())
+        })?;
         let mut guard = self.coord.register_session(&self.net, &self.key);
         let mut cluster = self.coord.cluster_changes();
         cluster.mark_unchanged();

@@ -41,6 +41,15 @@ pub struct ControlStats {
     pub netmap_pushes: Counter,
     /// Writes redone because another coordinator changed the network first.
     pub races: Counter,
+    /// Join attempts that failed on their token or network (bad secret, unknown token or
+    /// network, a token of another network): what an online guesser produces.
+    pub join_failures: Counter,
+    /// Joins with a token refused unheard because their source failed too often.
+    pub join_rate_limited: Counter,
+    /// QUIC connection attempts ignored because their source tried too often.
+    pub handshakes_rate_limited: Counter,
+    /// QUIC connection attempts refused because the coordinator holds its maximum.
+    pub handshakes_refused_full: Counter,
 }
 
 /// Both reflectors together.

@@ -7,15 +7,12 @@
 //! its source alone, with no allocation but the reply. Anything that is not exactly a
 //! request is dropped without an answer.
 //!
-//! **Not an amplifier:** a reply is at most 35 bytes against a 16-byte request, and each
-//! source IP gets at most [`RATE_PER_SEC`] replies per second (burst [`BURST`]) per
-//! reflector, so a forged source address earns its owner a trickle at most. The limiter
-//! is a fixed table of token buckets indexed by a keyed hash of the IP: memory is
-//! constant whatever the number of sources, and an attacker cannot choose collisions.
+//! **Not an amplifier:** a reply (at most 35 bytes) is never longer than the request it
+//! answers (36 bytes: requests are padded for this), and each source IP gets at most
+//! [`RATE`] replies per reflector ([`crate::limit`]), so a forged source address earns its
+//! owner a trickle at most, no larger than what the forger sent.
 
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher as _;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,69 +20,15 @@ use mesh_proto::reflect;
 use tokio::net::UdpSocket;
 
 use crate::control::stats::{NatStats, ReflectorStats};
+use crate::limit::{Rate, RateLimiter};
 
-/// Replies per second each source IP may get from one reflector.
-pub const RATE_PER_SEC: f64 = 50.0;
-/// Replies a source IP may get at once before the rate applies.
-pub const BURST: f64 = 50.0;
-/// Token buckets in the limiter table.
-const BUCKETS: usize = 4096;
+/// Replies each source IP may get from one reflector: 50 at once, then 50 a second.
+pub const RATE: Rate = Rate {
+    per_sec: 50.0,
+    burst: 50.0,
+};
 /// Receive buffer: longer than any request, so a longer datagram shows as invalid.
 const RECV_BUF: usize = 64;
-
-/// Per-source-IP token buckets in a fixed table (see the module docs).
-pub struct RateLimiter {
-    hasher: RandomState,
-    buckets: Box<[Bucket]>,
-}
-
-#[derive(Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    /// Last refill; `None`: never used (full).
-    last: Option<Instant>,
-}
-
-impl std::fmt::Debug for RateLimiter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RateLimiter").finish_non_exhaustive()
-    }
-}
-
-impl Default for RateLimiter {
-    fn default() -> RateLimiter {
-        RateLimiter {
-            hasher: RandomState::new(),
-            buckets: vec![
-                Bucket {
-                    tokens: BURST,
-                    last: None,
-                };
-                BUCKETS
-            ]
-            .into_boxed_slice(),
-        }
-    }
-}
-
-impl RateLimiter {
-    /// Takes a token for `ip` at `now`; `false` when its bucket is empty.
-    pub fn allow(&mut self, ip: IpAddr, now: Instant) -> bool {
-        let i = (self.hasher.hash_one(ip.to_canonical()) % BUCKETS as u64) as usize;
-        let b = &mut self.buckets[i];
-        if let Some(last) = b.last {
-            let elapsed = now.saturating_duration_since(last).as_secs_f64();
-            b.tokens = (b.tokens + elapsed * RATE_PER_SEC).min(BURST);
-        }
-        b.last = Some(now);
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
 
 /// The reply to `datagram` from `from`, if it is a request within the rate limit; counts.
 pub fn answer(
@@ -109,7 +52,7 @@ pub fn answer(
 
 /// Answers requests on `socket` until the task is dropped.
 pub async fn serve(socket: UdpSocket, stats: Arc<NatStats>) {
-    let mut limiter = RateLimiter::default();
+    let mut limiter = RateLimiter::new(RATE);
     let mut buf = [0u8; RECV_BUF];
     let stats = &stats.reflector;
     loop {
@@ -140,31 +83,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rate_limit_per_source() {
-        let mut l = RateLimiter::default();
-        let t0 = Instant::now();
-        let a: IpAddr = "203.0.113.1".parse().unwrap();
-        let b: IpAddr = "203.0.113.2".parse().unwrap();
-        let mapped: IpAddr = "::ffff:203.0.113.1".parse().unwrap();
-        let allowed = (0..200).filter(|_| l.allow(a, t0)).count();
-        assert_eq!(allowed, BURST as usize);
-        assert!(!l.allow(mapped, t0), "a mapped address is the same source");
-        // Another source has its own bucket (unless it collides, which these do not
-        // with any real chance: 1 in 4096).
-        let other = (0..10).filter(|_| l.allow(b, t0)).count();
-        assert!(other == 10 || other == 0);
-        // 100 ms refill 5 tokens.
-        let t1 = t0 + Duration::from_millis(100);
-        assert_eq!((0..20).filter(|_| l.allow(a, t1)).count(), 5);
-        // A long pause refills to the burst, no more.
-        let t2 = t1 + Duration::from_secs(60);
-        assert_eq!((0..200).filter(|_| l.allow(a, t2)).count(), BURST as usize);
-    }
-
-    #[test]
     fn answers_requests_only() {
         let stats = ReflectorStats::default();
-        let mut l = RateLimiter::default();
+        let mut l = RateLimiter::new(RATE);
         let from: SocketAddr = "[::ffff:198.51.100.7]:40000".parse().unwrap();
         let now = Instant::now();
         let req = reflect::request([7; 12]);
@@ -173,11 +94,22 @@ mod tests {
             reflect::parse_response(&reply),
             Some(([7; 12], "198.51.100.7:40000".parse().unwrap()))
         );
-        for bad in [&req[..15], &[0u8; 16][..], &reply[..], b"wmR1"] {
+        // Never more bytes out than in, for either family.
+        assert!(reply.len() <= req.len());
+        let v6: SocketAddr = "[2001:db8::7]:40000".parse().unwrap();
+        let reply6 = answer(&req, v6, now, &mut l, &stats).unwrap();
+        assert!(
+            reply6.len() <= req.len(),
+            "{} > {}",
+            reply6.len(),
+            req.len()
+        );
+        // The old unpadded 16-byte request gets nothing (its answer would be larger).
+        for bad in [&req[..15], &req[..16], &[0u8; 36][..], &reply[..], b"wmR1"] {
             assert!(answer(bad, from, now, &mut l, &stats).is_none());
         }
-        assert_eq!(stats.requests.get(), 1);
-        assert_eq!(stats.invalid.get(), 4);
+        assert_eq!(stats.requests.get(), 2);
+        assert_eq!(stats.invalid.get(), 5);
     }
 
     /// Two reflectors on 127.0.0.1 and a client socket.

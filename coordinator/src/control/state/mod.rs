@@ -42,6 +42,7 @@ use crate::control::ipam::IpamError;
 use crate::control::membership::Membership;
 use crate::control::snapshot::{Deltas, PeerEntry, Snapshot};
 use crate::control::stats::{ControlStats, NatStats};
+use crate::limit::{Rate, RateLimiter};
 use crate::model::{ChangeRecord, Member, ModelError, Network, Token};
 use crate::store::{Expect, Op, Revision, Store, StoreError};
 
@@ -161,6 +162,13 @@ impl From<IpamError> for Error {
 /// before it gives up (each time it first catches up with the store). Under a join storm
 /// through several coordinators one network's writes queue behind each other.
 const RACE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+/// Failed joins a source may make (bad token secret, unknown token or network, a token of
+/// another network): 10 at once, then one every 6 s. Past that its joins with a token are
+/// refused unheard, so guessing a token online gets 10 tries a minute per address.
+pub const JOIN_FAILURES: Rate = Rate {
+    per_sec: 1.0 / 6.0,
+    burst: 10.0,
+};
 
 /// An error that may mean the operation lost a race with another coordinator.
 pub(crate) trait Raced {
@@ -419,6 +427,8 @@ pub struct Coordinator {
     services: Option<Services>,
     stats: Arc<NatStats>,
     control_stats: ControlStats,
+    /// Failed join attempts per source ([`Coordinator::join_wait`]).
+    join_failures: StdMutex<RateLimiter>,
     changes: changes::Changes,
     /// This coordinator's id (presence, registration, `/metrics`).
     id: String,
@@ -503,6 +513,7 @@ impl Coordinator {
             services,
             stats: Arc::new(NatStats::default()),
             control_stats: ControlStats::default(),
+            join_failures: StdMutex::new(RateLimiter::new(JOIN_FAILURES)),
             changes: changes::Changes::default(),
             id,
             shared: follow.is_some(),
@@ -550,6 +561,24 @@ impl Coordinator {
     /// Counters of the control plane (joins, netmap pushes).
     pub fn control_stats(&self) -> &ControlStats {
         &self.control_stats
+    }
+
+    /// How long joins with a token from `ip` are refused unheard (zero: not at all), after
+    /// the failures [`Coordinator::join_failed`] counted ([`JOIN_FAILURES`]).
+    pub fn join_wait(&self, ip: IpAddr, now: std::time::Instant) -> std::time::Duration {
+        self.join_failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .wait(ip, now)
+    }
+
+    /// A join from `ip` failed on its token or network.
+    pub fn join_failed(&self, ip: IpAddr, now: std::time::Instant) {
+        self.control_stats.join_failures.inc();
+        self.join_failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .charge(ip, now);
     }
 
     /// An audit entry for an action taken now by the caller of the request being served
