@@ -15,7 +15,8 @@
 //! `storm` runs the join storm of the HA issue instead of changes and restart: half the
 //! nodes join at once; once a third of all are in, the other half starts and one
 //! coordinator and one etcd member are killed with `kill -9` while those joins are in
-//! flight; then every node must be in with a distinct address and every join acknowledged
+//! flight (with a single coordinator: it is killed with `kill -9` and started again on its
+//! data); then every node must be in with a distinct address and every join acknowledged
 //! before the kill must have kept its address.
 //!
 //! How it verifies: **every** node follows its netmap by key (a bitset over the members
@@ -864,8 +865,8 @@ async fn scenario(opts: &Options) -> anyhow::Result<Report> {
     if k > 1 && opts.etcd == 0 {
         bail!("several coordinators need a shared store: give --etcd N");
     }
-    if opts.storm && k < 3 {
-        bail!("the join storm needs at least 3 coordinators and --etcd 3");
+    if opts.storm && k > 1 && (k < 3 || opts.etcd < 3) {
+        bail!("the join storm needs one coordinator, or at least 3 and --etcd 3");
     }
     let members = opts.etcd;
     let mut etcd = if members > 0 {
@@ -1291,8 +1292,8 @@ async fn scenario(opts: &Options) -> anyhow::Result<Report> {
 }
 
 /// The join storm: the caller started half the nodes; once a third of all hold a netmap
-/// the other half starts and, at once, `kill -9` of coordinator 1 and etcd member 2; then
-/// every node must get in.
+/// the other half starts and, at once, `kill -9` of coordinator 1 and etcd member 2 (or of
+/// the only coordinator, started again on its data); then every node must get in.
 async fn join_storm(
     opts: &Options,
     fleet: &Arc<Fleet>,
@@ -1333,18 +1334,37 @@ async fn join_storm(
             map.as_ref().map(|m| (i, m.address.addr()))
         })
         .collect();
-    {
+    let mut etcd = etcd;
+    if coords.len() == 1 {
+        // The only coordinator: kill -9, then up again on its data, while the joins are in
+        // flight.
+        let c = coords[0].clone();
+        blocking(move || {
+            let mut c = c.lock().unwrap_or_else(|e| e.into_inner());
+            c.stop(true)?;
+            c.spawn()?;
+            c.wait_ready()
+        })
+        .await?;
+        progress(opts, || {
+            format!(
+                "storm: killed the coordinator with {}/{n} acknowledged, started it again",
+                acked.len()
+            )
+        });
+    } else {
         let c = coords[1].clone();
         blocking(move || c.lock().unwrap_or_else(|e| e.into_inner()).stop(true)).await?;
+        etcd.as_mut()
+            .context("the join storm needs etcd with several coordinators")?
+            .kill(2)?;
+        progress(opts, || {
+            format!(
+                "storm: killed coordinator 1 and etcd member 2 with {}/{n} acknowledged",
+                acked.len()
+            )
+        });
     }
-    let etcd = etcd.context("the join storm needs etcd")?;
-    etcd.kill(2)?;
-    progress(opts, || {
-        format!(
-            "storm: killed coordinator 1 and etcd member 2 with {}/{n} acknowledged",
-            acked.len()
-        )
-    });
     let full = (n - 1) as u32;
     wait_for(
         opts,
@@ -1367,7 +1387,9 @@ async fn join_storm(
     )
     .await?;
     let all_joined = start.elapsed();
-    tokio::task::block_in_place(|| etcd.restart(2))?;
+    if let Some(etcd) = etcd {
+        tokio::task::block_in_place(|| etcd.restart(2))?;
+    }
     let c = coords[0].clone();
     let members = blocking(move || {
         c.lock().unwrap_or_else(|e| e.into_inner()).api(

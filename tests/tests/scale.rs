@@ -79,6 +79,29 @@ fn a_join_storm_across_three_coordinators_survives_killing_one_and_an_etcd_membe
     assert_eq!(storm.lost_joins, 0);
 }
 
+/// The join storm against one coordinator on sled: 50 nodes, the coordinator killed with
+/// `kill -9` while the second half joins and started again on its data. No address twice,
+/// no acknowledged join lost (acknowledged means flushed), every node in at the end.
+#[test]
+fn a_join_storm_survives_kill_9_of_the_only_coordinator() {
+    let mut opts = Options::new(50);
+    opts.storm = true;
+    let report = loadgen::run(&opts).unwrap_or_else(|e| panic!("wm-loadgen --storm: {e:#}"));
+    eprintln!("BENCH storm-single {}", report.to_json());
+    let storm = report.storm.expect("the storm ran");
+    assert!(
+        storm.acknowledged_before_kill > 0,
+        "the kill came before any join"
+    );
+    assert!(
+        storm.acknowledged_before_kill < 50,
+        "the kill came after every join"
+    );
+    assert_eq!(storm.members, 50, "every node joined");
+    assert_eq!(storm.duplicate_addresses, 0);
+    assert_eq!(storm.lost_joins, 0);
+}
+
 /// Three coordinators on etcd at 200 nodes: converge, changes, and one coordinator killed
 /// for good: its nodes move to the others and resume without full netmaps.
 #[test]

@@ -5,6 +5,7 @@
 //! wm-loadgen --nodes 1000 --json
 //! wm-loadgen --nodes 1000 --coordinators 3 --etcd 3 --json     # HA: three on etcd
 //! wm-loadgen --nodes 50 --coordinators 3 --etcd 3 --storm       # join storm with kills
+//! wm-loadgen --nodes 50 --storm                                  # one coordinator, kill -9
 //! ```
 //! The coordinator binary is taken from beside this one (build the workspace first).
 
@@ -51,9 +52,10 @@ struct Cli {
     /// etcd members on loopback for the coordinators' shared store (0: sled).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=7))]
     etcd: u32,
-    /// The HA join storm instead of changes and a restart: half the nodes join, then the
+    /// The join storm instead of changes and a restart: half the nodes join, then the
     /// other half joins while coordinator 1 and etcd member 2 are killed with kill -9
-    /// (needs --coordinators 3 --etcd 3).
+    /// (with --coordinators 3 --etcd 3), or while the one coordinator is killed with
+    /// kill -9 and started again on its data (with one coordinator).
     #[arg(long)]
     storm: bool,
     /// No progress lines on stderr.
