@@ -390,7 +390,8 @@ impl FromStr for CertPin {
 
     fn from_str(s: &str) -> Result<CertPin, FormatError> {
         let hex = s.trim().strip_prefix("sha256:").ok_or(FormatError::Pin)?;
-        if hex.len() != 64 || !hex.is_ascii() {
+        // Hex digits only: `from_str_radix` alone would also take a sign ("+f").
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(FormatError::Pin);
         }
         let mut out = [0u8; 32];
@@ -667,6 +668,18 @@ mod tests {
         ] {
             assert_eq!(bad.parse::<CertPin>(), Err(FormatError::Pin), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn pin_is_hex_digits_only() {
+        // Found by fuzz/fuzz_targets/pin.rs: "+f" parsed as the byte 0x0f, so two texts
+        // named one pin.
+        let found = "sha256:03d66dd08835c1ca+f128cceacd0f33ac94163096b20f445ae84285bc0832d72";
+        assert_eq!(found.parse::<CertPin>(), Err(FormatError::Pin));
+        let plus = format!("sha256:+f{}", "0".repeat(62));
+        assert_eq!(plus.parse::<CertPin>(), Err(FormatError::Pin));
+        let upper = format!("sha256:{}", "AB".repeat(32));
+        assert_eq!(upper.parse::<CertPin>(), Ok(CertPin([0xab; 32])));
     }
 
     #[test]
