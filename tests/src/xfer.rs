@@ -189,6 +189,23 @@ fn stop(child: &mut Child) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Opens `count` TCP connections from namespace `from` to `to` (`IP:PORT`), each sending
+/// junk (`wm-xfer tcp-garbage`); returns how many were accepted.
+pub fn tcp_garbage(from: &Netns, to: &str, count: u32, seed: u64) -> anyhow::Result<u64> {
+    let xfer = util::binary("wm-xfer")?;
+    let out = from.exec(&[
+        &xfer.to_string_lossy(),
+        "tcp-garbage",
+        to,
+        &count.to_string(),
+        &seed.to_string(),
+    ])?;
+    out.trim()
+        .strip_prefix("sent=")
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("wm-xfer tcp-garbage printed {out:?}"))
+}
+
 /// Sends `count` junk UDP datagrams from namespace `from` to `to` (`IP:PORT`); returns how
 /// many the kernel accepted.
 pub fn garbage(from: &Netns, to: &str, count: u32, seed: u64) -> anyhow::Result<u64> {

@@ -6,7 +6,11 @@
 //! wm-xfer recv BIND:PORT                accept one connection, read to EOF,
 //!                                       print "bytes=N sha256=HEX"
 //! wm-xfer garbage HOST:PORT COUNT SEED  send COUNT junk UDP datagrams (lengths 0..=1500,
-//!                                       some shaped like WireGuard messages), print "sent=N"
+//!                                       some behind WireGuard, relay, reflection, disco or
+//!                                       QUIC prefixes), print "sent=N"
+//! wm-xfer tcp-garbage HOST:PORT COUNT SEED
+//!                                       COUNT TCP connections each sending junk (noise,
+//!                                       malformed or cut-off HTTP), print "sent=N"
 //! wm-xfer send HOST:PORT BYTES MBIT     as `send`, paced to MBIT Mbit/s (a transfer that
 //!                                       lasts, e.g. across a path failover)
 //! wm-xfer udp-send [--bind IP:PORT] [--repeat N] [--listen-ms MS] [--ttl N] HOST:PORT HEX...
@@ -127,17 +131,18 @@ fn recv(bind: &str) -> anyhow::Result<()> {
 /// valid message type (1..=4) and zero reserved bytes, a third of them with the exact size
 /// of that message type (148, 92, 64, or a transport message), so they get past the cheap
 /// length checks and into the MAC / decryption paths.
-fn garbage(addr: &str, count: u64, seed: u64) -> anyhow::Result<()> {
-    let sock = UdpSocket::bind("0.0.0.0:0").context("binding a UDP socket")?;
-    sock.connect(addr)
-        .with_context(|| format!("connecting UDP to {addr}"))?;
-    let mut rng = Rng::new(seed);
-    let mut buf = [0u8; 1500];
-    let mut sent = 0u64;
-    for i in 0..count {
-        let mut len = usize::try_from(rng.below(1501))?;
-        rng.fill(&mut buf);
-        if rng.below(2) == 0 {
+/// Junk datagram `buf[..len]` of a random shape: plain noise, or noise behind a prefix
+/// the receivers demultiplex on (WireGuard message types, the relay's, reflection's and
+/// disco's magic with every type byte, a QUIC long header), so the junk reaches each
+/// parser rather than the first check.
+fn junk_datagram(rng: &mut Rng, buf: &mut [u8; 1500]) -> anyhow::Result<usize> {
+    let mut len = usize::try_from(rng.below(1501))?;
+    rng.fill(buf);
+    // `bytes` at the front; the datagram's length decides how much of it lands.
+    let mut head: Vec<u8> = Vec::new();
+    match rng.below(8) {
+        0..=2 => {}
+        3 => {
             let ty = 1 + rng.below(4);
             if rng.below(3) == 0 {
                 len = match ty {
@@ -147,12 +152,46 @@ fn garbage(addr: &str, count: u64, seed: u64) -> anyhow::Result<()> {
                     _ => 32 + 16 * usize::try_from(rng.below(80))?,
                 };
             }
-            if len >= 4 {
-                buf[..4].copy_from_slice(&[ty as u8, 0, 0, 0]);
-            } else if len > 0 {
-                buf[0] = ty as u8;
-            }
+            head.extend_from_slice(&[ty as u8, 0, 0, 0]);
         }
+        4 => {
+            if rng.below(2) == 0 {
+                // The exact lengths of HELLO/CHALLENGE/REGISTERED (69), REGISTER (101) and
+                // a bare SEND (37).
+                len = [69, 101, 37][usize::try_from(rng.below(3))?];
+            }
+            head.extend_from_slice(b"wmL1");
+            head.push(rng.below(8) as u8);
+        }
+        5 => {
+            if rng.below(2) == 0 {
+                len = [16, 36, 23, 35][usize::try_from(rng.below(4))?];
+            }
+            head.extend_from_slice(b"wmR1");
+        }
+        6 => head.extend_from_slice(b"wmD1"),
+        _ => {
+            // A QUIC long header (Initial, version 1), then noise.
+            if rng.below(2) == 0 {
+                len = 1200;
+            }
+            head.extend_from_slice(&[0xc0 | (rng.below(64) as u8), 0, 0, 0, 1]);
+        }
+    }
+    let n = head.len().min(len);
+    buf[..n].copy_from_slice(&head[..n]);
+    Ok(len)
+}
+
+fn garbage(addr: &str, count: u64, seed: u64) -> anyhow::Result<()> {
+    let sock = UdpSocket::bind("0.0.0.0:0").context("binding a UDP socket")?;
+    sock.connect(addr)
+        .with_context(|| format!("connecting UDP to {addr}"))?;
+    let mut rng = Rng::new(seed);
+    let mut buf = [0u8; 1500];
+    let mut sent = 0u64;
+    for i in 0..count {
+        let len = junk_datagram(&mut rng, &mut buf)?;
         // The receiver may be slow or gone: errors such as ECONNREFUSED are expected.
         if sock.send(&buf[..len]).is_ok() {
             sent += 1;
@@ -161,6 +200,49 @@ fn garbage(addr: &str, count: u64, seed: u64) -> anyhow::Result<()> {
         if i % 500 == 499 {
             std::thread::sleep(Duration::from_millis(2));
         }
+    }
+    println!("sent={sent}");
+    Ok(())
+}
+
+/// Opens `count` TCP connections to `addr`, one after the other, and sends each a kind of
+/// junk: noise, a malformed request line, a huge header, a request cut off, a body longer
+/// than announced; reads what comes back for a moment and closes. Prints "sent=N" (the
+/// connections that were accepted).
+fn tcp_garbage(addr: &str, count: u64, seed: u64) -> anyhow::Result<()> {
+    let mut rng = Rng::new(seed);
+    let mut sent = 0u64;
+    for _ in 0..count {
+        let Ok(mut s) = TcpStream::connect(addr) else {
+            continue;
+        };
+        s.set_read_timeout(Some(Duration::from_millis(50)))?;
+        s.set_write_timeout(Some(Duration::from_secs(2)))?;
+        let junk: Vec<u8> = match rng.below(6) {
+            0 => {
+                let mut b = vec![0u8; usize::try_from(rng.below(4096))? + 1];
+                rng.fill(&mut b);
+                b
+            }
+            1 => b"GARBAGE / HTTP/9.9\r\n\r\n".to_vec(),
+            2 => {
+                let mut b = b"GET /api/networks HTTP/1.1\r\nX-Junk: ".to_vec();
+                b.extend(std::iter::repeat_n(b'a', 200_000));
+                b.extend_from_slice(b"\r\n\r\n");
+                b
+            }
+            3 => b"POST /api/networks HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"na".to_vec(),
+            4 => b"POST /api/networks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer x\r\nContent-Length: 2\r\n\r\n{}{}{}{}".to_vec(),
+            _ => {
+                let mut b = vec![0u8; 64];
+                rng.fill(&mut b);
+                [b"\x16\x03\x01".to_vec(), b].concat()
+            }
+        };
+        let _ = s.write_all(&junk);
+        let mut sink = [0u8; 4096];
+        let _ = s.read(&mut sink);
+        sent += 1;
     }
     println!("sent={sent}");
     Ok(())
@@ -355,8 +437,16 @@ fn main() {
                 seed.parse().context("SEED must be a number")?,
             )
         })(),
+        ["tcp-garbage", addr, count, seed] => (|| {
+            tcp_garbage(
+                addr,
+                count.parse().context("COUNT must be a number")?,
+                seed.parse().context("SEED must be a number")?,
+            )
+        })(),
         _ => Err(anyhow::anyhow!(
             "usage: wm-xfer send HOST:PORT BYTES [MBIT] | recv BIND:PORT | garbage HOST:PORT COUNT SEED \
+             | tcp-garbage HOST:PORT COUNT SEED \
              | udp-send [--bind IP:PORT] [--repeat N] [--listen-ms MS] [--ttl N] HOST:PORT HEX... \
              | reflect BIND:PORT | probe BIND:PORT SERVER..."
         )),
