@@ -211,7 +211,7 @@ mod tests {
 
     #[test]
     fn no_response_is_longer_than_a_request() {
-        assert!(RESPONSE_V4_LEN <= REQUEST_LEN && RESPONSE_V6_LEN <= REQUEST_LEN);
+        const { assert!(RESPONSE_V4_LEN <= REQUEST_LEN && RESPONSE_V6_LEN <= REQUEST_LEN) };
         let v6: SocketAddr = "[2001:db8::1]:443".parse().unwrap();
         assert!(response(TX, v6).len() <= request(TX).len());
     }
