@@ -13,6 +13,8 @@
 //! - [`admin`]: the coordinator admin HTTP API bodies.
 //! - [`control`]: the node ↔ coordinator protocol, join tokens, certificate pins.
 //! - [`wire`]: the binary encoding of netmaps and changes, encoded once, sent to every member.
+//! - [`policy`]: the policy document between members, its evaluation, and the per-node
+//!   filters compiled from it (port tables for the packet path).
 //!
 //! What does not: anything that encrypts (boringtun, in `meshd`), anything that does IO.
 
@@ -24,6 +26,7 @@ pub mod disco;
 pub mod key;
 pub mod netmap;
 pub mod paths;
+pub mod policy;
 pub mod reflect;
 pub mod relay;
 pub mod wire;
