@@ -74,9 +74,13 @@ use crate::Key;
 /// QUIC ALPN of this protocol version.
 pub const ALPN: &[u8] = b"wiremesh/1";
 /// The control protocol version this build speaks ([`Hello::protocol`]). Version 2 sends
-/// netmaps and changes in the binary encoding of [`crate::wire`]; a coordinator refuses
-/// nodes that speak an older one with a `Denied` that says so.
+/// netmaps and changes in the binary encoding of [`crate::wire`]; version 3 will add the
+/// policy filter ([`ServerMsg::Filter`], [`ClientMsg::Filter`]). A coordinator refuses nodes below
+/// [`MIN_PROTOCOL`] with a `Denied` that says so, and nodes below 3 in a network whose
+/// policy is not "allow everything" (they could not enforce it).
 pub const PROTOCOL: u32 = 2;
+/// The oldest protocol a coordinator serves.
+pub const MIN_PROTOCOL: u32 = 2;
 /// Largest frame body in bytes (a binary netmap of about 100,000 members fits).
 pub const MAX_FRAME: usize = 8 << 20;
 /// Label for the TLS keying-material exporter (RFC 5705) that binds proofs to a connection.
@@ -115,6 +119,15 @@ pub enum ClientMsg {
     Paths {
         /// One entry per network peer, at most [`MAX_PATH_REPORT`]; replaces the last report.
         peers: Vec<PeerPathReport>,
+    },
+    /// The policy filter the node runs now (after each [`ServerMsg::Filter`]).
+    Filter {
+        /// [`crate::policy::NodeFilter::hash`] of the filter it enforces.
+        hash: String,
+        /// Why it could not apply the last update (it then fails closed for the peers
+        /// concerned).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
     },
 }
 
@@ -248,6 +261,9 @@ pub enum ServerMsg {
         /// The changes, to apply in order.
         changes: Vec<PeerChange>,
     },
+    /// The policy filter this node enforces, whole or as changes (protocol 3): sent before
+    /// the first netmap and whenever the node's filter changes.
+    Filter(crate::policy::FilterUpdate),
 }
 
 /// Why a frame could not be read.

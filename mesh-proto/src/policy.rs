@@ -902,6 +902,88 @@ impl NodeFilter {
     }
 }
 
+/// A change of a node's filter, as the coordinator sends it: only the peers whose entries
+/// changed (or all of them when `full`), and the hash the whole filter has afterwards, so a
+/// node that missed or misapplied something notices.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct FilterUpdate {
+    /// This replaces the whole filter (else it changes the one the node has).
+    pub full: bool,
+    /// What no entry decides.
+    pub default: Action,
+    /// Peers whose entries are new or changed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub upsert: BTreeMap<crate::Key, PeerFilter>,
+    /// Peers no longer in the filter.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<crate::Key>,
+    /// [`NodeFilter::hash`] of the filter after this update.
+    pub hash: String,
+}
+
+impl NodeFilter {
+    /// The update that turns `old` (`None`: nothing sent yet) into `self`.
+    pub fn update_from(&self, old: Option<&NodeFilter>) -> FilterUpdate {
+        let hash = self.hash();
+        match old {
+            None => FilterUpdate {
+                full: true,
+                default: self.default,
+                upsert: self.peers.clone(),
+                remove: Vec::new(),
+                hash,
+            },
+            Some(old) => FilterUpdate {
+                full: false,
+                default: self.default,
+                upsert: self
+                    .peers
+                    .iter()
+                    .filter(|(k, f)| old.peers.get(k) != Some(f))
+                    .map(|(k, f)| (*k, f.clone()))
+                    .collect(),
+                remove: old
+                    .peers
+                    .keys()
+                    .filter(|k| !self.peers.contains_key(k))
+                    .copied()
+                    .collect(),
+                hash,
+            },
+        }
+    }
+
+    /// Applies `update`; an error when the result's hash is not the one announced (the
+    /// filter is then left as it was: the caller fails closed).
+    pub fn apply(&mut self, update: &FilterUpdate) -> Result<(), String> {
+        let mut next = if update.full {
+            NodeFilter {
+                default: update.default,
+                peers: BTreeMap::new(),
+            }
+        } else {
+            self.clone()
+        };
+        next.default = update.default;
+        for k in &update.remove {
+            next.peers.remove(k);
+        }
+        for (k, f) in &update.upsert {
+            next.peers.insert(*k, f.clone());
+        }
+        let got = next.hash();
+        if got != update.hash {
+            return Err(format!(
+                "the filter after the update hashes to {got}, the coordinator announced {}",
+                update.hash
+            ));
+        }
+        *self = next;
+        Ok(())
+    }
+}
+
 /// A peer's entries of one direction, compiled for the packet path: per protocol, disjoint
 /// port ranges each with its decision (first matching entry resolved at build time);
 /// entries with prefix conditions kept apart, checked first, in order.

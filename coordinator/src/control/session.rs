@@ -194,6 +194,7 @@ fn msg_kind(msg: &ClientMsg) -> &'static str {
         ClientMsg::Proof { .. } => "proof",
         ClientMsg::Endpoints { .. } => "endpoints",
         ClientMsg::Paths { .. } => "paths",
+        ClientMsg::Filter { .. } => "filter",
     }
 }
 

@@ -428,3 +428,80 @@ fn hashes_name_filters_and_reach_follows_allows() {
     assert_eq!(at_worker.hash().len(), 16);
     assert!(NodeFilter::allow_all().reaches(&Key([9; 32])));
 }
+
+#[test]
+fn updates_carry_only_changed_peers_and_check_the_result() {
+    let p = Policy::parse(CLUSTER).unwrap();
+    let (ctl, wrk, ops) = (tags(&["control"]), tags(&["worker"]), tags(&["ops"]));
+    let pre = |i: u8| vec![IpNet::from(IpAddr::from([10, 9, 8, i]))];
+    let (p1, p2, p3) = (pre(1), pre(2), pre(3));
+    let me = Subject {
+        name: "me",
+        tags: &wrk,
+        prefixes: &p1,
+    };
+    let c = Subject {
+        name: "c",
+        tags: &ctl,
+        prefixes: &p2,
+    };
+    let o = Subject {
+        name: "o",
+        tags: &ops,
+        prefixes: &p3,
+    };
+    let before = p.filter_for(&me, [(Key([2; 32]), c.clone()), (Key([3; 32]), o.clone())]);
+    let first = before.update_from(None);
+    assert!(first.full);
+    let mut node = NodeFilter::allow_all();
+    node.apply(&first).unwrap();
+    assert_eq!(node, before);
+
+    // o becomes a worker: only o's entries travel.
+    let after = p.filter_for(
+        &me,
+        [
+            (Key([2; 32]), c.clone()),
+            (
+                Key([3; 32]),
+                Subject {
+                    name: "o",
+                    tags: &wrk,
+                    prefixes: &p3,
+                },
+            ),
+        ],
+    );
+    let delta = after.update_from(Some(&before));
+    assert!(!delta.full);
+    assert_eq!(
+        delta.upsert.keys().copied().collect::<Vec<_>>(),
+        vec![Key([3; 32])]
+    );
+    assert!(delta.remove.is_empty());
+    node.apply(&delta).unwrap();
+    assert_eq!(node, after);
+
+    // c leaves: a removal.
+    let gone = p.filter_for(&me, [(Key([3; 32]), o.clone())]);
+    let delta = gone.update_from(Some(&after));
+    assert_eq!(delta.remove, vec![Key([2; 32])]);
+
+    // Applied to the wrong base, the hash does not match: refused, filter unchanged.
+    // (a base with a peer the update does not mention).
+    let base = p.filter_for(
+        &me,
+        [
+            (Key([2; 32]), c.clone()),
+            (Key([3; 32]), o.clone()),
+            (Key([4; 32]), o.clone()),
+        ],
+    );
+    let mut stale = base.clone();
+    let err = stale.apply(&delta).unwrap_err();
+    assert!(err.contains("hashes to"), "{err}");
+    assert_eq!(stale, base);
+    // It travels as JSON.
+    let json = serde_json::to_string(&delta).unwrap();
+    assert_eq!(serde_json::from_str::<FilterUpdate>(&json).unwrap(), delta);
+}

@@ -246,6 +246,9 @@ async fn receive<R: AsyncRead + Unpin>(
                 });
             }
             ServerMsg::Challenge { .. } => bail!("protocol error: a second challenge"),
+            ServerMsg::Filter(_) => {
+                bail!("protocol error: a policy filter, but this node speaks control protocol 2")
+            }
         }
     }
 }
@@ -258,6 +261,7 @@ fn kind(m: &ServerMsg) -> &'static str {
         ServerMsg::Netmap { .. } => "netmap",
         ServerMsg::Changes { .. } => "changes",
         ServerMsg::Services { .. } => "services",
+        ServerMsg::Filter(_) => "filter",
     }
 }
 
