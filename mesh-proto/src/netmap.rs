@@ -57,8 +57,25 @@ pub struct Netmap {
     pub address: IpNet,
     /// This member's name.
     pub name: String,
-    /// Every other authorised member, by public key.
+    /// Every other authorised member, by public key. Decoding refuses a peer filed under
+    /// another key than its own: [`diff`] and [`Netmap::apply`] go by these keys.
+    #[serde(deserialize_with = "peers_by_key")]
     pub peers: BTreeMap<Key, PeerInfo>,
+}
+
+/// The `peers` map of a [`Netmap`], each peer under its own public key.
+fn peers_by_key<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<Key, PeerInfo>, D::Error> {
+    let peers = BTreeMap::<Key, PeerInfo>::deserialize(d)?;
+    match peers.iter().find(|(key, peer)| **key != peer.public_key) {
+        Some((key, peer)) => Err(serde::de::Error::custom(format!(
+            "peer {} is listed under the key {}",
+            peer.public_key.fingerprint(),
+            key.fingerprint()
+        ))),
+        None => Ok(peers),
+    }
 }
 
 /// One change to a netmap.
@@ -248,6 +265,32 @@ mod tests {
         let mut applied = old.clone();
         applied.apply(5, &changes);
         assert_eq!(applied, new);
+    }
+
+    #[test]
+    fn peers_are_listed_under_their_own_key() {
+        // Found by fuzz/fuzz_targets/control_stream_meshd.rs: a JSON netmap filing node-2's
+        // entry under another key decoded, and `diff` against the next map then upserted
+        // the entry under its own key and kept the stale one (apply(diff) != new).
+        let found = r#"{"type":"netmap","netmap":{"version":42,"network":{"name":"lab","cidr":"10.9.8.0/24","mtu":1280,"keepalive":25},"address":"65.9.8.17/24","name":"me","peers":{"AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=":{"public-key":"AgICAgICAgICAgICAgICAgICAgIACgICAgICAgICAgI=","name":"node-2","address":"10.9.8.2","allowed-ips":["10.9.8.2/32","10.244.2.0/24"],"endpoints":["192.168.1.2:51820","[2001:db8::7]:41641"]},"AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=":{"public-key":"AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=","name":"node-3","address":"10.9.8.3","allowed-ips":["10.9.8.3/32","10.244.3.0/24"],"endpoints":["192.168.1.3:51820","[2001:db8::7]:41641"]}}}}"#;
+        let err = crate::control::decode_server(found.as_bytes(), &key(0x11)).unwrap_err();
+        assert!(err.to_string().contains("is listed under the key"), "{err}");
+        // The same map with node-2 under its own key decodes.
+        let fixed = found.replacen(
+            "AgICAgICAgICAgICAgICAgICAgIACgICAgICAgICAgI=",
+            &key(2).to_base64(),
+            1,
+        );
+        let crate::control::ServerMsg::Netmap { netmap } =
+            crate::control::decode_server(fixed.as_bytes(), &key(0x11)).unwrap()
+        else {
+            panic!("not a netmap");
+        };
+        assert!(netmap.peers.iter().all(|(k, p)| *k == p.public_key));
+        // And what is encoded decodes.
+        let m = map(1, &[peer(2, "10.9.8.2"), peer(3, "10.9.8.3")]);
+        let text = serde_json::to_string(&m).unwrap();
+        assert_eq!(serde_json::from_str::<Netmap>(&text).unwrap(), m);
     }
 
     #[test]
