@@ -286,6 +286,20 @@ mod tests {
     }
 
     #[test]
+    fn floats_round_trip_exactly() {
+        // Found by fuzz/fuzz_targets/api_response.rs: serde_json's default float parser
+        // read this RTT one unit in the last place away from what it printed back.
+        let found = r#"{"ok":true,"ping":{"public-key":"AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=","answers":[{"path":"relay","addr":"192.0.2.1:7446","rtt-ms":205555555555555555555555555555555555.5}],"path":"relay"}}"#;
+        let response: Response = serde_json::from_str(found).unwrap();
+        let text = serde_json::to_string(&response).unwrap();
+        assert_eq!(serde_json::from_str::<Response>(&text).unwrap(), response);
+        for rtt in [0.1, 0.3, 20.5, 123.456, 2.055_555_555_555_555_4e35] {
+            let text = serde_json::to_string(&rtt).unwrap();
+            assert_eq!(serde_json::from_str::<f64>(&text).unwrap(), rtt, "{text}");
+        }
+    }
+
+    #[test]
     fn error_response_round_trips() {
         let text = serde_json::to_string(&Response::error("boom")).unwrap();
         assert_eq!(text, r#"{"ok":false,"error":"boom"}"#);
