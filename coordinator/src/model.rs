@@ -4,6 +4,7 @@
 //! Records serialise as JSON with kebab-case fields; fields are only ever added, with a
 //! serde default, so a newer coordinator reads an older data directory.
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 
 use ipnet::IpNet;
@@ -50,6 +51,10 @@ pub struct Network {
     pub keepalive: u16,
     /// Netmap version: bumped (and persisted) by every change any member's netmap shows.
     pub version: u64,
+    /// The policy document (`mesh_proto::policy`), checked when it was set; `None`:
+    /// everything allowed between members.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
 }
 
 impl Network {
@@ -115,6 +120,10 @@ pub struct Member {
     /// Prefixes an admin approved for it, sorted; routed to it while also advertised.
     #[serde(default)]
     pub approved_routes: Vec<IpNet>,
+    /// Its tags (DNS labels), which the network's policy names; set by an admin or by the
+    /// join token it first joined with.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub tags: BTreeSet<String>,
 }
 
 impl Member {
@@ -214,6 +223,9 @@ pub struct Token {
     pub uses: u64,
     /// Unix seconds it was made.
     pub created_at: u64,
+    /// Tags a member joining with it gets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 impl Token {
@@ -509,6 +521,7 @@ mod tests {
             public_endpoint: None,
             advertised_routes: vec![],
             approved_routes: vec![],
+            tags: BTreeSet::new(),
         };
         assert_eq!(
             m.candidates(),
@@ -537,6 +550,7 @@ mod tests {
             public_endpoint: Some(ep("198.51.100.9:7000")),
             advertised_routes: vec![],
             approved_routes: vec![],
+            tags: BTreeSet::new(),
         };
         // No reflexive address yet: the observed one stands in.
         assert_eq!(
@@ -588,6 +602,7 @@ mod tests {
             public_endpoint: None,
             advertised_routes: vec![],
             approved_routes: vec![],
+            tags: BTreeSet::new(),
         }
     }
 
@@ -651,6 +666,7 @@ mod tests {
             mtu: 1280,
             keepalive: 25,
             version: 1,
+            policy: None,
         };
         let a = member(1, "10.9.8.2");
         let mut b = member(2, "10.9.8.3");
@@ -687,6 +703,7 @@ mod tests {
             revoked: false,
             uses: 0,
             created_at: 1,
+            tags: vec!["worker".into()],
         };
         let json = serde_json::to_string(&t).unwrap();
         assert!(json.contains(&"a5".repeat(32)));

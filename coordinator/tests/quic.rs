@@ -18,12 +18,8 @@ use mesh_proto::control::{
 };
 use mesh_proto::Key;
 
-/// A client endpoint trusting only `pin`, configured like meshd's.
-fn client(pin: CertPin) -> quinn::Endpoint {
-    client_from([127, 0, 0, 1], pin)
-}
-
-/// [`client`] on the loopback address `ip` (each one another source to the coordinator).
+/// A client endpoint on the loopback address `ip` (each one another source to the
+/// coordinator) trusting only `pin`, configured like meshd's.
 fn client_from(ip: [u8; 4], pin: CertPin) -> quinn::Endpoint {
     let tls = mesh_pin::quic_client_config(pin, &[ALPN]);
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();

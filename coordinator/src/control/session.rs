@@ -30,7 +30,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use mesh_proto::control::{ct_eq, expected_proof, ClientMsg, Hello, ServerMsg, PROTOCOL};
+use mesh_proto::control::{ct_eq, expected_proof, ClientMsg, Hello, ServerMsg, MIN_PROTOCOL};
+use mesh_proto::policy::NodeFilter;
 use mesh_proto::{relay, Key};
 use tokio::io::AsyncRead;
 use tokio::sync::watch;
@@ -39,7 +40,7 @@ use tracing::Instrument as _;
 
 use crate::control::frame::{self, FrameReader, FrameSink, ReadError, WriteError};
 use crate::control::snapshot::{Snapshot, Status};
-use crate::control::state::{random32, AdmitError, Coordinator, EndpointReport};
+use crate::control::state::{random32, AdmitError, Coordinator, EndpointReport, FilterReport};
 
 /// Time a node has to say hello and prove its key.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -125,6 +126,9 @@ where
             told_pending: false,
             resume: hello.resume,
             next_push: Instant::now(),
+            protocol: hello.protocol,
+            filter_sent: None,
+            session_id: 0,
         };
         let end = match session.serve(&hello).await {
             Ok(()) => End::Closed,
@@ -297,6 +301,12 @@ struct Session<'a, R, W> {
     resume: Option<u64>,
     /// No push before this (see [`push_interval`]).
     next_push: Instant,
+    /// The control protocol the node speaks.
+    protocol: u32,
+    /// The policy filter the node was sent (`None`: none, it allows everything).
+    filter_sent: Option<NodeFilter>,
+    /// This session's id in the registry (for reports).
+    session_id: u64,
 }
 
 impl<R, W> Session<'_, R, W>
@@ -305,9 +315,9 @@ where
     W: FrameSink,
 {
     async fn serve(&mut self, hello: &Hello) -> Result<(), Fail> {
-        if hello.protocol < PROTOCOL {
+        if hello.protocol < MIN_PROTOCOL {
             return Err(Fail::Deny(format!(
-                "this node's meshd speaks control protocol {}, the coordinator needs {PROTOCOL}: upgrade meshd",
+                "this node's meshd speaks control protocol {}, the coordinator needs {MIN_PROTOCOL}: upgrade meshd",
                 hello.protocol
             )));
         }
@@ -335,6 +345,7 @@ where
             Fail::Deny(e.to_string())
         })?;
         let mut guard = self.coord.register_session(&self.net, &self.key);
+        self.session_id = guard.id();
         let mut cluster = self.coord.cluster_changes();
         cluster.mark_unchanged();
         let mut snapshots: watch::Receiver<Arc<Snapshot>> = admitted.snapshots;
@@ -370,6 +381,13 @@ where
                             ),
                             Err(e) => tracing::debug!("path report ignored: {e}"),
                         }
+                    }
+                    Ok(Some(Incoming::Msg(ClientMsg::Filter { hash, error }))) => {
+                        if let Some(e) = &error {
+                            tracing::warn!(%hash, "the node could not apply its filter: {e}");
+                        }
+                        let report = FilterReport { hash, error };
+                        self.coord.report_filter(&self.net, &self.key, self.session_id, report);
                     }
                     Ok(Some(Incoming::BadPaths(e))) => {
                         tracing::debug!("malformed path report ignored: {e}");
@@ -438,6 +456,8 @@ where
                 }
             }
             Status::Authorized => {
+                // The filter first: a peer the netmap brings is enforced as it arrives.
+                self.send_filter(&snap).await?;
                 let frames = match &self.sent {
                     Some(old) if old.version == snap.version => {
                         self.sent = Some(snap);
@@ -466,6 +486,35 @@ where
     }
 
     /// Tells the member about the NAT traversal services, if the coordinator has any.
+    /// Sends the changes of this member's policy filter in `snap`, if any. A node that
+    /// cannot enforce filters (protocol below 3) is refused while its network has a policy.
+    async fn send_filter(&mut self, snap: &Snapshot) -> Result<(), Fail> {
+        let Some(filter) = snap.filter_for(&self.key) else {
+            if let Some(sent) = self.filter_sent.take() {
+                // The policy went away: everything allowed again.
+                let open = NodeFilter::allow_all();
+                let update = open.update_from(Some(&sent));
+                send(self.writer, &ServerMsg::Filter(update)).await?;
+                self.filter_sent = Some(open);
+            }
+            return Ok(());
+        };
+        if self.protocol < 3 {
+            return Err(Fail::Deny(format!(
+                "network {} has a policy, which this node's meshd (control protocol {}) cannot enforce: upgrade meshd",
+                self.net, self.protocol
+            )));
+        }
+        if self.filter_sent.as_ref() == Some(&filter) {
+            return Ok(());
+        }
+        let update = filter.update_from(self.filter_sent.as_ref());
+        tracing::debug!(hash = %update.hash, peers = update.upsert.len(), removed = update.remove.len(), full = update.full, "filter");
+        send(self.writer, &ServerMsg::Filter(update)).await?;
+        self.filter_sent = Some(filter);
+        Ok(())
+    }
+
     async fn send_services(&mut self) -> Result<(), Fail> {
         let Some(services) = self.coord.services() else {
             return Ok(());

@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use ipnet::IpNet;
 use mesh_proto::netmap::{Netmap, NetworkInfo, PeerChange, PeerInfo};
+use mesh_proto::policy::{NodeFilter, Policy, Subject};
 use mesh_proto::wire::{self, FrameBuilder};
 use mesh_proto::Key;
 
@@ -157,6 +158,59 @@ pub struct Snapshot {
     pub seq: u64,
     /// The network's recent change frames (shared by all its snapshots).
     pub deltas: Arc<Deltas>,
+    /// The network's policy, when it has one (`None`: everything allowed, no filters).
+    pub policy: Option<Arc<Policy>>,
+    /// What the policy sees of each authorised member (only when there is a policy).
+    pub subjects: Arc<BTreeMap<Key, PolicySubject>>,
+}
+
+/// A member as the policy sees it: name, tags, overlay address and approved routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicySubject {
+    /// Its name.
+    pub name: String,
+    /// Its tags.
+    pub tags: BTreeSet<String>,
+    /// Its address (as a host prefix) and the routes it is sent.
+    pub prefixes: Vec<IpNet>,
+}
+
+impl PolicySubject {
+    /// The borrowed form the policy evaluates.
+    pub fn subject(&self) -> Subject<'_> {
+        Subject {
+            name: &self.name,
+            tags: &self.tags,
+            prefixes: &self.prefixes,
+        }
+    }
+}
+
+impl Snapshot {
+    /// The filter `me` enforces in this snapshot: `None` when the network has no policy.
+    pub fn filter_for(&self, me: &Key) -> Option<NodeFilter> {
+        let policy = self.policy.as_ref()?;
+        let Some(mine) = self.subjects.get(me) else {
+            // Not a member with a subject (pending): nothing to reach, nothing allowed.
+            return Some(policy.filter_for(
+                &Subject {
+                    name: "",
+                    tags: &BTreeSet::new(),
+                    prefixes: &[],
+                },
+                std::iter::empty(),
+            ));
+        };
+        Some(
+            policy.filter_for(
+                &mine.subject(),
+                self.subjects
+                    .iter()
+                    .filter(|(k, _)| *k != me)
+                    .map(|(k, s)| (*k, s.subject())),
+            ),
+        )
+    }
 }
 
 /// Where a member stands in a snapshot.
@@ -405,6 +459,8 @@ mod tests {
 
     fn snap(version: u64, mtu: u16, peers: &[Arc<PeerEntry>]) -> Snapshot {
         Snapshot {
+            policy: None,
+            subjects: Arc::default(),
             version,
             network: NetworkInfo {
                 name: "lab".into(),

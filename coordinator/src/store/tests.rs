@@ -11,6 +11,8 @@ fn network(name: &str, version: u64) -> Network {
         mtu: 1280,
         keepalive: 25,
         version,
+        // Documents round-trip through every store.
+        policy: Some(format!("# the policy of {name}\n")),
     }
 }
 
@@ -29,6 +31,7 @@ fn member(b: u8) -> Member {
         public_endpoint: None,
         advertised_routes: vec![],
         approved_routes: vec![],
+        tags: [format!("t{b}")].into(),
     }
 }
 
@@ -42,6 +45,7 @@ fn token(id: &str, net: &str) -> Token {
         revoked: false,
         uses: 0,
         created_at: 1,
+        tags: vec!["control".into()],
     }
 }
 

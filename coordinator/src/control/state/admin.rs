@@ -25,7 +25,7 @@ fn no_network(net: &str) -> Error {
     Error::NotFound(format!("no network {net:?}"))
 }
 
-fn network<'a>(st: &'a State, net: &str) -> Result<&'a NetState, Error> {
+pub(super) fn network<'a>(st: &'a State, net: &str) -> Result<&'a NetState, Error> {
     st.networks.get(net).ok_or_else(|| no_network(net))
 }
 
@@ -50,7 +50,7 @@ fn parse_any_key(s: &str) -> Option<Key> {
 
 /// Finds the member `node` names: its public key, its name, or a unique prefix (at
 /// least [`MIN_PREFIX`] characters) of its base64 key.
-fn find_member<'a>(ns: &'a NetState, node: &str) -> Result<&'a Member, Error> {
+pub(super) fn find_member<'a>(ns: &'a NetState, node: &str) -> Result<&'a Member, Error> {
     if let Some(m) = parse_any_key(node).and_then(|k| ns.members.get(&k)) {
         return Ok(m);
     }
@@ -140,6 +140,7 @@ impl Coordinator {
             keepalive: req.keepalive.unwrap_or(DEFAULT_KEEPALIVE),
             version: crate::model::initial_version(self.now()),
         };
+            policy: None,
         let view = {
             let mut st = self.state.lock().await;
             if st.networks.contains_key(&network.name) {
@@ -285,7 +286,7 @@ impl Coordinator {
 
     /// Changes one member with `edit` and commits; answers the member's new view. `edit`
     /// returns the audit log's `(action, detail)` for each thing it did.
-    async fn edit_member(
+    pub(super) async fn edit_member(
         &self,
         net: &str,
         node: &str,
@@ -554,6 +555,7 @@ impl Coordinator {
             let detail = format!(
                 "{}, expires {}",
                 if req.reusable { "reusable" } else { "one-time" },
+                tags: Vec::new(),
                 expires_at.map_or_else(|| "never".to_owned(), |t| format!("at {t}"))
             );
             let audit = vec![self.audit_entry("token.create", net, &token.id, detail)];

@@ -192,6 +192,8 @@ fn decide_join(
         .or_else(|| ns.members.get(&key))
         .cloned();
     let mut authorize = false;
+    // Tags of the token a new member joins with.
+    let mut token_tags: Vec<String> = Vec::new();
     if let Some(join) = &hello.join {
         let token = tokens
             .get(&join.id)
@@ -217,6 +219,7 @@ fn decide_join(
             if !token.reusable && token.uses > 0 {
                 return Err(AdmitError::Used(token.id.clone()));
             }
+            token_tags.clone_from(&token.tags);
             let mut used = token.clone();
             used.uses += 1;
             tokens.insert(used.id.clone(), used);
@@ -243,6 +246,7 @@ fn decide_join(
                 public_endpoint: None,
                 advertised_routes: Vec::new(),
                 approved_routes: Vec::new(),
+                tags: token_tags.into_iter().collect(),
             }
         }
     };

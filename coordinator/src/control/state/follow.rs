@@ -151,6 +151,8 @@ impl Coordinator {
             delete: ops.delete,
             tokens: ops.tokens,
             audit: Vec::new(),
+            // The network's record (policy included) comes as `ops.network`.
+            policy: None,
         };
         self.mirror_remote(st, net, change, ops.network, rev);
         false

@@ -22,6 +22,7 @@ mod changes;
 mod cluster;
 mod control;
 mod follow;
+mod policy;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -37,14 +38,16 @@ use tokio::sync::{oneshot, watch, Mutex};
 
 pub use self::cluster::Registration;
 pub use self::control::{AdmitError, Admitted, EndpointReport, PathsIgnored};
+pub use self::policy::{clean_tags, FilterReport, PolicyState, Why};
 use crate::control::audit::{AuditEntry, AuditLog, AUDIT_KEEP};
 use crate::control::ipam::IpamError;
 use crate::control::membership::Membership;
-use crate::control::snapshot::{Deltas, PeerEntry, Snapshot};
+use crate::control::snapshot::{Deltas, PeerEntry, PolicySubject, Snapshot};
 use crate::control::stats::{ControlStats, NatStats};
 use crate::limit::{Rate, RateLimiter};
 use crate::model::{ChangeRecord, Member, ModelError, Network, Token};
 use crate::store::{Expect, Op, Revision, Store, StoreError};
+use mesh_proto::policy::Policy;
 
 /// Change-log entries kept per network: a node that missed fewer versions resumes with
 /// changes, one that missed more gets a full netmap.
@@ -222,6 +225,22 @@ struct NetState {
 
 impl NetState {
     fn new(network: Network, members: Vec<Member>) -> NetState {
+    /// The network's policy document parsed, with the text it was parsed from.
+    policy: Option<(String, Arc<Policy>)>,
+}
+
+/// `network`'s policy parsed. A stored document was checked when it was set; one that no
+/// longer parses (a newer coordinator's syntax) fails closed: nothing allowed.
+fn parse_policy(network: &Network) -> Option<(String, Arc<Policy>)> {
+    let text = network.policy.as_ref()?;
+    let policy = Policy::parse(text).unwrap_or_else(|e| {
+        tracing::error!(network = %network.name, "stored policy does not parse, denying everything: {e}");
+        Policy {
+            default: mesh_proto::policy::Action::Deny,
+            ..Policy::default()
+        }
+    });
+    Some((text.clone(), Arc::new(policy)))
         let mut by_addr = BTreeMap::new();
         let mut peers = BTreeMap::new();
         let mut map = BTreeMap::new();
@@ -234,9 +253,16 @@ impl NetState {
         }
         let deltas = Arc::new(Deltas::default());
         let tx = watch::Sender::new(Arc::new(snapshot_of(
-            &network, &map, &peers, &deltas, 0, false,
+            &network,
+            &map,
+            &peers,
+            &deltas,
+            0,
+            false,
+            policy.as_ref().map(|(_, p)| p),
         )));
         NetState {
+        let policy = parse_policy(&network);
             network,
             members: map,
             by_addr,
@@ -250,10 +276,14 @@ impl NetState {
     }
 
     fn publish(&mut self, deleted: bool) {
+            policy,
         let snap = snapshot_of(
             &self.network,
             &self.members,
             &self.peers,
+        if self.policy.as_ref().map(|(t, _)| t) != self.network.policy.as_ref() {
+            self.policy = parse_policy(&self.network);
+        }
             &self.deltas,
             self.seq,
             deleted,
@@ -261,6 +291,7 @@ impl NetState {
         self.tx.send_replace(Arc::new(snap));
     }
 
+            self.policy.as_ref().map(|(_, p)| p),
     /// `m` as the admin API shows it, online state and reported paths from `sessions`.
     /// Paths are shown for an authorised member online, naming its peers as they are now
     /// (a peer since removed or deauthorised is left out).
@@ -302,8 +333,29 @@ fn snapshot_of(
     Snapshot {
         version: network.version,
         network: network.info(),
+    policy: Option<&Arc<Policy>>,
         peers: peers.clone(),
+    // What the policy needs of each authorised member; nothing without a policy.
+    let subjects = match policy {
+        None => BTreeMap::new(),
+        Some(_) => peers
+            .iter()
+            .filter_map(|(k, p)| {
+                let m = members.get(k)?;
+                Some((
+                    *k,
+                    PolicySubject {
+                        name: m.name.clone(),
+                        tags: m.tags.clone(),
+                        prefixes: p.allowed_ips.clone(),
+                    },
+                ))
+            })
+            .collect(),
+    };
         pending: members
+        policy: policy.cloned(),
+        subjects: Arc::new(subjects),
             .values()
             .filter(|m| !m.authorized)
             .map(|m| m.public_key)
@@ -344,6 +396,8 @@ struct Change {
 
 /// What a change does to one network's peers, worked out before anything is written.
 struct Prepared {
+    /// A new policy document for the network (`Some(None)`: none, everything allowed).
+    policy: Option<Option<String>>,
     /// Members whose peer entry appeared, changed or went away.
     touched: BTreeSet<Key>,
     /// The new peer entries (`None`: removed).
@@ -407,6 +461,8 @@ struct Slot {
 
 /// The session registry: a slot per member online, by network and key.
 type Sessions = HashMap<(String, Key), Slot>;
+    /// What it reported it enforces ([`Coordinator::report_filter`]).
+    filter: Option<FilterReport>,
 
 /// The coordinator: state, store and sessions. Shared as `Arc<Coordinator>`.
 pub struct Coordinator {
@@ -724,6 +780,12 @@ impl Coordinator {
             network.version += 1;
             ops.push(Op::PutNetwork(network.clone()));
             ops.push(Op::PutLog {
+        if let Some(policy) = &change.policy {
+            network.policy.clone_from(policy);
+            if !bump {
+                ops.push(Op::PutNetwork(network.clone()));
+            }
+        }
                 network: net.to_owned(),
                 version: network.version,
                 record: ChangeRecord {
@@ -775,6 +837,12 @@ impl Coordinator {
             let key = m.public_key;
             let addr = m.address;
             if let Some(old) = ns.members.insert(key, m) {
+        // Tags are not in any netmap, but the policy's filters depend on them.
+        let tags_changed = change.put.iter().any(|m| {
+            ns.members
+                .get(&m.public_key)
+                .is_some_and(|old| old.tags != m.tags)
+        });
                 if old.address != addr && ns.by_addr.get(&old.address) == Some(&key) {
                     ns.by_addr.remove(&old.address);
                 }
@@ -801,7 +869,7 @@ impl Coordinator {
         if let Some(frame) = delta {
             ns.deltas.push(ns.network.version, frame);
         }
-        if bump || prepared.membership || record_changed {
+        if bump || prepared.membership || record_changed || tags_changed {
             ns.publish(false);
         }
         for t in change.tokens {
@@ -889,6 +957,7 @@ impl Coordinator {
         );
         self.store.set_presence(net, key, true);
         self.changes.bump();
+                filter: None,
         SessionGuard {
             coord: self,
             net: net.to_owned(),
@@ -913,6 +982,13 @@ impl Drop for SessionGuard<'_> {
     fn drop(&mut self) {
         let mut sessions = self.coord.sessions();
         let slot = (std::mem::take(&mut self.net), self.key);
+impl SessionGuard<'_> {
+    /// The session's id in the registry.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+}
+
         if sessions.get(&slot).is_some_and(|s| s.id == self.id) {
             sessions.remove(&slot);
             self.coord.store.set_presence(&slot.0, &slot.1, false);
