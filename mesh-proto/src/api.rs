@@ -128,6 +128,117 @@ pub struct Status {
     /// The network membership, if the node joined one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control: Option<ControlStatus>,
+    /// The policy filter this node enforces, once it received one (absent: none, so
+    /// everything passes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<FilterStatus>,
+}
+
+/// The policy filter as `meshctl status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct FilterStatus {
+    /// [`crate::policy::NodeFilter::hash`] of the last filter that applied (absent: none
+    /// applied yet, so everything passes except peers failed closed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+    /// Why the last update could not be applied; the peers it concerned are failed closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// What the filter does with what no rule decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<crate::policy::Action>,
+    /// Every network peer is failed closed (a full update could not be applied).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub closed_all: bool,
+    /// The peers failed closed (denied both ways) until an update applies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub closed: Vec<Key>,
+    /// Packets from peers that passed the filter.
+    #[serde(default)]
+    pub allowed_inbound: u64,
+    /// Packets to peers that passed the filter.
+    #[serde(default)]
+    pub allowed_outbound: u64,
+    /// Flows recorded now (their return traffic passes).
+    #[serde(default)]
+    pub flows: u64,
+    /// Packets dropped, by direction and by the rule or reason that dropped them: every
+    /// rule and reason that dropped something, and always the default.
+    #[serde(default)]
+    pub drops: Vec<FilterDrop>,
+}
+
+/// Packets the filter dropped for one reason in one direction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct FilterDrop {
+    /// Which way they went.
+    pub direction: FilterDirection,
+    /// What dropped them.
+    pub reason: FilterDropReason,
+    /// The rule's index in the policy (for `rule`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<u32>,
+    /// The rule's line in the policy document (for `rule`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    /// How many.
+    pub packets: u64,
+}
+
+/// A packet's direction, seen from the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FilterDirection {
+    /// From a peer (checked after decryption).
+    Inbound,
+    /// To a peer (checked before encryption).
+    Outbound,
+}
+
+impl FilterDirection {
+    /// `inbound` or `outbound`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FilterDirection::Inbound => "inbound",
+            FilterDirection::Outbound => "outbound",
+        }
+    }
+}
+
+/// Why the filter dropped a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FilterDropReason {
+    /// A deny rule ([`FilterDrop::rule`], [`FilterDrop::line`]).
+    Rule,
+    /// No rule decided and the default is deny.
+    Default,
+    /// The peer is failed closed (an update could not be applied).
+    Closed,
+    /// A fragment after the first, of a datagram whose first fragment did not pass (or
+    /// came later), toward ports the peer's rules do not open entirely.
+    Fragment,
+    /// Headers that do not parse (truncated, a first fragment without its ports).
+    Malformed,
+    /// An allowed new flow found the flow table full.
+    TableFull,
+}
+
+impl FilterDropReason {
+    /// The kebab-case word (`rule`, `default`, `closed`, `fragment`, `malformed`,
+    /// `table-full`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FilterDropReason::Rule => "rule",
+            FilterDropReason::Default => "default",
+            FilterDropReason::Closed => "closed",
+            FilterDropReason::Fragment => "fragment",
+            FilterDropReason::Malformed => "malformed",
+            FilterDropReason::TableFull => "table-full",
+        }
+    }
 }
 
 /// The node's relation to its coordinator.
@@ -296,6 +407,49 @@ mod tests {
         for rtt in [0.1, 0.3, 20.5, 123.456, 2.055_555_555_555_555_4e35] {
             let text = serde_json::to_string(&rtt).unwrap();
             assert_eq!(serde_json::from_str::<f64>(&text).unwrap(), rtt, "{text}");
+        }
+    }
+
+    /// A status from a meshd without filters reads with `filter: None`; one with a filter
+    /// round-trips, and leaves out what is empty.
+    #[test]
+    fn filter_status_is_optional_and_round_trips() {
+        let old = r#"{"interface":"mesh0","address":null,"mtu":1280,"public-key":"AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=","listen-port":51820,"peers":[],"dropped":{"no-route":0,"bad-source":0,"invalid":0,"unknown-peer":0,"no-endpoint":0}}"#;
+        let mut status: Status = serde_json::from_str(old).unwrap();
+        assert_eq!(status.filter, None);
+        assert_eq!(serde_json::to_string(&status).unwrap(), old);
+        status.filter = Some(FilterStatus {
+            hash: Some("0123456789abcdef".into()),
+            error: None,
+            default: Some(crate::policy::Action::Deny),
+            closed_all: false,
+            closed: vec![],
+            allowed_inbound: 1,
+            allowed_outbound: 2,
+            flows: 3,
+            drops: vec![FilterDrop {
+                direction: FilterDirection::Inbound,
+                reason: FilterDropReason::Rule,
+                rule: Some(4),
+                line: Some(17),
+                packets: 5,
+            }],
+        });
+        let text = serde_json::to_string(&status).unwrap();
+        assert!(
+            text.ends_with(r#""filter":{"hash":"0123456789abcdef","default":"deny","allowed-inbound":1,"allowed-outbound":2,"flows":3,"drops":[{"direction":"inbound","reason":"rule","rule":4,"line":17,"packets":5}]}}"#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<Status>(&text).unwrap(), status);
+        for r in [
+            FilterDropReason::Rule,
+            FilterDropReason::Default,
+            FilterDropReason::Closed,
+            FilterDropReason::Fragment,
+            FilterDropReason::Malformed,
+            FilterDropReason::TableFull,
+        ] {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
         }
     }
 

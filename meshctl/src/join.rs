@@ -442,6 +442,7 @@ mod tests {
                 netmap_version: None,
                 coordinator: None,
             }),
+            filter: None,
         }
     }
 

@@ -303,6 +303,7 @@ mod tests {
                 netmap_version: Some(3),
                 coordinator: None,
             }),
+            filter: None,
         }
     }
 

@@ -1,7 +1,8 @@
 //! UDP → TUN: receive a batch (`recvmmsg`, each buffer possibly a GRO train of datagrams),
 //! decrypt runs of data messages for one peer under one lock, keep only packets whose
-//! inner source the peer may use, and write the batch to the TUN, coalesced into
-//! super-packets where the kernel allows (tun-rs's GRO table).
+//! inner source the peer may use and that the policy filter lets in (network peers), and
+//! write the batch to the TUN, coalesced into super-packets where the kernel allows
+//! (tun-rs's GRO table).
 //!
 //! Handshake messages take a slower path: MAC1 and the shared rate limiter (cookie replies
 //! under load) come before any Diffie-Hellman work; an initiation finds its peer by the
@@ -20,6 +21,7 @@ use mesh_proto::disco::{self, Kind};
 use mesh_proto::paths::Source;
 use mesh_proto::relay;
 
+use super::filter::{self, Direction, Filter};
 use super::peer::{Peer, PeerTable};
 use super::traversal::{self, Via};
 use super::{Device, Drops};
@@ -196,6 +198,8 @@ pub fn run(dev: Arc<Device>) {
             }
         }
 
+        let policy = dev.filter.load();
+        let mut checked = policy.as_deref().map(|_| filter::Batch::new(filter::now()));
         let mut i = 0;
         while i < items.len() {
             let item = items[i];
@@ -217,13 +221,33 @@ pub fn run(dev: Arc<Device>) {
             }
             match table.by_index.get(&index) {
                 Some(peer) => {
-                    decrypt_run(&dev, &table, peer, &items[i..j], &rx, &mut tun, &mut tally)
+                    let rules = policy.as_deref().zip(checked.as_mut()).and_then(|(f, b)| {
+                        Some(Policy {
+                            filter: f,
+                            rules: f.rules(&peer.public_key, peer.traversal.is_some())?,
+                            batch: b,
+                        })
+                    });
+                    decrypt_run(
+                        &dev,
+                        &table,
+                        peer,
+                        &items[i..j],
+                        &rx,
+                        &mut tun,
+                        &mut tally,
+                        rules,
+                    )
                 }
                 None => tally.invalid += (j - i) as u64,
             }
             i = j;
         }
         drop(table);
+        if let (Some(f), Some(batch)) = (policy.as_deref(), checked.as_mut()) {
+            batch.finish(f);
+        }
+        drop(policy);
         tun.flush(&dev);
         Drops::add(&dev.drops.invalid, tally.invalid);
         Drops::add(&dev.drops.bad_source, tally.bad_source);
@@ -231,7 +255,29 @@ pub fn run(dev: Arc<Device>) {
     }
 }
 
-/// Decrypts consecutive data messages for `peer` under one lock of its `Tunn`.
+/// The policy filter's rules toward one peer, for one run.
+struct Policy<'a> {
+    filter: &'a Filter,
+    rules: &'a filter::PeerRules,
+    batch: &'a mut filter::Batch,
+}
+
+impl Policy<'_> {
+    #[inline]
+    fn admits(&mut self, peer: &Peer, packet: &[u8]) -> bool {
+        self.filter.check(
+            self.rules,
+            peer.index,
+            Direction::Inbound,
+            packet,
+            self.batch,
+        )
+    }
+}
+
+/// Decrypts consecutive data messages for `peer` under one lock of its `Tunn`; `policy`
+/// filters what decrypts (`None`: the peer is not filtered).
+#[allow(clippy::too_many_arguments)] // the batch's parts; a struct would only rename them
 fn decrypt_run(
     dev: &Device,
     table: &PeerTable,
@@ -240,6 +286,7 @@ fn decrypt_run(
     rx: &[u8],
     tun: &mut TunBatch,
     tally: &mut Tally,
+    mut policy: Option<Policy<'_>>,
 ) {
     let mut authenticated_from = None;
     // Data (not keepalives: those only keep what is active alive) makes the peer active.
@@ -263,20 +310,20 @@ fn decrypt_run(
                 let len = packet.len();
                 data = true;
                 authenticated_from = direct.or(authenticated_from);
-                if source_allowed(table, peer, src.into()) {
-                    tun.commit(len);
-                } else {
+                if !source_allowed(table, peer, src.into()) {
                     tally.bad_source += 1;
+                } else if policy.as_mut().is_none_or(|p| p.admits(peer, packet)) {
+                    tun.commit(len);
                 }
             }
             TunnResult::WriteToTunnelV6(packet, src) => {
                 let len = packet.len();
                 data = true;
                 authenticated_from = direct.or(authenticated_from);
-                if source_allowed(table, peer, src.into()) {
-                    tun.commit(len);
-                } else {
+                if !source_allowed(table, peer, src.into()) {
                     tally.bad_source += 1;
+                } else if policy.as_mut().is_none_or(|p| p.admits(peer, packet)) {
+                    tun.commit(len);
                 }
             }
             // An authenticated keepalive.

@@ -6,12 +6,16 @@
 //! - `inbound` ([`inbound::run`]): UDP (GRO batches) → decrypt → source check → TUN (GRO
 //!   coalescing back into super-packets).
 //!
+//! Both check the policy [`filter`] for network peers: outbound after routing, before
+//! encryption; inbound after decryption and the source check, before the TUN.
+//!
 //! A small async task ([`timers`]) drives boringtun's timers (handshake retry, rekey,
 //! keepalive) and the handshake rate limiter. The local API reads [`Device::status`].
 //!
 //! **Architecture Invariant:** nothing on the packet paths allocates or takes a contended
 //! lock per packet; see [`peer`] for how the peer table is shared.
 
+pub mod filter;
 mod inbound;
 mod outbound;
 pub mod peer;
@@ -26,7 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
@@ -75,6 +79,19 @@ pub struct Device {
     reflexive_watch: tokio::sync::watch::Sender<Vec<std::net::SocketAddr>>,
     /// Prefixes behind this node, offered to the network (`advertise-routes`).
     advertise_routes: Vec<IpNet>,
+    /// The policy filter the packet paths enforce (`None`: everything passes), loaded once
+    /// per batch; replaced whole when the filter changes.
+    filter: ArcSwapOption<filter::Filter>,
+    /// The filter as the control side keeps it (what applied, what failed, what the cache
+    /// stores) and what recompiling reuses. Only the control side and the status take it.
+    filter_control: Mutex<FilterControl>,
+}
+
+/// The control side's filter state.
+#[derive(Debug, Default)]
+struct FilterControl {
+    saved: filter::Saved,
+    compiler: filter::Compiler,
 }
 
 /// The configuration the packet paths see, split by origin.
@@ -241,6 +258,8 @@ impl Device {
             traversal: traversal::State::default(),
             reflexive_watch: tokio::sync::watch::Sender::new(Vec::new()),
             advertise_routes: config.advertise_routes.clone(),
+            filter: ArcSwapOption::empty(),
+            filter_control: Mutex::new(FilterControl::default()),
         });
         tracing::info!(
             public_key = %device.public_key.fingerprint(),
@@ -332,7 +351,75 @@ impl Device {
             peers,
             dropped: self.drops.snapshot(),
             control: self.control_status.lock().clone(),
+            filter: self.filter_status(),
         }
+    }
+
+    fn filter_status(&self) -> Option<mesh_proto::api::FilterStatus> {
+        let running = self.filter.load_full();
+        let c = self.filter_control.lock();
+        filter::status(
+            &c.saved,
+            c.compiler.counters().map(|c| &**c),
+            running.as_deref(),
+            filter::now(),
+        )
+    }
+
+    /// Applies a policy filter update from the coordinator of `network` and installs the
+    /// result (see [`filter::apply_update`]: on failure the peers it concerned are failed
+    /// closed). Returns the hash of the filter in force, the error if it failed, and what
+    /// to cache.
+    pub fn apply_filter_update(
+        &self,
+        network: &str,
+        update: &mesh_proto::policy::FilterUpdate,
+    ) -> (String, Option<String>, filter::Saved) {
+        let mut c = self.filter_control.lock();
+        if c.saved.network != network {
+            c.saved = filter::Saved {
+                network: network.to_owned(),
+                ..filter::Saved::default()
+            };
+        }
+        let result = filter::apply_update(&mut c.saved, update);
+        self.install_filter(&mut c);
+        match &result {
+            Ok(()) => {
+                tracing::info!(hash = %c.saved.hash(), full = update.full, "policy filter applied")
+            }
+            Err(e) => tracing::warn!(
+                hash = %c.saved.hash(),
+                closed_all = c.saved.closed.all,
+                closed = c.saved.closed.peers.len(),
+                "policy filter update not applied, failing closed for the peers it concerns: {e}"
+            ),
+        }
+        (c.saved.hash(), result.err(), c.saved.clone())
+    }
+
+    /// Enforces a filter restored from the cache (before any coordinator is reached).
+    pub fn restore_filter(&self, saved: filter::Saved) {
+        let mut c = self.filter_control.lock();
+        c.saved = saved;
+        self.install_filter(&mut c);
+        tracing::info!(hash = %c.saved.hash(), "policy filter restored from the cache");
+    }
+
+    /// Drops the filter (the node left its network, or its network has no policy):
+    /// everything passes again. Returns whether there was one.
+    pub fn clear_filter(&self) -> bool {
+        let mut c = self.filter_control.lock();
+        let had = c.saved != filter::Saved::default();
+        c.saved = filter::Saved::default();
+        c.compiler.reset();
+        self.filter.store(None);
+        had
+    }
+
+    fn install_filter(&self, c: &mut FilterControl) {
+        let compiled = c.compiler.compile(&c.saved);
+        self.filter.store(compiled);
     }
 
     /// How this node reaches each network peer now, for the coordinator

@@ -1,6 +1,8 @@
 //! TUN → UDP: read a batch (a GSO super-packet split into MTU-sized packets), route each
-//! packet by destination, encrypt runs of packets for one peer under one lock, and send
-//! runs of equal-sized datagrams for one endpoint as a single GSO `sendmsg`.
+//! packet by destination, check the policy filter for runs of packets to one network peer
+//! (before the peer is woken or its lock taken: a denied packet costs no handshake, no
+//! probe), encrypt runs of packets for one peer under one lock, and send runs of
+//! equal-sized datagrams for one endpoint as a single GSO `sendmsg`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -10,6 +12,7 @@ use tun_rs::{IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
 
 use mesh_proto::relay;
 
+use super::filter::{self, Direction};
 use super::peer::{Endpoint, Peer};
 use super::{Device, Drops};
 
@@ -67,6 +70,8 @@ pub fn run(dev: Arc<Device>, queue: Option<tun_rs::SyncDevice>) {
     let mut bufs = vec![vec![0u8; MAX_PACKET]; IDEAL_BATCH_SIZE];
     let mut sizes = vec![0usize; IDEAL_BATCH_SIZE];
     let mut targets: Vec<Option<Arc<Peer>>> = vec![None; IDEAL_BATCH_SIZE];
+    // The filter's verdict per packet of the run being encrypted.
+    let mut allowed = [true; IDEAL_BATCH_SIZE];
     let mut out = vec![0u8; IDEAL_BATCH_SIZE * (relay::HEADER_LEN + MAX_PACKET + DATA_OVERHEAD)];
     let mut runs: Vec<Run> = Vec::with_capacity(IDEAL_BATCH_SIZE);
     let max_segments = dev.udp.max_gso_segments().max(1);
@@ -84,6 +89,8 @@ pub fn run(dev: Arc<Device>, queue: Option<tun_rs::SyncDevice>) {
             }
         };
         let table = dev.peers.load();
+        let policy = dev.filter.load();
+        let mut checked = policy.as_deref().map(|_| filter::Batch::new(filter::now()));
 
         // Pass 1: cryptokey routing. Consecutive packets of one flow share a destination,
         // so remember the last lookup.
@@ -120,6 +127,28 @@ pub fn run(dev: Arc<Device>, queue: Option<tun_rs::SyncDevice>) {
                 targets[j] = None;
                 j += 1;
             }
+            // The policy, before anything is spent on the peer.
+            let rules = policy.as_deref().zip(checked.as_mut()).and_then(|(f, b)| {
+                Some((f, f.rules(&peer.public_key, peer.traversal.is_some())?, b))
+            });
+            let filtered = rules.is_some();
+            if let Some((f, rules, batch)) = rules {
+                let mut any = false;
+                for k in i..j {
+                    allowed[k] = f.check(
+                        rules,
+                        peer.index,
+                        Direction::Outbound,
+                        &bufs[k][..sizes[k]],
+                        batch,
+                    );
+                    any |= allowed[k];
+                }
+                if !any {
+                    i = j;
+                    continue;
+                }
+            }
             if peer.touch() {
                 dev.wake(&peer);
             }
@@ -129,7 +158,7 @@ pub fn run(dev: Arc<Device>, queue: Option<tun_rs::SyncDevice>) {
                 Some(Endpoint::Direct(a)) => (a, 0),
                 Some(Endpoint::Relay(a)) => (a, relay::HEADER_LEN),
                 None => {
-                    no_endpoint += (j - i) as u64;
+                    no_endpoint += (i..j).filter(|&k| !filtered || allowed[k]).count() as u64;
                     i = j;
                     continue;
                 }
@@ -137,6 +166,9 @@ pub fn run(dev: Arc<Device>, queue: Option<tun_rs::SyncDevice>) {
             let now = std::time::Instant::now();
             let mut tunn = peer.tunn.lock();
             for k in i..j {
+                if filtered && !allowed[k] {
+                    continue;
+                }
                 let packet = &bufs[k][..sizes[k]];
                 let room = (packet.len() + DATA_OVERHEAD).max(HANDSHAKE_INIT_LEN);
                 if header > 0 {
@@ -160,6 +192,10 @@ pub fn run(dev: Arc<Device>, queue: Option<tun_rs::SyncDevice>) {
             i = j;
         }
         drop(table);
+        if let (Some(f), Some(batch)) = (policy.as_deref(), checked.as_mut()) {
+            batch.finish(f);
+        }
+        drop(policy);
         Drops::add(&dev.drops.no_route, no_route);
         Drops::add(&dev.drops.no_endpoint, no_endpoint);
 

@@ -43,6 +43,7 @@ fn status(rx: u64, no_route: u64) -> Status {
             no_endpoint: 4,
         },
         control: None,
+        filter: None,
     }
 }
 
