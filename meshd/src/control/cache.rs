@@ -1,7 +1,8 @@
 //! What meshd remembers about its network across restarts, in sled under the state
-//! directory: the membership (coordinators, pin, network, pending join secret) and the last
-//! netmap applied. With the netmap cached, a restarted meshd brings its tunnels back before
-//! (and without) reaching the coordinator.
+//! directory: the membership (coordinators, pin, network, pending join secret), the last
+//! netmap applied and the policy filter in force (the last that applied, and the peers
+//! failed closed since). With these cached, a restarted meshd brings its tunnels back, and
+//! enforces its filter on them, before (and without) reaching the coordinator.
 
 use std::path::Path;
 
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 const MEMBERSHIP: &[u8] = b"membership";
 const NETMAP: &[u8] = b"netmap";
 const SERVICES: &[u8] = b"services";
+const FILTER: &[u8] = b"filter";
 
 /// The network this node joined.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +101,16 @@ impl Cache {
     pub fn set_services(&self, s: Option<&super::session::Services>) -> anyhow::Result<()> {
         self.put(SERVICES, s)
     }
+
+    /// The policy filter state last in force.
+    pub fn filter(&self) -> anyhow::Result<Option<crate::device::filter::Saved>> {
+        self.get(FILTER)
+    }
+
+    /// Stores (or with `None`, forgets) the policy filter state.
+    pub fn set_filter(&self, f: Option<&crate::device::filter::Saved>) -> anyhow::Result<()> {
+        self.put(FILTER, f)
+    }
 }
 
 #[cfg(test)]
@@ -123,5 +135,51 @@ mod tests {
         assert_eq!(cache.membership().unwrap(), Some(m));
         cache.set_membership(None).unwrap();
         assert_eq!(cache.membership().unwrap(), None);
+    }
+
+    /// The filter state comes back whole after a restart: the filter, the peers failed
+    /// closed and the error.
+    #[test]
+    fn filter_survives_reopen() {
+        use mesh_proto::policy::{Action, Entry, NodeFilter, PeerFilter, Ports};
+        let dir = tempfile::tempdir().unwrap();
+        let entry = Entry {
+            action: Action::Allow,
+            ports: Ports::parse("tcp/22").unwrap(),
+            src: None,
+            dst: Some("10.9.8.0/24".parse().unwrap()),
+            rule: 3,
+            line: 17,
+        };
+        let saved = crate::device::filter::Saved {
+            network: "lab".into(),
+            filter: Some(NodeFilter {
+                default: Action::Deny,
+                peers: [(
+                    mesh_proto::Key([5; 32]),
+                    PeerFilter {
+                        inbound: vec![entry],
+                        outbound: vec![],
+                    },
+                )]
+                .into(),
+            }),
+            closed: crate::device::filter::Closed {
+                all: false,
+                peers: [mesh_proto::Key([6; 32])].into(),
+            },
+            error: Some("hash mismatch".into()),
+        };
+        {
+            let cache = Cache::open(dir.path()).unwrap();
+            assert_eq!(cache.filter().unwrap(), None);
+            cache.set_filter(Some(&saved)).unwrap();
+        }
+        let cache = Cache::open(dir.path()).unwrap();
+        let back = cache.filter().unwrap().unwrap();
+        assert_eq!(back, saved);
+        assert_eq!(back.hash(), saved.hash());
+        cache.set_filter(None).unwrap();
+        assert_eq!(cache.filter().unwrap(), None);
     }
 }

@@ -106,6 +106,15 @@ impl Control {
             connected_to: Mutex::new(None),
         });
         if let Some(m) = control.cache.membership()? {
+            // The filter first: peers restored next are filtered from their first packet.
+            match control.cache.filter() {
+                Ok(Some(saved)) if saved.network == m.network => {
+                    control.device.restore_filter(saved);
+                }
+                Ok(_) => {}
+                // Unreadable: the coordinator sends the filter again on connecting.
+                Err(e) => tracing::warn!("{e:#}"),
+            }
             match control.cache.netmap()? {
                 Some(netmap) if netmap.network.name == m.network => {
                     if let Some(services) = control.cache.services()? {
@@ -187,7 +196,9 @@ impl Control {
         self.cache
             .set_services(None)
             .map_err(|e| format!("{e:#}"))?;
+        self.cache.set_filter(None).map_err(|e| format!("{e:#}"))?;
         self.device.apply_netmap(None);
+        let _ = self.device.clear_filter();
         self.device.set_services(Default::default());
         self.device.set_control_status(None);
         Ok(format!("left network {network:?}"))
@@ -458,6 +469,26 @@ impl Sink for Applier<'_> {
         self.control
             .device
             .set_services(resolve_services(&services));
+    }
+
+    fn filter(&mut self, update: &mesh_proto::policy::FilterUpdate) -> session::FilterReport {
+        let (hash, error, saved) = self
+            .control
+            .device
+            .apply_filter_update(&self.membership.network, update);
+        if let Err(e) = self.control.cache.set_filter(Some(&saved)) {
+            tracing::warn!("caching the policy filter: {e:#}");
+        }
+        session::FilterReport { hash, error }
+    }
+
+    fn no_filter(&mut self) {
+        if self.control.device.clear_filter() {
+            tracing::info!(network = %self.membership.network, "the network has no policy: everything allowed between members");
+            if let Err(e) = self.control.cache.set_filter(None) {
+                tracing::warn!("{e:#}");
+            }
+        }
     }
 }
 

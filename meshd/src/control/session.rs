@@ -1,6 +1,18 @@
 //! One control session with the coordinator, over any byte stream (a QUIC stream in
 //! production, an in-memory pipe in tests): Hello, proof of key possession, then netmaps
 //! and changes until the stream ends. See `mesh_proto::control` for the exchange.
+//!
+//! Policy filters (control protocol 3): each [`ServerMsg::Filter`] goes to
+//! [`Sink::filter`], which applies it (or fails closed) and says what the node runs now;
+//! the session answers every one with [`ClientMsg::Filter`] (the hash, and the error if
+//! it could not be applied), in the order they came. The coordinator sends a session's
+//! first filter, whole, before its first netmap or changes when the network has a
+//! policy, and none when it has not (or knows nothing of policies): a session whose first
+//! netmap or changes come without a filter before them tells [`Sink::no_filter`].
+//! A change that does not apply to the filter the node has (a delta; the two sides
+//! diverged) ends the session once it is answered: the next one starts with the whole
+//! filter. A whole filter that does not apply leaves every peer closed and the session
+//! running.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -9,6 +21,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use mesh_proto::control::{self, ClientMsg, Hello, PeerPathReport, ServerMsg};
 use mesh_proto::netmap::Netmap;
+use mesh_proto::policy::FilterUpdate;
 use mesh_proto::Key;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
@@ -41,6 +54,22 @@ pub trait Sink {
     fn coordinators(&mut self, coordinators: Vec<String>) {
         let _ = coordinators;
     }
+    /// A policy filter update: apply it to the filter in force (failing closed for the
+    /// peers it concerns when that is not possible). Returns the hash of the filter the node
+    /// enforces afterwards and why the update did not apply, if it did not.
+    fn filter(&mut self, update: &FilterUpdate) -> FilterReport;
+    /// The coordinator sends no filter: the network has no policy (or the coordinator
+    /// predates them), so everything is allowed between members.
+    fn no_filter(&mut self);
+}
+
+/// What the node says after a filter update ([`ClientMsg::Filter`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilterReport {
+    /// `NodeFilter::hash` of the filter in force.
+    pub hash: String,
+    /// Why the update was not applied.
+    pub error: Option<String>,
 }
 
 /// What [`ServerMsg::Services`] carries.
@@ -98,6 +127,9 @@ const PATH_CHECK: Duration = Duration::from_secs(1);
 /// The current paths to the peers (`Device::path_report`).
 pub type PathSource = Arc<dyn Fn() -> Vec<PeerPathReport> + Send + Sync>;
 
+/// Messages the receiving half queues for the writer (filter reports).
+const OUTGOING: usize = 16;
+
 /// What the node reports about itself during a session: its WireGuard port, local
 /// addresses, (as they are learned) the reflexive addresses the reflectors saw, and, while
 /// authorised, its paths to its peers.
@@ -152,20 +184,35 @@ where
     }
     // Whether the node holds a netmap from this connection (path reports only then).
     let authorised = AtomicBool::new(false);
+    // What the receiving half has to say (filter reports) goes through the writer.
+    let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<ClientMsg>(OUTGOING);
     // Reading and reporting run side by side; whichever fails first ends it.
     let writer = async {
-        let Some(mut feed) = endpoints else {
-            return std::future::pending::<anyhow::Result<()>>().await;
-        };
+        let has_feed = endpoints.is_some();
+        // Without a feed: a channel that never changes stands in for the reflexive watch.
+        let (_still, quiet) = tokio::sync::watch::channel(Vec::new());
+        let mut feed = endpoints.unwrap_or(EndpointFeed {
+            listen_port: 0,
+            local: Vec::new(),
+            reflexive: quiet,
+            paths: None,
+        });
         if !feed.reflexive.borrow().is_empty() {
             feed.reflexive.mark_changed();
         }
-        let mut reflexive_open = true;
+        let mut reflexive_open = has_feed;
+        let mut outgoing_open = true;
         let mut reporter = PathReporter::default();
         let mut tick = tokio::time::interval(PATH_CHECK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                msg = out_rx.recv(), if outgoing_open => {
+                    match msg {
+                        Some(msg) => write_msg(&mut w, &msg).await?,
+                        None => outgoing_open = false,
+                    }
+                }
                 changed = feed.reflexive.changed(), if reflexive_open => {
                     if changed.is_err() {
                         reflexive_open = false;
@@ -194,10 +241,18 @@ where
             }
         }
     };
-    tokio::select! {
-        outcome = receive(&mut r, &me, netmap, sink, &authorised) => outcome,
-        failed = writer => failed.map(|()| Outcome::Closed),
+    let outcome = tokio::select! {
+        outcome = receive(&mut r, &me, netmap, sink, &authorised, out_tx) => outcome,
+        failed = writer => return failed.map(|()| Outcome::Closed),
+    };
+    // What the receiving half queued last (a filter report before a resync or a denial)
+    // still goes out, if the stream takes it.
+    while let Ok(msg) = out_rx.try_recv() {
+        if write_msg(&mut w, &msg).await.is_err() {
+            break;
+        }
     }
+    outcome
 }
 
 /// The receiving half of a session after the handshake.
@@ -207,11 +262,20 @@ async fn receive<R: AsyncRead + Unpin>(
     mut netmap: Option<Netmap>,
     sink: &mut impl Sink,
     authorised: &AtomicBool,
+    out: tokio::sync::mpsc::Sender<ClientMsg>,
 ) -> anyhow::Result<Outcome> {
+    // Whether a filter came in this session, or the first netmap or changes did.
+    let (mut filtered, mut mapped) = (false, false);
     loop {
         let Some(msg) = read_msg(r, me).await? else {
             return Ok(Outcome::Closed);
         };
+        if matches!(msg, ServerMsg::Netmap { .. } | ServerMsg::Changes { .. }) && !mapped {
+            mapped = true;
+            if !filtered {
+                sink.no_filter();
+            }
+        }
         match msg {
             ServerMsg::Pending { message } => {
                 netmap = None;
@@ -246,8 +310,16 @@ async fn receive<R: AsyncRead + Unpin>(
                 });
             }
             ServerMsg::Challenge { .. } => bail!("protocol error: a second challenge"),
-            ServerMsg::Filter(_) => {
-                bail!("protocol error: a policy filter, but this node speaks control protocol 2")
+            ServerMsg::Filter(update) => {
+                filtered = true;
+                let FilterReport { hash, error } = sink.filter(&update);
+                let diverged = error.as_ref().filter(|_| !update.full).cloned();
+                out.send(ClientMsg::Filter { hash, error })
+                    .await
+                    .context("the session's writer ended")?;
+                if let Some(e) = diverged {
+                    bail!("a policy filter change did not apply ({e}); reconnecting for the whole filter");
+                }
             }
         }
     }
@@ -276,6 +348,10 @@ mod tests {
         maps: Vec<Netmap>,
         services: Vec<Services>,
         coordinators: Vec<Vec<String>>,
+        /// The filter state, kept as meshd's `Device::apply_filter_update` keeps it.
+        filter: crate::device::filter::Saved,
+        /// Times the session said the coordinator sends no filter.
+        no_filter: usize,
     }
 
     impl Sink for Record {
@@ -290,6 +366,17 @@ mod tests {
         }
         fn coordinators(&mut self, coordinators: Vec<String>) {
             self.coordinators.push(coordinators);
+        }
+        fn filter(&mut self, update: &FilterUpdate) -> FilterReport {
+            let error = crate::device::filter::apply_update(&mut self.filter, update).err();
+            FilterReport {
+                hash: self.filter.hash(),
+                error,
+            }
+        }
+        fn no_filter(&mut self) {
+            self.no_filter += 1;
+            self.filter = Default::default();
         }
     }
 
@@ -523,6 +610,179 @@ mod tests {
         };
         assert_eq!(rec.pending, vec!["wait".to_owned()]);
         assert_eq!(rec.maps.len(), 1);
+    }
+
+    fn ssh(rule: u32, line: u32) -> mesh_proto::policy::Entry {
+        mesh_proto::policy::Entry {
+            action: mesh_proto::policy::Action::Allow,
+            ports: mesh_proto::policy::Ports::parse("tcp/22").unwrap(),
+            src: None,
+            dst: None,
+            rule,
+            line,
+        }
+    }
+
+    /// Two filters: peer a only, then peers a and b.
+    fn two_filters() -> (
+        mesh_proto::policy::NodeFilter,
+        mesh_proto::policy::NodeFilter,
+    ) {
+        use mesh_proto::policy::{Action, NodeFilter, PeerFilter};
+        let first = NodeFilter {
+            default: Action::Deny,
+            peers: [(
+                Key([10; 32]),
+                PeerFilter {
+                    inbound: vec![ssh(0, 4)],
+                    outbound: vec![],
+                },
+            )]
+            .into(),
+        };
+        let mut second = first.clone();
+        second.peers.insert(
+            Key([11; 32]),
+            PeerFilter {
+                inbound: vec![],
+                outbound: vec![ssh(0, 4)],
+            },
+        );
+        (first, second)
+    }
+
+    /// A whole filter before the netmap, then a whole one that does not hash to what it
+    /// announces (the node keeps the filter, closes every peer, stays connected), then one
+    /// that applies: each answered with the hash the node runs and the error.
+    #[tokio::test]
+    async fn filter_updates_are_applied_and_answered() {
+        let node = Key::clamp_private([3; 32]);
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let (cr, cw) = tokio::io::split(client);
+        let (mut sr, mut sw) = tokio::io::split(server);
+        let (first, second) = two_filters();
+        let mut broken = second.update_from(None);
+        broken.hash = "0000000000000000".into();
+        let healed = second.update_from(Some(&first));
+        let (first_hash, second_hash) = (first.hash(), second.hash());
+        let update = first.update_from(None);
+        let coordinator = tokio::spawn(async move {
+            admit_unchecked(&mut sr, &mut sw).await;
+            send(&mut sw, &ServerMsg::Filter(update)).await;
+            assert_eq!(
+                recv(&mut sr).await,
+                ClientMsg::Filter {
+                    hash: first_hash.clone(),
+                    error: None
+                }
+            );
+            send(&mut sw, &ServerMsg::Netmap { netmap: netmap() }).await;
+            send(&mut sw, &ServerMsg::Filter(broken)).await;
+            let ClientMsg::Filter { hash, error } = recv(&mut sr).await else {
+                panic!("no filter report")
+            };
+            assert_eq!(hash, first_hash, "reports the filter it still runs");
+            let error = error.expect("no error for an update that does not hash right");
+            assert!(error.contains("0000000000000000"), "{error}");
+            // Still connected: a change on top of the filter that applied heals it.
+            send(&mut sw, &ServerMsg::Filter(healed)).await;
+            assert_eq!(
+                recv(&mut sr).await,
+                ClientMsg::Filter {
+                    hash: second_hash,
+                    error: None
+                }
+            );
+        });
+        let mut rec = Record::default();
+        let outcome = run(cr, cw, [0; 32], hello(&node), &node, None, &mut rec, None)
+            .await
+            .unwrap();
+        coordinator.await.unwrap();
+        assert_eq!(outcome, Outcome::Closed);
+        assert_eq!(rec.maps.len(), 1);
+        assert_eq!(rec.no_filter, 0);
+        assert_eq!(rec.filter.filter, Some(second));
+        assert_eq!(rec.filter.error, None);
+        assert_eq!(rec.filter.closed, Default::default());
+    }
+
+    /// A change that does not apply closes the peers it names, is answered, and ends the
+    /// session (the next one starts with the whole filter).
+    #[tokio::test]
+    async fn a_filter_change_that_does_not_apply_closes_its_peers_and_resyncs() {
+        let node = Key::clamp_private([3; 32]);
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let (cr, cw) = tokio::io::split(client);
+        let (mut sr, mut sw) = tokio::io::split(server);
+        let (first, second) = two_filters();
+        let mut broken = second.update_from(Some(&first));
+        broken.hash = "ffffffffffffffff".into();
+        let update = first.update_from(None);
+        let first_hash = first.hash();
+        let coordinator = tokio::spawn(async move {
+            admit_unchecked(&mut sr, &mut sw).await;
+            send(&mut sw, &ServerMsg::Filter(update)).await;
+            let _ = recv(&mut sr).await;
+            send(&mut sw, &ServerMsg::Netmap { netmap: netmap() }).await;
+            send(&mut sw, &ServerMsg::Filter(broken)).await;
+            let ClientMsg::Filter { hash, error } = recv(&mut sr).await else {
+                panic!("no filter report")
+            };
+            assert_eq!(hash, first_hash);
+            assert!(error.is_some());
+            // The stream stays open: the node ends the session itself.
+            (sr, sw)
+        });
+        let mut rec = Record::default();
+        let e = run(cr, cw, [0; 32], hello(&node), &node, None, &mut rec, None)
+            .await
+            .unwrap_err();
+        let _open = coordinator.await.unwrap();
+        assert!(e.to_string().contains("reconnecting"), "{e:#}");
+        assert_eq!(rec.filter.filter, Some(first));
+        assert!(!rec.filter.closed.all);
+        assert_eq!(rec.filter.closed.peers, [Key([11; 32])].into());
+        assert!(rec.filter.error.is_some());
+    }
+
+    /// A session whose first netmap comes without a filter before it: the network has no
+    /// policy (any more), so the filter the node had goes; one that comes later applies.
+    #[tokio::test]
+    async fn no_filter_before_the_netmap_means_no_policy() {
+        let node = Key::clamp_private([3; 32]);
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let (cr, cw) = tokio::io::split(client);
+        let (mut sr, mut sw) = tokio::io::split(server);
+        let (first, _) = two_filters();
+        let update = first.update_from(None);
+        let coordinator = tokio::spawn(async move {
+            admit_unchecked(&mut sr, &mut sw).await;
+            send(&mut sw, &ServerMsg::Netmap { netmap: netmap() }).await;
+            // A policy appears while connected.
+            send(&mut sw, &ServerMsg::Filter(update)).await;
+            let _ = recv(&mut sr).await;
+            send(
+                &mut sw,
+                &ServerMsg::Changes {
+                    version: 2,
+                    changes: vec![],
+                },
+            )
+            .await;
+        });
+        // As restored from the cache: a filter from before.
+        let mut rec = Record::default();
+        crate::device::filter::apply_update(&mut rec.filter, &two_filters().1.update_from(None))
+            .unwrap();
+        let outcome = run(cr, cw, [0; 32], hello(&node), &node, None, &mut rec, None)
+            .await
+            .unwrap();
+        coordinator.await.unwrap();
+        assert_eq!(outcome, Outcome::Closed);
+        assert_eq!(rec.no_filter, 1);
+        assert_eq!(rec.maps.len(), 2);
+        assert_eq!(rec.filter.filter, Some(first));
     }
 
     #[tokio::test]
