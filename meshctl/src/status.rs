@@ -7,7 +7,9 @@ use std::fmt::Write as _;
 use std::io::Write;
 use std::path::Path;
 
-use mesh_proto::api::{ControlState, ControlStatus, Request, Response, Status};
+use mesh_proto::api::{
+    ControlState, ControlStatus, FilterDropReason, FilterStatus, Request, Response, Status,
+};
 
 use crate::local::{self, one_line};
 
@@ -68,6 +70,9 @@ pub fn render(status: &Status) -> String {
     let _ = writeln!(s, "  mtu: {}", status.mtu);
     if let Some(control) = &status.control {
         render_control(&mut s, control, &status.public_key.fingerprint());
+    }
+    if let Some(filter) = &status.filter {
+        render_filter(&mut s, filter);
     }
     for peer in &status.peers {
         let _ = writeln!(s, "\npeer: {}", peer.public_key);
@@ -155,6 +160,51 @@ fn render_control(s: &mut String, control: &ControlStatus, fingerprint: &str) {
     }
     if let Some(version) = control.netmap_version {
         let _ = writeln!(s, "  netmap version: {version}");
+    }
+}
+
+/// The policy filter section: hash and default, why an update failed and which peers are
+/// failed closed, what passed, and the drops by direction and rule (with its line) or
+/// reason. Drops of zero are left out.
+fn render_filter(s: &mut String, f: &FilterStatus) {
+    let hash = f.hash.as_deref().unwrap_or("none (everything allowed)");
+    match f.default {
+        Some(d) => {
+            let _ = writeln!(s, "\npolicy filter: {hash} (default {d})");
+        }
+        None => {
+            let _ = writeln!(s, "\npolicy filter: {hash}");
+        }
+    }
+    if let Some(error) = &f.error {
+        let _ = writeln!(s, "  error: {}", one_line(error));
+    }
+    if f.closed_all {
+        let _ = writeln!(s, "  failed closed: every peer");
+    } else if !f.closed.is_empty() {
+        let peers: Vec<String> = f.closed.iter().map(|k| k.fingerprint()).collect();
+        let _ = writeln!(s, "  failed closed: {}", peers.join(", "));
+    }
+    let _ = writeln!(
+        s,
+        "  allowed: {} inbound, {} outbound; flows: {}",
+        f.allowed_inbound, f.allowed_outbound, f.flows
+    );
+    let drops: Vec<_> = f.drops.iter().filter(|d| d.packets > 0).collect();
+    if drops.is_empty() {
+        let _ = writeln!(s, "  dropped: none");
+        return;
+    }
+    let _ = writeln!(s, "  dropped:");
+    for d in drops {
+        let why = match (d.reason, d.rule, d.line) {
+            (FilterDropReason::Rule, Some(rule), Some(line)) => {
+                format!("rule {rule} (line {line})")
+            }
+            (FilterDropReason::Rule, Some(rule), None) => format!("rule {rule}"),
+            (reason, _, _) => reason.as_str().replace('-', " "),
+        };
+        let _ = writeln!(s, "    {} {why}: {}", d.direction.as_str(), d.packets);
     }
 }
 
@@ -298,6 +348,60 @@ mod tests {
         ] {
             assert_eq!(serde_json::to_value(state).unwrap(), state_name(state));
         }
+    }
+
+    #[test]
+    fn filter_section() {
+        use mesh_proto::api::{FilterDirection, FilterDrop};
+        let drop = |direction, reason, rule: Option<u32>, packets| FilterDrop {
+            direction,
+            reason,
+            rule,
+            line: rule.map(|r| r + 10),
+            packets,
+        };
+        let mut f = FilterStatus {
+            hash: Some("0123456789abcdef".to_owned()),
+            error: None,
+            default: Some(mesh_proto::policy::Action::Deny),
+            closed_all: false,
+            closed: vec![],
+            allowed_inbound: 4,
+            allowed_outbound: 5,
+            flows: 2,
+            drops: vec![
+                drop(FilterDirection::Inbound, FilterDropReason::Rule, Some(3), 7),
+                drop(FilterDirection::Inbound, FilterDropReason::Default, None, 2),
+                drop(
+                    FilterDirection::Outbound,
+                    FilterDropReason::Default,
+                    None,
+                    0,
+                ),
+                drop(
+                    FilterDirection::Outbound,
+                    FilterDropReason::TableFull,
+                    None,
+                    1,
+                ),
+            ],
+        };
+        let mut s = String::new();
+        render_filter(&mut s, &f);
+        assert_eq!(
+            s,
+            "\npolicy filter: 0123456789abcdef (default deny)\n  allowed: 4 inbound, 5 outbound; flows: 2\n  dropped:\n    inbound rule 3 (line 13): 7\n    inbound default: 2\n    outbound table full: 1\n"
+        );
+        f.error = Some("the filter after the update hashes to a,\nnot b".to_owned());
+        f.closed = vec![mesh_proto::Key([1; 32])];
+        f.drops.clear();
+        let mut s = String::new();
+        render_filter(&mut s, &f);
+        let fp = mesh_proto::Key([1; 32]).fingerprint();
+        assert_eq!(
+            s,
+            format!("\npolicy filter: 0123456789abcdef (default deny)\n  error: the filter after the update hashes to a,; not b\n  failed closed: {fp}\n  allowed: 4 inbound, 5 outbound; flows: 2\n  dropped: none\n")
+        );
     }
 
     #[test]

@@ -16,14 +16,21 @@
 //! | `wiremesh_peer_handshakes_total{peer,name}` | counter | handshakes completed |
 //! | `wiremesh_peer_path{peer,name,path}` | gauge | 1 for the path in use (`direct`/`relay`), else 0 |
 //! | `wiremesh_dropped_packets_total{reason}` | counter | packets dropped, by reason |
+//! | `wiremesh_node_filter_info{hash,default,state}` | gauge | 1; the policy filter in force (`state`: `ok` or `failed-closed`) |
+//! | `wiremesh_node_filter_drops_total{direction,rule}` | counter | packets the filter dropped |
+//! | `wiremesh_node_filter_allowed_total{direction}` | counter | packets the filter let through |
+//! | `wiremesh_node_filter_flows` | gauge | flows recorded (their answers pass) |
 //!
 //! `peer` is the key's fingerprint, `name` the peer's name in the network (empty for static
-//! peers).
+//! peers). The filter families appear once the node has a filter; `direction` is `inbound`
+//! or `outbound`, `rule` the deny rule's index in the policy (`meshctl status` shows its
+//! line) or the reason: `default`, `closed` (the peer is failed closed), `fragment`,
+//! `malformed`, `table-full`.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use mesh_proto::api::{PathType, PeerStatus, Status};
+use mesh_proto::api::{FilterDropReason, FilterStatus, PathType, PeerStatus, Status};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -130,7 +137,71 @@ pub fn render(status: &Status) -> String {
             "wiremesh_dropped_packets_total{{reason=\"{reason}\"}} {v}"
         );
     }
+    if let Some(f) = &status.filter {
+        render_filter(&mut out, f);
+    }
     out
+}
+
+/// The policy filter's families (see the module docs).
+fn render_filter(out: &mut String, f: &FilterStatus) {
+    family(
+        out,
+        "wiremesh_node_filter_info",
+        "gauge",
+        "The policy filter in force: its hash, its default, and whether the last update applied (ok) or peers are failed closed.",
+    );
+    let _ = writeln!(
+        out,
+        "wiremesh_node_filter_info{{hash=\"{}\",default=\"{}\",state=\"{}\"}} 1",
+        escape(f.hash.as_deref().unwrap_or("")),
+        f.default.map_or_else(String::new, |d| d.to_string()),
+        if f.error.is_some() || f.closed_all || !f.closed.is_empty() {
+            "failed-closed"
+        } else {
+            "ok"
+        }
+    );
+    family(
+        out,
+        "wiremesh_node_filter_drops_total",
+        "counter",
+        "Packets the policy filter dropped, by direction and by deny rule (its index) or reason.",
+    );
+    for d in &f.drops {
+        let rule = match (d.reason, d.rule) {
+            (FilterDropReason::Rule, Some(rule)) => rule.to_string(),
+            (reason, _) => reason.as_str().to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "wiremesh_node_filter_drops_total{{direction=\"{}\",rule=\"{rule}\"}} {}",
+            d.direction.as_str(),
+            d.packets
+        );
+    }
+    family(
+        out,
+        "wiremesh_node_filter_allowed_total",
+        "counter",
+        "Packets the policy filter let through, by direction.",
+    );
+    for (direction, v) in [
+        ("inbound", f.allowed_inbound),
+        ("outbound", f.allowed_outbound),
+    ] {
+        let _ = writeln!(
+            out,
+            "wiremesh_node_filter_allowed_total{{direction=\"{direction}\"}} {v}"
+        );
+    }
+    family(
+        out,
+        "wiremesh_node_filter_flows",
+        "gauge",
+        "Flows the policy filter records now (their answers pass).",
+    );
+    let _ = writeln!(out, "wiremesh_node_filter_flows {}", f.flows);
 }
 
 /// Answers metrics requests on `listener` until the task is dropped; `page` renders the

@@ -1,6 +1,9 @@
 use std::collections::HashMap;
 
-use mesh_proto::api::{DropCounters, PathType, PeerStatus, Status};
+use mesh_proto::api::{
+    DropCounters, FilterDirection, FilterDrop, FilterDropReason, FilterStatus, PathType,
+    PeerStatus, Status,
+};
 use mesh_proto::Key;
 use prometheus_parse::{Scrape, Value};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -128,6 +131,89 @@ fn renders_a_status() {
     assert_eq!(
         later[&format!("wiremesh_peer_handshakes_total{{name=web-1,peer={fp1}}}")],
         2.0
+    );
+}
+
+#[test]
+fn renders_the_filter() {
+    // No filter: no filter families.
+    assert!(!render(&status(1, 0)).contains("wiremesh_node_filter"));
+    let drop = |direction, reason, rule, packets| FilterDrop {
+        direction,
+        reason,
+        rule,
+        line: rule.map(|r| r * 10),
+        packets,
+    };
+    let mut s = status(1, 0);
+    s.filter = Some(FilterStatus {
+        hash: Some("0123456789abcdef".into()),
+        error: None,
+        default: Some(mesh_proto::policy::Action::Deny),
+        closed_all: false,
+        closed: vec![],
+        allowed_inbound: 40,
+        allowed_outbound: 50,
+        flows: 3,
+        drops: vec![
+            drop(FilterDirection::Inbound, FilterDropReason::Rule, Some(2), 7),
+            drop(
+                FilterDirection::Outbound,
+                FilterDropReason::Rule,
+                Some(2),
+                1,
+            ),
+            drop(FilterDirection::Inbound, FilterDropReason::Default, None, 5),
+            drop(
+                FilterDirection::Outbound,
+                FilterDropReason::Default,
+                None,
+                0,
+            ),
+            drop(
+                FilterDirection::Inbound,
+                FilterDropReason::TableFull,
+                None,
+                2,
+            ),
+        ],
+    });
+    let m = parse(&render(&s));
+    assert_eq!(
+        m["wiremesh_node_filter_info{default=deny,hash=0123456789abcdef,state=ok}"],
+        1.0
+    );
+    assert_eq!(
+        m["wiremesh_node_filter_drops_total{direction=inbound,rule=2}"],
+        7.0
+    );
+    assert_eq!(
+        m["wiremesh_node_filter_drops_total{direction=outbound,rule=2}"],
+        1.0
+    );
+    assert_eq!(
+        m["wiremesh_node_filter_drops_total{direction=inbound,rule=default}"],
+        5.0
+    );
+    assert_eq!(
+        m["wiremesh_node_filter_drops_total{direction=outbound,rule=default}"],
+        0.0
+    );
+    assert_eq!(
+        m["wiremesh_node_filter_drops_total{direction=inbound,rule=table-full}"],
+        2.0
+    );
+    assert_eq!(
+        m["wiremesh_node_filter_allowed_total{direction=outbound}"],
+        50.0
+    );
+    assert_eq!(m["wiremesh_node_filter_flows{}"], 3.0);
+    // A failed update shows in the state.
+    s.filter.as_mut().unwrap().error = Some("hash mismatch".into());
+    let m = parse(&render(&s));
+    assert_eq!(
+        m["wiremesh_node_filter_info{default=deny,hash=0123456789abcdef,state=failed-closed}"],
+        1.0
     );
 }
 
