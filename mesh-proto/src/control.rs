@@ -74,11 +74,12 @@ use crate::Key;
 /// QUIC ALPN of this protocol version.
 pub const ALPN: &[u8] = b"wiremesh/1";
 /// The control protocol version this build speaks ([`Hello::protocol`]). Version 2 sends
-/// netmaps and changes in the binary encoding of [`crate::wire`]; version 3 will add the
-/// policy filter ([`ServerMsg::Filter`], [`ClientMsg::Filter`]). A coordinator refuses nodes below
+/// netmaps and changes in the binary encoding of [`crate::wire`]; version 3 sends the
+/// policy filter ([`ServerMsg::Filter`], which meshd enforces on both ends of every network
+/// peer, and answers with [`ClientMsg::Filter`]). A coordinator refuses nodes below
 /// [`MIN_PROTOCOL`] with a `Denied` that says so, and nodes below 3 in a network whose
 /// policy is not "allow everything" (they could not enforce it).
-pub const PROTOCOL: u32 = 2;
+pub const PROTOCOL: u32 = 3;
 /// The oldest protocol a coordinator serves.
 pub const MIN_PROTOCOL: u32 = 2;
 /// Largest frame body in bytes (a binary netmap of about 100,000 members fits).
