@@ -321,7 +321,9 @@ impl FileConfig {
         FileConfig::parse(path, &text)
     }
 
-    fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
+    /// Parses `text`, the contents of `path` (named in errors). Public for the fuzz target
+    /// (`fuzz/fuzz_targets/coordinator_config.rs`).
+    pub fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
         toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
             line: e
@@ -383,7 +385,10 @@ impl ServeConfig {
         self.http_tls != HttpTls::Off
     }
 
-    fn merge(args: &ServeArgs, file: FileConfig) -> Result<ServeConfig, ConfigError> {
+    /// Defaults < `file` < `args`, then validation: [`ServeConfig::resolve`] without loading
+    /// the file and the PEM files (it reads only an etcd password file, and the host name
+    /// for the default id). Public for the fuzz target.
+    pub fn merge(args: &ServeArgs, file: FileConfig) -> Result<ServeConfig, ConfigError> {
         let store_file = file_store(&file);
         let file_id = file.id.clone();
         let default_addr = |s: &str| s.parse::<SocketAddr>().ok();
