@@ -33,6 +33,12 @@
 //! advertises it; approving one that overlaps the network's prefix or another member's
 //! approved route answers 409, unapproving one that is not approved 404.
 //!
+//! The OpenAPI document gives every input's pattern, length and bounds; a request it
+//! allows never answers 400. A well-formed request that clashes with the state answers
+//! 409: an address outside the network's prefix, reserved or taken, a duplicate name, an
+//! ambiguous member, an overlapping route. Integers in bodies may be written with a zero
+//! fraction (`1280.0`), as JSON Schema allows.
+//!
 //! **Paging.** The two lists take optional query parameters; without any they answer
 //! every item, as they always did, but a client of a large network should page:
 //! - `limit` (1..=[`MAX_PAGE`]): at most this many items. The answer stays a JSON array;
@@ -59,6 +65,9 @@ use crate::Key;
 /// Largest `limit` of a paged listing (`GET …/members`, `GET …/tokens`).
 pub const MAX_PAGE: usize = 1000;
 
+/// Longest lifetime of a join token (`CreateToken::expires_in_secs`): 100 years.
+pub const MAX_EXPIRES_IN_SECS: u64 = 100 * 365 * 24 * 3600;
+
 /// The response header with the number of items a listing's filter matches, over all
 /// pages.
 pub const TOTAL_COUNT_HEADER: &str = "x-total-count";
@@ -82,10 +91,10 @@ pub struct CreateNetwork {
     #[cfg_attr(feature = "openapi", schema(value_type = String, example = "10.9.8.0/24"))]
     pub cidr: IpNet,
     /// Interface MTU for members (default 1280).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "integral::option")]
     pub mtu: Option<u16>,
     /// Persistent keepalive seconds (default 25; 0 = off).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "integral::option")]
     pub keepalive: Option<u16>,
 }
 
@@ -197,8 +206,8 @@ pub struct CreateToken {
     /// Usable more than once (default: one-time).
     #[serde(default)]
     pub reusable: bool,
-    /// Seconds until it expires (default: never).
-    #[serde(default)]
+    /// Seconds until it expires, 1..=[`MAX_EXPIRES_IN_SECS`] (default: never).
+    #[serde(default, deserialize_with = "integral::option")]
     pub expires_in_secs: Option<u64>,
 }
 
@@ -255,4 +264,118 @@ pub struct AuditEntry {
     pub target: String,
     /// Anything else worth knowing (new name, address, prefix), possibly empty.
     pub detail: String,
+}
+
+/// Optional integers in request bodies, read as JSON Schema (and so the OpenAPI document)
+/// reads them: `1280` and `1280.0` are the same integer. serde's own integers refuse the
+/// second, which JSON writers (JavaScript's among them) may well produce.
+mod integral {
+    use std::fmt;
+
+    use serde::de::{self, Deserializer, Visitor};
+
+    /// `null`, or an integer in `T`'s range written with or without a zero fraction.
+    pub fn option<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: TryFrom<u64>,
+    {
+        d.deserialize_option(OptionVisitor(std::marker::PhantomData))
+    }
+
+    struct OptionVisitor<T>(std::marker::PhantomData<T>);
+
+    impl<'de, T: TryFrom<u64>> Visitor<'de> for OptionVisitor<T> {
+        type Value = Option<T>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("null or a non-negative integer")
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(Integer(std::marker::PhantomData))
+                .map(Some)
+        }
+    }
+
+    struct Integer<T>(std::marker::PhantomData<T>);
+
+    impl<T: TryFrom<u64>> Integer<T> {
+        fn fit<E: de::Error>(n: u64) -> Result<T, E> {
+            T::try_from(n)
+                .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(n), &"an integer in range"))
+        }
+    }
+
+    impl<'de, T: TryFrom<u64>> Visitor<'de> for Integer<T> {
+        type Value = T;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a non-negative integer")
+        }
+
+        fn visit_u64<E: de::Error>(self, n: u64) -> Result<T, E> {
+            Self::fit(n)
+        }
+
+        fn visit_i64<E: de::Error>(self, n: i64) -> Result<T, E> {
+            let n =
+                u64::try_from(n).map_err(|_| E::invalid_value(de::Unexpected::Signed(n), &self))?;
+            Self::fit(n)
+        }
+
+        fn visit_f64<E: de::Error>(self, x: f64) -> Result<T, E> {
+            // 2^64 is the first float above u64::MAX.
+            if x.fract() != 0.0 || !(0.0..18_446_744_073_709_551_616.0).contains(&x) {
+                return Err(E::invalid_value(de::Unexpected::Float(x), &self));
+            }
+            Self::fit(x as u64)
+        }
+    }
+}
+
+#[cfg(test)]
+mod integral_tests {
+    use super::{CreateNetwork, CreateToken};
+
+    #[test]
+    fn integers_with_a_zero_fraction_are_integers() {
+        let t: CreateToken = serde_json::from_str(r#"{"expires-in-secs": 3600.0}"#).unwrap();
+        assert_eq!(t.expires_in_secs, Some(3600));
+        let t: CreateToken = serde_json::from_str(r#"{"expires-in-secs": 1e3}"#).unwrap();
+        assert_eq!(t.expires_in_secs, Some(1000));
+        let t: CreateToken = serde_json::from_str(r#"{"expires-in-secs": null}"#).unwrap();
+        assert_eq!(t.expires_in_secs, None);
+        let t: CreateToken = serde_json::from_str("{}").unwrap();
+        assert_eq!(t.expires_in_secs, None);
+        let n: CreateNetwork =
+            serde_json::from_str(r#"{"name":"a","cidr":"10.0.0.0/24","mtu":1420.0,"keepalive":0}"#)
+                .unwrap();
+        assert_eq!((n.mtu, n.keepalive), (Some(1420), Some(0)));
+        for bad in [
+            r#"{"expires-in-secs": 1.5}"#,
+            r#"{"expires-in-secs": -1}"#,
+            r#"{"expires-in-secs": -1.0}"#,
+            r#"{"expires-in-secs": 1e20}"#,
+            r#"{"expires-in-secs": "5"}"#,
+            r#"{"expires-in-secs": 18446744073709551616}"#,
+        ] {
+            assert!(serde_json::from_str::<CreateToken>(bad).is_err(), "{bad}");
+        }
+        for bad in [r#"65536"#, r#"65535.5"#, r#"70000.0"#, r#"-0.5"#] {
+            let body = format!(r#"{{"name":"a","cidr":"10.0.0.0/24","mtu":{bad}}}"#);
+            assert!(
+                serde_json::from_str::<CreateNetwork>(&body).is_err(),
+                "{bad}"
+            );
+        }
+    }
 }

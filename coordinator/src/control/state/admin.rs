@@ -5,6 +5,7 @@ use std::ops::Bound;
 
 use mesh_proto::admin::{
     CreateNetwork, CreateToken, MemberView, NetworkView, TokenCreated, TokenView, UpdateMember,
+    MAX_EXPIRES_IN_SECS,
 };
 use mesh_proto::control::{secret_hash, JoinSecret, JoinToken};
 use mesh_proto::Key;
@@ -524,7 +525,11 @@ impl Coordinator {
         let now = self.now();
         let expires_at = match req.expires_in_secs {
             None => None,
-            Some(0) => return Err(Error::Invalid("expires-in-secs must be at least 1".into())),
+            Some(s) if !(1..=MAX_EXPIRES_IN_SECS).contains(&s) => {
+                return Err(Error::Invalid(format!(
+                    "expires-in-secs must be 1..={MAX_EXPIRES_IN_SECS} (100 years), got {s}"
+                )))
+            }
             Some(s) => Some(
                 now.checked_add(s)
                     .ok_or_else(|| Error::Invalid(format!("expires-in-secs {s} is too large")))?,
