@@ -5,10 +5,15 @@
 //!
 //! Every failure answers with an [`ApiError`] body: 401 without the right token, 403 for a
 //! cookie request without its CSRF token or from another origin, 400 for a malformed body,
-//! path or query (an unknown query parameter included), 404 for an unknown
-//! network/member/token/route, 405 for a wrong method, 409 for conflicts (address taken,
-//! duplicate network, ambiguous member), 415 without a JSON content type. A 5xx means the
-//! coordinator itself failed (storage).
+//! path or query (an unknown query parameter included, and a path segment that cannot be a
+//! network name, member reference or token id), 404 for an unknown
+//! network/member/token/route, 405 for a wrong method, 409 for what clashes with the state
+//! (address taken, outside the network or reserved; duplicate network or name; ambiguous
+//! member; overlapping route), 415 without a JSON content type. A 5xx means the coordinator
+//! itself failed (500: storage; 503: no quorum, retry).
+//!
+//! 400 is exactly what the OpenAPI document forbids ([`crate::admin::openapi::constraints`]):
+//! a request the document allows never answers 400.
 //!
 //! The member and token lists page ([`mesh_proto::admin`]: paging): `limit`, an `after`
 //! cursor, a `q` search, and for members a `status`; the body stays a JSON array, with
@@ -32,16 +37,33 @@ use serde::Serialize;
 
 use crate::admin::api::{Api, BODY_LIMIT};
 use crate::admin::error::Failure;
+use crate::admin::openapi::constraints;
 use crate::control::listing::{MemberFilter, Page, Search, MAX_SEARCH};
+use crate::model::validate_network_name;
 
-/// A JSON body whose rejection is an [`ApiError`].
+/// A JSON body whose rejection is an [`ApiError`]. Bodies are JSON objects (or `null`
+/// where `T` is an `Option`): serde would also read a struct from an array of its fields
+/// in order, which the document does not allow and no client means.
 struct Body<T>(T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = Failure;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Failure> {
+        let (parts, body) = req.into_parts();
+        let bytes = axum::body::to_bytes(body, BODY_LIMIT).await.map_err(|e| {
+            Failure(
+                StatusCode::BAD_REQUEST,
+                format!("reading the request body: {e}"),
+            )
+        })?;
+        let array = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+        let req = Request::from_parts(parts, axum::body::Body::from(bytes));
         match Json::<T>::from_request(req, state).await {
+            Ok(_) if array => Err(Failure(
+                StatusCode::BAD_REQUEST,
+                "bad request body: expected a JSON object, not an array".into(),
+            )),
             Ok(Json(v)) => Ok(Body(v)),
             Err(JsonRejection::MissingJsonContentType(_)) => Err(Failure(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -55,7 +77,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     }
 }
 
-/// Like [`Body`], but an empty body means `T::default()` (`POST …/tokens` with no options).
+/// Like [`Body`], but an empty body or JSON `null` means `T::default()` (`POST …/tokens`
+/// with no options).
 struct BodyOrDefault<T>(T);
 
 impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for BodyOrDefault<T> {
@@ -73,8 +96,8 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for BodyOrDef
             return Ok(BodyOrDefault(T::default()));
         }
         let req = Request::from_parts(parts, axum::body::Body::from(bytes));
-        let Body(v) = Body::from_request(req, state).await?;
-        Ok(BodyOrDefault(v))
+        let Body(v) = Body::<Option<T>>::from_request(req, state).await?;
+        Ok(BodyOrDefault(v.unwrap_or_default()))
     }
 }
 
@@ -94,6 +117,76 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Params<
                 };
                 Err(Failure(status, format!("bad path: {}", e.body_text())))
             }
+        }
+    }
+}
+
+/// `{net}`: a network name ([`validate_network_name`]). Nothing else can name a network,
+/// so anything else answers 400, as the document's pattern says.
+#[derive(Debug, serde::Deserialize)]
+#[serde(try_from = "String")]
+struct Net(String);
+
+impl TryFrom<String> for Net {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Net, String> {
+        validate_network_name(&s).map_err(|e| e.to_string())?;
+        Ok(Net(s))
+    }
+}
+
+/// `{node}`: a member's name, public key (base64 or base64url) or key prefix: 1..=63 of
+/// `[A-Za-z0-9._+/=-]` ([`constraints::MEMBER_REF`]); anything else answers 400.
+#[derive(Debug, serde::Deserialize)]
+#[serde(try_from = "String")]
+struct Node(String);
+
+impl TryFrom<String> for Node {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Node, String> {
+        let ok = (1..=constraints::MAX_MEMBER_REF).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._+/=-".contains(&b));
+        if ok {
+            Ok(Node(s))
+        } else {
+            Err(format!(
+                "invalid member {:?}: expected its name, public key or a key prefix \
+                 (1 to {} of A-Z a-z 0-9 . _ + / = -)",
+                s.chars().take(70).collect::<String>(),
+                constraints::MAX_MEMBER_REF
+            ))
+        }
+    }
+}
+
+/// Whether `id` looks like a token id: 1..=[`constraints::MAX_TOKEN_ID`] of `[A-Za-z0-9_-]`.
+fn is_token_id(id: &str) -> bool {
+    (1..=constraints::MAX_TOKEN_ID).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// `{id}`: a token id ([`constraints::TOKEN_ID`]); anything else answers 400.
+#[derive(Debug, serde::Deserialize)]
+#[serde(try_from = "String")]
+struct TokenId(String);
+
+impl TryFrom<String> for TokenId {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<TokenId, String> {
+        if is_token_id(&s) {
+            Ok(TokenId(s))
+        } else {
+            Err(format!(
+                "invalid token id {:?}: expected 1 to {} of A-Z a-z 0-9 - _",
+                s.chars().take(70).collect::<String>(),
+                constraints::MAX_TOKEN_ID
+            ))
         }
     }
 }
@@ -166,6 +259,7 @@ type Answer<T> = Result<T, Failure>;
     responses(
         (status = 200, description = "every network", body = [NetworkView]),
         (status = 401, description = "missing or wrong admin token", body = ApiError),
+        (status = 403, description = "a dashboard session's request without its CSRF token or from another site", body = ApiError),
     ),
 )]
 async fn list_networks(State(api): State<Api>) -> impl IntoResponse {
@@ -180,9 +274,11 @@ async fn list_networks(State(api): State<Api>) -> impl IntoResponse {
         (status = 201, description = "created", body = NetworkView),
         (status = 400, description = "malformed path or body", body = ApiError),
         (status = 401, description = "missing or wrong admin token", body = ApiError),
-        (status = 409, description = "conflict (address taken, duplicate, ambiguous member, overlapping route)", body = ApiError),
+        (status = 403, description = "a dashboard session's request without its CSRF token or from another site", body = ApiError),
+        (status = 409, description = "conflict with the state (address taken, outside the network or reserved; duplicate name; ambiguous member; overlapping route)", body = ApiError),
         (status = 415, description = "body without a JSON content type", body = ApiError),
         (status = 500, description = "the coordinator failed (storage)", body = ApiError),
+        (status = 503, description = "the shared store has no quorum, or the write lost too many races with other coordinators: nothing was written; retry", body = ApiError),
     ),
 )]
 async fn create_network(
@@ -203,14 +299,15 @@ async fn create_network(
         (status = 200, description = "the network", body = NetworkView),
         (status = 400, description = "malformed path or body", body = ApiError),
         (status = 401, description = "missing or wrong admin token", body = ApiError),
+        (status = 403, description = "a dashboard session's request without its CSRF token or from another site", body = ApiError),
         (status = 404, description = "no such network, member, token or route", body = ApiError),
     ),
 )]
 async fn get_network(
     State(api): State<Api>,
-    Params(net): Params<String>,
+    Params(net): Params<Net>,
 ) -> Answer<impl IntoResponse> {
-    Ok(Json(api.coord.get_network(&net).await?))
+    Ok(Json(api.coord.get_network(&net.0).await?))
 }
 
 #[utoipa::path(
@@ -221,12 +318,14 @@ async fn get_network(
         (status = 204, description = "deleted"),
         (status = 400, description = "malformed path or body", body = ApiError),
         (status = 401, description = "missing or wrong admin token", body = ApiError),
+        (status = 403, description = "a dashboard session's request without its CSRF token or from another site", body = ApiError),
         (status = 404, description = "no such network, member, token or route", body = ApiError),
         (status = 500, description = "the coordinator failed (storage)", body = ApiError),
+        (status = 503, description = "the shared store has no quorum, or the write lost too many races with other coordinators: nothing was written; retry", body = ApiError),
     ),
 )]
-async fn delete_network(State(api): State<Api>, Params(net): Params<String>) -> Answer<StatusCode> {
-    api.coord.delete_network(&net).await?;
+async fn delete_network(State(api): State<Api>, Params(net): Params<Net>) -> Answer<StatusCode> {
+    api.coord.delete_network(&net.0).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -270,13 +369,14 @@ fn page_limit(limit: Option<usize>) -> Result<Option<usize>, Failure> {
     }
 }
 
-/// `q`: none or empty for no search, at most [`MAX_SEARCH`] bytes.
+/// `q`: none or empty for no search, at most [`MAX_SEARCH`] characters (the document's
+/// `maxLength` counts characters, not bytes).
 fn search(q: Option<&str>) -> Result<Option<Search>, Failure> {
     let q = q.unwrap_or_default();
-    if q.len() > MAX_SEARCH {
+    if q.chars().count() > MAX_SEARCH {
         return Err(Failure(
             StatusCode::BAD_REQUEST,
-            format!("q must be at most {MAX_SEARCH} bytes"),
+            format!("q must be at most {MAX_SEARCH} characters"),
         ));
     }
     Ok(Search::new(q))
@@ -339,15 +439,28 @@ fn paged<T: Serialize>(page: Page<T>, next: Option<String>) -> Response {
         )),
         (status = 400, description = "malformed path or query", body = ApiError),
         (status = 401, description = "missing or wrong admin token", body = ApiError),
+        (status = 403, description = "a dashboard session's request without its CSRF token or from another site", body = ApiError),
         (status = 404, description = "no such network, member, token or route", body = ApiError),
     ),
 )]
 async fn list_members(
     State(api): State<Api>,
-    Params(net): Params<String>,
+    Params(Net(net)): Params<Net>,
     Query(query): Query<MembersQuery>,
 ) -> Answer<Response> {
     let limit = page_limit(query.limit)?;
+    // A key in base64 or base64url, a space standing for `+` ([`constraints::KEY`]); the
+    // state core checks the rest. (Its parser would also trim other white space.)
+    let key_like = |a: &str| {
+        a.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+/_ =-".contains(&b))
+    };
+    if query.after.as_deref().is_some_and(|a| !key_like(a)) {
+        return Err(Failure(
+            StatusCode::BAD_REQUEST,
+            "after: expected a member's public key in base64 or base64url".into(),
+        ));
+    }
     let filter = MemberFilter {
         search: search(query.q.as_deref())?,
         authorized: query.status.map(|s| matches!(s, MemberStatus::Authorized)),
@@ -395,15 +508,17 @@ async fn list_members(
         (status = 200, description = "the updated member", body = MemberView),
         (status = 400, description = "malformed path or body", body = ApiError),
         (status = 401, description = "missing or wrong admin token", body = ApiError),
+        (status = 403, description = "a dashboard session's request without its CSRF token or from another site", body = ApiError),
         (status = 404, description = "no such network, member, token or route", body = ApiError),
-        (status = 409, description = "conflict (address taken, duplicate, ambiguous member, overlapping route)", body = ApiError),
+        (status = 409, description = "conflict with the state (address taken, outside the network or reserved; duplicate name; ambiguous member; overlapping route)", body = ApiError),
         (status = 415, description = "body without a JSON content type", body = ApiError),
         (status = 500, description = "the coordinator failed (storage)", body = ApiError),
+        (status = 503, description = "the shared store has no quorum, or the write lost too many races with other coordinators: nothing was written; retry", body = ApiError),
     ),
 )]
 async fn update_member(
     State(api): State<Api>,
-    Params((net, node)): Params<(String, String)>,
+    Params((Net(net), Node(node))): Params<(Net, Node)>,
     Body(req): Body<UpdateMember>,
 ) -> Answer<impl IntoResponse> {
     Ok(Json(api.coord.update_member(&net, &node, req).await?))
@@ -417,14 +532,16 @@ async fn update_member(
         (status = 200, description = "the authorised member", body = MemberView),
         (status = 400, description = "malformed path or body", body = ApiError),
         (status = 401, description = "missing or wrong admin token", body = ApiError),
+        (status = 403, description = "a dashboard session's request without its CSRF token or from another site", body = ApiError),
         (status = 404, description = "no such network, member, token or route", body = ApiError),
-        (status = 409, description = "conflict (address taken, duplicate, ambiguous member, overlapping route)", body = ApiError),
+        (status = 409, description = "conflict with the state (address taken, outside the network or reserved; duplicate name; ambiguous member; overlapping route)", body = ApiError),
         (status = 500, description = "the coordinator failed (storage)", body = ApiError),
+        (status = 503, description = "the shared store has no quorum, or the write lost too many races with other coordinators: nothing was written; retry", body = ApiError),
     ),
 )]
 async fn authorize(
     State(api): State<Api>,
-    Params((net, node)): Params<(String, String)>,
+    Params((Net(net), Node(node))): Params<(Net, Node)>,
 ) -> Answer<impl IntoResponse> {
     Ok(Json(api.coord.authorize(&net, &node).await?))
 }
@@ -437,14 +554,16 @@ async fn authorize(
         (status = 200, description = "the deauthorised member", body = MemberView),
         (status = 400, description = "malformed path or body", body = ApiError),
         (status = 401, description = "missing or wrong admin token", body = ApiError),
+        (status = 403, description = "a dashboard session's request without its CSRF token or from another site", body = ApiError),
         (status = 404, description = "no such network, member, token or route", body = ApiError),
-        (status = 409, description = "conflict (address taken, duplicate, ambiguous member, overlapping route)", body = ApiError),
+        (status = 409, description = "conflict with the state (address taken, outside the network or reserved; duplicate name; ambiguous member; overlapping route)", body = ApiError),
         (status = 500, description = "the coordinator failed (storage)", body = ApiError),
+        (status = 503, description = "the shared store has no quorum, or the write lost too many races with other coordinators: nothing was written; retry", body = ApiError),
     ),
 )]
 async fn deauthorize(
     State(api): State<Api>,
-    Params((net, node)): Params<(String, String)>,
+    Params((Net(net), Node(node))): Params<(Net, Node)>,
 ) -> Answer<impl IntoResponse> {
     Ok(Json(api.coord.deauthorize(&net, &node).await?))
 }
@@ -457,14 +576,16 @@ async fn deauthorize(
         (status = 200, description = "the member, route approved", body = MemberView),
         (status = 400, description = "malformed path or body", body = ApiError),
         (status = 401, description = "missing or wrong admin token", body = ApiError),
+        (status = 403, description = "a dashboard session's request without its CSRF token or from another site", body = ApiError),
         (status = 404, description = "no such network, member, token or route", body = ApiError),
-        (status = 409, description = "conflict (address taken, duplicate, ambiguous member, overlapping route)", body = ApiError),
+        (status = 409, description = "conflict with the state (address taken, outside the network or reserved; duplicate name; ambiguous member; overlapping route)", body = ApiError),
         (status = 500, description = "the coordinator failed (storage)", body = ApiError),
+        (status = 503, description = "the shared store has no quorum, or the write lost too many races with other coordinators: nothing was written; retry", body = ApiError),
     ),
 )]
 async fn approve_route(
     State(api): State<Api>,
-    Params((net, node, prefix)): Params<(String, String, String)>,
+    Params((Net(net), Node(node), prefix)): Params<(Net, Node, String)>,
 ) -> Answer<impl IntoResponse> {
     Ok(Json(api.coord.approve_route(&net, &node, &prefix).await?))
 }
@@ -477,14 +598,16 @@ async fn approve_route(
         (status = 200, description = "the member, route unapproved", body = MemberView),
         (status = 400, description = "malformed path or body", body = ApiError),
         (status = 401, description = "missing or wrong admin token", body = ApiError),
+        (status = 403, description = "a dashboard session's request without its CSRF token or from another site", body = ApiError),
         (status = 404, description = "no such network, member, token or route", body = ApiError),
-        (status = 409, description = "conflict (address taken, duplicate, ambiguous member, overlapping route)", body = ApiError),
+        (status = 409, description = "conflict with the state (address taken, outside the network or reserved; duplicate name; ambiguous member; overlapping route)", body = ApiError),
         (status = 500, description = "the coordinator failed (storage)", body = ApiError),
+        (status = 503, description = "the shared store has no quorum, or the write lost too many races with other coordinators: nothing was written; retry", body = ApiError),
     ),
 )]
 async fn unapprove_route(
     State(api): State<Api>,
-    Params((net, node, prefix)): Params<(String, String, String)>,
+    Params((Net(net), Node(node), prefix)): Params<(Net, Node, String)>,
 ) -> Answer<impl IntoResponse> {
     Ok(Json(api.coord.unapprove_route(&net, &node, &prefix).await?))
 }
@@ -497,21 +620,20 @@ async fn unapprove_route(
         (status = 204, description = "deleted"),
         (status = 400, description = "malformed path or body", body = ApiError),
         (status = 401, description = "missing or wrong admin token", body = ApiError),
+        (status = 403, description = "a dashboard session's request without its CSRF token or from another site", body = ApiError),
         (status = 404, description = "no such network, member, token or route", body = ApiError),
-        (status = 409, description = "conflict (address taken, duplicate, ambiguous member, overlapping route)", body = ApiError),
+        (status = 409, description = "conflict with the state (address taken, outside the network or reserved; duplicate name; ambiguous member; overlapping route)", body = ApiError),
         (status = 500, description = "the coordinator failed (storage)", body = ApiError),
+        (status = 503, description = "the shared store has no quorum, or the write lost too many races with other coordinators: nothing was written; retry", body = ApiError),
     ),
 )]
 async fn delete_member(
     State(api): State<Api>,
-    Params((net, node)): Params<(String, String)>,
+    Params((Net(net), Node(node))): Params<(Net, Node)>,
 ) -> Answer<StatusCode> {
     api.coord.delete_member(&net, &node).await?;
     Ok(StatusCode::NO_CONTENT)
 }
-
-/// Longest token id accepted as a cursor (ids are 12 hex digits).
-const MAX_TOKEN_ID: usize = 64;
 
 /// `GET /api/networks/{net}/tokens`: every token oldest first, or by id when paged.
 #[utoipa::path(
@@ -530,27 +652,25 @@ const MAX_TOKEN_ID: usize = 64;
         )),
         (status = 400, description = "malformed path or query", body = ApiError),
         (status = 401, description = "missing or wrong admin token", body = ApiError),
+        (status = 403, description = "a dashboard session's request without its CSRF token or from another site", body = ApiError),
         (status = 404, description = "no such network, member, token or route", body = ApiError),
     ),
 )]
 async fn list_tokens(
     State(api): State<Api>,
-    Params(net): Params<String>,
+    Params(Net(net)): Params<Net>,
     Query(query): Query<TokensQuery>,
 ) -> Answer<Response> {
     let limit = page_limit(query.limit)?;
     let search = search(query.q.as_deref())?;
     let after = query.after.as_deref();
-    let id_like = |id: &str| {
-        (1..=MAX_TOKEN_ID).contains(&id.len())
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    };
-    if after.is_some_and(|id| !id_like(id)) {
+    if after.is_some_and(|id| !is_token_id(id)) {
         return Err(Failure(
             StatusCode::BAD_REQUEST,
-            format!("after: expected a token id (1..={MAX_TOKEN_ID} of A-Z a-z 0-9 - _)"),
+            format!(
+                "after: expected a token id (1..={} of A-Z a-z 0-9 - _)",
+                constraints::MAX_TOKEN_ID
+            ),
         ));
     }
     if limit.is_none() && after.is_none() {
@@ -596,14 +716,16 @@ async fn list_tokens(
         (status = 201, description = "created; the only time the secret is shown", body = TokenCreated),
         (status = 400, description = "malformed path or body", body = ApiError),
         (status = 401, description = "missing or wrong admin token", body = ApiError),
+        (status = 403, description = "a dashboard session's request without its CSRF token or from another site", body = ApiError),
         (status = 404, description = "no such network, member, token or route", body = ApiError),
         (status = 415, description = "body without a JSON content type", body = ApiError),
         (status = 500, description = "the coordinator failed (storage)", body = ApiError),
+        (status = 503, description = "the shared store has no quorum, or the write lost too many races with other coordinators: nothing was written; retry", body = ApiError),
     ),
 )]
 async fn create_token(
     State(api): State<Api>,
-    Params(net): Params<String>,
+    Params(Net(net)): Params<Net>,
     BodyOrDefault(req): BodyOrDefault<CreateToken>,
 ) -> Answer<impl IntoResponse> {
     Ok((
@@ -620,13 +742,15 @@ async fn create_token(
         (status = 204, description = "revoked"),
         (status = 400, description = "malformed path or body", body = ApiError),
         (status = 401, description = "missing or wrong admin token", body = ApiError),
+        (status = 403, description = "a dashboard session's request without its CSRF token or from another site", body = ApiError),
         (status = 404, description = "no such network, member, token or route", body = ApiError),
         (status = 500, description = "the coordinator failed (storage)", body = ApiError),
+        (status = 503, description = "the shared store has no quorum, or the write lost too many races with other coordinators: nothing was written; retry", body = ApiError),
     ),
 )]
 async fn revoke_token(
     State(api): State<Api>,
-    Params((net, id)): Params<(String, String)>,
+    Params((Net(net), TokenId(id))): Params<(Net, TokenId)>,
 ) -> Answer<StatusCode> {
     api.coord.revoke_token(&net, &id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -648,6 +772,7 @@ struct AuditQuery {
         (status = 200, description = "the newest admin actions, newest first", body = [mesh_proto::admin::AuditEntry]),
         (status = 400, description = "malformed query", body = ApiError),
         (status = 401, description = "missing or wrong admin token", body = ApiError),
+        (status = 403, description = "a dashboard session's request without its CSRF token or from another site", body = ApiError),
     ),
 )]
 async fn audit(State(api): State<Api>, Query(q): Query<AuditQuery>) -> Answer<impl IntoResponse> {
@@ -668,6 +793,7 @@ async fn audit(State(api): State<Api>, Query(q): Query<AuditQuery>) -> Answer<im
     responses(
         (status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain; version=0.0.4"),
         (status = 401, description = "missing or wrong admin token", body = ApiError),
+        (status = 403, description = "a dashboard session's request without its CSRF token or from another site", body = ApiError),
     ),
 )]
 async fn metrics(State(api): State<Api>) -> impl IntoResponse {

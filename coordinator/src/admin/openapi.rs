@@ -10,11 +10,17 @@
 //! login and logout ([`crate::admin::web`]: HTML, not part of the API), and the `/api` routes in
 //! [`crate::admin::web::UNDOCUMENTED_API_ROUTES`] (the change feed: server-sent events, not
 //! JSON); the tests check that list against the document.
+//!
+//! [`constraints`] adds what the annotations cannot say: the patterns, lengths and bounds
+//! of every input, exactly as the handlers check them, examples that name the README's
+//! network, and links from each answer to the operations on what it names.
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::admin::http;
+
+pub mod constraints;
 
 /// Path of the document.
 pub const PATH: &str = "/api/openapi.json";
@@ -68,17 +74,27 @@ impl Modify for BearerAuth {
     }
 }
 
-/// The document.
+/// The document as the annotations make it, without [`constraints`].
 pub fn document() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     doc
 }
 
-/// The document as JSON (what `GET /api/openapi.json` answers).
+/// The document as JSON (what `GET /api/openapi.json` answers): [`document`] with
+/// [`constraints::apply`]'s patterns, bounds, examples and links. Made once.
+///
+/// The constraints are applied to the JSON, not to utoipa's model: its `Link` writes its
+/// fields in snake case (`operation_id`), which no OpenAPI tool reads.
 pub fn json() -> String {
-    // Serialising a tree of strings, maps and vectors cannot fail.
-    document().to_pretty_json().unwrap_or_default()
+    static JSON: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    JSON.get_or_init(|| {
+        // Serialising a tree of strings, maps and vectors cannot fail.
+        let mut doc = serde_json::to_value(document()).unwrap_or_default();
+        constraints::apply(&mut doc);
+        serde_json::to_string_pretty(&doc).unwrap_or_default()
+    })
+    .clone()
 }
 
 /// `GET /api/openapi.json`.

@@ -13,6 +13,10 @@ use tower::ServiceExt as _;
 use crate::admin::router;
 use crate::testutil::{hello, private, remote, Harness};
 
+mod draw;
+
+use draw::{allowed, conforms, forbidden, Rng};
+
 const TOKEN: &str = "test-admin-token";
 
 /// The `| METHOD | path | … |` rows of `mesh_proto::admin`'s route table.
@@ -107,9 +111,24 @@ fn document_is_valid_openapi_3() {
         doc["openapi"]
     );
     assert!(doc["info"]["title"].is_string() && doc["info"]["version"].is_string());
-    // utoipa's own model of OpenAPI 3 reads it back unchanged.
+    // utoipa's own model of OpenAPI 3 reads it back unchanged, but for the responses'
+    // links: its `Link` reads and writes `operation_id` where OpenAPI says `operationId`
+    // (the independent model below reads the links).
     let parsed: utoipa::openapi::OpenApi = serde_json::from_str(&text).unwrap();
-    assert_eq!(serde_json::to_value(&parsed).unwrap(), doc);
+    let without_links = |mut v: Value| {
+        for item in v["paths"].as_object_mut().unwrap().values_mut() {
+            for op in item.as_object_mut().unwrap().values_mut() {
+                for r in op["responses"].as_object_mut().unwrap().values_mut() {
+                    r.as_object_mut().unwrap().remove("links");
+                }
+            }
+        }
+        v
+    };
+    assert_eq!(
+        without_links(serde_json::to_value(&parsed).unwrap()),
+        without_links(doc.clone())
+    );
 
     let scheme = &doc["components"]["securitySchemes"]["bearer"];
     assert_eq!(
@@ -654,9 +673,31 @@ async fn every_documented_route_answers_as_documented() {
             op.path,
             String::from_utf8_lossy(&bytes)
         );
+        answer_conforms(&doc_json(), op, status, &bytes);
         requests += 1;
     }
     assert!(requests > 1000, "{requests}");
+}
+
+/// The answer's body is what the document says for its status: the exact fields of the
+/// response schema (every one of them: the views always carry all their fields), with
+/// their types and constraints.
+fn answer_conforms(doc: &Value, op: &Op, status: StatusCode, bytes: &[u8]) {
+    let response = &doc["paths"][&op.path][op.method.as_str().to_ascii_lowercase()]["responses"]
+        [status.as_str()];
+    let what = format!("{} {} -> {status}", op.method, op.path);
+    let Some(schema) = response["content"]["application/json"]
+        .get("schema")
+        .filter(|_| status != StatusCode::NO_CONTENT)
+    else {
+        assert!(
+            bytes.is_empty() || op.path == "/metrics",
+            "{what}: a body where none is documented"
+        );
+        return;
+    };
+    let value: Value = serde_json::from_slice(bytes).unwrap_or_else(|e| panic!("{what}: {e}"));
+    conforms(doc, schema, &value, "").unwrap_or_else(|e| panic!("{what}: {e}\n{value:#}"));
 }
 
 /// Routes under `/api` the document leaves out on purpose
@@ -688,5 +729,457 @@ async fn undocumented_api_routes_are_listed_and_served() {
             .unwrap();
         let res = app.clone().oneshot(req).await.unwrap();
         assert_eq!(res.status(), StatusCode::OK, "{method} {path}");
+    }
+}
+
+/// Where a drawn value goes in a request.
+#[derive(Debug, Clone)]
+enum Slot {
+    Path(String),
+    Query(String),
+    Body(String),
+}
+
+/// Every input of `op` the document constrains: path and query parameters and the fields
+/// of its JSON body, each with its schema.
+fn inputs(doc: &Value, op: &Op) -> Vec<(Slot, Value)> {
+    let raw = &doc["paths"][&op.path][op.method.as_str().to_ascii_lowercase()];
+    let mut out = Vec::new();
+    for p in raw["parameters"].as_array().into_iter().flatten() {
+        let name = p["name"].as_str().unwrap().to_owned();
+        let slot = match p["in"].as_str() {
+            Some("path") => Slot::Path(name),
+            _ => Slot::Query(name),
+        };
+        out.push((slot, p["schema"].clone()));
+    }
+    let body = &raw["requestBody"]["content"]["application/json"]["schema"];
+    let body = draw::resolve(doc, body);
+    // `POST …/tokens` takes `null` or a `CreateToken`: its fields are the object's.
+    let body = body["oneOf"]
+        .as_array()
+        .and_then(|alts| alts.iter().find(|a| a.get("$ref").is_some()))
+        .map_or(body, |r| draw::resolve(doc, r));
+    for (name, schema) in body["properties"].as_object().into_iter().flatten() {
+        out.push((Slot::Body(name.clone()), schema.clone()));
+    }
+    out
+}
+
+/// `v` as it goes into a URL: strings percent-encoded whole, numbers as written.
+fn url_value(v: &Value) -> String {
+    match v {
+        Value::String(s) => {
+            percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+        }
+        other => other.to_string(),
+    }
+}
+
+/// The good request of `op` with `slot` set to `value`: the URI and the JSON body.
+fn request_with(op: &Op, id: &str, slot: &Slot, value: &Value) -> (String, Option<String>) {
+    let (mut values, body) = good_request(op, id);
+    // The member by key: a drawn name may rename it.
+    let key = private(1).public_key().to_base64();
+    values.insert("node", url_value(&Value::String(key)));
+    let mut query = String::new();
+    let mut body: Option<Value> = body.map(|b| serde_json::from_str(b).unwrap());
+    match slot {
+        Slot::Path(name) => {
+            let key = values.keys().copied().find(|k| k == name).unwrap();
+            values.insert(key, url_value(value));
+        }
+        Slot::Query(name) => query = format!("?{name}={}", url_value(value)),
+        Slot::Body(name) => {
+            body.get_or_insert_with(|| serde_json::json!({}))[name] = value.clone();
+        }
+    }
+    (
+        format!("{}{query}", fill(&op.path, &values)),
+        body.map(|b| b.to_string()),
+    )
+}
+
+/// Issue 12, defect 2: the document is exactly as strict as the handlers. For every input
+/// of every operation, values drawn from what the document allows (as a schema-based
+/// fuzzer draws them: patterns, bounds and lengths at their edges) are never refused as
+/// malformed (400) and the answer matches its documented schema; values just outside each
+/// constraint (past a bound or length, a character no pattern takes, an unlisted enum
+/// value) answer 400. The document of before (names, routes, addresses and cursors as any
+/// string, `expires-in-secs: 0`, an MTU of 0 or 70000) fails this.
+#[tokio::test]
+async fn what_the_document_allows_is_accepted_and_what_it_forbids_refused() {
+    let doc = doc_json();
+    let mut rng = Rng::new(12);
+    let (mut accepted, mut refused) = (0, 0);
+    for op in operations(&doc) {
+        for (slot, schema) in inputs(&doc, &op) {
+            let (app, id) = fixture().await;
+            for round in 0..40 {
+                let mut value = allowed(&doc, &schema, &mut rng);
+                // JSON Schema's integers include numbers with a zero fraction (`1280.0`),
+                // which JSON writers produce and schemathesis sends.
+                if let (Slot::Body(_), Some(n)) = (&slot, value.as_i64()) {
+                    if round % 4 == 3 && n.unsigned_abs() < 1 << 53 {
+                        value = serde_json::json!(n as f64);
+                    }
+                }
+                let (uri, body) = request_with(&op, &id, &slot, &value);
+                let what = format!("{slot:?} = {value} (round {round})");
+                let body = body.as_deref().map(|b| ("application/json", b));
+                let (status, bytes) = send(&app, &op.method, &uri, body, true).await.unwrap();
+                check(&op, &what, status, &bytes);
+                assert!(
+                    ![400, 415, 422].contains(&status.as_u16()),
+                    "{} {uri} {body:?}: the document allows {what}, the server refused it: {}",
+                    op.method,
+                    String::from_utf8_lossy(&bytes)
+                );
+                answer_conforms(&doc, &op, status, &bytes);
+                accepted += 1;
+            }
+            for value in forbidden(&doc, &schema, &mut rng) {
+                let (uri, body) = request_with(&op, &id, &slot, &value);
+                let what = format!("{slot:?} = {value:.80}");
+                let body = body.as_deref().map(|b| ("application/json", b));
+                let (status, bytes) = send(&app, &op.method, &uri, body, true).await.unwrap();
+                check(&op, &what, status, &bytes);
+                // An empty path segment matches no route at all.
+                let empty_segment = matches!(slot, Slot::Path(_)) && value == "";
+                assert!(
+                    status == StatusCode::BAD_REQUEST
+                        || (empty_segment && status == StatusCode::NOT_FOUND),
+                    "{} {uri} {body:?}: the document forbids {what}, the server answered {status}: {}",
+                    op.method,
+                    String::from_utf8_lossy(&bytes)
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert!(accepted > 1000 && refused > 50, "{accepted} {refused}");
+
+    // A body is an object: the same fields as an array (which serde would read in order)
+    // is refused (schemathesis found `[]` accepted as a token request).
+    for op in operations(&doc).iter().filter(|op| op.has_body) {
+        let (app, id) = fixture().await;
+        let (values, good) = good_request(op, &id);
+        let good: Value = serde_json::from_str(good.unwrap()).unwrap();
+        let fields: Vec<Value> = good.as_object().unwrap().values().cloned().collect();
+        for body in [serde_json::json!([]), Value::Array(fields)] {
+            let uri = fill(&op.path, &values);
+            let body = body.to_string();
+            let (status, bytes) = send(
+                &app,
+                &op.method,
+                &uri,
+                Some(("application/json", &body)),
+                true,
+            )
+            .await
+            .unwrap();
+            check(op, &body, status, &bytes);
+            assert_eq!(
+                status,
+                StatusCode::BAD_REQUEST,
+                "{} {uri} {body}",
+                op.method
+            );
+        }
+    }
+}
+
+/// `s` with one to three random edits (a character replaced, inserted or removed), from
+/// the pattern's own characters and others: strings on both sides of a pattern's edge.
+fn near(s: &str, extra: &[char], rng: &mut Rng) -> String {
+    let mut chars: Vec<char> = s.chars().collect();
+    let alphabet: Vec<char> = s
+        .chars()
+        .chain(extra.iter().copied())
+        .chain(['!', ' ', '%', 'é', '.', '-', '_', '+', '/', '=', ':'])
+        .collect();
+    for _ in 0..=rng.below(3) {
+        let c = *rng.pick(&alphabet);
+        let at = rng.below(chars.len() as u64 + 1) as usize;
+        match rng.below(3) {
+            0 if at < chars.len() => chars[at] = c,
+            1 if at < chars.len() => {
+                chars.remove(at);
+            }
+            _ => chars.insert(at, c),
+        }
+    }
+    chars.into_iter().collect()
+}
+
+/// Where a pattern is the handler's rule exactly (names, member references, token ids,
+/// keys), strings near its edge answer 400 exactly when the pattern refuses them.
+#[tokio::test]
+async fn exact_patterns_are_exactly_the_handlers_rules() {
+    use super::constraints::{KEY, MEMBER_NAME, MEMBER_REF, NETWORK_NAME, TOKEN_ID};
+    let (app, id) = fixture().await;
+    let key = private(1).public_key().to_base64();
+    let seeds: &[(&str, &str, &[&str])] = &[
+        (NETWORK_NAME, "/api/networks/{}", &["lab", "a-1", "0"]),
+        (
+            MEMBER_REF,
+            "/api/networks/lab/members/{}/routes/10.244.3.0%2F24/approve",
+            &["node-1", &key, "AAAAAAAA"],
+        ),
+        (TOKEN_ID, "/api/networks/lab/tokens/{}", &[&id, "a_b-C"]),
+        (KEY, "/api/networks/lab/members?after={}", &[&key]),
+        (TOKEN_ID, "/api/networks/lab/tokens?after={}", &[&id]),
+    ];
+    let mut rng = Rng::new(2);
+    let mut seen = [0; 2];
+    for (pattern, template, examples) in seeds {
+        let re = regex::Regex::new(pattern).unwrap();
+        let method = match *template {
+            t if t.ends_with("/approve") => Method::POST,
+            t if t.contains("/tokens/") => Method::DELETE,
+            _ => Method::GET,
+        };
+        for _ in 0..400 {
+            let start = match rng.below(2) {
+                0 => (*rng.pick(examples)).to_owned(),
+                _ => draw::from_regex(pattern, &mut rng),
+            };
+            let s = near(&start, &[], &mut rng);
+            if s.is_empty() {
+                continue;
+            }
+            let uri = template.replace("{}", &url_value(&Value::String(s.clone())));
+            let (status, bytes) = send(&app, &method, &uri, None, true).await.unwrap();
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(!status.is_server_error(), "{uri}: {status} {text}");
+            assert_eq!(
+                status == StatusCode::BAD_REQUEST,
+                !re.is_match(&s),
+                "{method} {uri}: {status} {text}"
+            );
+            seen[usize::from(re.is_match(&s))] += 1;
+        }
+    }
+    assert!(seen[0] > 200 && seen[1] > 200, "{seen:?}");
+
+    // The body's names go through the same checks as the paths.
+    let (network, member) = (
+        regex::Regex::new(NETWORK_NAME).unwrap(),
+        regex::Regex::new(MEMBER_NAME).unwrap(),
+    );
+    for _ in 0..2000 {
+        let s = near(&draw::from_regex(NETWORK_NAME, &mut rng), &[], &mut rng);
+        assert_eq!(
+            crate::model::validate_network_name(&s).is_ok(),
+            network.is_match(&s),
+            "{s:?}"
+        );
+        let s = near(&draw::from_regex(MEMBER_NAME, &mut rng), &[], &mut rng);
+        assert_eq!(
+            crate::model::validate_member_name(&s).is_ok(),
+            member.is_match(&s),
+            "{s:?}"
+        );
+    }
+}
+
+/// The address patterns against the parsers behind the handlers: every IPv4 route is
+/// matched exactly when it has no host bits; every value drawn from the route, network,
+/// address and endpoint patterns parses (and is a valid overlay prefix, or an endpoint
+/// peers can use).
+#[test]
+fn address_patterns_take_only_what_the_parsers_take() {
+    use super::constraints::{endpoint, ip_address, network_cidr, route};
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+    let mut rng = Rng::new(3);
+    let route_re = regex::Regex::new(&route()).unwrap();
+    for _ in 0..20_000 {
+        let addr = Ipv4Addr::from(rng.next() as u32 >> rng.below(32));
+        let len = rng.below(33);
+        let text = format!("{addr}/{len}");
+        assert_eq!(
+            route_re.is_match(&text),
+            crate::model::parse_route(&text).is_ok(),
+            "{text}"
+        );
+    }
+    for _ in 0..5_000 {
+        let text = draw::from_regex(&route(), &mut rng);
+        crate::model::parse_route(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        let text = draw::from_regex(&network_cidr(), &mut rng);
+        let cidr: ipnet::IpNet = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
+        crate::model::validate_network(cidr, crate::model::DEFAULT_MTU)
+            .unwrap_or_else(|e| panic!("{text}: {e}"));
+        let text = draw::from_regex(&ip_address(), &mut rng);
+        text.parse::<IpAddr>()
+            .unwrap_or_else(|e| panic!("{text}: {e}"));
+        let text = draw::from_regex(&endpoint(), &mut rng);
+        let ep: SocketAddr = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
+        let ip = ep.ip().to_canonical();
+        assert!(
+            ip.is_unspecified()
+                || (ep.port() != 0 && !ip.is_multicast() && ip != IpAddr::V4(Ipv4Addr::BROADCAST)),
+            "{text}"
+        );
+    }
+    // What the patterns leave out on purpose: IPv6 spelled with fewer groups than the
+    // prefix holds, embedded IPv4, and addresses that are not unicast.
+    for (pattern, text) in [
+        (route(), "10.244.3.1/24"),
+        (route(), "10.244.3.0/33"),
+        (route(), "fd00::1/8"),
+        (network_cidr(), "10.9.8.0/31"),
+        (network_cidr(), "fd00::/127"),
+        (ip_address(), "10.9.8.300"),
+        (endpoint(), "224.0.0.1:1"),
+        (endpoint(), "255.255.255.255:1"),
+        (endpoint(), "10.0.0.1:0"),
+        (endpoint(), "[ff02::1]:1"),
+        (endpoint(), "[::ffff:224.0.0.1]:1"),
+        (endpoint(), "10.0.0.1:65536"),
+    ] {
+        assert!(
+            !regex::Regex::new(&pattern).unwrap().is_match(text),
+            "{text}"
+        );
+    }
+}
+
+/// The document's links: each names an operation that exists, gives exactly its path
+/// parameters, from expressions that point into the source's own path or answer; and
+/// followed from the network list, they reach the fixture's real member with 2xx answers
+/// (so a tool that walks the document tests members that exist, not 404s).
+#[tokio::test]
+async fn links_name_real_operations_and_reach_real_members() {
+    let doc = doc_json();
+    let ops = operations(&doc);
+    let by_id: BTreeMap<&str, &Value> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|item| item.as_object().unwrap().values())
+        .map(|op| (op["operationId"].as_str().unwrap(), op))
+        .collect();
+    let mut count = 0;
+    for op in &ops {
+        let raw = &doc["paths"][&op.path][op.method.as_str().to_ascii_lowercase()];
+        for (status, response) in raw["responses"].as_object().unwrap() {
+            for (name, link) in response["links"].as_object().into_iter().flatten() {
+                count += 1;
+                let what = format!("{} {} {status} → {name}", op.method, op.path);
+                let target = by_id[link["operationId"].as_str().unwrap()];
+                let wanted: BTreeSet<&str> = target["parameters"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|p| p["in"] == "path")
+                    .map(|p| p["name"].as_str().unwrap())
+                    .collect();
+                let given: BTreeSet<&str> = link["parameters"]
+                    .as_object()
+                    .unwrap()
+                    .keys()
+                    .map(String::as_str)
+                    .collect();
+                assert_eq!(given, wanted, "{what}");
+                for expr in link["parameters"].as_object().unwrap().values() {
+                    let expr = expr.as_str().unwrap();
+                    if let Some(p) = expr.strip_prefix("$request.path.") {
+                        assert!(op.path.contains(&format!("{{{p}}}")), "{what}: {expr}");
+                    } else {
+                        let pointer = expr.strip_prefix("$response.body#").expect(expr);
+                        let mut schema =
+                            draw::resolve(&doc, &response["content"]["application/json"]["schema"]);
+                        for seg in pointer.split('/').skip(1) {
+                            schema = if seg.parse::<usize>().is_ok() {
+                                draw::resolve(&doc, &schema["items"])
+                            } else {
+                                draw::resolve(&doc, &schema["properties"][seg])
+                            };
+                            assert!(schema.is_object(), "{what}: {expr} at {seg}");
+                        }
+                        assert!(
+                            schema["type"] == "string" || schema["type"][0] == "string",
+                            "{what}: {expr}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    assert!(count >= 20, "{count} links");
+
+    // Followed from the network list: network → members → each member operation.
+    let (app, _) = fixture().await;
+    let follow = |op: &str, status: &str, link: &str| {
+        let (path, method) = doc["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .flat_map(|(p, item)| {
+                item.as_object()
+                    .unwrap()
+                    .iter()
+                    .map(move |(m, o)| (p, m, o))
+            })
+            .find(|(_, _, o)| o["operationId"] == op)
+            .map(|(p, m, _)| (p.clone(), m.clone()))
+            .unwrap();
+        doc["paths"][&path][&method]["responses"][status]["links"][link].clone()
+    };
+    let get = |v: &Value, ptr: &str| v.pointer(ptr).unwrap().as_str().unwrap().to_owned();
+    let (_, bytes) = send(&app, &Method::GET, "/api/networks", None, true)
+        .await
+        .unwrap();
+    let networks: Value = serde_json::from_slice(&bytes).unwrap();
+    let link = follow("list_networks", "200", "ListMembers");
+    let net = get(
+        &networks,
+        link["parameters"]["net"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("$response.body#"),
+    );
+    assert_eq!(net, "lab");
+    let uri = format!("/api/networks/{net}/members");
+    let (status, bytes) = send(&app, &Method::GET, &uri, None, true).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let members: Value = serde_json::from_slice(&bytes).unwrap();
+    let links = doc["paths"]["/api/networks/{net}/members"]["get"]["responses"]["200"]["links"]
+        .as_object()
+        .unwrap()
+        .clone();
+    // Deleting last: the other links use the member.
+    let mut names: Vec<&String> = links.keys().collect();
+    names.sort_by_key(|n| *n == "DeleteMember");
+    for name in names {
+        let link = &links[name];
+        let target = link["operationId"].as_str().unwrap();
+        let op = ops
+            .iter()
+            .find(|o| {
+                doc["paths"][&o.path][o.method.as_str().to_ascii_lowercase()]["operationId"]
+                    == target
+            })
+            .unwrap();
+        let mut values = BTreeMap::new();
+        for (p, expr) in link["parameters"].as_object().unwrap() {
+            let expr = expr.as_str().unwrap();
+            let v = match expr.strip_prefix("$response.body#") {
+                Some(ptr) => get(&members, ptr),
+                None => net.clone(),
+            };
+            values.insert(p.as_str(), url_value(&Value::String(v)));
+        }
+        let uri = fill(&op.path, &values);
+        let body = op.has_body.then_some(("application/json", "{}"));
+        let (status, bytes) = send(&app, &op.method, &uri, body, true).await.unwrap();
+        assert!(
+            status.is_success(),
+            "{name}: {} {uri}: {status} {}",
+            op.method,
+            String::from_utf8_lossy(&bytes)
+        );
+        answer_conforms(&doc, op, status, &bytes);
     }
 }

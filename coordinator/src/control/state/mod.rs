@@ -155,8 +155,12 @@ impl From<ModelError> for Error {
 impl From<IpamError> for Error {
     fn from(e: IpamError) -> Error {
         match e {
-            IpamError::Taken { .. } | IpamError::Exhausted(_) => Error::Conflict(e.to_string()),
-            IpamError::Outside { .. } | IpamError::Reserved { .. } => Error::Invalid(e.to_string()),
+            // All clash with the network's state (its prefix is the network's), not with the
+            // form of the request: 409, so that 400 stays "the request is malformed".
+            IpamError::Taken { .. }
+            | IpamError::Exhausted(_)
+            | IpamError::Outside { .. }
+            | IpamError::Reserved { .. } => Error::Conflict(e.to_string()),
         }
     }
 }
