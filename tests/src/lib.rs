@@ -27,6 +27,8 @@
 //!   background), UDP junk and hand-made datagrams, a reflector and probe that show what a
 //!   NAT does to a socket; iperf3 throughput.
 //!
+//! - [`schema`]: the admin API under schemathesis: a coordinator on loopback with real
+//!   (simulated) members, and running the fuzzer against its OpenAPI document.
 //! - [`http`]: HTTP requests to loopback servers inside a namespace (`setns`).
 //! - [`webdriver`]: headless Chromium through chromedriver, both inside a test's namespace,
 //!   for the admin dashboard's browser test.
@@ -48,6 +50,7 @@ pub mod lab;
 pub mod loadgen;
 pub mod meshd;
 pub mod netns;
+pub mod schema;
 pub mod sites;
 pub mod topo;
 pub mod util;
