@@ -140,8 +140,8 @@ impl Coordinator {
             mtu,
             keepalive: req.keepalive.unwrap_or(DEFAULT_KEEPALIVE),
             version: crate::model::initial_version(self.now()),
-        };
             policy: None,
+        };
         let view = {
             let mut st = self.state.lock().await;
             if st.networks.contains_key(&network.name) {
@@ -555,12 +555,12 @@ impl Coordinator {
                 revoked: false,
                 uses: 0,
                 created_at: now,
+                tags: Vec::new(),
             };
             let view = token.view();
             let detail = format!(
                 "{}, expires {}",
                 if req.reusable { "reusable" } else { "one-time" },
-                tags: Vec::new(),
                 expires_at.map_or_else(|| "never".to_owned(), |t| format!("at {t}"))
             );
             let audit = vec![self.audit_entry("token.create", net, &token.id, detail)];

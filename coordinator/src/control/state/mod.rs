@@ -225,10 +225,6 @@ struct NetState {
     /// transaction bound to fail.
     stale: Option<Revision>,
     tx: watch::Sender<Arc<Snapshot>>,
-}
-
-impl NetState {
-    fn new(network: Network, members: Vec<Member>) -> NetState {
     /// The network's policy document parsed, with the text it was parsed from.
     policy: Option<(String, Arc<Policy>)>,
 }
@@ -245,6 +241,10 @@ fn parse_policy(network: &Network) -> Option<(String, Arc<Policy>)> {
         }
     });
     Some((text.clone(), Arc::new(policy)))
+}
+
+impl NetState {
+    fn new(network: Network, members: Vec<Member>) -> NetState {
         let mut by_addr = BTreeMap::new();
         let mut peers = BTreeMap::new();
         let mut map = BTreeMap::new();
@@ -256,6 +256,7 @@ fn parse_policy(network: &Network) -> Option<(String, Arc<Policy>)> {
             map.insert(m.public_key, m);
         }
         let deltas = Arc::new(Deltas::default());
+        let policy = parse_policy(&network);
         let tx = watch::Sender::new(Arc::new(snapshot_of(
             &network,
             &map,
@@ -266,7 +267,6 @@ fn parse_policy(network: &Network) -> Option<(String, Arc<Policy>)> {
             policy.as_ref().map(|(_, p)| p),
         )));
         NetState {
-        let policy = parse_policy(&network);
             network,
             members: map,
             by_addr,
@@ -276,26 +276,26 @@ fn parse_policy(network: &Network) -> Option<(String, Arc<Policy>)> {
             rev: 0,
             stale: None,
             tx,
+            policy,
         }
     }
 
     fn publish(&mut self, deleted: bool) {
-            policy,
+        if self.policy.as_ref().map(|(t, _)| t) != self.network.policy.as_ref() {
+            self.policy = parse_policy(&self.network);
+        }
         let snap = snapshot_of(
             &self.network,
             &self.members,
             &self.peers,
-        if self.policy.as_ref().map(|(t, _)| t) != self.network.policy.as_ref() {
-            self.policy = parse_policy(&self.network);
-        }
             &self.deltas,
             self.seq,
             deleted,
+            self.policy.as_ref().map(|(_, p)| p),
         );
         self.tx.send_replace(Arc::new(snap));
     }
 
-            self.policy.as_ref().map(|(_, p)| p),
     /// `m` as the admin API shows it, online state and reported paths from `sessions`.
     /// Paths are shown for an authorised member online, naming its peers as they are now
     /// (a peer since removed or deauthorised is left out).
@@ -333,12 +333,8 @@ fn snapshot_of(
     deltas: &Arc<Deltas>,
     seq: u64,
     deleted: bool,
-) -> Snapshot {
-    Snapshot {
-        version: network.version,
-        network: network.info(),
     policy: Option<&Arc<Policy>>,
-        peers: peers.clone(),
+) -> Snapshot {
     // What the policy needs of each authorised member; nothing without a policy.
     let subjects = match policy {
         None => BTreeMap::new(),
@@ -357,9 +353,13 @@ fn snapshot_of(
             })
             .collect(),
     };
-        pending: members
+    Snapshot {
         policy: policy.cloned(),
         subjects: Arc::new(subjects),
+        version: network.version,
+        network: network.info(),
+        peers: peers.clone(),
+        pending: members
             .values()
             .filter(|m| !m.authorized)
             .map(|m| m.public_key)
@@ -396,12 +396,12 @@ struct Change {
     tokens: Vec<Token>,
     /// Admin actions to record with the change.
     audit: Vec<AuditEntry>,
+    /// A new policy document for the network (`Some(None)`: none, everything allowed).
+    policy: Option<Option<String>>,
 }
 
 /// What a change does to one network's peers, worked out before anything is written.
 struct Prepared {
-    /// A new policy document for the network (`Some(None)`: none, everything allowed).
-    policy: Option<Option<String>>,
     /// Members whose peer entry appeared, changed or went away.
     touched: BTreeSet<Key>,
     /// The new peer entries (`None`: removed).
@@ -461,12 +461,12 @@ struct Slot {
     _kick: oneshot::Sender<()>,
     /// Its latest path report, checked ([`Coordinator::report_paths`]); in memory only.
     paths: Vec<PeerPathReport>,
+    /// What it reported it enforces ([`Coordinator::report_filter`]).
+    filter: Option<FilterReport>,
 }
 
 /// The session registry: a slot per member online, by network and key.
 type Sessions = HashMap<(String, Key), Slot>;
-    /// What it reported it enforces ([`Coordinator::report_filter`]).
-    filter: Option<FilterReport>,
 
 /// The coordinator: state, store and sessions. Shared as `Arc<Coordinator>`.
 pub struct Coordinator {
@@ -780,16 +780,16 @@ impl Coordinator {
             ops.push(Op::PutToken(t.clone()));
         }
         ops.extend(st.audit.ops(&change.audit));
-        if bump {
-            network.version += 1;
-            ops.push(Op::PutNetwork(network.clone()));
-            ops.push(Op::PutLog {
         if let Some(policy) = &change.policy {
             network.policy.clone_from(policy);
             if !bump {
                 ops.push(Op::PutNetwork(network.clone()));
             }
         }
+        if bump {
+            network.version += 1;
+            ops.push(Op::PutNetwork(network.clone()));
+            ops.push(Op::PutLog {
                 network: net.to_owned(),
                 version: network.version,
                 record: ChangeRecord {
@@ -837,16 +837,16 @@ impl Coordinator {
         };
         let bump = network.version > ns.network.version;
         let delta = bump.then(|| prepared.frame(network.version, network.cidr.prefix_len()));
-        for m in change.put {
-            let key = m.public_key;
-            let addr = m.address;
-            if let Some(old) = ns.members.insert(key, m) {
         // Tags are not in any netmap, but the policy's filters depend on them.
         let tags_changed = change.put.iter().any(|m| {
             ns.members
                 .get(&m.public_key)
                 .is_some_and(|old| old.tags != m.tags)
         });
+        for m in change.put {
+            let key = m.public_key;
+            let addr = m.address;
+            if let Some(old) = ns.members.insert(key, m) {
                 if old.address != addr && ns.by_addr.get(&old.address) == Some(&key) {
                     ns.by_addr.remove(&old.address);
                 }
@@ -957,11 +957,11 @@ impl Coordinator {
                 id,
                 _kick: tx,
                 paths: Vec::new(),
+                filter: None,
             },
         );
         self.store.set_presence(net, key, true);
         self.changes.bump();
-                filter: None,
         SessionGuard {
             coord: self,
             net: net.to_owned(),
@@ -982,10 +982,6 @@ pub(crate) struct SessionGuard<'a> {
     pub replaced: oneshot::Receiver<()>,
 }
 
-impl Drop for SessionGuard<'_> {
-    fn drop(&mut self) {
-        let mut sessions = self.coord.sessions();
-        let slot = (std::mem::take(&mut self.net), self.key);
 impl SessionGuard<'_> {
     /// The session's id in the registry.
     pub(crate) fn id(&self) -> u64 {
@@ -993,6 +989,10 @@ impl SessionGuard<'_> {
     }
 }
 
+impl Drop for SessionGuard<'_> {
+    fn drop(&mut self) {
+        let mut sessions = self.coord.sessions();
+        let slot = (std::mem::take(&mut self.net), self.key);
         if sessions.get(&slot).is_some_and(|s| s.id == self.id) {
             sessions.remove(&slot);
             self.coord.store.set_presence(&slot.0, &slot.1, false);
