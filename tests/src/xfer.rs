@@ -192,27 +192,21 @@ fn stop(child: &mut Child) -> std::io::Result<()> {
 /// Opens `count` TCP connections from namespace `from` to `to` (`IP:PORT`), each sending
 /// junk (`wm-xfer tcp-garbage`); returns how many were accepted.
 pub fn tcp_garbage(from: &Netns, to: &str, count: u32, seed: u64) -> anyhow::Result<u64> {
-    let xfer = util::binary("wm-xfer")?;
-    let out = from.exec(&[
-        &xfer.to_string_lossy(),
-        "tcp-garbage",
-        to,
-        &count.to_string(),
-        &seed.to_string(),
-    ])?;
-    out.trim()
-        .strip_prefix("sent=")
-        .and_then(|n| n.parse().ok())
-        .with_context(|| format!("wm-xfer tcp-garbage printed {out:?}"))
+    junk(from, "tcp-garbage", to, count, seed)
 }
 
 /// Sends `count` junk UDP datagrams from namespace `from` to `to` (`IP:PORT`); returns how
 /// many the kernel accepted.
 pub fn garbage(from: &Netns, to: &str, count: u32, seed: u64) -> anyhow::Result<u64> {
+    junk(from, "garbage", to, count, seed)
+}
+
+/// Runs `wm-xfer MODE TO COUNT SEED` in `from` and reads its `sent=N`.
+fn junk(from: &Netns, mode: &str, to: &str, count: u32, seed: u64) -> anyhow::Result<u64> {
     let xfer = util::binary("wm-xfer")?;
     let out = from.exec(&[
         &xfer.to_string_lossy(),
-        "garbage",
+        mode,
         to,
         &count.to_string(),
         &seed.to_string(),
@@ -220,7 +214,7 @@ pub fn garbage(from: &Netns, to: &str, count: u32, seed: u64) -> anyhow::Result<
     out.trim()
         .strip_prefix("sent=")
         .and_then(|n| n.parse().ok())
-        .with_context(|| format!("unexpected wm-xfer garbage output {out:?}"))
+        .with_context(|| format!("wm-xfer {mode} printed {out:?}"))
 }
 
 /// A child process killed (and reaped) on drop.
