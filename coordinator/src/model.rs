@@ -198,6 +198,8 @@ impl Member {
             approved_routes: self.approved_routes.clone(),
             // Not stored: the session registry has them ([`crate::control::state`]).
             paths: Vec::new(),
+            tags: self.tags.iter().cloned().collect(),
+            filter: None,
         }
     }
 }
@@ -239,6 +241,7 @@ impl Token {
             revoked: self.revoked,
             uses: self.uses,
             created_at: self.created_at,
+            tags: self.tags.clone(),
         }
     }
 }

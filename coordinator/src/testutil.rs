@@ -95,6 +95,7 @@ impl Harness {
                 CreateToken {
                     reusable,
                     expires_in_secs: expires,
+                    ..Default::default()
                 },
             )
             .await

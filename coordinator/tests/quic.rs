@@ -94,6 +94,7 @@ async fn token(s: &Server) -> JoinToken {
             CreateToken {
                 reusable: true,
                 expires_in_secs: None,
+                ..Default::default()
             },
         )
         .await

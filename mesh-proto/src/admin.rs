@@ -21,6 +21,12 @@
 //! | GET | `/api/networks/{net}/tokens?limit=N&after=ID&q=TEXT` | | `[TokenView]`, oldest first; by id when paged |
 //! | POST | `/api/networks/{net}/tokens` | [`CreateToken`] | 201 [`TokenCreated`] |
 //! | DELETE | `/api/networks/{net}/tokens/{id}` | | 204 (revoked) |
+//! | GET | `/api/networks/{net}/policy` | | [`PolicyView`] |
+//! | PUT | `/api/networks/{net}/policy` | [`SetPolicy`] | [`PolicyView`]; 422 when the document is refused |
+//! | DELETE | `/api/networks/{net}/policy` | | [`PolicyView`] (none: everything allowed) |
+//! | POST | `/api/networks/{net}/policy/check` | [`SetPolicy`] | [`PolicyView`], nothing set; 422 as `PUT` |
+//! | GET | `/api/networks/{net}/policy/why?from=A&to=B&port=P` | | [`WhyView`] |
+//! | PUT | `/api/networks/{net}/members/{node}/tags` | [`SetTags`] | [`MemberView`] |
 //! | GET | `/api/audit?limit=N` | | `[AuditEntry]`, newest first (N: 1..=10000, default 100) |
 //! | GET | `/metrics` | | Prometheus text format 0.0.4 (same bearer token) |
 //!
@@ -60,6 +66,7 @@ use std::net::{IpAddr, SocketAddr};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::policy::{Action, Policy};
 use crate::Key;
 
 /// Largest `limit` of a paged listing (`GET …/members`, `GET …/tokens`).
@@ -180,6 +187,31 @@ pub struct MemberView {
     /// coordinator): empty while it is offline or unauthorised, or before its first report.
     #[serde(default)]
     pub paths: Vec<PeerPathView>,
+    /// Its tags (DNS labels, sorted), which the network's policy names.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// The policy filter it runs, while it is online at this coordinator and its network
+    /// has a policy (or had one during its session).
+    #[serde(default)]
+    pub filter: Option<FilterView>,
+}
+
+/// The policy filter a member runs ([`MemberView::filter`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "kebab-case")]
+pub struct FilterView {
+    /// Hash of the filter the coordinator sent it last.
+    #[serde(default)]
+    pub sent: Option<String>,
+    /// Hash of the filter it reported it enforces.
+    #[serde(default)]
+    pub reported: Option<String>,
+    /// Whether it enforces what it was sent.
+    pub current: bool,
+    /// Why it could not apply the last update (it drops the traffic concerned: fail closed).
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 /// One peer path a member reported ([`MemberView::paths`]).
@@ -209,6 +241,11 @@ pub struct CreateToken {
     /// Seconds until it expires, 1..=[`MAX_EXPIRES_IN_SECS`] (default: never).
     #[serde(default, deserialize_with = "integral::option")]
     pub expires_in_secs: Option<u64>,
+    /// Tags every member that joins with it gets (DNS labels, at most 32). Left out when
+    /// empty, so a coordinator from before tags still takes the request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(max_items = 32))]
+    pub tags: Vec<String>,
 }
 
 /// A join token as the API lists it (never with its secret).
@@ -228,6 +265,9 @@ pub struct TokenView {
     pub revoked: bool,
     /// Times used.
     pub uses: u64,
+    /// Tags it gives the members that join with it.
+    #[serde(default)]
+    pub tags: Vec<String>,
     /// Unix seconds it was made.
     pub created_at: u64,
 }
@@ -340,6 +380,68 @@ mod integral {
             Self::fit(x as u64)
         }
     }
+}
+
+/// `GET/PUT/DELETE /api/networks/{net}/policy`, `POST …/policy/check`: a network's policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "kebab-case")]
+pub struct PolicyView {
+    /// The document (null: none, everything allowed between members).
+    #[serde(default)]
+    pub document: Option<String>,
+    /// What no rule decides.
+    pub default: Action,
+    /// Rules in the document.
+    pub rules: usize,
+    /// Tests in the document (all pass).
+    pub tests: usize,
+}
+
+impl PolicyView {
+    /// The view of `policy` parsed from `document`.
+    pub fn of(document: Option<String>, policy: &Policy) -> PolicyView {
+        PolicyView {
+            document,
+            default: policy.default,
+            rules: policy.rules.len(),
+            tests: policy.tests.len(),
+        }
+    }
+}
+
+/// `PUT …/policy` and `POST …/policy/check`: a document to set or to check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SetPolicy {
+    /// The policy document (TOML, see [`crate::policy`]), at most 65536 characters.
+    #[cfg_attr(feature = "openapi", schema(max_length = 65536))]
+    pub document: String,
+}
+
+/// `PUT /api/networks/{net}/members/{node}/tags`: a member's tags, replaced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SetTags {
+    /// DNS labels (a `tag:` prefix is accepted and dropped), at most 32.
+    #[cfg_attr(feature = "openapi", schema(max_items = 32))]
+    pub tags: Vec<String>,
+}
+
+/// `GET /api/networks/{net}/policy/why?from=…&to=…&port=…`: which rule decides.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "kebab-case")]
+pub struct WhyView {
+    /// The decision.
+    pub action: Action,
+    /// The deciding rule's line in the document (null: the default decided).
+    #[serde(default)]
+    pub line: Option<usize>,
+    /// The deciding rule as written (`allow tag:ops -> * tcp/22`), or `default`.
+    pub rule: String,
 }
 
 #[cfg(test)]

@@ -63,6 +63,7 @@ pub const MAX_RULES: usize = 4096;
 
 /// What a rule or the default does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum Action {
     /// Let it through.
@@ -416,10 +417,10 @@ struct RawDoc {
 struct RawRule {
     #[serde(default)]
     action: Option<String>,
-    from: Vec<String>,
-    to: Vec<String>,
+    from: Vec<toml::Spanned<String>>,
+    to: Vec<toml::Spanned<String>>,
     #[serde(default)]
-    ports: Option<Vec<String>>,
+    ports: Option<Vec<toml::Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -460,7 +461,7 @@ impl Policy {
         }
         let raw: RawDoc = toml::from_str(text).map_err(|e| PolicyError {
             line: e.span().map_or(0, |s| line_of(text, s.start)),
-            message: e.message().to_owned(),
+            message: e.message().split_whitespace().collect::<Vec<_>>().join(" "),
         })?;
         let at = |span: std::ops::Range<usize>| line_of(text, span.start);
         let default = match &raw.default {
@@ -536,7 +537,12 @@ impl Policy {
                     )));
                 }
                 for t in texts {
-                    let sel = Selector::parse(t).map_err(|m| fail(format!("{name}: {m}")))?;
+                    // Errors in a selector point at its own line.
+                    let line = at(t.span());
+                    let sel = Selector::parse(t.get_ref()).map_err(|m| PolicyError {
+                        line,
+                        message: format!("{name}: {m}"),
+                    })?;
                     known(&sel, line)?;
                     side.push(sel);
                 }
@@ -548,7 +554,12 @@ impl Policy {
                 }
                 Some(list) => list
                     .iter()
-                    .map(|p| Ports::parse(p).map_err(|m| fail(format!("ports: {m}"))))
+                    .map(|p| {
+                        Ports::parse(p.get_ref()).map_err(|m| PolicyError {
+                            line: at(p.span()),
+                            message: format!("ports: {m}"),
+                        })
+                    })
                     .collect::<Result<_, _>>()?,
             };
             let [from, to] = sides;
@@ -1127,6 +1138,31 @@ impl PortTable {
 fn find(ranges: &[Range], port: u16) -> Decided {
     let i = ranges.partition_point(|r| r.hi < port);
     ranges[i.min(ranges.len() - 1)].decided
+}
+
+impl Rule {
+    /// One line: `allow tag:ops, tag:dev -> * : tcp/22, icmp`.
+    pub fn summary(&self) -> String {
+        let list = |v: &[Selector]| {
+            v.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let ports = self
+            .ports
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "{} {} -> {} : {}",
+            self.action,
+            list(&self.from),
+            list(&self.to),
+            ports
+        )
+    }
 }
 
 #[cfg(test)]

@@ -230,6 +230,71 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// A network's policy: who may open what to whom (see docs/policy.md).
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Replace a member's tags (what policies name): `meshctl admin tag lab web-1 worker`.
+    Tag {
+        /// The network.
+        network: String,
+        /// The member: its name, public key or fingerprint (8+ characters of the key).
+        node: String,
+        /// Its tags (DNS labels; a `tag:` prefix is accepted); none clears them.
+        tags: Vec<String>,
+        #[command(flatten)]
+        output: JsonFlag,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Print the network's policy document.
+    Get {
+        /// The network.
+        network: String,
+        #[command(flatten)]
+        output: JsonFlag,
+    },
+    /// Check a document and set it; refused (with the line and reason) when it is
+    /// malformed or one of its tests fails, and then nothing changes.
+    Set {
+        /// The network.
+        network: String,
+        /// The document (TOML), `-` for standard input.
+        file: PathBuf,
+        #[command(flatten)]
+        output: JsonFlag,
+    },
+    /// Check a document (syntax, references, its tests) without setting it.
+    Test {
+        /// The network.
+        network: String,
+        /// The document (TOML), `-` for standard input.
+        file: PathBuf,
+        #[command(flatten)]
+        output: JsonFlag,
+    },
+    /// Remove the policy: everything allowed between members again.
+    Clear {
+        /// The network.
+        network: String,
+    },
+    /// Which rule decides traffic from one member to another:
+    /// `meshctl admin policy why lab laptop web-1 tcp/22`.
+    Why {
+        /// The network.
+        network: String,
+        /// The source: a member (name, key, fingerprint, address) or tags (`tag:ops`).
+        from: String,
+        /// The destination, likewise.
+        to: String,
+        /// The traffic: `tcp/22`, `udp/53`, `icmp`.
+        port: String,
+        #[command(flatten)]
+        output: JsonFlag,
+    },
 }
 
 /// A member of a network, and the output format.
@@ -300,6 +365,9 @@ pub enum TokenCommand {
         /// Expire after this long (30m, 24h, 7d) [default: never].
         #[arg(long, value_name = "DURATION", value_parser = duration::parse_arg)]
         expires: Option<Duration>,
+        /// Tag every member that joins with it (repeat for several): what policies name.
+        #[arg(long = "tag", value_name = "TAG")]
+        tags: Vec<String>,
         #[command(flatten)]
         output: JsonFlag,
     },

@@ -626,3 +626,120 @@ fn readable_token_file_is_a_warning() {
     );
     admin.expect("GET", "/api/networks");
 }
+
+fn policy_view(document: Option<&str>, rules: usize, tests: usize) -> Value {
+    json!({
+        "document": document,
+        "default": if document.is_some() { "deny" } else { "allow" },
+        "rules": rules,
+        "tests": tests
+    })
+}
+
+/// Issue 13: `meshctl admin policy set|test|get|clear|why` and `tag`.
+#[test]
+fn policy_commands_send_the_document_and_say_what_happened() {
+    let doc =
+        "default = \"deny\"\n[[rule]]\nfrom = [\"tag:ops\"]\nto = [\"*\"]\nports = [\"tcp/22\"]\n";
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.toml");
+    std::fs::write(&file, doc).unwrap();
+    let file = file.to_str().unwrap();
+
+    let admin = Admin::start(vec![(200, policy_view(Some(doc), 1, 0))]);
+    let text = assert_ok(&admin.run(&["policy", "set", "lab", file]));
+    assert_eq!(
+        text,
+        "policy of lab set: default deny, 1 rule, 0 tests (all pass)\n"
+    );
+    let body = admin.expect("PUT", "/api/networks/lab/policy").unwrap();
+    assert_eq!(body, json!({ "document": doc }));
+
+    let admin = Admin::start(vec![(200, policy_view(Some(doc), 1, 0))]);
+    let text = assert_ok(&admin.run(&["policy", "test", "lab", file]));
+    assert_eq!(
+        text,
+        "ok: default deny, 1 rule, 0 tests (all pass); not set\n"
+    );
+    let body = admin
+        .expect("POST", "/api/networks/lab/policy/check")
+        .unwrap();
+    assert_eq!(body, json!({ "document": doc }));
+
+    // Refused: the coordinator's line and reason, exit 1.
+    let admin = Admin::start(vec![(
+        422,
+        json!({ "error": "policy line 4: group:nope is not defined under [groups]" }),
+    )]);
+    assert_error(
+        &admin.run(&["policy", "set", "lab", file]),
+        "meshctl: 422 Unprocessable Entity: policy line 4: group:nope is not defined under [groups]",
+    );
+
+    // get prints the document as it is (to edit and set again); --json the view.
+    let admin = Admin::start(vec![(200, policy_view(Some(doc), 1, 0))]);
+    assert_eq!(assert_ok(&admin.run(&["policy", "get", "lab"])), doc);
+    assert_eq!(admin.gets(), ["/api/networks/lab/policy"]);
+    let admin = Admin::start(vec![(200, policy_view(None, 0, 0))]);
+    assert_eq!(
+        assert_ok(&admin.run(&["policy", "get", "lab"])),
+        "no policy: everything allowed between members\n"
+    );
+    let admin = Admin::start(vec![(200, policy_view(None, 0, 0))]);
+    let json: Value =
+        serde_json::from_str(&assert_ok(&admin.run(&["policy", "get", "lab", "--json"]))).unwrap();
+    assert_eq!(json, policy_view(None, 0, 0));
+
+    let admin = Admin::start(vec![(200, policy_view(None, 0, 0))]);
+    assert_eq!(
+        assert_ok(&admin.run(&["policy", "clear", "lab"])),
+        "policy of lab removed: everything allowed between members\n"
+    );
+    assert_eq!(admin.expect("DELETE", "/api/networks/lab/policy"), None);
+
+    let admin = Admin::start(vec![(
+        200,
+        json!({ "action": "deny", "line": 7, "rule": "deny tag:ops -> * : tcp/10250" }),
+    )]);
+    assert_eq!(
+        assert_ok(&admin.run(&["policy", "why", "lab", "laptop", "tag:control", "tcp/10250"])),
+        "deny: rule at line 7: deny tag:ops -> * : tcp/10250\n"
+    );
+    assert_eq!(
+        admin.gets(),
+        ["/api/networks/lab/policy/why?from=laptop&to=tag%3Acontrol&port=tcp%2F10250"]
+    );
+
+    let mut tagged = member_view("web-1", None);
+    tagged["tags"] = json!(["control", "worker"]);
+    let admin = Admin::start(vec![(200, tagged)]);
+    assert_eq!(
+        assert_ok(&admin.run(&["tag", "lab", "web-1", "control", "tag:worker"])),
+        "web-1 in lab: control worker\n"
+    );
+    let body = admin
+        .expect("PUT", "/api/networks/lab/members/web-1/tags")
+        .unwrap();
+    assert_eq!(body, json!({ "tags": ["control", "tag:worker"] }));
+
+    // A missing file: said before anything is sent.
+    let admin = Admin::start(vec![]);
+    let out = admin.run(&["policy", "set", "lab", "/nonexistent/policy.toml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("/nonexistent/policy.toml"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(admin.coordinator.requests().is_empty());
+
+    // Token tags travel in the body.
+    let created = json!({ "token": token_view(None), "join-token": "wm1_x" });
+    let admin = Admin::start(vec![(201, created)]);
+    assert_ok(&admin.run(&["token", "create", "lab", "--tag", "worker", "--tag", "ops"]));
+    let body = admin.expect("POST", "/api/networks/lab/tokens").unwrap();
+    assert_eq!(
+        body,
+        json!({ "reusable": false, "expires-in-secs": null, "tags": ["worker", "ops"] })
+    );
+}

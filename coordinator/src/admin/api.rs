@@ -24,8 +24,10 @@ pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 /// Sessions kept at once; a login beyond evicts the oldest.
 pub const MAX_SESSIONS: usize = 1000;
 
-/// Largest admin request body.
-pub(crate) const BODY_LIMIT: usize = 64 * 1024;
+/// Largest admin request body: a policy document of
+/// [`crate::admin::http::policy::MAX_DOCUMENT`] characters fits even with every character
+/// escaped (`\\uXXXX`, twice for those outside the BMP).
+pub(crate) const BODY_LIMIT: usize = 1024 * 1024;
 
 /// What every handler shares.
 #[derive(Clone)]

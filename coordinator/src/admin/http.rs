@@ -247,6 +247,21 @@ pub(crate) fn routes() -> Router<Api> {
             "/api/networks/{net}/tokens/{id}",
             axum::routing::delete(revoke_token),
         )
+        .route(
+            "/api/networks/{net}/policy",
+            get(policy::get_policy)
+                .put(policy::set_policy)
+                .delete(policy::clear_policy),
+        )
+        .route(
+            "/api/networks/{net}/policy/check",
+            post(policy::check_policy),
+        )
+        .route("/api/networks/{net}/policy/why", get(policy::why))
+        .route(
+            "/api/networks/{net}/members/{node}/tags",
+            axum::routing::put(policy::set_tags),
+        )
         .route("/api/audit", get(audit))
         .route("/metrics", get(metrics))
 }
@@ -802,6 +817,8 @@ async fn metrics(State(api): State<Api>) -> impl IntoResponse {
         crate::admin::metrics::render(&api.coord).await,
     )
 }
+
+pub(super) mod policy;
 
 #[cfg(test)]
 mod tests;

@@ -485,19 +485,14 @@ where
         }
     }
 
-    /// Tells the member about the NAT traversal services, if the coordinator has any.
     /// Sends the changes of this member's policy filter in `snap`, if any. A node that
     /// cannot enforce filters (protocol below 3) is refused while its network has a policy.
     async fn send_filter(&mut self, snap: &Snapshot) -> Result<(), Fail> {
-        let Some(filter) = snap.filter_for(&self.key) else {
-            if let Some(sent) = self.filter_sent.take() {
-                // The policy went away: everything allowed again.
-                let open = NodeFilter::allow_all();
-                let update = open.update_from(Some(&sent));
-                send(self.writer, &ServerMsg::Filter(update)).await?;
-                self.filter_sent = Some(open);
-            }
-            return Ok(());
+        let filter = match snap.filter_for(&self.key) {
+            Some(filter) => filter,
+            // The policy went away after the node was sent one: everything allowed again.
+            None if self.filter_sent.is_some() => NodeFilter::allow_all(),
+            None => return Ok(()),
         };
         if self.protocol < 3 {
             return Err(Fail::Deny(format!(
@@ -510,11 +505,15 @@ where
         }
         let update = filter.update_from(self.filter_sent.as_ref());
         tracing::debug!(hash = %update.hash, peers = update.upsert.len(), removed = update.remove.len(), full = update.full, "filter");
+        let hash = update.hash.clone();
         send(self.writer, &ServerMsg::Filter(update)).await?;
+        self.coord
+            .filter_sent(&self.net, &self.key, self.session_id, &hash);
         self.filter_sent = Some(filter);
         Ok(())
     }
 
+    /// Tells the member about the NAT traversal services, if the coordinator has any.
     async fn send_services(&mut self) -> Result<(), Fail> {
         let Some(services) = self.coord.services() else {
             return Ok(());

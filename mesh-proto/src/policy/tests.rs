@@ -149,21 +149,22 @@ ports = ["udp/8472"]
     );
 }
 
-/// (document, line, a fragment of the reason)
+/// (document, line, a fragment of the reason): a selector's or port's own line, else the
+/// line of the table it is in.
 const BAD: &[(&str, usize, &str)] = &[
     ("default = \"maybe\"\n", 1, "not an action"),
-    ("[[rule]]\nfrom = [\"tag:a\"]\nto = [\"group:nope\"]\n", 1, "group:nope is not defined"),
-    ("\n[[rule]]\nfrom = [\"tag:A\"]\nto = [\"*\"]\n", 2, "not a DNS label"),
-    ("[[rule]]\nfrom = [\"tag:a\"]\nto = [\"*\"]\nports = [\"tcp/70000\"]\n", 1, "not a port"),
-    ("[[rule]]\nfrom = [\"tag:a\"]\nto = [\"*\"]\nports = [\"tcp/9-1\"]\n", 1, "backwards"),
-    ("[[rule]]\nfrom = [\"tag:a\"]\nto = [\"*\"]\nports = [\"sctp/9\"]\n", 1, "unknown protocol"),
-    ("[[rule]]\nfrom = [\"tag:a\"]\nto = [\"*\"]\nports = [\"icmp/8\"]\n", 1, "icmp has no ports"),
+    ("[[rule]]\nfrom = [\"tag:a\"]\nto = [\"group:nope\"]\n", 3, "group:nope is not defined"),
+    ("\n[[rule]]\nfrom = [\"tag:A\"]\nto = [\"*\"]\n", 3, "not a DNS label"),
+    ("[[rule]]\nfrom = [\"tag:a\"]\nto = [\"*\"]\nports = [\"tcp/70000\"]\n", 4, "not a port"),
+    ("[[rule]]\nfrom = [\"tag:a\"]\nto = [\"*\"]\nports = [\"tcp/9-1\"]\n", 4, "backwards"),
+    ("[[rule]]\nfrom = [\"tag:a\"]\nto = [\"*\"]\nports = [\"sctp/9\"]\n", 4, "unknown protocol"),
+    ("[[rule]]\nfrom = [\"tag:a\"]\nto = [\"*\"]\nports = [\"icmp/8\"]\n", 4, "icmp has no ports"),
     ("[[rule]]\nfrom = []\nto = [\"*\"]\n", 1, "from is empty"),
     ("[[rule]]\nfrom = [\"tag:a\"]\nto = [\"*\"]\nport = [\"tcp/1\"]\n", 4, "unknown field"),
     ("[[rule]]\nfrom = [\"tag:a\"\nto = [\"*\"]\n", 3, "expected `]`"),
     ("[groups]\na = [\"group:b\"]\nb = [\"group:a\"]\n", 2, "contain each other"),
     ("[groups]\na = [\"*\"]\n", 2, "in a group"),
-    ("[[rule]]\nfrom = [\"nonsense\"]\nto = [\"*\"]\n", 1, "not a selector"),
+    ("[[rule]]\nfrom = [\"nonsense\"]\nto = [\"*\"]\n", 2, "not a selector"),
     (
         "[[test]]\nfrom = \"tag:a\"\nto = \"tag:b\"\nport = \"tcp/1-2\"\nexpect = \"allow\"\n",
         1,

@@ -177,6 +177,12 @@ impl Client {
             .map_err(anyhow::Error::msg)
     }
 
+    pub fn put(&self, path: &str, body: &impl Serialize) -> anyhow::Result<Value> {
+        let body = to_json(body).map_err(anyhow::Error::msg)?;
+        self.json(Method::PUT, path, Some(body))
+            .map_err(anyhow::Error::msg)
+    }
+
     pub fn delete(&self, path: &str) -> anyhow::Result<()> {
         self.call(Method::DELETE, path, None)
             .map(drop)

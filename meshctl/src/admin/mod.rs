@@ -23,11 +23,14 @@ use mesh_proto::admin::{
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::cli::{AdminArgs, AdminCommand, JsonFlag, MemberArgs, NetworkCommand, TokenCommand};
+use crate::cli::{
+    AdminArgs, AdminCommand, JsonFlag, MemberArgs, NetworkCommand, PolicyCommand, TokenCommand,
+};
 use crate::duration;
 use crate::local::io_reason;
 use crate::table;
 use client::{api_path, with_query, Client};
+use mesh_proto::admin::{PolicyView, SetPolicy, SetTags, WhyView};
 
 /// A token file is a line of text; anything bigger is the wrong file.
 const MAX_TOKEN_FILE: u64 = 4096;
@@ -52,6 +55,94 @@ pub fn run(args: AdminArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let text = command(&client, args.command, unix_now())?;
     out.write_all(text.as_bytes())?;
     Ok(())
+}
+
+/// A document from `file`, `-` for standard input.
+fn read_document(file: &Path) -> anyhow::Result<String> {
+    if file == Path::new("-") {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .map_err(|e| anyhow!("reading the policy from standard input: {}", io_reason(&e)))?;
+        return Ok(s);
+    }
+    std::fs::read_to_string(file)
+        .map_err(|e| anyhow!("reading {}: {}", file.display(), io_reason(&e)))
+}
+
+fn policy_summary(p: &PolicyView) -> String {
+    match &p.document {
+        None => "no policy: everything allowed between members".to_owned(),
+        Some(_) => format!(
+            "default {}, {} rule{}, {} test{} (all pass)",
+            p.default,
+            p.rules,
+            if p.rules == 1 { "" } else { "s" },
+            p.tests,
+            if p.tests == 1 { "" } else { "s" }
+        ),
+    }
+}
+
+fn policy(client: &Client, command: PolicyCommand) -> anyhow::Result<String> {
+    Ok(match command {
+        PolicyCommand::Get { network, output } => {
+            let answer = client.get(&api_path(&["networks", &network, "policy"]))?;
+            show(output, answer, |p: PolicyView| match &p.document {
+                Some(d) => d.clone(),
+                None => format!("{}\n", policy_summary(&p)),
+            })?
+        }
+        PolicyCommand::Set {
+            network,
+            file,
+            output,
+        } => {
+            let document = read_document(&file)?;
+            let answer = client.put(
+                &api_path(&["networks", &network, "policy"]),
+                &SetPolicy { document },
+            )?;
+            show(output, answer, |p: PolicyView| {
+                format!("policy of {network} set: {}\n", policy_summary(&p))
+            })?
+        }
+        PolicyCommand::Test {
+            network,
+            file,
+            output,
+        } => {
+            let document = read_document(&file)?;
+            let answer = client.post(
+                &api_path(&["networks", &network, "policy", "check"]),
+                Some(&SetPolicy { document }),
+            )?;
+            show(output, answer, |p: PolicyView| {
+                format!("ok: {}; not set\n", policy_summary(&p))
+            })?
+        }
+        PolicyCommand::Clear { network } => {
+            client.delete_json(&api_path(&["networks", &network, "policy"]))?;
+            format!("policy of {network} removed: everything allowed between members\n")
+        }
+        PolicyCommand::Why {
+            network,
+            from,
+            to,
+            port,
+            output,
+        } => {
+            let path = with_query(
+                &api_path(&["networks", &network, "policy", "why"]),
+                &[("from", &from), ("to", &to), ("port", &port)],
+            );
+            let answer = client.get(&path)?;
+            show(output, answer, |w: WhyView| match w.line {
+                Some(line) => format!("{}: rule at line {line}: {}\n", w.action, w.rule),
+                None => format!("{}: no rule matches, the default decides\n", w.action),
+            })?
+        }
+    })
 }
 
 /// The admin token from `path`: one line, a trailing newline allowed. A token file others
@@ -211,6 +302,25 @@ fn command(client: &Client, command: AdminCommand, now: u64) -> anyhow::Result<S
             })?
         }
         AdminCommand::Token { command } => token(client, command, now)?,
+        AdminCommand::Policy { command } => policy(client, command)?,
+        AdminCommand::Tag {
+            network,
+            node,
+            tags,
+            output,
+        } => {
+            let answer = client.put(
+                &api_path(&["networks", &network, "members", &node, "tags"]),
+                &SetTags { tags },
+            )?;
+            show(output, answer, |m: MemberView| {
+                if m.tags.is_empty() {
+                    format!("{} in {network} has no tags\n", m.name)
+                } else {
+                    format!("{} in {network}: {}\n", m.name, m.tags.join(" "))
+                }
+            })?
+        }
         AdminCommand::Route(command) => route(client, command)?,
     };
     Ok(text)
@@ -310,11 +420,13 @@ fn token(client: &Client, command: TokenCommand, now: u64) -> anyhow::Result<Str
             network,
             reusable,
             expires,
+            tags,
             output,
         } => {
             let body = CreateToken {
                 reusable,
                 expires_in_secs: expires.map(|d| d.as_secs()),
+                tags,
             };
             let answer = client.post(&api_path(&["networks", &network, "tokens"]), Some(&body))?;
             show(output, answer, |created: TokenCreated| {
@@ -392,6 +504,9 @@ fn network_text(n: &NetworkView) -> String {
 fn members_table(members: &[MemberView], now: u64) -> String {
     // The PATHS column only when some member reported paths (`--json` has them per peer).
     let paths = members.iter().any(|m| !m.paths.is_empty());
+    // TAGS and FILTER only when some member has tags or runs a policy filter.
+    let tags = members.iter().any(|m| !m.tags.is_empty());
+    let filters = members.iter().any(|m| m.filter.is_some());
     let rows: Vec<Vec<String>> = members
         .iter()
         .map(|m| {
@@ -407,6 +522,16 @@ fn members_table(members: &[MemberView], now: u64) -> String {
             ];
             if paths {
                 row.push(paths_text(m));
+            }
+            if tags {
+                row.push(if m.tags.is_empty() {
+                    "-".to_owned()
+                } else {
+                    m.tags.join(",")
+                });
+            }
+            if filters {
+                row.push(filter_text(m));
             }
             row.push(routes_text(m));
             row
@@ -424,8 +549,27 @@ fn members_table(members: &[MemberView], now: u64) -> String {
     if paths {
         headers.push("PATHS");
     }
+    if tags {
+        headers.push("TAGS");
+    }
+    if filters {
+        headers.push("FILTER");
+    }
     headers.push("ROUTES");
     table::render(&headers, &rows)
+}
+
+/// Whether a member enforces the policy filter it was sent: `current`, `pending` (sent,
+/// not yet confirmed), `FAILED (reason)` (it fails closed), or `-` (none).
+fn filter_text(m: &MemberView) -> String {
+    match &m.filter {
+        None => "-".to_owned(),
+        Some(f) => match &f.error {
+            Some(e) => format!("FAILED ({e})"),
+            None if f.current => "current".to_owned(),
+            None => "pending".to_owned(),
+        },
+    }
 }
 
 /// A member's reported paths in one cell, counted by kind (`2 direct, 1 relayed`); `-`
@@ -614,6 +758,8 @@ mod tests {
             advertised_routes: vec![],
             approved_routes: vec![],
             paths: vec![],
+            tags: vec![],
+            filter: None,
         }
     }
 
@@ -659,6 +805,36 @@ db     m9OJrAFV     10.9.8.3  no          no      never      0.1.0    -
 NAME   FINGERPRINT  ADDRESS   AUTHORIZED  ONLINE  LAST SEEN  VERSION  PATHS                ROUTES
 web-1  m9OJrAFV     10.9.8.3  yes         yes     12s ago    0.1.0    2 direct, 1 relayed  -
 db     m9OJrAFV     10.9.8.3  no          no      never      0.1.0    -                    -
+"
+        );
+    }
+
+    #[test]
+    fn members_render_tags_and_filters_when_there_are_any() {
+        let now = 1_795_382_116;
+        let filter = |current: bool, error: Option<&str>| mesh_proto::admin::FilterView {
+            sent: Some("00aa".to_owned()),
+            reported: Some(if current { "00aa" } else { "11bb" }.to_owned()),
+            current,
+            error: error.map(str::to_owned),
+        };
+        let mut web = member("web-1", true, true, Some(now - 12));
+        web.tags = vec!["control".to_owned(), "worker".to_owned()];
+        web.filter = Some(filter(true, None));
+        let mut db = member("db", true, true, Some(now - 1));
+        db.filter = Some(filter(false, None));
+        let mut ops = member("ops", true, true, Some(now - 1));
+        ops.filter = Some(filter(false, Some("bad update")));
+        let off = member("off", false, false, None);
+        let text = members_table(&[web, db, ops, off], now);
+        assert_eq!(
+            text,
+            "\
+NAME   FINGERPRINT  ADDRESS   AUTHORIZED  ONLINE  LAST SEEN  VERSION  TAGS            FILTER               ROUTES
+web-1  m9OJrAFV     10.9.8.3  yes         yes     12s ago    0.1.0    control,worker  current              -
+db     m9OJrAFV     10.9.8.3  yes         yes     1s ago     0.1.0    -               pending              -
+ops    m9OJrAFV     10.9.8.3  yes         yes     1s ago     0.1.0    -               FAILED (bad update)  -
+off    m9OJrAFV     10.9.8.3  no          no      never      0.1.0    -               -                    -
 "
         );
     }
@@ -719,6 +895,7 @@ db     m9OJrAFV     10.9.8.3  no          no      never      0.1.0    -         
             revoked,
             uses,
             created_at: 1_795_295_716,
+            tags: vec![],
         }
     }
 

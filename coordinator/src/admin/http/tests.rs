@@ -1000,3 +1000,293 @@ async fn tokens_page_by_id() {
         page(&api, &format!("/api/networks/lab/tokens?limit=10&q={q}")).await;
     assert!(got.iter().all(|t| t.id.contains(q)) && !got.is_empty());
 }
+
+const POLICY: &str = r#"default = "deny"
+
+[[rule]]
+from = ["tag:worker"]
+to = ["tag:control"]
+ports = ["tcp/6443"]
+
+[[rule]]
+from = ["tag:ops"]
+to = ["*"]
+ports = ["tcp/22", "icmp"]
+
+[[test]]
+from = "tag:ops"
+to = "tag:control"
+port = "tcp/22"
+expect = "allow"
+"#;
+
+fn policy_body(doc: &str) -> String {
+    serde_json::json!({ "document": doc }).to_string()
+}
+
+/// Issue 13: the policy routes. A document is set and read back; a malformed one and one
+/// whose own test fails are refused with 422, the line and the reason, and change nothing;
+/// `check` checks without setting; `DELETE` removes it.
+#[tokio::test]
+async fn policy_is_set_checked_refused_and_removed() {
+    use mesh_proto::admin::PolicyView;
+    let api = members(2).await;
+    let path = "/api/networks/lab/policy";
+    let none: PolicyView = api.ok(Method::GET, path, None, StatusCode::OK).await;
+    assert_eq!(none.document, None);
+    assert_eq!(none.default, mesh_proto::policy::Action::Allow);
+
+    let set: PolicyView = api
+        .ok(
+            Method::PUT,
+            path,
+            Some(&policy_body(POLICY)),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(
+        (set.document.as_deref(), set.default, set.rules, set.tests),
+        (Some(POLICY), mesh_proto::policy::Action::Deny, 2, 1)
+    );
+    let got: PolicyView = api.ok(Method::GET, path, None, StatusCode::OK).await;
+    assert_eq!(got, set);
+
+    // Malformed (an unclosed list on line 4: found on line 5), an unknown group (line 4),
+    // a failing test: 422, nothing changes.
+    let broken = POLICY.replace("from = [\"tag:worker\"]", "from = [\"tag:worker\"");
+    let unknown = POLICY.replace("tag:worker", "group:nope");
+    let failing = POLICY.replace("expect = \"allow\"", "expect = \"deny\"");
+    for (doc, want) in [(broken, "line 5"), (unknown, "line 4"), (failing, "test")] {
+        for (method, route) in [
+            (Method::PUT, path.to_owned()),
+            (Method::POST, format!("{path}/check")),
+        ] {
+            let err = api
+                .fails(
+                    method,
+                    &route,
+                    Some(&policy_body(&doc)),
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                )
+                .await;
+            assert!(err.contains(want), "{err:?} should name {want}");
+        }
+        let still: PolicyView = api.ok(Method::GET, path, None, StatusCode::OK).await;
+        assert_eq!(still, set, "a refused document changed the policy");
+    }
+    // JSON that is not `{document}`: 400 as every body.
+    api.fails(
+        Method::PUT,
+        path,
+        Some(r#"{"doc":"x"}"#),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    api.fails(
+        Method::PUT,
+        path,
+        Some(r#"{"document":7}"#),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    let long = "#".repeat(super::policy::MAX_DOCUMENT + 1);
+    api.fails(
+        Method::PUT,
+        path,
+        Some(&policy_body(&long)),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    // No such network.
+    api.fails(
+        Method::PUT,
+        "/api/networks/nope/policy",
+        Some(&policy_body(POLICY)),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+
+    // Check: answers as PUT would, sets nothing.
+    let open = "default = \"allow\"\n";
+    let checked: PolicyView = api
+        .ok(
+            Method::POST,
+            &format!("{path}/check"),
+            Some(&policy_body(open)),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(checked.default, mesh_proto::policy::Action::Allow);
+    let still: PolicyView = api.ok(Method::GET, path, None, StatusCode::OK).await;
+    assert_eq!(still, set);
+
+    let cleared: PolicyView = api.ok(Method::DELETE, path, None, StatusCode::OK).await;
+    assert_eq!(cleared.document, None);
+    let audit: Vec<mesh_proto::admin::AuditEntry> = api
+        .ok(Method::GET, "/api/audit", None, StatusCode::OK)
+        .await;
+    assert_eq!(
+        audit.iter().filter(|e| e.action == "policy.set").count(),
+        2,
+        "one set, one removal; refused documents leave no entry"
+    );
+}
+
+/// Issue 13: tags by member, `why` by member or description, tags given by a token.
+#[tokio::test]
+async fn tags_and_why() {
+    use mesh_proto::admin::WhyView;
+    let api = members(2).await;
+    api.ok::<mesh_proto::admin::PolicyView>(
+        Method::PUT,
+        "/api/networks/lab/policy",
+        Some(&policy_body(POLICY)),
+        StatusCode::OK,
+    )
+    .await;
+    let tagged: MemberView = api
+        .ok(
+            Method::PUT,
+            "/api/networks/lab/members/node-1/tags",
+            Some(r#"{"tags":["tag:control","control","worker"]}"#),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(tagged.tags, ["control", "worker"]);
+    for bad in [
+        r#"{"tags":["Bad"]}"#,
+        r#"{"tags":["-x"]}"#,
+        r#"{"tags":"x"}"#,
+    ] {
+        api.fails(
+            Method::PUT,
+            "/api/networks/lab/members/node-1/tags",
+            Some(bad),
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+    }
+    api.fails(
+        Method::PUT,
+        "/api/networks/lab/members/node-9/tags",
+        Some(r#"{"tags":[]}"#),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    let listed: Vec<MemberView> = api
+        .ok(
+            Method::GET,
+            "/api/networks/lab/members",
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    let n1 = listed.iter().find(|m| m.name == "node-1").unwrap();
+    assert_eq!(n1.tags, ["control", "worker"]);
+
+    let why = |from: &str, to: &str, port: &str| {
+        format!(
+            "/api/networks/lab/policy/why?from={}&to={}&port={}",
+            from.replace(':', "%3A").replace(' ', "%20"),
+            to.replace(':', "%3A"),
+            port.replace('/', "%2F")
+        )
+    };
+    // A worker (node-1 is one) to a control member: rule 1, line 3.
+    let w: WhyView = api
+        .ok(
+            Method::GET,
+            &why("node-1", "tag:control", "tcp/6443"),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(
+        (w.action, w.line),
+        (mesh_proto::policy::Action::Allow, Some(3))
+    );
+    assert_eq!(w.rule, "allow tag:worker -> tag:control : tcp/6443");
+    let w: WhyView = api
+        .ok(
+            Method::GET,
+            &why("tag:ops tag:x", "node-2", "icmp"),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(
+        (w.action, w.line),
+        (mesh_proto::policy::Action::Allow, Some(8))
+    );
+    let w: WhyView = api
+        .ok(
+            Method::GET,
+            &why("node-2", "node-1", "udp/53"),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!((w.action, w.line), (mesh_proto::policy::Action::Deny, None));
+    assert_eq!(w.rule, "default deny");
+    // Not a member nor a description: 422; a bad port or a missing one: 400.
+    api.fails(
+        Method::GET,
+        &why("who?", "node-1", "tcp/1"),
+        None,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    for port in ["tcp/1-2", "tcp", "sctp/1", "tcp/65536"] {
+        api.fails(
+            Method::GET,
+            &why("node-2", "node-1", port),
+            None,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+    }
+    api.fails(
+        Method::GET,
+        "/api/networks/lab/policy/why?from=node-1&to=node-2",
+        None,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+
+    // A token with tags: what it admits carries them; the listing shows them.
+    let created: TokenCreated = api
+        .ok(
+            Method::POST,
+            "/api/networks/lab/tokens",
+            Some(r#"{"reusable":true,"tags":["ops","tag:worker"]}"#),
+            StatusCode::CREATED,
+        )
+        .await;
+    assert_eq!(created.token.tags, ["ops", "worker"]);
+    api.fails(
+        Method::POST,
+        "/api/networks/lab/tokens",
+        Some(r#"{"tags":["NOPE"]}"#),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    let secret: JoinToken = created.join_token.parse().unwrap();
+    api.h
+        .coord
+        .admit(&hello("lab", &private(7), Some(secret.secret)), remote(7))
+        .await
+        .unwrap();
+    let listed: Vec<MemberView> = api
+        .ok(
+            Method::GET,
+            "/api/networks/lab/members",
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    let n7 = listed
+        .iter()
+        .find(|m| m.public_key == private(7).public_key())
+        .unwrap();
+    assert_eq!(n7.tags, ["ops", "worker"]);
+}

@@ -167,6 +167,21 @@ pub fn route() -> String {
     format!("^(?:{})$", alternatives.join("|"))
 }
 
+/// The example policy document: the README's cluster (see docs/policy.md).
+pub const EXAMPLE_POLICY: &str = "default = \"deny\"\n\n\
+[groups]\ncluster = [\"tag:control\", \"tag:worker\"]\n\n\
+[[rule]]\nfrom = [\"group:cluster\"]\nto = [\"group:cluster\"]\n\n\
+[[rule]]\nfrom = [\"tag:ops\"]\nto = [\"*\"]\nports = [\"tcp/22\", \"icmp\"]\n\n\
+[[test]]\nfrom = \"tag:ops\"\nto = \"tag:control\"\nport = \"tcp/10250\"\nexpect = \"deny\"\n";
+
+/// A tag ([`mesh_proto::policy::is_label`]), a `tag:` prefix allowed.
+pub const TAG: &str = "^(?:tag:)?[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$";
+
+/// `why`'s `port`: `icmp`, or `tcp/N`/`udp/N` with N 0..=65535 without leading zeros.
+pub fn why_port() -> String {
+    format!("^(?:(?:tcp|udp)/(?:0|{PORT})|icmp)$")
+}
+
 /// A port, 1..=65535, without leading zeros.
 const PORT: &str =
     "(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})";
@@ -252,6 +267,17 @@ pub fn apply(doc: &mut Value) {
                             p["example"] = example;
                         }
                     }
+                    Some("query") if name == "port" => {
+                        merge(&mut p["schema"], json!({ "pattern": why_port() }));
+                        p["example"] = json!("tcp/22");
+                    }
+                    Some("query") if name == "from" || name == "to" => {
+                        merge(
+                            &mut p["schema"],
+                            json!({ "minLength": 1, "maxLength": crate::admin::http::policy::MAX_DESCRIPTION }),
+                        );
+                        p["example"] = json!("tag:ops");
+                    }
                     Some("query") if name == "after" => {
                         let pattern = if path.ends_with("/members") {
                             json!({ "pattern": KEY, "minLength": 43, "maxLength": 44 })
@@ -294,10 +320,20 @@ pub fn apply(doc: &mut Value) {
         &mut schemas["CreateToken"]["properties"]["expires-in-secs"],
         json!({ "minimum": 1, "maximum": MAX_EXPIRES_IN_SECS }),
     );
+    merge(
+        &mut schemas["SetPolicy"]["properties"]["document"],
+        json!({ "example": EXAMPLE_POLICY }),
+    );
+    let tag = json!({ "type": "string", "pattern": TAG, "maxLength": 67, "example": "worker" });
+    schemas["SetTags"]["properties"]["tags"]["items"] = tag.clone();
+    schemas["CreateToken"]["properties"]["tags"]["items"] = tag;
     // The answers always carry every field (null where there is no value).
     for name in [
         "NetworkView",
         "MemberView",
+        "FilterView",
+        "PolicyView",
+        "WhyView",
         "PeerPathView",
         "TokenView",
         "TokenCreated",

@@ -535,6 +535,7 @@ impl Coordinator {
                     .ok_or_else(|| Error::Invalid(format!("expires-in-secs {s} is too large")))?,
             ),
         };
+        let tags: Vec<String> = super::policy::clean_tags(&req.tags)?.into_iter().collect();
         let secret = Key(random32().map_err(Error::Random)?);
         let created = {
             let mut st = self.state.lock().await;
@@ -555,14 +556,17 @@ impl Coordinator {
                 revoked: false,
                 uses: 0,
                 created_at: now,
-                tags: Vec::new(),
+                tags,
             };
             let view = token.view();
-            let detail = format!(
+            let mut detail = format!(
                 "{}, expires {}",
                 if req.reusable { "reusable" } else { "one-time" },
                 expires_at.map_or_else(|| "never".to_owned(), |t| format!("at {t}"))
             );
+            if !token.tags.is_empty() {
+                detail.push_str(&format!(", tags {}", token.tags.join(",")));
+            }
             let audit = vec![self.audit_entry("token.create", net, &token.id, detail)];
             self.commit(
                 &mut st,

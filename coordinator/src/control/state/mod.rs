@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex as StdMutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use mesh_proto::admin::{MemberView, PeerPathView};
+use mesh_proto::admin::{FilterView, MemberView, PeerPathView};
 use mesh_proto::control::{CertPin, PeerPathReport};
 use mesh_proto::Key;
 use tokio::sync::{oneshot, watch, Mutex};
@@ -322,7 +322,24 @@ impl NetState {
                 })
                 .collect();
         }
+        view.filter = slot.and_then(Slot::filter_view);
         view
+    }
+}
+
+impl Slot {
+    /// The filter this session sent and what the node reported, if either happened.
+    fn filter_view(&self) -> Option<FilterView> {
+        if self.filter_sent.is_none() && self.filter.is_none() {
+            return None;
+        }
+        let reported = self.filter.as_ref().map(|r| r.hash.clone());
+        Some(FilterView {
+            current: self.filter_sent.is_some() && reported == self.filter_sent,
+            error: self.filter.as_ref().and_then(|r| r.error.clone()),
+            sent: self.filter_sent.clone(),
+            reported,
+        })
     }
 }
 
@@ -463,6 +480,8 @@ struct Slot {
     paths: Vec<PeerPathReport>,
     /// What it reported it enforces ([`Coordinator::report_filter`]).
     filter: Option<FilterReport>,
+    /// The hash of the filter its session sent it last ([`Coordinator::filter_sent`]).
+    filter_sent: Option<String>,
 }
 
 /// The session registry: a slot per member online, by network and key.
@@ -958,6 +977,7 @@ impl Coordinator {
                 _kick: tx,
                 paths: Vec::new(),
                 filter: None,
+                filter_sent: None,
             },
         );
         self.store.set_presence(net, key, true);

@@ -39,6 +39,19 @@ pub struct Why {
     pub decision: Decision,
     /// The deciding rule's line in the document, if a rule decided.
     pub line: Option<usize>,
+    /// The deciding rule as one line, or `default deny`/`default allow`.
+    pub rule: String,
+}
+
+impl Why {
+    /// The admin API's answer.
+    pub fn view(&self) -> mesh_proto::admin::WhyView {
+        mesh_proto::admin::WhyView {
+            action: self.decision.action,
+            line: self.line,
+            rule: self.rule.clone(),
+        }
+    }
 }
 
 /// A tag list checked: DNS labels, at most 32, sorted, no duplicates.
@@ -186,8 +199,10 @@ impl Coordinator {
             .map_or_else(Policy::default, |(_, p)| (**p).clone());
         let port = if proto == Proto::Icmp { 0 } else { ports.lo };
         let decision = policy.decide_probe(&f, &t, proto, port);
+        let rule = decision.rule.map(|i| &policy.rules[i]);
         Ok(Why {
-            line: decision.rule.map(|i| policy.rules[i].line),
+            line: rule.map(|r| r.line),
+            rule: rule.map_or_else(|| format!("default {}", policy.default), |r| r.summary()),
             decision,
         })
     }
@@ -201,6 +216,20 @@ impl Coordinator {
         {
             if slot.filter.as_ref() != Some(&report) {
                 slot.filter = Some(report);
+                self.changes.path_reported();
+            }
+        }
+    }
+
+    /// Records the hash of the filter member `key`'s session just sent it.
+    pub(crate) fn filter_sent(&self, net: &str, key: &Key, id: u64, hash: &str) {
+        let mut sessions = self.sessions();
+        if let Some(slot) = sessions
+            .get_mut(&(net.to_owned(), *key))
+            .filter(|s| s.id == id)
+        {
+            if slot.filter_sent.as_deref() != Some(hash) {
+                slot.filter_sent = Some(hash.to_owned());
                 self.changes.path_reported();
             }
         }

@@ -224,6 +224,7 @@ async fn admin_errors_name_the_problem() {
             mesh_proto::admin::CreateToken {
                 reusable: false,
                 expires_in_secs: Some(u64::MAX),
+                ..Default::default()
             },
         )
         .await
@@ -304,6 +305,7 @@ async fn routes_approved_and_advertised_reach_peers() {
             mesh_proto::admin::CreateToken {
                 reusable: true,
                 expires_in_secs: None,
+                ..Default::default()
             },
         )
         .await
@@ -557,6 +559,7 @@ mod shared {
                 CreateToken {
                     reusable: true,
                     expires_in_secs: None,
+                    ..Default::default()
                 },
             )
             .await

@@ -133,7 +133,20 @@ async fn filters_come_before_the_netmap_and_change_as_deltas() {
     assert_eq!(inbound.lookup(src, dst, 6, 6443).action, Action::Allow);
     assert_eq!(inbound.lookup(src, dst, 6, 22).action, Action::Deny);
 
-    // b reports what it enforces: the coordinator keeps it per member.
+    // The member view says a filter was sent and not yet confirmed.
+    let a_key = a.key;
+    let view = |members: Vec<mesh_proto::admin::MemberView>| {
+        members
+            .into_iter()
+            .find(|m| m.public_key == a_key)
+            .and_then(|m| m.filter)
+            .unwrap()
+    };
+    let pending = view(h.coord.list_members("lab").await.unwrap());
+    assert_eq!(pending.sent.as_deref(), Some(at_a.hash().as_str()));
+    assert!(!pending.current && pending.reported.is_none());
+
+    // a reports what it enforces: the coordinator keeps it per member.
     let hash = at_a.hash();
     a.send(&mesh_proto::control::ClientMsg::Filter {
         hash: hash.clone(),
@@ -149,6 +162,24 @@ async fn filters_come_before_the_netmap_and_change_as_deltas() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     assert_eq!(seen.unwrap().hash, hash);
+    let current = view(h.coord.list_members("lab").await.unwrap());
+    assert!(current.current && current.error.is_none(), "{current:?}");
+    // A failure to apply is shown, and is not current.
+    a.send(&mesh_proto::control::ClientMsg::Filter {
+        hash: "0000000000000000".into(),
+        error: Some("no room".into()),
+    })
+    .await;
+    let mut failed = current.clone();
+    for _ in 0..100 {
+        failed = view(h.coord.list_members("lab").await.unwrap());
+        if failed.error.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(failed.error.as_deref(), Some("no room"));
+    assert!(!failed.current);
 
     // The policy removed: a full allow-all.
     h.coord.set_policy("lab", None).await.unwrap();
