@@ -11,6 +11,8 @@
 //! metrics-listen = "127.0.0.1:9586"  # optional: Prometheus metrics (off by default)
 //! peer-idle-after = 60               # optional, seconds, 2..=86400: a network peer
 //!                                    # without traffic this long stops costing packets
+//! max-filter-entries = 1048576       # optional, 1..=1048576: a policy filter bigger than
+//!                                    # this is refused (the node fails closed, says so)
 //!
 //! [[peer]]
 //! public-key = "…44 characters of base64…"
@@ -80,6 +82,8 @@ pub struct Config {
     /// A network peer without traffic this long goes idle (no handshakes, keepalives or
     /// path probes until a packet goes to or comes from it); see `device::peer`.
     pub peer_idle_after: std::time::Duration,
+    /// Most entries a policy filter may have here (memory bound); a bigger one fails closed.
+    pub max_filter_entries: usize,
 }
 
 /// One static peer.
@@ -109,6 +113,7 @@ impl Default for Config {
             advertise_routes: Vec::new(),
             metrics_listen: None,
             peer_idle_after: DEFAULT_PEER_IDLE_AFTER,
+            max_filter_entries: crate::device::filter::MAX_ENTRIES,
         }
     }
 }
@@ -245,6 +250,8 @@ pub struct RawConfig {
     pub metrics_listen: Option<String>,
     /// Seconds without traffic after which a network peer goes idle, 2..=86400.
     pub peer_idle_after: Option<i64>,
+    /// Most entries a policy filter may have, 1..=1048576.
+    pub max_filter_entries: Option<i64>,
     /// Static peers, one `[[peer]]` table each.
     #[serde(default)]
     pub peer: Vec<RawPeer>,
@@ -325,6 +332,19 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
             ))
         }
         None => DEFAULT_PEER_IDLE_AFTER,
+    };
+    let max = crate::device::filter::MAX_ENTRIES;
+    let max_filter_entries = match raw.max_filter_entries {
+        None => max,
+        Some(n) => match usize::try_from(n) {
+            Ok(n) if (1..=max).contains(&n) => n,
+            _ => {
+                return Err(ConfigError::invalid(
+                    "max-filter-entries",
+                    format!("{n} is out of range 1..={max}"),
+                ))
+            }
+        },
     };
     let private_key_file = match raw.private_key_file {
         Some(p) if p.is_empty() => {
@@ -436,6 +456,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
         advertise_routes,
         metrics_listen,
         peer_idle_after,
+        max_filter_entries,
     })
 }
 
@@ -680,6 +701,25 @@ endpoint = "localhost:7"
 mtu = 1280"#);
         ok(r#"advertise-routes = []"#);
         assert_eq!(parse("").unwrap().metrics_listen, None);
+        assert_eq!(
+            parse("").unwrap().max_filter_entries,
+            crate::device::filter::MAX_ENTRIES
+        );
+        assert_eq!(
+            parse("max-filter-entries = 8").unwrap().max_filter_entries,
+            8
+        );
+        for bad in [
+            "max-filter-entries = 0",
+            "max-filter-entries = 1048577",
+            "max-filter-entries = -1",
+        ] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("max-filter-entries") && e.contains("1..=1048576"),
+                "{e}"
+            );
+        }
         assert_eq!(parse("").unwrap().peer_idle_after, DEFAULT_PEER_IDLE_AFTER);
         assert_eq!(
             parse("peer-idle-after = 5").unwrap().peer_idle_after,
@@ -730,7 +770,7 @@ advertise-routes = ["10.244.3.0/24", "fd00:244:3::/64", "10.9.9.0/24"]"#);
             ("syntax", "mtu = 1280\nmtu = = 3\n".into(),
                 format!("{PATH}:2: ")),
             ("unknown field", "mtu = 1280\n\nadress = \"10.9.8.1/24\"\n".into(),
-                format!("{PATH}:3: unknown field `adress`, expected one of `interface`, `listen-port`, `address`, `mtu`, `private-key-file`, `advertise-routes`, `metrics-listen`, `peer-idle-after`, `peer`")),
+                format!("{PATH}:3: unknown field `adress`, expected one of `interface`, `listen-port`, `address`, `mtu`, `private-key-file`, `advertise-routes`, `metrics-listen`, `peer-idle-after`, `max-filter-entries`, `peer`")),
             ("unknown peer field", format!("[[peer]]\npublic-key = \"{a}\"\nallowed-ip = []\n"),
                 format!("{PATH}:3: unknown field `allowed-ip`")),
             ("wrong type", "mtu = \"big\"\n".into(),

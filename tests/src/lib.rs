@@ -22,6 +22,8 @@
 //! - [`sites`]: NAT traversal scenarios (issue 4): N sites behind NAT routers of each kind
 //!   (two nodes behind one NAT as an option), a coordinator with reflectors and relay,
 //!   blocking the direct path between two sites, first-reply timing, paths from status.
+//! - [`sock`]: sockets opened inside a namespace by the test itself (`setns`): TCP connects
+//!   that must time out, an echo server noting when bytes arrive, UDP counts.
 //! - [`capture`]: tcpdump on the underlay and a pcap reader, to replay real datagrams.
 //! - [`xfer`]: through the `wm-xfer` tool: checksummed TCP transfers (also paced, in the
 //!   background), UDP junk and hand-made datagrams, a reflector and probe that show what a
@@ -52,6 +54,7 @@ pub mod meshd;
 pub mod netns;
 pub mod schema;
 pub mod sites;
+pub mod sock;
 pub mod topo;
 pub mod util;
 pub mod webdriver;

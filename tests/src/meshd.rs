@@ -39,6 +39,8 @@ pub struct MeshdConfig {
     pub metrics_listen: Option<String>,
     /// `peer-idle-after` in seconds (None: meshd's default).
     pub peer_idle_after: Option<u64>,
+    /// `max-filter-entries` (None: meshd's default).
+    pub max_filter_entries: Option<usize>,
 }
 
 impl MeshdConfig {
@@ -55,6 +57,7 @@ impl MeshdConfig {
             advertise_routes: Vec::new(),
             metrics_listen: None,
             peer_idle_after: None,
+            max_filter_entries: None,
         }
     }
 
@@ -73,6 +76,7 @@ impl MeshdConfig {
             advertise_routes: Vec::new(),
             metrics_listen: None,
             peer_idle_after: None,
+            max_filter_entries: None,
         }
     }
 
@@ -119,6 +123,9 @@ impl MeshdConfig {
         }
         if let Some(secs) = self.peer_idle_after {
             t.push_str(&format!("peer-idle-after = {secs}\n"));
+        }
+        if let Some(n) = self.max_filter_entries {
+            t.push_str(&format!("max-filter-entries = {n}\n"));
         }
         if !self.advertise_routes.is_empty() {
             let routes: Vec<String> = self.advertise_routes.iter().map(|r| q(r)).collect();

@@ -92,6 +92,8 @@ pub struct Device {
 struct FilterControl {
     saved: filter::Saved,
     compiler: filter::Compiler,
+    /// `max-filter-entries` from meshd.toml.
+    max_entries: usize,
 }
 
 /// The configuration the packet paths see, split by origin.
@@ -259,7 +261,11 @@ impl Device {
             reflexive_watch: tokio::sync::watch::Sender::new(Vec::new()),
             advertise_routes: config.advertise_routes.clone(),
             filter: ArcSwapOption::empty(),
-            filter_control: Mutex::new(FilterControl::default()),
+            filter_control: Mutex::new(FilterControl {
+                saved: filter::Saved::default(),
+                compiler: filter::Compiler::default(),
+                max_entries: config.max_filter_entries,
+            }),
         });
         tracing::info!(
             public_key = %device.public_key.fingerprint(),
@@ -382,7 +388,8 @@ impl Device {
                 ..filter::Saved::default()
             };
         }
-        let result = filter::apply_update(&mut c.saved, update);
+        let max = c.max_entries;
+        let result = filter::apply_update_limited(&mut c.saved, update, max);
         self.install_filter(&mut c);
         match &result {
             Ok(()) => {

@@ -335,7 +335,11 @@ impl Slot {
         }
         let reported = self.filter.as_ref().map(|r| r.hash.clone());
         Some(FilterView {
-            current: self.filter_sent.is_some() && reported == self.filter_sent,
+            // A node that failed to apply an update fails closed for the peers concerned:
+            // not what it was sent, even when the filter it kept hashes the same.
+            current: self.filter_sent.is_some()
+                && reported == self.filter_sent
+                && self.filter.as_ref().is_some_and(|r| r.error.is_none()),
             error: self.filter.as_ref().and_then(|r| r.error.clone()),
             sent: self.filter_sent.clone(),
             reported,

@@ -26,7 +26,7 @@
 //! their first are therefore dropped; the sender's retransmission (or PMTU discovery)
 //! recovers. A first fragment too short for its ports is malformed (dropped).
 //!
-//! A node that cannot apply an update fails closed ([`apply_update`]): the peers the update
+//! A node that cannot apply an update fails closed ([`apply_update_limited`]): the peers the update
 //! concerned (all of them for a full update, or when the default changed) are denied both
 //! ways until an update applies; the rest keep the last filter that applied. It reports
 //! the hash of that filter and the reason.
@@ -331,9 +331,9 @@ impl Saved {
     }
 }
 
-/// Checks what a filter may hold beyond its hash: at most [`MAX_ENTRIES`] entries, rule
+/// Checks what a filter may hold beyond its hash: at most `max_entries` entries, rule
 /// indices below [`MAX_RULES`].
-fn validate(f: &NodeFilter) -> Result<(), String> {
+fn validate(f: &NodeFilter, max_entries: usize) -> Result<(), String> {
     let mut entries = 0usize;
     for pf in f.peers.values() {
         entries += pf.inbound.len() + pf.outbound.len();
@@ -349,9 +349,9 @@ fn validate(f: &NodeFilter) -> Result<(), String> {
             ));
         }
     }
-    if entries > MAX_ENTRIES {
+    if entries > max_entries {
         return Err(format!(
-            "the filter has {entries} entries, this node takes at most {MAX_ENTRIES}"
+            "the filter has {entries} entries, this node takes at most {max_entries} (max-filter-entries)"
         ));
     }
     Ok(())
@@ -361,10 +361,17 @@ fn validate(f: &NodeFilter) -> Result<(), String> {
 /// peer reopens; on failure (the result does not hash to what the coordinator announced,
 /// or breaks a limit) the filter stays as it was and the peers the update concerns are
 /// failed closed: those it upserts or removes, or all of them when it is full or changes
-/// the default. Returns the error, if any (also kept in the state).
-pub fn apply_update(state: &mut Saved, update: &FilterUpdate) -> Result<(), String> {
+/// the default. Returns the error, if any (also kept in the state). A filter may have at
+/// most `max_entries` entries (meshd.toml's `max-filter-entries`).
+pub fn apply_update_limited(
+    state: &mut Saved,
+    update: &FilterUpdate,
+    max_entries: usize,
+) -> Result<(), String> {
     let mut next = state.filter.clone().unwrap_or_else(NodeFilter::allow_all);
-    let applied = next.apply(update).and_then(|()| validate(&next));
+    let applied = next
+        .apply(update)
+        .and_then(|()| validate(&next, max_entries));
     match applied {
         Ok(()) => {
             state.filter = Some(next);
@@ -383,6 +390,12 @@ pub fn apply_update(state: &mut Saved, update: &FilterUpdate) -> Result<(), Stri
             Err(reason)
         }
     }
+}
+
+/// [`apply_update_limited`] with the largest limit.
+#[cfg(test)]
+pub fn apply_update(state: &mut Saved, update: &FilterUpdate) -> Result<(), String> {
+    apply_update_limited(state, update, MAX_ENTRIES)
 }
 
 /// The compiled filter the packet paths read (behind an `ArcSwapOption` in the device,
