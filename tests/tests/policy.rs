@@ -566,3 +566,97 @@ fn the_receiver_enforces_and_a_node_that_cannot_apply_fails_closed() -> anyhow::
     assert!(connect(cl.nodes[1].ns(), cl.at(0, 6443), CONVERGE)?.is_open());
     Ok(())
 }
+
+/// A policy of exactly `rules` rules, every one of them about traffic from workers to
+/// control members (so each lands in the pair's port tables), ports 1000.. alternating
+/// deny and allow, then the allow for iperf3's port and the ICMP the test pings with.
+fn policy_with_rules(rules: usize) -> String {
+    let mut doc = String::from("default = \"deny\"\n");
+    for i in 0..rules - 1 {
+        let action = if i % 2 == 0 { "deny" } else { "allow" };
+        doc.push_str(&format!(
+            "\n[[rule]]\naction = \"{action}\"\nfrom = [\"tag:worker\"]\nto = [\"tag:control\"]\nports = [\"tcp/{}\", \"udp/{}\"]\n",
+            1000 + 2 * i,
+            1001 + 2 * i
+        ));
+    }
+    doc.push_str(
+        "\n[[rule]]\nfrom = [\"tag:worker\"]\nto = [\"tag:control\"]\nports = [\"tcp/5201\", \"icmp\"]\n",
+    );
+    doc
+}
+
+/// Issue 13: throughput of one TCP stream (iperf3, worker → control) under a 100-rule
+/// policy against no policy, same run, interleaved (none, policy, none, policy, …). The
+/// figure for BENCHMARKS.md (`bench/policy.sh`); the test asserts only that the policy
+/// was in force while measuring (and that traffic passed).
+#[test]
+fn bench_throughput_with_a_100_rule_policy() -> anyhow::Result<()> {
+    require_root()?;
+    let rounds: usize = std::env::var("WM_POLICY_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let secs: u32 = std::env::var("WM_POLICY_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let lab = Lab::new()?;
+    let cl = Cluster::new(&lab)?;
+    let doc = policy_with_rules(100);
+    assert_eq!(
+        mesh_proto::policy::Policy::parse(&doc)?.rules.len(),
+        100,
+        "the policy has 100 rules"
+    );
+    let (a, b) = (cl.nodes[0].ns(), cl.nodes[1].ns());
+    // Set once first, so that every member has been sent a filter (a cleared policy is
+    // then an allow-all filter sent to each, which they confirm).
+    let out = cl.set_policy(&doc)?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cl.wait_current()?;
+    let (mut none, mut with) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let out = cl.coord.admin_output(&["policy", "clear", NETWORK])?;
+        anyhow::ensure!(out.status.success(), "policy clear failed");
+        cl.wait_current()?;
+        none.push(wiremesh_tests::xfer::iperf3_mbit(b, a, &cl.ips[0], secs)?);
+
+        let out = cl.set_policy(&doc)?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        cl.wait_current()?;
+        let allowed_before = cl.filter(0)?["allowed-inbound"].as_u64().unwrap_or(0);
+        with.push(wiremesh_tests::xfer::iperf3_mbit(b, a, &cl.ips[0], secs)?);
+        // The policy was in force: a's filter passed the stream's packets, and it still
+        // stops what the policy does not allow.
+        let f = cl.filter(0)?;
+        assert!(f["hash"].is_string() && f["default"] == "deny", "{f}");
+        assert!(
+            f["allowed-inbound"].as_u64().unwrap_or(0) > allowed_before,
+            "{f}"
+        );
+    }
+    assert!(matches!(
+        connect(b, cl.at(0, 1000), DENIED)?,
+        Connect::TimedOut
+    ));
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (n, w) = (median(&mut none.clone()), median(&mut with.clone()));
+    eprintln!(
+        "BENCH policy_throughput none_mbit={n:.0} policy100_mbit={w:.0} ratio={:.3} rounds={none:.0?}/{with:.0?} secs={secs}",
+        w / n.max(1e-9)
+    );
+    assert!(n > 0.0 && w > 0.0, "nothing got through");
+    Ok(())
+}
