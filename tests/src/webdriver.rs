@@ -172,6 +172,17 @@ impl Browser {
         Ok(())
     }
 
+    /// Scrolls the page (and any scrolled box holding `e`) to show `e` in the middle of the
+    /// viewport: a click only scrolls when `e` is outside it, so one under a sticky header
+    /// would be clicked through the header.
+    pub fn scroll_into_view(&self, e: &Element) -> anyhow::Result<()> {
+        self.exec(
+            "arguments[0].scrollIntoView({block: 'center', inline: 'nearest'})",
+            vec![json!({ ELEMENT_KEY: e.0 })],
+        )?;
+        Ok(())
+    }
+
     /// Clears a text field.
     pub fn clear(&self, e: &Element) -> anyhow::Result<()> {
         self.command("POST", &format!("element/{}/clear", e.0), json!({}))?;

@@ -17,6 +17,22 @@ use wiremesh_tests::{wait_until, Lab};
 const WAIT: Duration = Duration::from_secs(30);
 const NETWORK: &str = "web";
 const CIDR: &str = "10.77.0.0/24";
+/// The policy set through the page: members tagged `ops` may not open tcp/10250 (the rule
+/// at line 3), everything else is allowed; its test must hold.
+const POLICY: &str = r#"default = "allow"
+
+[[rule]]
+action = "deny"
+from = ["tag:ops"]
+to = ["*"]
+ports = ["tcp/10250"]
+
+[[test]]
+from = "tag:ops"
+to = "tag:web"
+port = "tcp/10250"
+expect = "deny"
+"#;
 
 /// Where screenshots are kept after the test.
 fn artefacts() -> PathBuf {
@@ -30,8 +46,10 @@ fn member_row(key: &str) -> String {
 
 /// Log in, create a network and a token in the page, see two nodes that join with it
 /// appear without a reload, deauthorise one and see it marked and cut off from its peer,
-/// authorise it again with one click, rename and re-address the other, revoke the token,
-/// then log out.
+/// authorise it again with one click, rename and re-address the other, tag it, set a
+/// policy in the policy panel and see both members run it, see a malformed one refused
+/// with its line marked and nothing changed, ask why and for a member's effective rules,
+/// remove the policy, revoke the token, then log out.
 #[test]
 fn dashboard_drives_a_mesh_in_headless_chromium() -> anyhow::Result<()> {
     let lab = Lab::new()?;
@@ -224,6 +242,9 @@ fn scenario(
         "{member}"
     );
 
+    policy(browser, coord, &a_key, &b_key)?;
+    assert_not_reloaded(browser, &loaded_at)?;
+
     // Revoke the token: the page marks it, and the coordinator refuses it.
     browser.click(&browser.wait_for("tr.token button.revoke", WAIT)?)?;
     browser.wait_for("tr.token.inactive", WAIT)?;
@@ -239,6 +260,183 @@ fn scenario(
     Ok(())
 }
 
+/// Issue 13 in the page: tags, the policy panel, the Filter column, why, effective rules.
+/// `a` is named `alpha` by now; both members are online.
+fn policy(
+    browser: &Browser,
+    coord: &wiremesh_tests::Coordinator,
+    a_key: &str,
+    b_key: &str,
+) -> anyhow::Result<()> {
+    let stored = || -> anyhow::Result<serde_json::Value> {
+        Ok(coord.admin_json(&["policy", "get", NETWORK])?["document"].clone())
+    };
+    // No policy yet: the editor is empty and no member runs a filter.
+    let editor = browser.wait_for("#policy-doc", WAIT)?;
+    assert_eq!(
+        browser.property(&editor, "value")?,
+        "",
+        "an empty network's policy"
+    );
+    for key in [a_key, b_key] {
+        browser.wait_for(&format!("{}[data-filter=\"-\"]", member_row(key)), WAIT)?;
+    }
+
+    // Tag a through the page's prompt: the row and the coordinator have the tags (sorted).
+    answer_in_row(browser, a_key, "button.set-tags", "web ops")?;
+    browser.wait_for(
+        &format!("{}[data-tags=\"ops web\"]", member_row(a_key)),
+        WAIT,
+    )?;
+    let tags = &browser.find_all(&format!("{} td.tags-cell .badge.tag", member_row(a_key)))?;
+    assert_eq!(tags.len(), 2, "tag badges in a's row");
+    let member = coord
+        .member(NETWORK, a_key)?
+        .ok_or_else(|| anyhow::anyhow!("the coordinator lost member a"))?;
+    assert_eq!(
+        member["tags"],
+        serde_json::json!(["ops", "web"]),
+        "{member}"
+    );
+
+    // Check a valid document: the panel says what it holds; nothing is set.
+    browser.fill(&editor, POLICY)?;
+    let answer = policy_answer(browser, "#policy-check")?;
+    assert_eq!(
+        answer, "ok: default allow, 1 rule, 1 test (all pass); not saved",
+        "check"
+    );
+    assert_eq!(stored()?, serde_json::Value::Null, "check set the policy");
+
+    // Save it: the coordinator has it, and both members come to run it (Filter column).
+    let answer = policy_answer(browser, "#policy-save")?;
+    assert_eq!(answer, "saved: default allow, 1 rule, 1 test (all pass)");
+    assert_eq!(stored()?, POLICY, "the stored policy");
+    let summary = browser.text(&browser.wait_for("#policy-summary", WAIT)?)?;
+    assert_eq!(summary, "default allow, 1 rule, 1 test (all pass)");
+    for key in [a_key, b_key] {
+        browser.wait_for(
+            &format!(
+                "{}[data-filter=\"current\"] td.filter-cell .badge.ok",
+                member_row(key)
+            ),
+            WAIT,
+        )?;
+        let member = coord
+            .member(NETWORK, key)?
+            .ok_or_else(|| anyhow::anyhow!("the coordinator lost member {}", &key[..8]))?;
+        assert_eq!(member["filter"]["current"], true, "{member}");
+    }
+
+    // A malformed document (an unknown group on line 5) is refused with its line, which the
+    // editor marks; the stored policy is unchanged, and the edits stay in the editor
+    // through the refreshes that follow.
+    let bad = POLICY.replace(r#"from = ["tag:ops"]"#, r#"from = ["group:nope"]"#);
+    browser.fill(&editor, &bad)?;
+    let answer = policy_answer(browser, "#policy-save")?;
+    assert!(
+        answer.starts_with("policy line 5: ") && answer.contains("group:nope"),
+        "the refusal: {answer:?}"
+    );
+    let marked = browser.find_all("#policy-lines span.bad")?;
+    assert_eq!(marked.len(), 1, "one line marked");
+    assert_eq!(browser.attr(&marked[0], "data-line")?.as_deref(), Some("5"));
+    assert_eq!(stored()?, POLICY, "a refused document changed the policy");
+    let answer = policy_answer(browser, "#policy-check")?;
+    assert!(answer.starts_with("policy line 5: "), "check: {answer:?}");
+    browser.screenshot(&artefacts().join("dashboard-policy-refused.png"))?;
+    assert_eq!(browser.property(&editor, "value")?, bad.as_str());
+    // Revert: the stored document again.
+    browser.click(&browser.wait_for("#policy-revert", WAIT)?)?;
+    assert_eq!(browser.property(&editor, "value")?, POLICY);
+    browser.wait_gone("#policy-lines span.bad", WAIT)?;
+
+    // Why, between members by name: a (tagged ops) may not open tcp/10250 on b (line 3);
+    // b may open it on a (no rule: the default).
+    let b_name = coord
+        .member(NETWORK, b_key)?
+        .and_then(|m| m["name"].as_str().map(str::to_owned))
+        .ok_or_else(|| anyhow::anyhow!("the coordinator lost member b"))?;
+    for (from, to, want) in [
+        ("alpha", b_name.as_str(), "deny: rule at line 3: "),
+        (
+            b_name.as_str(),
+            "alpha",
+            "allow: no rule matches, the default decides",
+        ),
+    ] {
+        browser.fill(&browser.wait_for("#why-from", WAIT)?, from)?;
+        browser.fill(&browser.wait_for("#why-to", WAIT)?, to)?;
+        browser.fill(&browser.wait_for("#why-port", WAIT)?, "tcp/10250")?;
+        let result = browser.wait_for("#why-result", WAIT)?;
+        let before = browser.text(&result)?;
+        browser.click(&browser.wait_for("#why-ask", WAIT)?)?;
+        let mut got = String::new();
+        wait_until(WAIT, "the page answers why", || {
+            got = browser.text(&result).unwrap_or_default();
+            !got.is_empty() && got != before
+        })?;
+        assert!(got.starts_with(want), "why {from} -> {to}: {got:?}");
+    }
+
+    // a's effective rules for that port: denied towards b (line 3), allowed from b.
+    click_in_row(browser, a_key, "button.rules")?;
+    let row = format!("#effective[data-member=\"alpha\"][data-port=\"tcp/10250\"] tr.effective-peer[data-peer=\"{b_name}\"]");
+    browser.wait_for(&format!("{row} td.decision[data-action=\"allow\"]"), WAIT)?;
+    let cells = browser.find_all(&format!("{row} td.decision"))?;
+    assert_eq!(cells.len(), 2, "outgoing and incoming");
+    assert_eq!(
+        browser.attr(&cells[0], "data-action")?.as_deref(),
+        Some("deny")
+    );
+    assert_eq!(browser.attr(&cells[0], "data-line")?.as_deref(), Some("3"));
+    assert_eq!(
+        browser.attr(&cells[1], "data-action")?.as_deref(),
+        Some("allow")
+    );
+    browser.exec(
+        "document.getElementById('policy-card').scrollIntoView()",
+        vec![],
+    )?;
+    browser.screenshot(&artefacts().join("dashboard-policy.png"))?;
+    browser.exec("window.scrollTo(0, 0)", vec![])?;
+
+    // Remove it, after a confirmation: no policy on the coordinator, the panel says so.
+    browser.click(&browser.wait_for("#policy-remove", WAIT)?)?;
+    browser.wait_dialog(WAIT)?;
+    browser.accept_dialog()?;
+    browser.wait_for("#policy-result[data-state=\"ok\"]", WAIT)?;
+    let mut answer = String::new();
+    wait_until(WAIT, "the panel says the policy is removed", || {
+        answer = browser
+            .find("#policy-result")
+            .ok()
+            .flatten()
+            .and_then(|r| browser.text(&r).ok())
+            .unwrap_or_default();
+        answer.starts_with("removed")
+    })?;
+    assert_eq!(answer, "removed: everything allowed between members");
+    assert_eq!(
+        stored()?,
+        serde_json::Value::Null,
+        "the policy is still set"
+    );
+    assert_eq!(browser.property(&editor, "value")?, "");
+    Ok(())
+}
+
+/// Clicks `button` of the policy panel and waits for its answer (the button's click
+/// handler marks the answer busy before it returns): the text of `#policy-result`.
+fn policy_answer(browser: &Browser, button: &str) -> anyhow::Result<String> {
+    browser.click(&browser.wait_for(button, WAIT)?)?;
+    let result = browser.wait_for(
+        "#policy-result[data-state=\"ok\"], #policy-result[data-state=\"error\"]",
+        WAIT,
+    )?;
+    browser.text(&result)
+}
+
 /// Clicks the button matching `selector` in the member row of `key`.
 fn click_in_row(browser: &Browser, key: &str, selector: &str) -> anyhow::Result<()> {
     let button = browser
@@ -246,6 +444,7 @@ fn click_in_row(browser: &Browser, key: &str, selector: &str) -> anyhow::Result<
         .into_iter()
         .next()
         .ok_or_else(|| anyhow::anyhow!("no {selector} in the row of {}", &key[..8]))?;
+    browser.scroll_into_view(&button)?;
     browser.click(&button)
 }
 

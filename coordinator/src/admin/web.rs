@@ -1,6 +1,6 @@
-//! The admin web dashboard: a small console for networks, members, join tokens and the
-//! audit log, served by the admin router ([`crate::admin::router_with`]) beside the JSON
-//! API it uses ([`crate::admin::http`]).
+//! The admin web dashboard: a small console for networks, members, join tokens, the
+//! policy and the audit log, served by the admin router ([`crate::admin::router_with`])
+//! beside the JSON API it uses ([`crate::admin::http`]).
 //!
 //! Everything is in the binary: the pages, the stylesheet and the script are files under
 //! `src/web/assets/` taken in with `include_str!` (plain HTML, CSS and JavaScript: no
@@ -10,6 +10,19 @@
 //! ones first, then 100 authorised ones, with previous/next and a search box: the API's
 //! `limit`, `after`, `q` and `status`), so a network of 10 000 members is never fetched
 //! whole.
+//!
+//! **Policy** (issue 13). Members carry their tags (edited in a prompt, `PUT …/tags`) and
+//! the state of the policy filter they run, in meshctl's words (`current`, `pending`,
+//! `FAILED (reason)`, `-`). The policy panel edits the network's document in a text box:
+//! Check (`POST …/policy/check`), Save (`PUT`) and Remove (`DELETE`, confirmed) answer in
+//! the panel, and a refused document's error names a line, which the line numbers beside
+//! the text mark; nothing is changed on the coordinator. The editor follows the stored
+//! document until the user edits it, then keeps the edits (Revert drops them). A "why"
+//! form asks `GET …/policy/why`; a member's Rules button asks it, for one port, from that
+//! member to each other authorised member on the page and back: its effective rules, by
+//! the same compiled rules the members enforce (a few requests at a time, asked again when
+//! the document or the tags involved change). Every request the script makes is one the
+//! OpenAPI document lists (checked by the tests).
 //!
 //! | method | path | what |
 //! |---|---|---|

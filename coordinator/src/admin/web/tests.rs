@@ -631,6 +631,26 @@ async fn the_dashboard_carries_its_csrf_token_and_the_security_headers() {
         "token-secret",
         "token-copy",
         "audit",
+        "policy-summary",
+        "policy-lines",
+        "policy-doc",
+        "policy-check",
+        "policy-save",
+        "policy-revert",
+        "policy-remove",
+        "policy-result",
+        "policy-stale",
+        "why-form",
+        "why-from",
+        "why-to",
+        "why-port",
+        "why-ask",
+        "why-result",
+        "effective",
+        "effective-title",
+        "effective-close",
+        "effective-rows",
+        "effective-note",
     ] {
         assert!(page.contains(&format!(r#"id="{id}""#)), "#{id}");
     }
@@ -736,6 +756,263 @@ fn the_page_asks_for_members_a_page_at_a_time() {
     ] {
         assert!(js.contains(uses), "app.js does not use {uses}");
     }
+}
+
+/// Every request the script makes through `api(…)` and the paged members request: the
+/// documented operation (method, path) and the call in app.js. A call the script gains
+/// must be listed here, and each listed operation must be one the API documents (and so
+/// serves: the OpenAPI tests hold the document and the router together).
+const SCRIPT_REQUESTS: &[(&str, &str, &str)] = &[
+    ("get", "/api/networks", "api('GET', '/api/networks')"),
+    (
+        "post",
+        "/api/networks",
+        "api('POST', '/api/networks', body)",
+    ),
+    (
+        "delete",
+        "/api/networks/{net}",
+        "api('DELETE', '/api/networks/' + enc(net))",
+    ),
+    (
+        "get",
+        "/api/networks/{net}/members",
+        "apiPage(membersPath(sel, ",
+    ),
+    (
+        "post",
+        "/api/networks/{net}/members/{node}/authorize",
+        "api('POST', path + '/authorize')",
+    ),
+    (
+        "post",
+        "/api/networks/{net}/members/{node}/deauthorize",
+        "api('POST', path + '/deauthorize')",
+    ),
+    (
+        "patch",
+        "/api/networks/{net}/members/{node}",
+        "api('PATCH', path, {",
+    ),
+    (
+        "delete",
+        "/api/networks/{net}/members/{node}",
+        "api('DELETE', path)",
+    ),
+    (
+        "put",
+        "/api/networks/{net}/members/{node}/tags",
+        "api('PUT', path + '/tags', { tags: want })",
+    ),
+    (
+        "get",
+        "/api/networks/{net}/tokens",
+        "api('GET', '/api/networks/' + enc(sel) + '/tokens')",
+    ),
+    (
+        "post",
+        "/api/networks/{net}/tokens",
+        "api('POST', '/api/networks/' + enc(net) + '/tokens', body)",
+    ),
+    (
+        "delete",
+        "/api/networks/{net}/tokens/{id}",
+        "api('DELETE', '/api/networks/' + enc(net) + '/tokens/' + enc(t.id))",
+    ),
+    ("get", "/api/audit", "api('GET', '/api/audit?limit=50')"),
+    (
+        "get",
+        "/api/networks/{net}/policy",
+        "api('GET', policyPath(sel))",
+    ),
+    (
+        "put",
+        "/api/networks/{net}/policy",
+        "api('PUT', policyPath(net), { document: doc })",
+    ),
+    (
+        "delete",
+        "/api/networks/{net}/policy",
+        "api('DELETE', policyPath(net))",
+    ),
+    (
+        "post",
+        "/api/networks/{net}/policy/check",
+        "api('POST', policyPath(net) + '/check', { document: doc })",
+    ),
+    (
+        "get",
+        "/api/networks/{net}/policy/why",
+        "api('GET', whyPath(net, ",
+    ),
+];
+
+#[test]
+fn the_script_asks_only_for_documented_operations() {
+    let js = ASSETS[0].body;
+    let doc: Value = serde_json::from_str(&crate::admin::openapi::json()).unwrap();
+    let mut listed = 0;
+    for (method, path, call) in SCRIPT_REQUESTS {
+        let n = js.matches(call).count();
+        assert!(n > 0, "app.js no longer has {call}");
+        listed += n;
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "app.js calls {method} {path}, which the API does not document"
+        );
+    }
+    let calls = js.matches("api('").count() + js.matches("apiPage(membersPath(").count();
+    assert_eq!(
+        calls, listed,
+        "app.js makes a request SCRIPT_REQUESTS lacks"
+    );
+    // The helpers behind `path`, `policyPath`, `whyPath` and `membersPath` build the
+    // paths named above.
+    for helper in [
+        "var path = memberPath(net, m);",
+        "return '/api/networks/' + enc(net) + '/members/' + enc(urlKey(m['public-key']));",
+        "return '/api/networks/' + enc(net) + '/policy';",
+        "policyPath(net) + '/why?from=' + enc(from) + '&to=' + enc(to) + '&port=' + enc(port)",
+        "var path = '/api/networks/' + enc(net) + '/members?limit=' + PAGE",
+    ] {
+        assert!(js.contains(helper), "app.js lost {helper}");
+    }
+    // The member table shows the filter in meshctl's words.
+    for word in [
+        "'-'",
+        "'FAILED (' + f.error + ')'",
+        "'current'",
+        "'pending'",
+    ] {
+        assert!(js.contains(word), "app.js lost the filter word {word}");
+    }
+}
+
+/// The policy panel's requests as the script sends them from a dashboard session (the
+/// bodies, the member's key as `enc(urlKey(key))`, the CSRF header): check sets nothing, a
+/// refused document answers 422 with the line the page marks and changes nothing, `why`
+/// names the deciding rule's line, tags are replaced.
+#[tokio::test]
+async fn the_policy_panel_requests_work_from_a_session() {
+    use mesh_proto::admin::{MemberView, PolicyView, WhyView};
+    let app = App::new();
+    app.h.network("lab").await;
+    app.h
+        .coord
+        .admit(&hello("lab", &private(1), None), remote(1))
+        .await
+        .unwrap();
+    let b = app.login().await;
+    let key = private(1).public_key().to_base64();
+    // encodeURIComponent of the URL-safe key, and of the key itself.
+    let in_path = key.replace('+', "-").replace('/', "_").replace('=', "%3D");
+    let in_query = key
+        .replace('+', "%2B")
+        .replace('/', "%2F")
+        .replace('=', "%3D");
+    let send = |method: Method, path: String, csrf: bool, json: Option<String>| {
+        let b = &b;
+        let app = &app;
+        async move {
+            let csrf = csrf.then_some(b.csrf.as_str());
+            app.as_browser(b, method, &path, csrf, json.as_deref())
+                .await
+        }
+    };
+    let policy = || async {
+        let res = send(Method::GET, "/api/networks/lab/policy".into(), false, None).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        serde_json::from_str::<PolicyView>(&text(res).await).unwrap()
+    };
+
+    let res = send(
+        Method::PUT,
+        format!("/api/networks/lab/members/{in_path}/tags"),
+        true,
+        Some(r#"{"tags":["web","ops"]}"#.into()),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let m: MemberView = serde_json::from_str(&text(res).await).unwrap();
+    assert_eq!(m.tags, ["ops", "web"]);
+
+    let doc = r#"default = "allow"
+
+[[rule]]
+action = "deny"
+from = ["tag:ops"]
+to = ["*"]
+ports = ["tcp/10250"]
+"#;
+    let body = |doc: &str| Some(serde_json::json!({ "document": doc }).to_string());
+    let res = send(
+        Method::POST,
+        "/api/networks/lab/policy/check".into(),
+        true,
+        body(doc),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let checked: PolicyView = serde_json::from_str(&text(res).await).unwrap();
+    assert_eq!((checked.rules, checked.tests), (1, 0));
+    assert_eq!(policy().await.document, None, "check set the policy");
+
+    let res = send(
+        Method::PUT,
+        "/api/networks/lab/policy".into(),
+        false,
+        body(doc),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(policy().await.document, None);
+    let res = send(
+        Method::PUT,
+        "/api/networks/lab/policy".into(),
+        true,
+        body(doc),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(policy().await.document.as_deref(), Some(doc));
+
+    // An unknown group on line 5: refused with its line (what the page marks).
+    let bad = doc.replace("tag:ops", "group:nope");
+    let res = send(
+        Method::PUT,
+        "/api/networks/lab/policy".into(),
+        true,
+        body(&bad),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let error = api_error(res).await;
+    assert!(error.starts_with("policy line 5: "), "{error}");
+    assert_eq!(policy().await.document.as_deref(), Some(doc));
+
+    let res = send(
+        Method::GET,
+        format!("/api/networks/lab/policy/why?from={in_query}&to=tag%3Aweb&port=tcp%2F10250"),
+        false,
+        None,
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let why: WhyView = serde_json::from_str(&text(res).await).unwrap();
+    assert_eq!(
+        (why.action, why.line),
+        (mesh_proto::policy::Action::Deny, Some(3))
+    );
+
+    let res = send(
+        Method::DELETE,
+        "/api/networks/lab/policy".into(),
+        true,
+        None,
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(policy().await.document, None);
 }
 
 /// Reads `body` until `want` has appeared `times` times or `within` passed; answers

@@ -9,6 +9,11 @@
 // `after` cursor: the key of the last member shown) and a search box (`q`). So a network
 // of 10,000 members costs the page what one of 100 does.
 //
+// The policy panel edits the selected network's policy document (check, save, remove),
+// answers "why" for a connection, and shows one member's effective rules: what the policy
+// decides, for one port, between it and each other member on the page. A refused document
+// shows its error and marks the line it names; nothing changes on the coordinator.
+//
 // Everything that comes from the API goes into the page through textContent and
 // setAttribute only, never as markup: member names are chosen by nodes.
 (function () {
@@ -48,9 +53,19 @@
     query: '',
     tokens: [],
     audit: [],
+    // The selected network's policy (PolicyView), null until loaded.
+    policy: null,
   };
   // What each section shows now (a JSON string), to leave unchanged sections alone.
-  var shown = { networks: null, panel: null, members: null, pager: null, tokens: null, audit: null };
+  var shown = {
+    networks: null,
+    panel: null,
+    members: null,
+    pager: null,
+    tokens: null,
+    audit: null,
+    policy: null,
+  };
 
   // ---- DOM helpers -------------------------------------------------------------------
 
@@ -346,6 +361,7 @@
         sel ? apiPage(membersPath(sel, 'authorized', after)) : none,
         sel ? api('GET', '/api/networks/' + enc(sel) + '/tokens') : [],
         api('GET', '/api/audit?limit=50'),
+        sel ? api('GET', policyPath(sel)) : null,
       ]);
       if (sel !== state.selected || query !== state.query || after !== state.cursors[state.cursors.length - 1]) {
         again = true;
@@ -365,6 +381,7 @@
       state.more = page.more;
       state.tokens = results[2];
       state.audit = results[3];
+      state.policy = results[4];
       render();
       clearError('refresh');
     } catch (e) {
@@ -385,6 +402,7 @@
     renderMembers();
     renderTokens();
     renderAudit();
+    renderPolicy();
   }
 
   function changed(section, value) {
@@ -413,6 +431,7 @@
     state.tokens = [];
     $('token-created').hidden = true;
     $('token-secret').value = '';
+    resetPolicy();
     setHash(name);
   }
 
@@ -501,6 +520,35 @@
     return '/api/networks/' + enc(net) + '/members/' + enc(urlKey(m['public-key']));
   }
 
+  // The words of meshctl's FILTER column: "current", "pending", "FAILED (reason)", "-".
+  function filterText(f) {
+    if (!f) return '-';
+    if (f.error) return 'FAILED (' + f.error + ')';
+    return f.current ? 'current' : 'pending';
+  }
+
+  function filterCell(f) {
+    var text = filterText(f);
+    if (!f) return el('td', { class: 'filter-cell muted', 'data-kind': 'none', title: 'no policy filter (offline, or no policy)', text: text });
+    var kind = f.error ? 'failed' : f.current ? 'current' : 'pending';
+    var cls = f.error ? 'bad' : f.current ? 'ok' : 'warn';
+    var title = 'sent ' + (f.sent || 'nothing') + '; runs ' + (f.reported || 'nothing reported');
+    if (f.error) title += '; it drops the traffic concerned until an update applies';
+    return el('td', { class: 'filter-cell', 'data-kind': kind }, badge(cls, text, title));
+  }
+
+  function tagsCell(tags) {
+    if (!tags || tags.length === 0) return el('td', { class: 'tags-cell muted', text: '—' });
+    return el.apply(
+      null,
+      ['td', { class: 'tags-cell' }].concat(
+        tags.map(function (t) {
+          return badge('tag', t, 'tag:' + t);
+        })
+      )
+    );
+  }
+
   function memberRow(net, m) {
     var pending = !m.authorized;
     var online = !!m.online;
@@ -519,7 +567,8 @@
     }
     var endpoints = (m.endpoints || []).join(', ');
     // The buttons' handlers use these: a change replaces the cell.
-    var actions = el('td', { class: 'actions', 'data-for': JSON.stringify([m.name, m.address, !!m.authorized]) });
+    var tags = m.tags || [];
+    var actions = el('td', { class: 'actions', 'data-for': JSON.stringify([m.name, m.address, !!m.authorized, tags]) });
     if (pending) {
       actions.append(
         el('button', {
@@ -583,6 +632,42 @@
       }),
       el('button', {
         type: 'button',
+        class: 'btn small set-tags',
+        text: 'Tags',
+        title: 'set the tags the policy names',
+        onclick: function () {
+          var now = tags.join(' ');
+          var text = window.prompt('Tags for ' + m.name + ' (separated by spaces; empty for none):', now);
+          if (text === null) return;
+          var want = text.split(/[\s,]+/).filter(Boolean);
+          if (want.join(' ') === now) return;
+          act(function () {
+            return api('PUT', path + '/tags', { tags: want });
+          });
+        },
+      }),
+      el('button', {
+        type: 'button',
+        class: 'btn small rules',
+        text: 'Rules',
+        title: 'what the policy decides between this member and the others on this page, for a port',
+        onclick: function () {
+          var port = $('why-port').value.trim();
+          if (!port) {
+            port = window.prompt('Effective rules of ' + m.name + ' for which port (tcp/N, udp/N or icmp)?', 'tcp/22');
+            if (port === null) return;
+            port = port.trim();
+            if (!port) return;
+            $('why-port').value = port;
+          }
+          // The form asks something else now: its last answer goes.
+          $('why-from').value = m.name;
+          $('why-result').hidden = true;
+          showEffective(net, m, port);
+        },
+      }),
+      el('button', {
+        type: 'button',
         class: 'btn small danger-outline delete',
         text: 'Delete',
         onclick: function () {
@@ -602,6 +687,8 @@
         'data-address': m.address,
         'data-authorized': pending ? 'false' : 'true',
         'data-online': online ? 'true' : 'false',
+        'data-tags': tags.join(' '),
+        'data-filter': filterText(m.filter),
       },
       el('td', { class: 'name-cell' }, m.name, pending ? el('span', { class: 'sub', text: 'waiting for approval' }) : null),
       el('td', { class: 'mono', title: m['public-key'], text: m.fingerprint }),
@@ -610,6 +697,8 @@
       el('td', { class: 'mono small', text: m.version || '—' }),
       el('td', null, renderPaths(m.paths)),
       el('td', null, pending ? badge('warn', 'pending') : badge('ok', 'authorised')),
+      tagsCell(tags),
+      filterCell(m.filter),
       actions
     );
   }
@@ -771,6 +860,328 @@
     );
     $('audit-empty').hidden = state.audit.length > 0;
   }
+
+  // ---- policy ------------------------------------------------------------------------
+
+  // The stored document the editor was last loaded from (null: not loaded for this
+  // network yet). While the editor holds exactly it, a change on the coordinator replaces
+  // it; once edited, the edits stay until saved or reverted.
+  var policyBase = null;
+  // The line the last refused document was refused for (null: none).
+  var policyBad = null;
+  // Bumped to abandon the effective-rules requests in flight.
+  var effectiveRun = 0;
+  // What the effective rules shown were computed for: network, member, port, and what
+  // they depend on (the document and the tags involved), to recompute when that changes.
+  var effective = null;
+  // Why requests in flight at once for the effective rules.
+  var EFFECTIVE_PARALLEL = 4;
+
+  function policyPath(net) {
+    return '/api/networks/' + enc(net) + '/policy';
+  }
+
+  function whyPath(net, from, to, port) {
+    return policyPath(net) + '/why?from=' + enc(from) + '&to=' + enc(to) + '&port=' + enc(port);
+  }
+
+  function hasDocument(p) {
+    return !!p && typeof p.document === 'string';
+  }
+
+  // meshctl's words: "default deny, 2 rules, 1 test (all pass)".
+  function policySummary(p) {
+    if (!hasDocument(p)) return 'no policy: everything allowed between members';
+    return 'default ' + p.default + ', ' + count(p.rules, 'rule', 'rules') + ', ' + count(p.tests, 'test', 'tests') + ' (all pass)';
+  }
+
+  // meshctl's words: "deny: rule at line 7: deny tag:ops -> * tcp/22".
+  function whyText(w) {
+    if (typeof w.line === 'number') return w.action + ': rule at line ' + w.line + ': ' + w.rule;
+    return w.action + ': no rule matches, the default decides';
+  }
+
+  function policyResult(kind, text) {
+    var r = $('policy-result');
+    r.className = 'policy-result small' + (kind ? ' ' + kind : '');
+    if (kind) r.setAttribute('data-state', kind);
+    else r.removeAttribute('data-state');
+    r.textContent = text || '';
+  }
+
+  // The line numbers beside the editor, the refused line marked.
+  function renderLines() {
+    var n = $('policy-doc').value.split('\n').length;
+    var gutter = $('policy-lines');
+    var want = JSON.stringify([n, policyBad]);
+    if (gutter.getAttribute('data-shown') !== want) {
+      var lines = [];
+      for (var i = 1; i <= n; i++) {
+        lines.push(el('span', { class: i === policyBad ? 'bad' : null, 'data-line': i, text: String(i) }));
+      }
+      gutter.replaceChildren.apply(gutter, lines);
+      gutter.setAttribute('data-shown', want);
+    }
+    gutter.scrollTop = $('policy-doc').scrollTop;
+  }
+
+  // Marks `line` (null: none) and selects it in the editor.
+  function markLine(line) {
+    policyBad = line;
+    renderLines();
+    if (line === null) return;
+    var ta = $('policy-doc');
+    var lines = ta.value.split('\n');
+    if (line < 1 || line > lines.length) return;
+    var start = 0;
+    for (var i = 0; i < line - 1; i++) start += lines[i].length + 1;
+    ta.focus();
+    ta.setSelectionRange(start, start + lines[line - 1].length);
+    var height = parseFloat(window.getComputedStyle(ta).lineHeight) || 18;
+    ta.scrollTop = Math.max(0, (line - 3) * height);
+    renderLines();
+  }
+
+  // Another network: nothing of the last one's policy stays.
+  function resetPolicy() {
+    state.policy = null;
+    shown.policy = null;
+    policyBase = null;
+    $('policy-doc').value = '';
+    markLine(null);
+    policyResult(null, '');
+    $('policy-stale').hidden = true;
+    $('why-result').hidden = true;
+    $('why-result').textContent = '';
+    closeEffective();
+  }
+
+  function renderPolicy() {
+    var p = state.policy;
+    var ta = $('policy-doc');
+    if (p && changed('policy', [state.selected, p])) {
+      var doc = hasDocument(p) ? p.document : '';
+      $('policy-summary').textContent = policySummary(p);
+      $('policy-remove').disabled = !hasDocument(p);
+      if (policyBase === null || ta.value === policyBase) {
+        if (ta.value !== doc) ta.value = doc;
+        policyBase = doc;
+        renderLines();
+      }
+      $('policy-stale').hidden = doc === policyBase;
+    }
+    if (effective && effective.net === state.selected) {
+      var m = shownMember(effective.member);
+      if (effectiveInputs(m) !== effective.inputs) showEffective(effective.net, m, effective.port);
+    }
+  }
+
+  // Check, save or remove, with the answer (or the refusal and its line) in the panel.
+  function policyAction(kind) {
+    var net = state.selected;
+    if (!net) return;
+    var doc = $('policy-doc').value;
+    var buttons = ['policy-check', 'policy-save', 'policy-remove', 'policy-revert'];
+    var pending;
+    if (kind === 'check') pending = api('POST', policyPath(net) + '/check', { document: doc });
+    else if (kind === 'save') pending = api('PUT', policyPath(net), { document: doc });
+    else pending = api('DELETE', policyPath(net));
+    buttons.forEach(function (id) {
+      $(id).disabled = true;
+    });
+    policyResult('busy', kind === 'check' ? 'checking…' : kind === 'save' ? 'saving…' : 'removing…');
+    return pending
+      .then(
+        function (p) {
+          if (state.selected !== net) return;
+          markLine(null);
+          if (kind === 'check') {
+            policyResult('ok', 'ok: ' + policySummary(p) + '; not saved');
+            return;
+          }
+          state.policy = p;
+          policyBase = hasDocument(p) ? p.document : '';
+          $('policy-doc').value = policyBase;
+          renderLines();
+          policyResult('ok', kind === 'save' ? 'saved: ' + policySummary(p) : 'removed: everything allowed between members');
+        },
+        function (e) {
+          if (state.selected !== net || (e && e.status === 401)) return;
+          var msg = (e && e.message) || String(e);
+          policyResult('error', msg);
+          var line = e && e.status === 422 ? /\bline (\d+)\b/.exec(msg) : null;
+          markLine(line ? Number(line[1]) : null);
+        }
+      )
+      .then(function () {
+        buttons.forEach(function (id) {
+          $(id).disabled = false;
+        });
+        $('policy-remove').disabled = !hasDocument(state.policy);
+        return refresh();
+      });
+  }
+
+  $('policy-check').addEventListener('click', function () {
+    policyAction('check');
+  });
+
+  $('policy-save').addEventListener('click', function () {
+    policyAction('save');
+  });
+
+  $('policy-remove').addEventListener('click', function () {
+    var net = state.selected;
+    if (!net) return;
+    if (!window.confirm('Remove the policy of ' + net + '? Everything is allowed between its members again.')) return;
+    policyAction('remove');
+  });
+
+  $('policy-revert').addEventListener('click', function () {
+    var p = state.policy;
+    policyBase = hasDocument(p) ? p.document : '';
+    $('policy-doc').value = policyBase;
+    $('policy-stale').hidden = true;
+    markLine(null);
+    policyResult(null, '');
+  });
+
+  $('policy-doc').addEventListener('input', function () {
+    // The marked line may have moved: the next check marks it again.
+    if (policyBad !== null) policyBad = null;
+    renderLines();
+  });
+
+  $('policy-doc').addEventListener('scroll', function () {
+    $('policy-lines').scrollTop = $('policy-doc').scrollTop;
+  });
+
+  function whyResult(kind, text, action) {
+    var r = $('why-result');
+    r.hidden = false;
+    r.className = 'why-result small ' + kind;
+    if (action) r.setAttribute('data-action', action);
+    else r.removeAttribute('data-action');
+    r.textContent = text;
+  }
+
+  $('why-form').addEventListener('submit', function (e) {
+    e.preventDefault();
+    var net = state.selected;
+    if (!net) return;
+    var from = $('why-from').value.trim();
+    var to = $('why-to').value.trim();
+    var port = $('why-port').value.trim();
+    if (!from || !to || !port) {
+      whyResult('error', 'give from, to (a member or a description such as tag:ops) and a port (tcp/22, udp/53, icmp)');
+      return;
+    }
+    api('GET', whyPath(net, from, to, port)).then(
+      function (w) {
+        if (state.selected === net) whyResult(w.action === 'allow' ? 'ok' : 'denied', whyText(w), w.action);
+      },
+      function (err) {
+        if (state.selected === net && !(err && err.status === 401)) whyResult('error', (err && err.message) || String(err));
+      }
+    );
+  });
+
+  // The authorised members on the page other than `m`: the peers its rules are shown for.
+  function effectivePeers(m) {
+    return state.members.filter(function (p) {
+      return p['public-key'] !== m['public-key'];
+    });
+  }
+
+  // `m` as the page shows it now (renamed, retagged), or as it was.
+  function shownMember(m) {
+    var now = state.pending.concat(state.members).filter(function (p) {
+      return p['public-key'] === m['public-key'];
+    })[0];
+    return now || m;
+  }
+
+  // What the effective rules of `m` depend on besides the port.
+  function effectiveInputs(m) {
+    return JSON.stringify([
+      state.policy && state.policy.document,
+      m.name,
+      m.tags,
+      effectivePeers(m).map(function (p) {
+        return [p['public-key'], p.name, p.tags];
+      }),
+    ]);
+  }
+
+  function closeEffective() {
+    effectiveRun += 1;
+    effective = null;
+    $('effective').hidden = true;
+    $('effective-rows').replaceChildren();
+  }
+
+  function decisionCell(w) {
+    var where = typeof w.line === 'number' ? 'line ' + w.line : 'default';
+    return el(
+      'td',
+      { class: 'decision', 'data-action': w.action, 'data-line': typeof w.line === 'number' ? w.line : null, title: whyText(w) },
+      badge(w.action === 'allow' ? 'ok' : 'bad', w.action),
+      ' ',
+      el('span', { class: 'muted small', text: where })
+    );
+  }
+
+  // For `port`, what the policy decides from `m` to each other member on the page and
+  // back, asking `why` for each (a few at a time), by the rules the members enforce.
+  function showEffective(net, m, port) {
+    var run = (effectiveRun += 1);
+    var peers = effectivePeers(m);
+    effective = { net: net, member: m, port: port, inputs: effectiveInputs(m) };
+    var box = $('effective');
+    box.hidden = false;
+    box.setAttribute('data-member', m.name);
+    box.setAttribute('data-port', port);
+    $('effective-title').textContent = 'Effective rules of ' + m.name + ' for ' + port;
+    $('effective-note').textContent = peers.length
+      ? 'Against the ' + count(peers.length, 'other authorised member', 'other authorised members') +
+        ' on this page. Hover a decision for the rule.'
+      : 'No other authorised member on this page.';
+    var jobs = [];
+    var rows = peers.map(function (p) {
+      var out = el('td', { class: 'decision muted', text: '…' });
+      var back = el('td', { class: 'decision muted', text: '…' });
+      jobs.push([m['public-key'], p['public-key'], out]);
+      jobs.push([p['public-key'], m['public-key'], back]);
+      return el('tr', { class: 'effective-peer', 'data-peer': p.name }, el('td', { class: 'name-cell', text: p.name }), out, back);
+    });
+    $('effective-rows').replaceChildren.apply($('effective-rows'), rows);
+    var next = 0;
+    function work() {
+      if (run !== effectiveRun || next >= jobs.length) return Promise.resolve();
+      var job = jobs[next++];
+      return api('GET', whyPath(net, job[0], job[1], port)).then(
+        function (w) {
+          if (run === effectiveRun) job[2].replaceWith(decisionCell(w));
+          return work();
+        },
+        function (e) {
+          if (run !== effectiveRun) return;
+          var cell = el('td', { class: 'decision error', 'data-action': 'error', text: (e && e.message) || String(e) });
+          job[2].replaceWith(cell);
+          // The same port or network would fail every other request too.
+          if (e && (e.status === 400 || e.status === 404 || e.status === 422)) {
+            $('effective-note').textContent = (e && e.message) || String(e);
+            effectiveRun += 1;
+            return;
+          }
+          return work();
+        }
+      );
+    }
+    for (var i = 0; i < EFFECTIVE_PARALLEL; i++) work();
+  }
+
+  $('effective-close').addEventListener('click', closeEffective);
 
   // ---- forms -------------------------------------------------------------------------
 
