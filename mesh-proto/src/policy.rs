@@ -762,6 +762,36 @@ impl Policy {
         }
     }
 
+    /// What of a member this policy's decisions depend on ([`ClassKey`]): its tags, and its
+    /// name or prefixes only when some rule or group names members or prefixes. Members of
+    /// one class get the same entries with every peer, and peers of one class the same
+    /// entries from every member: the coordinator compiles per pair of classes.
+    pub fn class_of(&self, who: &Subject<'_>) -> ClassKey {
+        self.classifier().class_of(who)
+    }
+
+    /// [`Policy::class_of`] for many members: what the policy looks at, found once.
+    pub fn classifier(&self) -> Classifier {
+        let (mut names, mut prefixes) = (false, false);
+        for r in &self.rules {
+            for s in r.from.iter().chain(&r.to).flat_map(|s| self.expand(s)) {
+                names |= matches!(s, Selector::Member(_));
+                prefixes |= matches!(s, Selector::Prefix(_));
+            }
+        }
+        Classifier { names, prefixes }
+    }
+
+    /// The entries between a member of class `me` and a peer of class `peer` (what
+    /// [`Policy::filter_for`] gives that peer).
+    pub fn pair_filter(&self, me: &ClassKey, peer: &ClassKey) -> PeerFilter {
+        let (me, peer) = (me.subject(), peer.subject());
+        PeerFilter {
+            inbound: self.entries(&peer, &me),
+            outbound: self.entries(&me, &peer),
+        }
+    }
+
     /// The rules that can decide traffic from `from` to `to`, as entries in order.
     fn entries(&self, from: &Subject<'_>, to: &Subject<'_>) -> Vec<Entry> {
         let mut out = Vec::new();
@@ -902,14 +932,66 @@ impl NodeFilter {
     pub fn reaches(&self, peer: &crate::Key) -> bool {
         match self.peers.get(peer) {
             None => self.default == Action::Allow,
-            Some(f) => {
-                self.default == Action::Allow
-                    || f.inbound
-                        .iter()
-                        .chain(&f.outbound)
-                        .any(|e| e.action == Action::Allow)
-            }
+            Some(f) => f.reaches(self.default),
         }
+    }
+}
+
+/// What a policy's decisions about a member depend on ([`Policy::class_of`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClassKey {
+    /// Its tags.
+    pub tags: BTreeSet<String>,
+    /// Its name, when the policy names members.
+    pub name: Option<String>,
+    /// Its address and routes, when the policy names prefixes.
+    pub prefixes: Vec<IpNet>,
+}
+
+/// Puts members into classes for one policy ([`Policy::classifier`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Classifier {
+    names: bool,
+    prefixes: bool,
+}
+
+impl Classifier {
+    /// `who`'s class.
+    pub fn class_of(&self, who: &Subject<'_>) -> ClassKey {
+        ClassKey {
+            tags: who.tags.clone(),
+            name: self.names.then(|| who.name.to_owned()),
+            prefixes: if self.prefixes {
+                who.prefixes.to_vec()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+}
+
+impl ClassKey {
+    /// A member of this class as the policy sees it (what the policy does not look at
+    /// left empty).
+    pub fn subject(&self) -> Subject<'_> {
+        Subject {
+            name: self.name.as_deref().unwrap_or(""),
+            tags: &self.tags,
+            prefixes: &self.prefixes,
+        }
+    }
+}
+
+impl PeerFilter {
+    /// Whether any traffic with this peer can be allowed under `default` (else the peer
+    /// is left out of the member's netmap and filter).
+    pub fn reaches(&self, default: Action) -> bool {
+        default == Action::Allow
+            || self
+                .inbound
+                .iter()
+                .chain(&self.outbound)
+                .any(|e| e.action == Action::Allow)
     }
 }
 

@@ -417,6 +417,16 @@ fn tagged_members_reach_exactly_what_the_policy_allows() -> anyhow::Result<()> {
         took_revoke < BOUND,
         "the revoked stream kept flowing for {took_revoke:?}"
     );
+    // Netmaps are pruned: b (no tags now) and a (control) may exchange nothing, so
+    // neither lists the other as a peer any more; c (ops, may reach anyone on ssh) still
+    // lists both.
+    let keys: Vec<String> = cl.keys.iter().map(|k| k.public.clone()).collect();
+    wait_until(CONVERGE, "a and b to drop each other", || {
+        let (pa, pb) = (cl.nodes[0].peer_keys(), cl.nodes[1].peer_keys());
+        pa.is_ok_and(|p| !p.contains(&keys[1])) && pb.is_ok_and(|p| !p.contains(&keys[0]))
+    })?;
+    let pc = cl.nodes[2].peer_keys()?;
+    assert!(pc.contains(&keys[0]) && pc.contains(&keys[1]), "{pc:?}");
     // And a new connection from b is refused by the filter too.
     assert!(matches!(
         connect(b, cl.at(0, 6443), DENIED)?,

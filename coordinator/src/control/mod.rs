@@ -19,3 +19,4 @@ pub mod session;
 pub mod snapshot;
 pub mod state;
 pub mod stats;
+pub mod views;

@@ -463,13 +463,18 @@ where
                         self.sent = Some(snap);
                         return Ok(());
                     }
-                    Some(old) => match snap.deltas.between(old.version, snap.version) {
+                    // With a policy (now or before): from the view it was sent to its
+                    // view now, shared by its class.
+                    Some(old) => match snap.view_frame(old, &self.key) {
                         Some(frames) => frames,
-                        None => {
-                            // Fell behind what is kept: this session's own diff.
-                            let changes = snap.changes_since(old, &self.key);
-                            vec![snap.changes_frame(&self.key, &changes)]
-                        }
+                        None => match snap.deltas.between(old.version, snap.version) {
+                            Some(frames) => frames,
+                            None => {
+                                // Fell behind what is kept: this session's own diff.
+                                let changes = snap.changes_since(old, &self.key);
+                                vec![snap.changes_frame(&self.key, &changes)]
+                            }
+                        },
                     },
                     None => {
                         let frames = self.first_frames(&snap);
@@ -477,7 +482,9 @@ where
                         frames
                     }
                 };
-                self.coord.control_stats().netmap_pushes.inc();
+                if !frames.is_empty() {
+                    self.coord.control_stats().netmap_pushes.inc();
+                }
                 self.sent = Some(snap);
                 self.next_push = Instant::now() + push_interval(self.coord.online());
                 send_frames(self.writer, frames).await
@@ -531,6 +538,12 @@ where
     /// log still reaches back to, the full map (shared, see [`Snapshot::first_frames`])
     /// otherwise.
     fn first_frames(&mut self, snap: &Snapshot) -> Vec<Bytes> {
+        // With a policy, the member's view whole (no resuming from the change log, which
+        // lists changes to everyone's map).
+        if let Some(frames) = snap.view_first_frames(&self.key) {
+            self.resume = None;
+            return frames;
+        }
         if let Some(from) = self.resume.take() {
             match self.coord.resume_records(&self.net, from, snap.version) {
                 Ok(Some(records)) => {

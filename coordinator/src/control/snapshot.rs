@@ -21,10 +21,10 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use ipnet::IpNet;
 use mesh_proto::netmap::{Netmap, NetworkInfo, PeerChange, PeerInfo};
-use mesh_proto::policy::{NodeFilter, Policy, Subject};
 use mesh_proto::wire::{self, FrameBuilder};
 use mesh_proto::Key;
 
+use crate::control::views::Classes;
 use crate::model::ChangeRecord;
 
 /// Versions whose change frames are kept in memory per network.
@@ -158,59 +158,9 @@ pub struct Snapshot {
     pub seq: u64,
     /// The network's recent change frames (shared by all its snapshots).
     pub deltas: Arc<Deltas>,
-    /// The network's policy, when it has one (`None`: everything allowed, no filters).
-    pub policy: Option<Arc<Policy>>,
-    /// What the policy sees of each authorised member (only when there is a policy).
-    pub subjects: Arc<BTreeMap<Key, PolicySubject>>,
-}
-
-/// A member as the policy sees it: name, tags, overlay address and approved routes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PolicySubject {
-    /// Its name.
-    pub name: String,
-    /// Its tags.
-    pub tags: BTreeSet<String>,
-    /// Its address (as a host prefix) and the routes it is sent.
-    pub prefixes: Vec<IpNet>,
-}
-
-impl PolicySubject {
-    /// The borrowed form the policy evaluates.
-    pub fn subject(&self) -> Subject<'_> {
-        Subject {
-            name: &self.name,
-            tags: &self.tags,
-            prefixes: &self.prefixes,
-        }
-    }
-}
-
-impl Snapshot {
-    /// The filter `me` enforces in this snapshot: `None` when the network has no policy.
-    pub fn filter_for(&self, me: &Key) -> Option<NodeFilter> {
-        let policy = self.policy.as_ref()?;
-        let Some(mine) = self.subjects.get(me) else {
-            // Not a member with a subject (pending): nothing to reach, nothing allowed.
-            return Some(policy.filter_for(
-                &Subject {
-                    name: "",
-                    tags: &BTreeSet::new(),
-                    prefixes: &[],
-                },
-                std::iter::empty(),
-            ));
-        };
-        Some(
-            policy.filter_for(
-                &mine.subject(),
-                self.subjects
-                    .iter()
-                    .filter(|(k, _)| *k != me)
-                    .map(|(k, s)| (*k, s.subject())),
-            ),
-        )
-    }
+    /// With a policy, its members' classes and what each class sees
+    /// ([`crate::control::views`]); `None`: no policy, everyone sees everyone.
+    pub classes: Option<Arc<Classes>>,
 }
 
 /// Where a member stands in a snapshot.
@@ -459,8 +409,7 @@ mod tests {
 
     fn snap(version: u64, mtu: u16, peers: &[Arc<PeerEntry>]) -> Snapshot {
         Snapshot {
-            policy: None,
-            subjects: Arc::default(),
+            classes: None,
             version,
             network: NetworkInfo {
                 name: "lab".into(),
@@ -696,5 +645,191 @@ mod tests {
         assert_eq!(frames.len(), 2);
         assert_ne!(frames[1].as_ptr(), entries.as_ptr());
         assert_eq!(decode(&frames, &key(3)), far.netmap_for(&key(3)).unwrap());
+    }
+
+    /// Issue 13: with a policy each member is sent only the peers its policy lets it
+    /// exchange traffic with. Over random changes (tags, the document, members leaving,
+    /// coming back and being renamed), a member that applies its first view and then
+    /// every view frame holds exactly that pruned netmap, as compiled member by member
+    /// (`Policy::filter_for`, not the classes); and its filter is that compilation.
+    #[test]
+    fn views_decode_to_each_members_pruned_netmap_across_changes() {
+        use crate::control::views::{Classes, Compiled};
+        use mesh_proto::policy::Policy;
+
+        let docs: Vec<Arc<Compiled>> = [
+            "default = \"deny\"\n[[rule]]\nfrom = [\"tag:a\"]\nto = [\"tag:b\"]\nports = [\"tcp/22\"]\n",
+            "default = \"deny\"\n[[rule]]\nfrom = [\"tag:a\", \"tag:b\"]\nto = [\"tag:a\"]\n",
+            "default = \"deny\"\n[[rule]]\naction = \"deny\"\nfrom = [\"tag:a\"]\nto = [\"*\"]\n[[rule]]\nfrom = [\"*\"]\nto = [\"tag:c\"]\nports = [\"icmp\"]\n",
+            "default = \"deny\"\n[[rule]]\nfrom = [\"member:n1\", \"tag:c\"]\nto = [\"*\"]\n",
+        ]
+        .iter()
+        .map(|d| Arc::new(Compiled::new(Arc::new(Policy::parse(d).unwrap()))))
+        .collect();
+        let tag_names = ["a", "b", "c"];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut below = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let n = 6u8;
+        let mut entries: Vec<Arc<PeerEntry>> =
+            (1..=n).map(|i| peer(i, i, &format!("n{i}"))).collect();
+        let mut tags: Vec<BTreeSet<String>> = vec![BTreeSet::new(); n as usize];
+        let mut present = vec![true; n as usize];
+        let mut doc: Option<usize> = Some(0);
+        let build = |version: u64,
+                     entries: &[Arc<PeerEntry>],
+                     tags: &[BTreeSet<String>],
+                     present: &[bool],
+                     doc: Option<usize>| {
+            let here: Vec<Arc<PeerEntry>> = entries
+                .iter()
+                .zip(present)
+                .filter(|(_, p)| **p)
+                .map(|(e, _)| e.clone())
+                .collect();
+            let mut s = snap(version, 1280, &here);
+            s.classes = doc.map(|d| {
+                let compiled = docs[d].clone();
+                let classify = compiled.policy.classifier();
+                let members: Vec<(Key, mesh_proto::policy::ClassKey)> = here
+                    .iter()
+                    .map(|e| {
+                        let i = usize::from(e.public_key.0[0] - 1);
+                        let subject = mesh_proto::policy::Subject {
+                            name: &e.name,
+                            tags: &tags[i],
+                            prefixes: &e.allowed_ips,
+                        };
+                        (e.public_key, classify.class_of(&subject))
+                    })
+                    .collect();
+                Arc::new(Classes::new(compiled, members))
+            });
+            s
+        };
+        // What member `me` must hold and enforce, compiled member by member.
+        let expected = |s: &Snapshot,
+                        tags: &[BTreeSet<String>],
+                        doc: Option<usize>,
+                        me: &Key|
+         -> (Netmap, Option<mesh_proto::policy::NodeFilter>) {
+            let mut map = s.netmap_for(me).unwrap();
+            let Some(d) = doc else {
+                return (map, None);
+            };
+            let policy = &docs[d].policy;
+            let subject = |k: &Key| {
+                let e = &s.peers[k];
+                mesh_proto::policy::Subject {
+                    name: &e.name,
+                    tags: &tags[usize::from(k.0[0] - 1)],
+                    prefixes: &e.allowed_ips,
+                }
+            };
+            let full = policy.filter_for(
+                &subject(me),
+                s.peers
+                    .keys()
+                    .filter(|k| *k != me)
+                    .map(|k| (*k, subject(k))),
+            );
+            map.peers.retain(|k, _| full.reaches(k));
+            let mut filter = full.clone();
+            filter.peers.retain(|k, _| full.reaches(k));
+            (map, Some(filter))
+        };
+        let decode_into = |map: &mut Option<Netmap>, frames: &[Bytes], me: &Key| {
+            // A full netmap is several `Bytes` (head, shared entries, own entry).
+            let all: Vec<u8> = frames.iter().flat_map(|f| f.iter().copied()).collect();
+            {
+                let f = &all;
+                let mut at = 0;
+                while at < f.len() {
+                    let len = u32::from_be_bytes(f[at..at + 4].try_into().unwrap()) as usize;
+                    let body = &f[at + 4..at + 4 + len];
+                    at += 4 + len;
+                    match mesh_proto::control::decode_server(body, me).unwrap() {
+                        mesh_proto::control::ServerMsg::Netmap { netmap } => *map = Some(netmap),
+                        mesh_proto::control::ServerMsg::Changes { version, changes } => {
+                            map.as_mut().unwrap().apply(version, &changes)
+                        }
+                        other => panic!("{other:?}"),
+                    }
+                }
+            }
+        };
+        let mut old = build(1, &entries, &tags, &present, doc);
+        let mut held: Vec<Option<Netmap>> = vec![None; n as usize];
+        for (i, h) in held.iter_mut().enumerate() {
+            let k = key(i as u8 + 1);
+            decode_into(h, &old.view_first_frames(&k).unwrap(), &k);
+        }
+        let mut sent_frames = 0;
+        for version in 2..300 {
+            match below(6) {
+                0 | 1 => {
+                    let i = below(u64::from(n)) as usize;
+                    tags[i] = (0..below(3))
+                        .map(|_| tag_names[below(3) as usize].to_owned())
+                        .collect();
+                }
+                2 => doc = (below(5) < 4).then(|| below(docs.len() as u64) as usize),
+                3 => {
+                    let i = below(u64::from(n)) as usize;
+                    present[i] = !present[i];
+                }
+                4 => {
+                    let i = below(u64::from(n)) as usize;
+                    let b = i as u8 + 1;
+                    entries[i] = peer(b, b, &format!("n{b}-{version}"));
+                }
+                _ => {
+                    let i = below(u64::from(n)) as usize;
+                    let b = i as u8 + 1;
+                    entries[i] = peer(b, b + 20, &format!("n{b}"));
+                }
+            }
+            let new = build(version, &entries, &tags, &present, doc);
+            for (i, h) in held.iter_mut().enumerate() {
+                let k = key(i as u8 + 1);
+                if !new.peers.contains_key(&k) {
+                    *h = None;
+                    continue;
+                }
+                match (&*h, old.peers.contains_key(&k)) {
+                    (Some(_), true) => {
+                        let frames = match new.view_frame(&old, &k) {
+                            Some(f) => f,
+                            // Neither has a policy: everyone's change, as the deltas say.
+                            None => vec![new.changes_frame(&k, &new.changes_since(&old, &k))],
+                        };
+                        sent_frames += frames.len();
+                        decode_into(h, &frames, &k);
+                    }
+                    _ => {
+                        *h = None;
+                        let frames = new
+                            .view_first_frames(&k)
+                            .unwrap_or_else(|| new.first_frames(&k));
+                        decode_into(h, &frames, &k);
+                    }
+                }
+                let (want, filter) = expected(&new, &tags, doc, &k);
+                let got = h.as_ref().unwrap();
+                assert_eq!(
+                    (got.address, &got.name, &got.peers, &got.network),
+                    (want.address, &want.name, &want.peers, &want.network),
+                    "member {} at version {version}, doc {doc:?}, tags {tags:?}",
+                    i + 1
+                );
+                assert_eq!(new.filter_for(&k), filter, "member {} filter", i + 1);
+            }
+            old = new;
+        }
+        assert!(sent_frames > 100, "{sent_frames}");
     }
 }

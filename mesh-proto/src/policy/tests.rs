@@ -328,6 +328,14 @@ fn compiled_tables_agree_with_the_document() {
                 )
             })
             .collect();
+        // Compiling per pair of classes gives exactly the per-member filters.
+        for (i, me) in nodes.iter().enumerate() {
+            let mine = policy.class_of(&me.subject());
+            for p in nodes.iter().filter(|p| p.key != me.key) {
+                let pair = policy.pair_filter(&mine, &policy.class_of(&p.subject()));
+                assert_eq!(filters[i].peers[&p.key], pair, "{doc}");
+            }
+        }
         for _ in 0..200 {
             let (fi, ti) = (rng.below(4) as usize, rng.below(4) as usize);
             if fi == ti {

@@ -42,8 +42,9 @@ pub use self::policy::{clean_tags, FilterReport, PolicyState, Why};
 use crate::control::audit::{AuditEntry, AuditLog, AUDIT_KEEP};
 use crate::control::ipam::IpamError;
 use crate::control::membership::Membership;
-use crate::control::snapshot::{Deltas, PeerEntry, PolicySubject, Snapshot};
+use crate::control::snapshot::{Deltas, PeerEntry, Snapshot};
 use crate::control::stats::{ControlStats, NatStats};
+use crate::control::views::{Classes, Compiled};
 use crate::limit::{Rate, RateLimiter};
 use crate::model::{ChangeRecord, Member, ModelError, Network, Token};
 use crate::store::{Expect, Op, Revision, Store, StoreError};
@@ -225,13 +226,14 @@ struct NetState {
     /// transaction bound to fail.
     stale: Option<Revision>,
     tx: watch::Sender<Arc<Snapshot>>,
-    /// The network's policy document parsed, with the text it was parsed from.
-    policy: Option<(String, Arc<Policy>)>,
+    /// The network's policy document parsed and compiled so far, with the text it was
+    /// parsed from.
+    policy: Option<(String, Arc<Compiled>)>,
 }
 
 /// `network`'s policy parsed. A stored document was checked when it was set; one that no
 /// longer parses (a newer coordinator's syntax) fails closed: nothing allowed.
-fn parse_policy(network: &Network) -> Option<(String, Arc<Policy>)> {
+fn parse_policy(network: &Network) -> Option<(String, Arc<Compiled>)> {
     let text = network.policy.as_ref()?;
     let policy = Policy::parse(text).unwrap_or_else(|e| {
         tracing::error!(network = %network.name, "stored policy does not parse, denying everything: {e}");
@@ -240,7 +242,7 @@ fn parse_policy(network: &Network) -> Option<(String, Arc<Policy>)> {
             ..Policy::default()
         }
     });
-    Some((text.clone(), Arc::new(policy)))
+    Some((text.clone(), Arc::new(Compiled::new(Arc::new(policy)))))
 }
 
 impl NetState {
@@ -354,29 +356,28 @@ fn snapshot_of(
     deltas: &Arc<Deltas>,
     seq: u64,
     deleted: bool,
-    policy: Option<&Arc<Policy>>,
+    compiled: Option<&Arc<Compiled>>,
 ) -> Snapshot {
-    // What the policy needs of each authorised member; nothing without a policy.
-    let subjects = match policy {
-        None => BTreeMap::new(),
-        Some(_) => peers
-            .iter()
-            .filter_map(|(k, p)| {
+    // Each authorised member's class under the policy (its name, tags, address and the
+    // routes it is sent, as far as the policy looks at them); nothing without a policy.
+    let classes = compiled.map(|c| {
+        let policy = &c.policy;
+        let classify = policy.classifier();
+        Arc::new(Classes::new(
+            c.clone(),
+            peers.iter().filter_map(|(k, p)| {
                 let m = members.get(k)?;
-                Some((
-                    *k,
-                    PolicySubject {
-                        name: m.name.clone(),
-                        tags: m.tags.clone(),
-                        prefixes: p.allowed_ips.clone(),
-                    },
-                ))
-            })
-            .collect(),
-    };
+                let subject = mesh_proto::policy::Subject {
+                    name: &m.name,
+                    tags: &m.tags,
+                    prefixes: &p.allowed_ips,
+                };
+                Some((*k, classify.class_of(&subject)))
+            }),
+        ))
+    });
     Snapshot {
-        policy: policy.cloned(),
-        subjects: Arc::new(subjects),
+        classes,
         version: network.version,
         network: network.info(),
         peers: peers.clone(),
@@ -780,7 +781,37 @@ impl Coordinator {
             }));
         }
         let prepared = Prepared::of(ns, &change.put, &change.delete);
-        let bump = !prepared.touched.is_empty();
+        // Under a policy, netmaps depend on the policy and on tags too (a member sees only
+        // the peers its policy lets it reach): changing either is a new version, logged as
+        // touching whom it may change for (everyone, for the document itself), so a node
+        // resuming from before it gets those peers again.
+        let policy_changed = change
+            .policy
+            .as_ref()
+            .is_some_and(|p| *p != ns.network.policy);
+        let under_policy =
+            ns.network.policy.is_some() || change.policy.as_ref().is_some_and(Option::is_some);
+        let retagged: Vec<Key> = change
+            .put
+            .iter()
+            .filter(|m| {
+                under_policy
+                    && ns.peers.contains_key(&m.public_key)
+                    && ns
+                        .members
+                        .get(&m.public_key)
+                        .is_some_and(|old| old.tags != m.tags)
+            })
+            .map(|m| m.public_key)
+            .collect();
+        let mut touched = prepared.touched.clone();
+        touched.extend(retagged);
+        if policy_changed {
+            touched.extend(ns.peers.keys().copied());
+        }
+        let bump = !prepared.touched.is_empty()
+            || policy_changed
+            || touched.len() > prepared.touched.len();
         let mut network = ns.network.clone();
         let expect = [Expect {
             network: net.to_owned(),
@@ -817,7 +848,7 @@ impl Coordinator {
                 version: network.version,
                 record: ChangeRecord {
                     network: false,
-                    touched: prepared.touched.iter().copied().collect(),
+                    touched: touched.iter().copied().collect(),
                 },
             });
             if network.version > LOG_KEEP {

@@ -85,7 +85,7 @@ impl Coordinator {
             policy: ns
                 .policy
                 .as_ref()
-                .map_or_else(Policy::default, |(_, p)| (**p).clone()),
+                .map_or_else(Policy::default, |(_, c)| (*c.policy).clone()),
         })
     }
 
@@ -196,7 +196,7 @@ impl Coordinator {
         let policy = ns
             .policy
             .as_ref()
-            .map_or_else(Policy::default, |(_, p)| (**p).clone());
+            .map_or_else(Policy::default, |(_, c)| (*c.policy).clone());
         let port = if proto == Proto::Icmp { 0 } else { ports.lo };
         let decision = policy.decide_probe(&f, &t, proto, port);
         let rule = decision.rule.map(|i| &policy.rules[i]);

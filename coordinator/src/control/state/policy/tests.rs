@@ -103,14 +103,13 @@ async fn filters_come_before_the_netmap_and_change_as_deltas() {
     at_a.apply(&first[0]).unwrap();
 
     let (mut b, _) = join(&h, 2, 3).await;
-    // a learns b's entries (none allow anything yet: no tags).
-    let add_b = next_filter(&mut a).await;
-    assert!(!add_b.full);
-    assert_eq!(add_b.upsert.len(), 1);
-    at_a.apply(&add_b).unwrap();
+    // Without tags nothing is allowed between a and b: neither is in the other's filter
+    // or netmap (the netmap is pruned to the peers a member may exchange traffic with).
+    a.quiet().await;
     assert!(!at_a.reaches(&b.key));
 
-    // a becomes control, b a worker: b may open 6443 on a; only changed peers travel.
+    // a becomes control, b a worker: b may open 6443 on a. a gets b's entries and then b
+    // in its netmap; only b travels.
     h.coord
         .set_tags("lab", "node-1", &["control".into()])
         .await
@@ -120,10 +119,30 @@ async fn filters_come_before_the_netmap_and_change_as_deltas() {
         .await
         .unwrap();
     let mut last = None;
-    while at_a.peers[&b.key].inbound.is_empty() {
-        let u = next_filter(&mut a).await;
-        at_a.apply(&u).unwrap();
-        last = Some(u);
+    let mut added = false;
+    while !(added
+        && at_a
+            .peers
+            .get(&b.key)
+            .is_some_and(|p| !p.inbound.is_empty()))
+    {
+        match a.recv().await {
+            ServerMsg::Filter(u) => {
+                at_a.apply(&u).unwrap();
+                last = Some(u);
+            }
+            ServerMsg::Changes { changes, .. } => {
+                assert!(!added, "a second netmap change: {changes:?}");
+                assert!(
+                    matches!(&changes[..], [mesh_proto::netmap::PeerChange::Upsert { peer }] if peer.public_key == b.key),
+                    "{changes:?}"
+                );
+                // The filter comes first: b is enforced from its first packet.
+                assert!(at_a.peers.contains_key(&b.key), "netmap before filter");
+                added = true;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
     }
     let last = last.unwrap();
     assert_eq!(last.upsert.keys().collect::<Vec<_>>(), vec![&b.key]);
