@@ -459,6 +459,7 @@ fn status() -> Status {
             netmap_version: Some(42),
             coordinator: Some("192.0.2.1:7443".into()),
         }),
+        filter: None,
     }
 }
 

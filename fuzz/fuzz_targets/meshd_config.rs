@@ -1,9 +1,9 @@
 //! meshd's configuration file (`meshd/src/config.rs`: TOML → `RawConfig` → `validate`).
-//! meshd is a binary crate; its config module depends on nothing else in meshd, so it is
-//! compiled into this target as it is (`#[path]`). The one thing left out: an `endpoint`
-//! naming a host would be resolved with the system resolver (DNS), so such endpoints are
-//! dropped before `validate`. Every error must be one line (`meshd: error: …` stays one
-//! line in the journal).
+//! meshd is a binary crate; its config module takes one constant from the rest of meshd
+//! (repeated below), so it is compiled into this target as it is (`#[path]`). The one thing
+//! left out: an `endpoint` naming a host would be resolved with the system resolver (DNS),
+//! so such endpoints are dropped before `validate`. Every error must be one line
+//! (`meshd: error: …` stays one line in the journal).
 #![no_main]
 
 use std::net::{IpAddr, SocketAddr};
@@ -14,6 +14,16 @@ use libfuzzer_sys::fuzz_target;
 #[allow(dead_code)]
 #[path = "../../meshd/src/config.rs"]
 mod config;
+
+/// The one thing config.rs takes from the rest of meshd: the policy filter's entry limit,
+/// the bound and default of `max-filter-entries`. Its home, `meshd/src/device/filter/mod.rs`,
+/// needs more of meshd than a target can compile in, so its value is repeated here.
+mod device {
+    pub mod filter {
+        /// `meshd::device::filter::MAX_ENTRIES`.
+        pub const MAX_ENTRIES: usize = 1 << 20;
+    }
+}
 
 /// Whether `parse_endpoint` would ask the resolver about `text`.
 fn needs_resolver(text: &str) -> bool {
@@ -57,6 +67,7 @@ fuzz_target!(|data: &[u8]| {
         Ok(config) => {
             assert!(!config.interface.is_empty() && config.interface.len() <= 15);
             assert!((config::MIN_MTU..=config::MAX_MTU).contains(&config.mtu));
+            assert!((1..=device::filter::MAX_ENTRIES).contains(&config.max_filter_entries));
         }
         Err(e) => {
             let line = e.describe(file);
