@@ -641,6 +641,141 @@ expect = "allow"
     Ok(())
 }
 
+/// An IPv4 packet (no options) around `payload`; `frag` = (offset in 8-byte units, more
+/// fragments) with identification 0x4242, else DF.
+fn ipv4(
+    src: [u8; 4],
+    dst: [u8; 4],
+    proto: u8,
+    payload: &[u8],
+    frag: Option<(u16, bool)>,
+) -> Vec<u8> {
+    let total = u16::try_from(20 + payload.len()).expect("a small packet");
+    let flags = match frag {
+        Some((offset, more)) => offset | if more { 0x2000 } else { 0 },
+        None => 0x4000,
+    };
+    let mut p = vec![0x45, 0];
+    p.extend_from_slice(&total.to_be_bytes());
+    p.extend_from_slice(&0x4242u16.to_be_bytes());
+    p.extend_from_slice(&flags.to_be_bytes());
+    p.extend_from_slice(&[64, proto, 0, 0]);
+    p.extend_from_slice(&src);
+    p.extend_from_slice(&dst);
+    p.extend_from_slice(payload);
+    p
+}
+
+/// An IPv6 packet (fd00::`src` to fd00::`dst`) whose first next header is `next`, carrying
+/// `payload` (extension headers included).
+fn ipv6(src: u8, dst: u8, next: u8, payload: &[u8]) -> Vec<u8> {
+    let len = u16::try_from(payload.len()).expect("a small packet");
+    let mut p = vec![0x60, 0, 0, 0];
+    p.extend_from_slice(&len.to_be_bytes());
+    p.extend_from_slice(&[next, 64]);
+    for last in [src, dst] {
+        p.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, last]);
+    }
+    p.extend_from_slice(payload);
+    p
+}
+
+/// An IPv6 fragment header: `next`, offset in 8-byte units, more fragments, id 0x00c0ffee.
+fn fragment_header(next: u8, offset: u16, more: bool) -> Vec<u8> {
+    let mut h = vec![next, 0];
+    h.extend_from_slice(&((offset << 3) | u16::from(more)).to_be_bytes());
+    h.extend_from_slice(&0x00c0_ffeeu32.to_be_bytes());
+    h
+}
+
+fn tcp(sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    let mut t = Vec::new();
+    t.extend_from_slice(&sport.to_be_bytes());
+    t.extend_from_slice(&dport.to_be_bytes());
+    t.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    t
+}
+
+fn udp(sport: u16, dport: u16, data: &[u8]) -> Vec<u8> {
+    let len = u16::try_from(8 + data.len()).expect("a small datagram");
+    let mut u = Vec::new();
+    u.extend_from_slice(&sport.to_be_bytes());
+    u.extend_from_slice(&dport.to_be_bytes());
+    u.extend_from_slice(&len.to_be_bytes());
+    u.extend_from_slice(&[0, 0]);
+    u.extend_from_slice(data);
+    u
+}
+
+/// An ICMP(v6) message: type, code, checksum, id and sequence 1, then `body`.
+fn icmp(kind: u8, code: u8, id: u16, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![kind, code, 0, 0];
+    m.extend_from_slice(&id.to_be_bytes());
+    m.extend_from_slice(&[0, 1]);
+    m.extend_from_slice(body);
+    m
+}
+
+/// Raw IP packets as the policy filter reads them (`meshd_packet`): one of each kind
+/// `packet.rs` tells apart.
+fn write_packets(c: &Corpus) -> Result<()> {
+    const TCP: u8 = 6;
+    const UDP: u8 = 17;
+    const ICMP: u8 = 1;
+    const ICMPV6: u8 = 58;
+    let (me, peer) = ([10, 9, 8, 1], [10, 9, 8, 2]);
+    let syn = ipv4(me, peer, TCP, &tcp(40000, 443, 0x02), None);
+    c.put("meshd_packet", "tcp-syn-ipv4", &syn)?;
+    c.put(
+        "meshd_packet",
+        "udp-ipv6",
+        &ipv6(1, 2, UDP, &udp(5353, 53, b"query")),
+    )?;
+    c.put(
+        "meshd_packet",
+        "echo-ipv4",
+        &ipv4(me, peer, ICMP, &icmp(8, 0, 77, b"ping"), None),
+    )?;
+    c.put(
+        "meshd_packet",
+        "echo-reply-ipv6",
+        &ipv6(2, 1, ICMPV6, &icmp(129, 0, 5, b"ping")),
+    )?;
+    // Port unreachable from the peer, quoting the SYN's header and first 8 bytes.
+    let unreachable = ipv4(peer, me, ICMP, &icmp(3, 3, 0, &syn[..28]), None);
+    c.put("meshd_packet", "unreachable-tcp-ipv4", &unreachable)?;
+    // Packet too big from the peer, quoting a whole UDP datagram.
+    let sent = ipv6(1, 2, UDP, &udp(40000, 9999, b"data"));
+    c.put(
+        "meshd_packet",
+        "too-big-udp-ipv6",
+        &ipv6(2, 1, ICMPV6, &icmp(2, 0, 0, &sent)),
+    )?;
+    // A UDP datagram of 24 bytes in two fragments: 8 bytes (the header), then 16.
+    let datagram = udp(40000, 53, &[0x61; 16]);
+    let first = ipv4(me, peer, UDP, &datagram[..8], Some((0, true)));
+    c.put("meshd_packet", "fragment-first-ipv4", &first)?;
+    let later = ipv4(me, peer, UDP, &datagram[8..], Some((1, false)));
+    c.put("meshd_packet", "fragment-later-ipv4", &later)?;
+    // The same over IPv6, the first fragment behind a hop-by-hop header.
+    let mut first = vec![44, 0, 0, 0, 0, 0, 0, 0];
+    first.extend_from_slice(&fragment_header(UDP, 0, true));
+    first.extend_from_slice(&datagram[..8]);
+    c.put(
+        "meshd_packet",
+        "fragment-first-ipv6",
+        &ipv6(1, 2, 0, &first),
+    )?;
+    let mut later = fragment_header(UDP, 1, false);
+    later.extend_from_slice(&datagram[8..]);
+    c.put(
+        "meshd_packet",
+        "fragment-later-ipv6",
+        &ipv6(1, 2, 44, &later),
+    )?;
+    Ok(())
+}
+
 /// Seeds for the `arbitrary`-driven round trips: a few fixed pseudo-random inputs of
 /// different lengths (the fuzzer's mutations do the rest).
 fn write_roundtrips(c: &Corpus) -> Result<()> {
@@ -681,6 +816,7 @@ fn main() -> Result<()> {
     write_api(&c)?;
     write_configs(&c, repo)?;
     write_policy(&c)?;
+    write_packets(&c)?;
     write_roundtrips(&c)?;
     println!("seeds written to {}", c.root.display());
     Ok(())
