@@ -15,16 +15,6 @@ use libfuzzer_sys::fuzz_target;
 #[path = "../../meshd/src/config.rs"]
 mod config;
 
-/// The one thing config.rs takes from the rest of meshd: the policy filter's entry limit,
-/// the bound and default of `max-filter-entries`. Its home, `meshd/src/device/filter/mod.rs`,
-/// needs more of meshd than a target can compile in, so its value is repeated here.
-mod device {
-    pub mod filter {
-        /// `meshd::device::filter::MAX_ENTRIES`.
-        pub const MAX_ENTRIES: usize = 1 << 20;
-    }
-}
-
 /// Whether `parse_endpoint` would ask the resolver about `text`.
 fn needs_resolver(text: &str) -> bool {
     if text.parse::<SocketAddr>().is_ok() {
@@ -67,7 +57,7 @@ fuzz_target!(|data: &[u8]| {
         Ok(config) => {
             assert!(!config.interface.is_empty() && config.interface.len() <= 15);
             assert!((config::MIN_MTU..=config::MAX_MTU).contains(&config.mtu));
-            assert!((1..=device::filter::MAX_ENTRIES).contains(&config.max_filter_entries));
+            assert!((1..=config::MAX_FILTER_ENTRIES).contains(&config.max_filter_entries));
         }
         Err(e) => {
             let line = e.describe(file);

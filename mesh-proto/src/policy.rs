@@ -1018,7 +1018,12 @@ pub struct FilterUpdate {
 impl NodeFilter {
     /// The update that turns `old` (`None`: nothing sent yet) into `self`.
     pub fn update_from(&self, old: Option<&NodeFilter>) -> FilterUpdate {
-        let hash = self.hash();
+        self.update_from_hashed(old, self.hash())
+    }
+
+    /// [`NodeFilter::update_from`] with this filter's [`NodeFilter::hash`] already known
+    /// (a coordinator sends one filter to many members).
+    pub fn update_from_hashed(&self, old: Option<&NodeFilter>, hash: String) -> FilterUpdate {
         match old {
             None => FilterUpdate {
                 full: true,

@@ -113,10 +113,17 @@ impl Default for Config {
             advertise_routes: Vec::new(),
             metrics_listen: None,
             peer_idle_after: DEFAULT_PEER_IDLE_AFTER,
-            max_filter_entries: crate::device::filter::MAX_ENTRIES,
+            max_filter_entries: MAX_FILTER_ENTRIES,
         }
     }
 }
+
+/// Most entries a policy filter may have (over every peer and both directions): the
+/// bound and default of `max-filter-entries`. A bigger filter is refused like one that does
+/// not hash right (fail closed). A network of 1,000 members with 500 entries per peer stays
+/// below it. Here, not in `device::filter`, so that this file stands alone (the fuzz target
+/// compiles it in).
+pub const MAX_FILTER_ENTRIES: usize = 1 << 20;
 
 /// `peer-idle-after` when the file does not say.
 pub const DEFAULT_PEER_IDLE_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
@@ -333,7 +340,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
         }
         None => DEFAULT_PEER_IDLE_AFTER,
     };
-    let max = crate::device::filter::MAX_ENTRIES;
+    let max = MAX_FILTER_ENTRIES;
     let max_filter_entries = match raw.max_filter_entries {
         None => max,
         Some(n) => match usize::try_from(n) {
@@ -701,10 +708,7 @@ endpoint = "localhost:7"
 mtu = 1280"#);
         ok(r#"advertise-routes = []"#);
         assert_eq!(parse("").unwrap().metrics_listen, None);
-        assert_eq!(
-            parse("").unwrap().max_filter_entries,
-            crate::device::filter::MAX_ENTRIES
-        );
+        assert_eq!(parse("").unwrap().max_filter_entries, MAX_FILTER_ENTRIES);
         assert_eq!(
             parse("max-filter-entries = 8").unwrap().max_filter_entries,
             8

@@ -91,6 +91,10 @@ pub struct Options {
     pub etcd: usize,
     /// The join storm (see the module doc) instead of changes and a restart.
     pub storm: bool,
+    /// Issue 13: split the nodes into this many groups under a policy (each group's
+    /// members may reach only each other; node `i` joins with group `i mod groups`'s
+    /// token, which tags it `gJ`), and stop after the cold start. 0: no policy.
+    pub groups: usize,
 }
 
 impl Options {
@@ -110,6 +114,7 @@ impl Options {
             coordinators: 1,
             etcd: 0,
             storm: false,
+            groups: 0,
         }
     }
 }
@@ -155,6 +160,15 @@ pub struct Report {
     pub store: String,
     /// The join storm's outcome, when it ran.
     pub storm: Option<Storm>,
+    /// Groups under a policy (0: none, the full mesh).
+    pub groups: usize,
+    /// Control-frame bytes (netmaps, changes and, under a policy, filters) each node
+    /// received from its start until every node held its full netmap.
+    pub cold_bytes_per_node: f64,
+    /// Peers each node holds once the netmaps are complete (mean).
+    pub peers_per_node: f64,
+    /// Of `cold_bytes_per_node`, the netmap frames (full maps and changes).
+    pub cold_netmap_bytes_per_node: f64,
 }
 
 /// What the join storm found.
@@ -182,6 +196,10 @@ impl Report {
         store: String,
     ) -> Report {
         Report {
+            groups: 0,
+            cold_bytes_per_node: 0.0,
+            peers_per_node: 0.0,
+            cold_netmap_bytes_per_node: 0.0,
             nodes,
             full_netmap_s: 0.0,
             change_p50_ms: 0.0,
@@ -224,6 +242,10 @@ impl Report {
             "generator_cpu_s": round(self.generator_cpu_s, 2),
             "coordinators": self.coordinators,
             "store": self.store,
+            "groups": self.groups,
+            "cold_bytes_per_node": round(self.cold_bytes_per_node, 0),
+            "cold_netmap_bytes_per_node": round(self.cold_netmap_bytes_per_node, 0),
+            "peers_per_node": round(self.peers_per_node, 1),
             "storm": self.storm.as_ref().map(|s| json!({
                 "acknowledged_before_kill": s.acknowledged_before_kill,
                 "all_joined_s": round(s.all_joined_s, 3),
@@ -231,12 +253,15 @@ impl Report {
                 "lost_joins": s.lost_joins,
                 "members": s.members,
             })),
-            "verification": format!(
+            "verification": if self.groups > 0 { format!(
+                "every node: its exact peer set by key, only members of its own group (of {})",
+                self.groups
+            ) } else { format!(
                 "every node: netmap version and exact peer set by key; {} sampled nodes: \
                  every message decoded and applied (mesh-proto), final map compared field \
                  by field with the admin API",
                 self.sampled
-            ),
+            ) },
         })
     }
 }
@@ -488,6 +513,8 @@ struct NodeShared {
     full_maps: AtomicU64,
     /// Control-frame bytes received (length prefixes included).
     frame_bytes: AtomicU64,
+    /// Of those, the JSON messages (policy filters, services, …), not netmaps.
+    json_bytes: AtomicU64,
     /// (version, when it was reached), newest last.
     history: Mutex<VecDeque<(u64, Instant)>>,
     /// The connection, for its UDP statistics.
@@ -505,7 +532,12 @@ struct NodeShared {
 /// Everything nodes share.
 struct Fleet {
     coordinators: Vec<SocketAddr>,
-    token: JoinSecret,
+    /// Node `i` joins with `tokens[i % len]` (one per group under a policy).
+    tokens: Vec<JoinSecret>,
+    /// Groups (0: none): node `i` may hold only peers `j` with `j % groups == i % groups`.
+    groups: usize,
+    /// Peers node `i` holds once its netmap is complete.
+    expected: Vec<u32>,
     /// Every simulated member's key → its index.
     index: HashMap<Key, u32>,
     privates: Vec<Key>,
@@ -654,11 +686,21 @@ impl NodeMap {
             bail!("protocol error: changes without a netmap");
         }
         let mut updates = Vec::new();
+        let mut outside = 0usize;
         wire::for_each_key(body, |op, key| match fleet.index.get(key) {
             Some(&j) if j == own => {}
-            Some(&j) => updates.push((j, op != KeyOp::Remove)),
+            Some(&j) => {
+                let g = fleet.groups.max(1) as u32;
+                if op != KeyOp::Remove && j % g != own % g {
+                    outside += 1;
+                }
+                updates.push((j, op != KeyOp::Remove));
+            }
             None => unknown += 1,
         })?;
+        if outside > 0 {
+            bail!("{outside} peers outside the node's group: the netmap is not pruned");
+        }
         for (j, on) in updates {
             self.set(j, on);
         }
@@ -725,7 +767,7 @@ async fn session(fleet: &Fleet, i: usize, which: usize, state: &mut NodeMap) -> 
         public_key: key,
         name: format!("sim-{i:05}"),
         version: "wm-loadgen".into(),
-        join: Some(fleet.token.clone()),
+        join: Some(fleet.tokens[i % fleet.tokens.len()].clone()),
         resume: state.has_map.then_some(state.version),
         listen_port: 10_000 + i as u16,
         local: Vec::new(),
@@ -755,6 +797,8 @@ async fn session(fleet: &Fleet, i: usize, which: usize, state: &mut NodeMap) -> 
         me.frame_bytes
             .fetch_add(body.len() as u64 + 4, Ordering::Relaxed);
         if body.first() == Some(&b'{') {
+            me.json_bytes
+                .fetch_add(body.len() as u64 + 4, Ordering::Relaxed);
             match control::decode::<ServerMsg>(&body)? {
                 ServerMsg::Denied { reason } => bail!("denied: {reason}"),
                 ServerMsg::Pending { message } => bail!("denied (pending): {message}"),
@@ -920,6 +964,41 @@ async fn scenario(opts: &Options) -> anyhow::Result<Report> {
         .context("no join-token in the answer")?
         .parse()
         .context("parsing the join token")?;
+    // Under a policy: a token per group, tagging its members, and the policy.
+    let mut tokens = vec![token.secret.clone()];
+    if opts.groups > 0 {
+        tokens.clear();
+        let mut doc = String::from("default = \"deny\"\n");
+        for g in 0..opts.groups {
+            let t = api(
+                "POST",
+                format!("/api/networks/{NETWORK}/tokens"),
+                Some(json!({ "reusable": true, "tags": [format!("g{g}")] })),
+            )
+            .await?;
+            let t: JoinToken = t["join-token"]
+                .as_str()
+                .context("no join-token in the answer")?
+                .parse()
+                .context("parsing the join token")?;
+            tokens.push(t.secret);
+            doc.push_str(&format!(
+                "\n[[rule]]\nfrom = [\"tag:g{g}\"]\nto = [\"tag:g{g}\"]\n"
+            ));
+        }
+        api(
+            "PUT",
+            format!("/api/networks/{NETWORK}/policy"),
+            Some(json!({ "document": doc })),
+        )
+        .await?;
+    }
+    let expected: Vec<u32> = (0..n)
+        .map(|i| match opts.groups {
+            0 => (n - 1) as u32,
+            g => ((0..n).filter(|j| j % g == i % g).count() - 1) as u32,
+        })
+        .collect();
     // The network's version, asked on a blocking thread (the admin client is blocking).
     let version = {
         let coord = coord.clone();
@@ -969,7 +1048,9 @@ async fn scenario(opts: &Options) -> anyhow::Result<Report> {
     }
     let fleet = Arc::new(Fleet {
         coordinators: listen.clone(),
-        token: token.secret.clone(),
+        tokens,
+        groups: opts.groups,
+        expected,
         index,
         privates,
         nodes: (0..n).map(|_| Arc::new(NodeShared::default())).collect(),
@@ -1025,7 +1106,8 @@ async fn scenario(opts: &Options) -> anyhow::Result<Report> {
             Ok(fleet
                 .nodes
                 .iter()
-                .all(|s| s.peers.load(Ordering::Relaxed) == full))
+                .zip(&fleet.expected)
+                .all(|(s, want)| s.peers.load(Ordering::Relaxed) == *want))
         },
         || {
             let connected = fleet
@@ -1036,7 +1118,8 @@ async fn scenario(opts: &Options) -> anyhow::Result<Report> {
             let complete = fleet
                 .nodes
                 .iter()
-                .filter(|s| s.peers.load(Ordering::Relaxed) == full)
+                .zip(&fleet.expected)
+                .filter(|(s, want)| s.peers.load(Ordering::Relaxed) == **want)
                 .count();
             format!("{connected}/{n} connected, {complete}/{n} with the full netmap")
         },
@@ -1048,6 +1131,30 @@ async fn scenario(opts: &Options) -> anyhow::Result<Report> {
             full_netmap.as_secs_f64()
         )
     });
+    let cold_bytes_per_node = frame_rx(&fleet) as f64 / n as f64;
+    let json: u64 = fleet
+        .nodes
+        .iter()
+        .map(|s| s.json_bytes.load(Ordering::Relaxed))
+        .sum();
+    let cold_netmap_bytes_per_node = cold_bytes_per_node - json as f64 / n as f64;
+    let peers_per_node = fleet.expected.iter().map(|&e| f64::from(e)).sum::<f64>() / n as f64;
+    if opts.groups > 0 {
+        // A grouped run ends here: what it measures is the cold start's cost per node.
+        let (rss, cpu) = usage(&pids);
+        fleet.stop.store(true, Ordering::Relaxed);
+        for t in tasks {
+            t.abort();
+        }
+        return Ok(Report {
+            full_netmap_s: full_netmap.as_secs_f64(),
+            groups: opts.groups,
+            cold_bytes_per_node,
+            peers_per_node,
+            cold_netmap_bytes_per_node,
+            ..Report::without_changes(n, (rss, cpu), k, store_name)
+        });
+    }
 
     // Settle: every node at the network's version.
     let settle = |fleet: Arc<Fleet>, target: u64| {
@@ -1288,6 +1395,10 @@ async fn scenario(opts: &Options) -> anyhow::Result<Report> {
         coordinators: k,
         store: store_name,
         storm: None,
+        groups: 0,
+        cold_bytes_per_node,
+        peers_per_node,
+        cold_netmap_bytes_per_node,
     })
 }
 

@@ -32,6 +32,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use mesh_proto::control::{ct_eq, expected_proof, ClientMsg, Hello, ServerMsg, MIN_PROTOCOL};
 use mesh_proto::policy::NodeFilter;
+
+use crate::control::views::SharedFilter;
 use mesh_proto::{relay, Key};
 use tokio::io::AsyncRead;
 use tokio::sync::watch;
@@ -304,7 +306,7 @@ struct Session<'a, R, W> {
     /// The control protocol the node speaks.
     protocol: u32,
     /// The policy filter the node was sent (`None`: none, it allows everything).
-    filter_sent: Option<NodeFilter>,
+    filter_sent: Option<Arc<SharedFilter>>,
     /// This session's id in the registry (for reports).
     session_id: u64,
 }
@@ -495,10 +497,10 @@ where
     /// Sends the changes of this member's policy filter in `snap`, if any. A node that
     /// cannot enforce filters (protocol below 3) is refused while its network has a policy.
     async fn send_filter(&mut self, snap: &Snapshot) -> Result<(), Fail> {
-        let filter = match snap.filter_for(&self.key) {
+        let filter = match snap.filter_of(&self.key) {
             Some(filter) => filter,
             // The policy went away after the node was sent one: everything allowed again.
-            None if self.filter_sent.is_some() => NodeFilter::allow_all(),
+            None if self.filter_sent.is_some() => SharedFilter::new(NodeFilter::allow_all()),
             None => return Ok(()),
         };
         if self.protocol < 3 {
@@ -507,15 +509,15 @@ where
                 self.net, self.protocol
             )));
         }
-        if self.filter_sent.as_ref() == Some(&filter) {
+        // The update is shared by every member going from the same filter to the same one.
+        let Some(update) = snap.filter_update(self.filter_sent.as_ref(), &filter) else {
+            self.filter_sent = Some(filter);
             return Ok(());
-        }
-        let update = filter.update_from(self.filter_sent.as_ref());
+        };
         tracing::debug!(hash = %update.hash, peers = update.upsert.len(), removed = update.remove.len(), full = update.full, "filter");
-        let hash = update.hash.clone();
-        send(self.writer, &ServerMsg::Filter(update)).await?;
+        send(self.writer, &ServerMsg::Filter((*update).clone())).await?;
         self.coord
-            .filter_sent(&self.net, &self.key, self.session_id, &hash);
+            .filter_sent(&self.net, &self.key, self.session_id, &update.hash);
         self.filter_sent = Some(filter);
         Ok(())
     }

@@ -13,10 +13,11 @@
 //! per member.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
-use mesh_proto::policy::{ClassKey, NodeFilter, PeerFilter, Policy};
+use mesh_proto::policy::{ClassKey, FilterUpdate, NodeFilter, PeerFilter, Policy};
 use mesh_proto::wire::FrameBuilder;
 use mesh_proto::Key;
 
@@ -57,6 +58,54 @@ impl Compiled {
     }
 }
 
+/// A filter shared by every member that enforces it (a class's members: a member's own
+/// key may be among its peers, which never matches a packet), with a process-unique id so
+/// that sessions and caches tell filters apart without comparing them, and its hash
+/// computed once.
+#[derive(Debug)]
+pub struct SharedFilter {
+    id: u64,
+    /// The filter.
+    pub filter: NodeFilter,
+    hash: OnceLock<String>,
+}
+
+impl SharedFilter {
+    /// `filter` under a new id.
+    pub fn new(filter: NodeFilter) -> Arc<SharedFilter> {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Arc::new(SharedFilter {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            filter,
+            hash: OnceLock::new(),
+        })
+    }
+
+    /// Its id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// [`NodeFilter::hash`], computed once.
+    pub fn hash(&self) -> &str {
+        self.hash.get_or_init(|| self.filter.hash())
+    }
+
+    /// The update that turns `old` (what a member was sent, if anything) into this
+    /// filter; `None` when nothing changes.
+    pub fn update_from(&self, old: Option<&SharedFilter>) -> Option<FilterUpdate> {
+        if let Some(old) = old {
+            if old.id == self.id || old.filter == self.filter {
+                return None;
+            }
+        }
+        Some(
+            self.filter
+                .update_from_hashed(old.map(|o| &o.filter), self.hash().to_owned()),
+        )
+    }
+}
+
 /// The classes of one snapshot's authorised members.
 #[derive(Debug)]
 pub struct Classes {
@@ -68,6 +117,15 @@ pub struct Classes {
     pairs: Mutex<HashMap<(u32, u32), Arc<PeerFilter>>>,
     /// Change frames between views, shared by the sessions that need the same one.
     frames: Mutex<HashMap<FrameKey, Option<Bytes>>>,
+    /// Filter updates (from the filter with the first id to the one with the second),
+    /// shared likewise.
+    updates: Mutex<HashMap<(u64, u64), Option<Arc<FilterUpdate>>>>,
+    /// The previous snapshot's views by class, reused when unchanged (so their ids, hash
+    /// and encodings carry over and sessions of unaffected classes do nothing).
+    previous: HashMap<ClassKey, Arc<View>>,
+    /// The members whose entry, authorisation or tags changed since the previous snapshot
+    /// (`None`: not known; views are then built from scratch).
+    changed: Option<Vec<Key>>,
 }
 
 /// (older snapshot's version, its view: a class index or `None` for everyone, this
@@ -81,7 +139,7 @@ pub struct View {
     /// them when it may talk to itself).
     pub peers: BTreeMap<Key, Arc<PeerEntry>>,
     /// Those peers' entries.
-    pub filter: NodeFilter,
+    pub filter: Arc<SharedFilter>,
     entries: OnceLock<Bytes>,
 }
 
@@ -101,10 +159,14 @@ impl View {
 }
 
 impl Classes {
-    /// The classes of `members` (authorised members: key and class) under `compiled`.
+    /// The classes of `members` (authorised members: key and class) under `compiled`;
+    /// `previous`, the classes of the snapshot before (same policy), lends its views, which
+    /// only the members in `changed` can have changed (all of them when `None`).
     pub fn new(
         compiled: Arc<Compiled>,
         members: impl IntoIterator<Item = (Key, ClassKey)>,
+        previous: Option<&Classes>,
+        changed: Option<Vec<Key>>,
     ) -> Classes {
         let mut index: HashMap<ClassKey, u32> = HashMap::new();
         let mut keys = Vec::new();
@@ -117,6 +179,16 @@ impl Classes {
             of.insert(k, i);
         }
         let views = (0..keys.len()).map(|_| OnceLock::new()).collect();
+        let previous = previous
+            .filter(|p| Arc::ptr_eq(&p.compiled, &compiled))
+            .map(|p| {
+                p.keys
+                    .iter()
+                    .zip(&p.views)
+                    .filter_map(|(k, v)| Some((k.clone(), v.get()?.clone())))
+                    .collect()
+            })
+            .unwrap_or_default();
         Classes {
             compiled,
             keys,
@@ -124,6 +196,9 @@ impl Classes {
             views,
             pairs: Mutex::default(),
             frames: Mutex::default(),
+            updates: Mutex::default(),
+            previous,
+            changed,
         }
     }
 
@@ -163,6 +238,12 @@ impl Classes {
         self.views[class as usize]
             .get_or_init(|| {
                 let default = self.compiled.policy.default;
+                if let (Some(prev), Some(changed)) = (
+                    self.previous.get(&self.keys[class as usize]),
+                    self.changed.as_ref(),
+                ) {
+                    return self.edit(class, prev, changed, peers);
+                }
                 let mut seen = BTreeMap::new();
                 let mut filter = NodeFilter {
                     default,
@@ -178,13 +259,83 @@ impl Classes {
                         filter.peers.insert(*k, (*pf).clone());
                     }
                 }
+                // Unchanged since the previous snapshot: the same view, so that the
+                // sessions of this class see nothing to do.
+                if let Some(prev) = self.previous.get(&self.keys[class as usize]) {
+                    let same_peers = prev.peers.len() == seen.len()
+                        && prev
+                            .peers
+                            .iter()
+                            .zip(&seen)
+                            .all(|((a, p), (b, q))| a == b && Arc::ptr_eq(p, q));
+                    if same_peers && prev.filter.filter == filter {
+                        return prev.clone();
+                    }
+                }
                 Arc::new(View {
                     peers: seen,
-                    filter,
+                    filter: SharedFilter::new(filter),
                     entries: OnceLock::new(),
                 })
             })
             .clone()
+    }
+}
+
+impl Classes {
+    /// The previous snapshot's view of `class`, with the members in `changed` put right:
+    /// the same view when none of them changes it (a join in another group), else a copy
+    /// with the edits (the cost of the view's size, not of the network's).
+    fn edit(
+        &self,
+        class: u32,
+        prev: &Arc<View>,
+        changed: &[Key],
+        peers: &BTreeMap<Key, Arc<PeerEntry>>,
+    ) -> Arc<View> {
+        let default = self.compiled.policy.default;
+        let mut edits = Vec::new();
+        for k in changed {
+            let want = match (peers.get(k), self.of.get(k)) {
+                (Some(entry), Some(&theirs)) => {
+                    let pf = self.pair(class, theirs);
+                    pf.reaches(default).then(|| (entry.clone(), pf))
+                }
+                _ => None,
+            };
+            let same = match (&want, prev.peers.get(k)) {
+                (None, None) => true,
+                (Some((entry, pf)), Some(had)) => {
+                    Arc::ptr_eq(entry, had) && prev.filter.filter.peers.get(k) == Some(&**pf)
+                }
+                _ => false,
+            };
+            if !same {
+                edits.push((*k, want));
+            }
+        }
+        if edits.is_empty() {
+            return prev.clone();
+        }
+        let mut seen = prev.peers.clone();
+        let mut filter = prev.filter.filter.clone();
+        for (k, want) in edits {
+            match want {
+                Some((entry, pf)) => {
+                    seen.insert(k, entry);
+                    filter.peers.insert(k, (*pf).clone());
+                }
+                None => {
+                    seen.remove(&k);
+                    filter.peers.remove(&k);
+                }
+            }
+        }
+        Arc::new(View {
+            peers: seen,
+            filter: SharedFilter::new(filter),
+            entries: OnceLock::new(),
+        })
     }
 }
 
@@ -308,19 +459,45 @@ impl Snapshot {
         any.then(|| Bytes::from(b.finish()))
     }
 
-    /// The filter member `key` enforces in this snapshot: `None` when the network has no
-    /// policy; nothing reachable for a member that is not authorised.
-    pub fn filter_for(&self, key: &Key) -> Option<NodeFilter> {
+    /// The filter member `key` enforces in this snapshot (its class's): `None` when the
+    /// network has no policy; nothing reachable for a member that is not authorised.
+    pub fn filter_of(&self, key: &Key) -> Option<Arc<SharedFilter>> {
         let classes = self.classes.as_ref()?;
-        let Some(view) = self.view_for(key) else {
-            return Some(NodeFilter {
+        Some(match self.view_for(key) {
+            Some(view) => view.filter.clone(),
+            None => SharedFilter::new(NodeFilter {
                 default: classes.compiled.policy.default,
                 peers: BTreeMap::new(),
-            });
+            }),
+        })
+    }
+
+    /// The update from `old` to `new` (as [`SharedFilter::update_from`]), computed once
+    /// per pair of filters and shared by the sessions that need it.
+    pub fn filter_update(
+        &self,
+        old: Option<&Arc<SharedFilter>>,
+        new: &Arc<SharedFilter>,
+    ) -> Option<Arc<FilterUpdate>> {
+        let Some(classes) = self.classes.as_ref() else {
+            return new.update_from(old.map(|o| &**o)).map(Arc::new);
         };
-        let mut filter = view.filter.clone();
-        filter.peers.remove(key);
-        Some(filter)
+        let key = (old.map_or(0, |o| o.id), new.id);
+        if let Some(u) = classes
+            .updates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return u.clone();
+        }
+        let u = new.update_from(old.map(|o| &**o)).map(Arc::new);
+        classes
+            .updates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, u.clone());
+        u
     }
 }
 

@@ -58,6 +58,11 @@ struct Cli {
     /// kill -9 and started again on its data (with one coordinator).
     #[arg(long)]
     storm: bool,
+    /// Issue 13: split the nodes into G groups under a deny-by-default policy (a member
+    /// may reach only its own group), check every node holds only its group, and stop
+    /// after the cold start (reporting its bytes per node).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1000), conflicts_with = "storm")]
+    groups: u32,
     /// No progress lines on stderr.
     #[arg(long, short)]
     quiet: bool,
@@ -78,6 +83,7 @@ fn main() {
     opts.coordinators = cli.coordinators as usize;
     opts.etcd = cli.etcd as usize;
     opts.storm = cli.storm;
+    opts.groups = cli.groups as usize;
     match loadgen::run(&opts) {
         Ok(report) => {
             if cli.json {

@@ -267,6 +267,8 @@ impl NetState {
             0,
             false,
             policy.as_ref().map(|(_, p)| p),
+            None,
+            None,
         )));
         NetState {
             network,
@@ -283,9 +285,17 @@ impl NetState {
     }
 
     fn publish(&mut self, deleted: bool) {
+        self.publish_changed(deleted, None);
+    }
+
+    /// [`NetState::publish`] knowing which members changed since the last snapshot (their
+    /// entry, authorisation or tags; `None`: unknown), so views of a policy's classes are
+    /// edited rather than rebuilt.
+    fn publish_changed(&mut self, deleted: bool, changed: Option<Vec<Key>>) {
         if self.policy.as_ref().map(|(t, _)| t) != self.network.policy.as_ref() {
             self.policy = parse_policy(&self.network);
         }
+        let previous = self.tx.borrow().classes.clone();
         let snap = snapshot_of(
             &self.network,
             &self.members,
@@ -294,6 +304,8 @@ impl NetState {
             self.seq,
             deleted,
             self.policy.as_ref().map(|(_, p)| p),
+            previous.as_deref(),
+            changed,
         );
         self.tx.send_replace(Arc::new(snap));
     }
@@ -357,6 +369,8 @@ fn snapshot_of(
     seq: u64,
     deleted: bool,
     compiled: Option<&Arc<Compiled>>,
+    previous: Option<&Classes>,
+    changed: Option<Vec<Key>>,
 ) -> Snapshot {
     // Each authorised member's class under the policy (its name, tags, address and the
     // routes it is sent, as far as the policy looks at them); nothing without a policy.
@@ -374,6 +388,8 @@ fn snapshot_of(
                 };
                 Some((*k, classify.class_of(&subject)))
             }),
+            previous,
+            changed,
         ))
     });
     Snapshot {
@@ -892,11 +908,17 @@ impl Coordinator {
         let bump = network.version > ns.network.version;
         let delta = bump.then(|| prepared.frame(network.version, network.cidr.prefix_len()));
         // Tags are not in any netmap, but the policy's filters depend on them.
-        let tags_changed = change.put.iter().any(|m| {
-            ns.members
-                .get(&m.public_key)
-                .is_some_and(|old| old.tags != m.tags)
-        });
+        let retagged: Vec<Key> = change
+            .put
+            .iter()
+            .filter(|m| {
+                ns.members
+                    .get(&m.public_key)
+                    .is_some_and(|old| old.tags != m.tags)
+            })
+            .map(|m| m.public_key)
+            .collect();
+        let tags_changed = !retagged.is_empty();
         for m in change.put {
             let key = m.public_key;
             let addr = m.address;
@@ -928,7 +950,9 @@ impl Coordinator {
             ns.deltas.push(ns.network.version, frame);
         }
         if bump || prepared.membership || record_changed || tags_changed {
-            ns.publish(false);
+            let mut changed: Vec<Key> = prepared.touched.iter().copied().collect();
+            changed.extend(retagged);
+            ns.publish_changed(false, Some(changed));
         }
         for t in change.tokens {
             st.tokens.insert(t.id.clone(), t);

@@ -53,11 +53,6 @@ use serde::{Deserialize, Serialize};
 use flows::{Found, Inserted};
 use packet::{Parsed, Tuple, L4};
 
-/// Most entries (over every peer and both directions) a filter may have; a bigger one is
-/// refused like a filter that does not hash right (fail closed). A network of 1,000
-/// members with 500 entries per peer stays below it.
-pub const MAX_ENTRIES: usize = 1 << 20;
-
 /// Which way a packet goes, seen from this node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Direction {
@@ -395,7 +390,7 @@ pub fn apply_update_limited(
 /// [`apply_update_limited`] with the largest limit.
 #[cfg(test)]
 pub fn apply_update(state: &mut Saved, update: &FilterUpdate) -> Result<(), String> {
-    apply_update_limited(state, update, MAX_ENTRIES)
+    apply_update_limited(state, update, crate::config::MAX_FILTER_ENTRIES)
 }
 
 /// The compiled filter the packet paths read (behind an `ArcSwapOption` in the device,
