@@ -119,7 +119,7 @@ pub struct Classes {
     frames: Mutex<HashMap<FrameKey, Option<Bytes>>>,
     /// Filter updates (from the filter with the first id to the one with the second),
     /// shared likewise.
-    updates: Mutex<HashMap<(u64, u64), Option<Arc<FilterUpdate>>>>,
+    updates: Mutex<Updates>,
     /// The previous snapshot's views by class, reused when unchanged (so their ids, hash
     /// and encodings carry over and sessions of unaffected classes do nothing).
     previous: HashMap<ClassKey, Arc<View>>,
@@ -127,6 +127,9 @@ pub struct Classes {
     /// (`None`: not known; views are then built from scratch).
     changed: Option<Vec<Key>>,
 }
+
+/// Filter updates by (old filter's id, new filter's id); `None`: nothing changes.
+type Updates = HashMap<(u64, u64), Option<Arc<FilterUpdate>>>;
 
 /// (older snapshot's version, its view: a class index or `None` for everyone, this
 /// snapshot's class index).

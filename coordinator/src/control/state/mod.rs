@@ -266,9 +266,11 @@ impl NetState {
             &deltas,
             0,
             false,
-            policy.as_ref().map(|(_, p)| p),
-            None,
-            None,
+            PolicyInput {
+                compiled: policy.as_ref().map(|(_, p)| p),
+                previous: None,
+                changed: None,
+            },
         )));
         NetState {
             network,
@@ -303,9 +305,11 @@ impl NetState {
             &self.deltas,
             self.seq,
             deleted,
-            self.policy.as_ref().map(|(_, p)| p),
-            previous.as_deref(),
-            changed,
+            PolicyInput {
+                compiled: self.policy.as_ref().map(|(_, p)| p),
+                previous: previous.as_deref(),
+                changed,
+            },
         );
         self.tx.send_replace(Arc::new(snap));
     }
@@ -361,6 +365,14 @@ impl Slot {
     }
 }
 
+/// What a snapshot's policy classes are made from: the compiled policy (none: no
+/// policy), the previous snapshot's classes and the members changed since.
+struct PolicyInput<'a> {
+    compiled: Option<&'a Arc<Compiled>>,
+    previous: Option<&'a Classes>,
+    changed: Option<Vec<Key>>,
+}
+
 fn snapshot_of(
     network: &Network,
     members: &BTreeMap<Key, Member>,
@@ -368,10 +380,13 @@ fn snapshot_of(
     deltas: &Arc<Deltas>,
     seq: u64,
     deleted: bool,
-    compiled: Option<&Arc<Compiled>>,
-    previous: Option<&Classes>,
-    changed: Option<Vec<Key>>,
+    policy: PolicyInput<'_>,
 ) -> Snapshot {
+    let PolicyInput {
+        compiled,
+        previous,
+        changed,
+    } = policy;
     // Each authorised member's class under the policy (its name, tags, address and the
     // routes it is sent, as far as the policy looks at them); nothing without a policy.
     let classes = compiled.map(|c| {
