@@ -32,8 +32,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use mesh_proto::control::{ct_eq, expected_proof, ClientMsg, Hello, ServerMsg, MIN_PROTOCOL};
 use mesh_proto::policy::NodeFilter;
-
-use crate::control::views::SharedFilter;
 use mesh_proto::{relay, Key};
 use tokio::io::AsyncRead;
 use tokio::sync::watch;
@@ -43,6 +41,7 @@ use tracing::Instrument as _;
 use crate::control::frame::{self, FrameReader, FrameSink, ReadError, WriteError};
 use crate::control::snapshot::{Snapshot, Status};
 use crate::control::state::{random32, AdmitError, Coordinator, EndpointReport, FilterReport};
+use crate::control::views::SharedFilter;
 
 /// Time a node has to say hello and prove its key.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

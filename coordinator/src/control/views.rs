@@ -253,11 +253,7 @@ impl Classes {
                     peers: BTreeMap::new(),
                 };
                 for (k, entry) in peers {
-                    let Some(&theirs) = self.of.get(k) else {
-                        continue;
-                    };
-                    let pf = self.pair(class, theirs);
-                    if pf.reaches(default) {
+                    if let Some(pf) = self.sees(class, k) {
                         seen.insert(*k, entry.clone());
                         filter.peers.insert(*k, (*pf).clone());
                     }
@@ -286,6 +282,13 @@ impl Classes {
 }
 
 impl Classes {
+    /// The entries between `class` and member `key`, if the policy lets them exchange
+    /// any traffic (`None` too for a key that is not an authorised member).
+    fn sees(&self, class: u32, key: &Key) -> Option<Arc<PeerFilter>> {
+        let pf = self.pair(class, *self.of.get(key)?);
+        pf.reaches(self.compiled.policy.default).then_some(pf)
+    }
+
     /// The previous snapshot's view of `class`, with the members in `changed` put right:
     /// the same view when none of them changes it (a join in another group), else a copy
     /// with the edits (the cost of the view's size, not of the network's).
@@ -296,16 +299,11 @@ impl Classes {
         changed: &[Key],
         peers: &BTreeMap<Key, Arc<PeerEntry>>,
     ) -> Arc<View> {
-        let default = self.compiled.policy.default;
         let mut edits = Vec::new();
         for k in changed {
-            let want = match (peers.get(k), self.of.get(k)) {
-                (Some(entry), Some(&theirs)) => {
-                    let pf = self.pair(class, theirs);
-                    pf.reaches(default).then(|| (entry.clone(), pf))
-                }
-                _ => None,
-            };
+            let want = peers
+                .get(k)
+                .and_then(|entry| Some((entry.clone(), self.sees(class, k)?)));
             let same = match (&want, prev.peers.get(k)) {
                 (None, None) => true,
                 (Some((entry, pf)), Some(had)) => {

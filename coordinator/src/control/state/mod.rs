@@ -840,9 +840,7 @@ impl Coordinator {
         if policy_changed {
             touched.extend(ns.peers.keys().copied());
         }
-        let bump = !prepared.touched.is_empty()
-            || policy_changed
-            || touched.len() > prepared.touched.len();
+        let bump = !touched.is_empty() || policy_changed;
         let mut network = ns.network.clone();
         let expect = [Expect {
             network: net.to_owned(),
