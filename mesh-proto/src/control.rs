@@ -76,10 +76,14 @@ pub const ALPN: &[u8] = b"wiremesh/1";
 /// The control protocol version this build speaks ([`Hello::protocol`]). Version 2 sends
 /// netmaps and changes in the binary encoding of [`crate::wire`]; version 3 sends the
 /// policy filter ([`ServerMsg::Filter`], which meshd enforces on both ends of every network
-/// peer, and answers with [`ClientMsg::Filter`]). A coordinator refuses nodes below
-/// [`MIN_PROTOCOL`] with a `Denied` that says so, and nodes below 3 in a network whose
-/// policy is not "allow everything" (they could not enforce it).
-pub const PROTOCOL: u32 = 3;
+/// peer, and answers with [`ClientMsg::Filter`]); version 4 sends each distinct entry list
+/// of a filter update once and hashes filters as [`crate::policy::FilterDigest`]. A
+/// coordinator refuses nodes below [`MIN_PROTOCOL`] with a `Denied` that says so, and
+/// nodes below [`FILTER_PROTOCOL`] in a network with a policy (they could not enforce it).
+pub const PROTOCOL: u32 = 4;
+/// The oldest protocol whose nodes are sent a policy filter (3's encoding and hash are
+/// no longer served).
+pub const FILTER_PROTOCOL: u32 = 4;
 /// The oldest protocol a coordinator serves.
 pub const MIN_PROTOCOL: u32 = 2;
 /// Largest frame body in bytes (a binary netmap of about 100,000 members fits).
@@ -262,7 +266,7 @@ pub enum ServerMsg {
         /// The changes, to apply in order.
         changes: Vec<PeerChange>,
     },
-    /// The policy filter this node enforces, whole or as changes (protocol 3): sent before
+    /// The policy filter this node enforces, whole or as changes (protocol 4): sent before
     /// the first netmap and whenever the node's filter changes.
     Filter(crate::policy::FilterUpdate),
 }

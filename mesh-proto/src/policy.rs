@@ -48,7 +48,7 @@
 //! peer's routes (prefix selectors) are kept as a short ordered list checked first.
 //! [`NodeFilter::hash`] names a filter; nodes report the hash they run.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::IpAddr;
 
@@ -919,12 +919,9 @@ impl NodeFilter {
         }
     }
 
-    /// A short stable name of this filter: the first 16 hex digits of SHA-256 over its
-    /// canonical JSON.
+    /// A short stable name of this filter: its [`FilterDigest`] in 16 hex digits.
     pub fn hash(&self) -> String {
-        let json = serde_json::to_vec(self).unwrap_or_default();
-        let digest = Sha256::digest(&json);
-        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+        FilterDigest::of(self).hex()
     }
 
     /// Whether any traffic between this node and `peer` can be allowed (else the
@@ -1005,8 +1002,9 @@ pub struct FilterUpdate {
     pub full: bool,
     /// What no entry decides.
     pub default: Action,
-    /// Peers whose entries are new or changed.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    /// Peers whose entries are new or changed (on the wire each distinct entry list once,
+    /// and per peer its index: the peers of a class all have the same).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", with = "by_shape")]
     pub upsert: BTreeMap<crate::Key, PeerFilter>,
     /// Peers no longer in the filter.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -1079,6 +1077,130 @@ impl NodeFilter {
         }
         *self = next;
         Ok(())
+    }
+}
+
+/// A filter's digest: the sum (mod 2^64) of one term per peer (SHA-256 over its key and
+/// its entries) and one for the default. A change of some peers changes it by theirs
+/// alone, so a coordinator that edits a filter keeps its digest at the cost of the edit;
+/// a node checks the announced one against the filter it holds after an update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FilterDigest(u64);
+
+impl FilterDigest {
+    /// The digest of a filter with no peers and `default`.
+    pub fn empty(default: Action) -> FilterDigest {
+        let json = serde_json::to_vec(&default).unwrap_or_default();
+        FilterDigest(term(&[b"wiremesh filter default\0", &json]))
+    }
+
+    /// The digest of `filter` (each distinct entry list serialised once).
+    pub fn of(filter: &NodeFilter) -> FilterDigest {
+        let mut shapes: HashMap<&PeerFilter, [u8; 32]> = HashMap::new();
+        let mut d = FilterDigest::empty(filter.default);
+        for (k, pf) in &filter.peers {
+            let shape = *shapes.entry(pf).or_insert_with(|| shape_digest(pf));
+            d.0 = d.0.wrapping_add(peer_term(k, &shape));
+        }
+        d
+    }
+
+    /// With peer `key`'s entries `pf` added.
+    pub fn add(&mut self, key: &crate::Key, pf: &PeerFilter) {
+        self.0 = self.0.wrapping_add(peer_term(key, &shape_digest(pf)));
+    }
+
+    /// With peer `key`'s entries `pf` taken out.
+    pub fn remove(&mut self, key: &crate::Key, pf: &PeerFilter) {
+        self.0 = self.0.wrapping_sub(peer_term(key, &shape_digest(pf)));
+    }
+
+    /// As [`NodeFilter::hash`] shows it: 16 hex digits.
+    pub fn hex(&self) -> String {
+        format!("{:016x}", self.0)
+    }
+}
+
+fn shape_digest(pf: &PeerFilter) -> [u8; 32] {
+    let json = serde_json::to_vec(pf).unwrap_or_default();
+    Sha256::digest(&json).into()
+}
+
+fn peer_term(key: &crate::Key, shape: &[u8; 32]) -> u64 {
+    term(&[b"wiremesh filter peer\0", &key.0, shape])
+}
+
+fn term(parts: &[&[u8]]) -> u64 {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p);
+    }
+    let d = h.finalize();
+    u64::from_be_bytes(d[..8].try_into().unwrap_or_default())
+}
+
+/// [`FilterUpdate::upsert`] on the wire: the distinct entry lists once, and per peer the
+/// index of its own, so that a class's thousand peers with the same entries cost a key
+/// and a number each.
+mod by_shape {
+    use std::collections::{BTreeMap, HashMap};
+
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::PeerFilter;
+    use crate::Key;
+
+    #[derive(Serialize)]
+    struct Out<'a> {
+        entries: Vec<&'a PeerFilter>,
+        peers: BTreeMap<&'a Key, u32>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct In {
+        entries: Vec<PeerFilter>,
+        peers: BTreeMap<Key, u32>,
+    }
+
+    pub fn serialize<S: Serializer>(
+        map: &BTreeMap<Key, PeerFilter>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let mut index: HashMap<&PeerFilter, u32> = HashMap::new();
+        let mut out = Out {
+            entries: Vec::new(),
+            peers: BTreeMap::new(),
+        };
+        for (k, pf) in map {
+            let i = *index.entry(pf).or_insert_with(|| {
+                out.entries.push(pf);
+                u32::try_from(out.entries.len() - 1).unwrap_or(u32::MAX)
+            });
+            out.peers.insert(k, i);
+        }
+        out.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<Key, PeerFilter>, D::Error> {
+        let wire = In::deserialize(d)?;
+        wire.peers
+            .into_iter()
+            .map(|(k, i)| {
+                let pf = usize::try_from(i).ok().and_then(|i| wire.entries.get(i));
+                match pf {
+                    Some(pf) => Ok((k, pf.clone())),
+                    None => Err(D::Error::custom(format!(
+                        "peer {} names entry list {i}, the update has {}",
+                        k.fingerprint(),
+                        wire.entries.len()
+                    ))),
+                }
+            })
+            .collect()
     }
 }
 

@@ -30,7 +30,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use mesh_proto::control::{ct_eq, expected_proof, ClientMsg, Hello, ServerMsg, MIN_PROTOCOL};
+use mesh_proto::control::{
+    ct_eq, expected_proof, ClientMsg, Hello, ServerMsg, FILTER_PROTOCOL, MIN_PROTOCOL,
+};
 use mesh_proto::policy::NodeFilter;
 use mesh_proto::{relay, Key};
 use tokio::io::AsyncRead;
@@ -494,7 +496,7 @@ where
     }
 
     /// Sends the changes of this member's policy filter in `snap`, if any. A node that
-    /// cannot enforce filters (protocol below 3) is refused while its network has a policy.
+    /// cannot enforce filters (protocol below [`FILTER_PROTOCOL`]) is refused while its network has a policy.
     async fn send_filter(&mut self, snap: &Snapshot) -> Result<(), Fail> {
         let filter = match snap.filter_of(&self.key) {
             Some(filter) => filter,
@@ -502,7 +504,7 @@ where
             None if self.filter_sent.is_some() => SharedFilter::new(NodeFilter::allow_all()),
             None => return Ok(()),
         };
-        if self.protocol < 3 {
+        if self.protocol < FILTER_PROTOCOL {
             return Err(Fail::Deny(format!(
                 "network {} has a policy, which this node's meshd (control protocol {}) cannot enforce: upgrade meshd",
                 self.net, self.protocol
@@ -513,10 +515,11 @@ where
             self.filter_sent = Some(filter);
             return Ok(());
         };
-        tracing::debug!(hash = %update.hash, peers = update.upsert.len(), removed = update.remove.len(), full = update.full, "filter");
-        send(self.writer, &ServerMsg::Filter((*update).clone())).await?;
+        let u = &update.update;
+        tracing::debug!(hash = %u.hash, peers = u.upsert.len(), removed = u.remove.len(), full = u.full, "filter");
+        send_frames(self.writer, vec![update.frame().map_err(Fail::from)?]).await?;
         self.coord
-            .filter_sent(&self.net, &self.key, self.session_id, &update.hash);
+            .filter_sent(&self.net, &self.key, self.session_id, &u.hash);
         self.filter_sent = Some(filter);
         Ok(())
     }

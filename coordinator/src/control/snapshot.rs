@@ -699,20 +699,17 @@ mod tests {
             s.classes = doc.map(|d| {
                 let compiled = docs[d].clone();
                 let classify = compiled.policy.classifier();
-                let members: Vec<(Key, mesh_proto::policy::ClassKey)> = here
-                    .iter()
-                    .map(|e| {
-                        let i = usize::from(e.public_key.0[0] - 1);
-                        let subject = mesh_proto::policy::Subject {
-                            name: &e.name,
-                            tags: &tags[i],
-                            prefixes: &e.allowed_ips,
-                        };
-                        (e.public_key, classify.class_of(&subject))
-                    })
-                    .collect();
                 let previous = previous.and_then(|p| p.classes.as_deref());
-                Arc::new(Classes::new(compiled, members, previous, changed))
+                let class_of = |k: &Key| {
+                    let e = here.iter().find(|e| e.public_key == *k)?;
+                    Some(classify.class_of(&mesh_proto::policy::Subject {
+                        name: &e.name,
+                        tags: &tags[usize::from(k.0[0] - 1)],
+                        prefixes: &e.allowed_ips,
+                    }))
+                };
+                let all = here.iter().map(|e| e.public_key);
+                Arc::new(Classes::new(compiled, previous, changed, all, class_of))
             });
             s
         };
@@ -769,12 +766,20 @@ mod tests {
         };
         let mut old = build(1, &entries, &tags, &present, doc, None, None);
         let mut held: Vec<Option<Netmap>> = vec![None; n as usize];
+        // Per member: the filter its session sent last and what it holds.
+        type Sent = (
+            Arc<crate::control::views::SharedFilter>,
+            mesh_proto::policy::NodeFilter,
+        );
+        let mut filters_sent: Vec<Option<Sent>> = vec![None; n as usize];
         for (i, h) in held.iter_mut().enumerate() {
             let k = key(i as u8 + 1);
             decode_into(h, &old.view_first_frames(&k).unwrap(), &k);
         }
-        let mut sent_frames = 0;
-        for version in 2..300 {
+        let mut latest = old.clone();
+        let mut unsent = None;
+        let (mut sent_frames, mut skipped, mut behind) = (0, 0, 0);
+        for version in 2..400 {
             let mut changed = None;
             match below(6) {
                 0 | 1 => {
@@ -803,15 +808,46 @@ mod tests {
                     changed = Some(vec![key(b)]);
                 }
             }
-            // Every view of the old snapshot built (sessions asked), so edits happen.
-            for k in old.peers.keys() {
-                let _ = old.view_for(k);
+            // Mostly every view of the newest snapshot built (sessions asked), so edits
+            // happen; sometimes none, so the next views are edited from older ones.
+            if below(3) > 0 {
+                for k in latest.peers.keys() {
+                    let _ = latest.view_for(k);
+                }
             }
-            let new = build(version, &entries, &tags, &present, doc, Some(&old), changed);
+            let made = build(
+                version,
+                &entries,
+                &tags,
+                &present,
+                doc,
+                Some(&latest),
+                changed,
+            );
+            latest = made.clone();
+            // Sometimes nobody hears of a snapshot before the next is made (a join storm),
+            // and sometimes the members are sent one that is older than the newest, whose
+            // views were built first (a session that waited for the store to flush).
+            let (new, tags, doc) = match below(4) {
+                0 => {
+                    skipped += 1;
+                    unsent = Some((made, tags.clone(), doc));
+                    continue;
+                }
+                1 if unsent.is_some() => {
+                    for k in latest.peers.keys() {
+                        let _ = latest.view_for(k);
+                    }
+                    behind += 1;
+                    unsent.take().unwrap()
+                }
+                _ => (made, tags.clone(), doc),
+            };
             for (i, h) in held.iter_mut().enumerate() {
                 let k = key(i as u8 + 1);
                 if !new.peers.contains_key(&k) {
                     *h = None;
+                    filters_sent[i] = None;
                     continue;
                 }
                 match (&*h, old.peers.contains_key(&k)) {
@@ -840,15 +876,36 @@ mod tests {
                     "member {} at version {version}, doc {doc:?}, tags {tags:?}",
                     i + 1
                 );
-                // A member's filter is its class's (its own key, if there, never matches).
+                // A member's filter is its class's (its own key, if there, never matches),
+                // and what it holds after applying each update it is sent (the edit's own
+                // update or a diff; the announced hash checked by `apply`).
                 let mut got_filter = new.filter_of(&k).map(|f| f.filter.clone());
                 if let Some(f) = got_filter.as_mut() {
                     f.peers.remove(&k);
                 }
                 assert_eq!(got_filter, filter, "member {} filter", i + 1);
+                match new.filter_of(&k) {
+                    Some(now) => {
+                        let sent = &mut filters_sent[i];
+                        if let Some(u) = new.filter_update(sent.as_ref().map(|s| &s.0), &now) {
+                            let mut held = sent
+                                .take()
+                                .map_or_else(mesh_proto::policy::NodeFilter::allow_all, |s| s.1);
+                            held.apply(&u.update).unwrap();
+                            *sent = Some((now.clone(), held));
+                        }
+                        let held = &sent.as_ref().unwrap().1;
+                        assert_eq!(*held, now.filter, "member {} filter held", i + 1);
+                        assert_eq!(held.hash(), now.hash());
+                    }
+                    None => filters_sent[i] = None,
+                }
             }
             old = new;
         }
-        assert!(sent_frames > 100, "{sent_frames}");
+        assert!(
+            sent_frames > 100 && skipped > 50 && behind > 10,
+            "{sent_frames} {skipped} {behind}"
+        );
     }
 }

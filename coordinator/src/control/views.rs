@@ -17,10 +17,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
-use mesh_proto::policy::{ClassKey, FilterUpdate, NodeFilter, PeerFilter, Policy};
+use mesh_proto::control::ServerMsg;
+use mesh_proto::policy::{ClassKey, FilterDigest, FilterUpdate, NodeFilter, PeerFilter, Policy};
 use mesh_proto::wire::FrameBuilder;
 use mesh_proto::Key;
 
+use super::frame::{json_frame, WriteError};
 use super::snapshot::{PeerEntry, Snapshot};
 
 /// Pairs of classes remembered per policy document; beyond it the memo starts over (a
@@ -60,24 +62,73 @@ impl Compiled {
 
 /// A filter shared by every member that enforces it (a class's members: a member's own
 /// key may be among its peers, which never matches a packet), with a process-unique id so
-/// that sessions and caches tell filters apart without comparing them, and its hash
-/// computed once.
+/// that sessions and caches tell filters apart without comparing them, and its digest
+/// kept up to date edit by edit.
 #[derive(Debug)]
 pub struct SharedFilter {
     id: u64,
     /// The filter.
     pub filter: NodeFilter,
-    hash: OnceLock<String>,
+    digest: FilterDigest,
+    /// The update from the filter this one was edited from (by id), when it was: what a
+    /// member one edit behind is sent, without comparing the filters.
+    from_parent: Option<(u64, FilterUpdate)>,
+}
+
+fn next_filter_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 impl SharedFilter {
     /// `filter` under a new id.
     pub fn new(filter: NodeFilter) -> Arc<SharedFilter> {
-        static NEXT: AtomicU64 = AtomicU64::new(1);
         Arc::new(SharedFilter {
-            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            id: next_filter_id(),
+            digest: FilterDigest::of(&filter),
             filter,
-            hash: OnceLock::new(),
+            from_parent: None,
+        })
+    }
+
+    /// `parent` with `edits` (per peer: its entries, or `None`: out of the filter), under
+    /// a new id; the cost of the edits and of copying the map, not of hashing it again.
+    pub fn edited(
+        parent: &SharedFilter,
+        edits: impl IntoIterator<Item = (Key, Option<PeerFilter>)>,
+    ) -> Arc<SharedFilter> {
+        let mut filter = parent.filter.clone();
+        let mut digest = parent.digest;
+        let (mut upsert, mut remove) = (BTreeMap::new(), Vec::new());
+        for (k, want) in edits {
+            if let Some(old) = filter.peers.get(&k) {
+                digest.remove(&k, old);
+            }
+            match want {
+                Some(pf) => {
+                    digest.add(&k, &pf);
+                    filter.peers.insert(k, pf.clone());
+                    upsert.insert(k, pf);
+                }
+                None => {
+                    if filter.peers.remove(&k).is_some() {
+                        remove.push(k);
+                    }
+                }
+            }
+        }
+        let update = FilterUpdate {
+            full: false,
+            default: filter.default,
+            upsert,
+            remove,
+            hash: digest.hex(),
+        };
+        Arc::new(SharedFilter {
+            id: next_filter_id(),
+            filter,
+            digest,
+            from_parent: Some((parent.id, update)),
         })
     }
 
@@ -86,50 +137,106 @@ impl SharedFilter {
         self.id
     }
 
-    /// [`NodeFilter::hash`], computed once.
-    pub fn hash(&self) -> &str {
-        self.hash.get_or_init(|| self.filter.hash())
+    /// [`NodeFilter::hash`] of the filter.
+    pub fn hash(&self) -> String {
+        self.digest.hex()
     }
 
     /// The update that turns `old` (what a member was sent, if anything) into this
     /// filter; `None` when nothing changes.
     pub fn update_from(&self, old: Option<&SharedFilter>) -> Option<FilterUpdate> {
         if let Some(old) = old {
-            if old.id == self.id || old.filter == self.filter {
+            if old.id == self.id {
+                return None;
+            }
+            if let Some((parent, update)) = &self.from_parent {
+                if *parent == old.id {
+                    return Some(update.clone());
+                }
+            }
+            if old.filter == self.filter {
                 return None;
             }
         }
         Some(
             self.filter
-                .update_from_hashed(old.map(|o| &o.filter), self.hash().to_owned()),
+                .update_from_hashed(old.map(|o| &o.filter), self.hash()),
         )
     }
 }
 
+/// A filter update as sessions send it: encoded once, on first use, for all of them.
+#[derive(Debug)]
+pub struct FilterFrame {
+    /// The update.
+    pub update: FilterUpdate,
+    frame: OnceLock<Bytes>,
+}
+
+impl FilterFrame {
+    fn new(update: FilterUpdate) -> Arc<FilterFrame> {
+        Arc::new(FilterFrame {
+            update,
+            frame: OnceLock::new(),
+        })
+    }
+
+    /// The update as a control frame (`ServerMsg::Filter`).
+    pub fn frame(&self) -> Result<Bytes, WriteError> {
+        if let Some(f) = self.frame.get() {
+            return Ok(f.clone());
+        }
+        let f = json_frame(&ServerMsg::Filter(self.update.clone()))?;
+        Ok(self.frame.get_or_init(|| f).clone())
+    }
+}
+
 /// The classes of one snapshot's authorised members.
+///
+/// Successive snapshots of a network under one compiled policy form a **lineage**: class
+/// indices stay the same along it (new classes are appended), so a snapshot starts from
+/// the previous one's assignments and reclassifies only the members that changed, and a
+/// class's view is the newest view built anywhere along the lineage, edited with the
+/// members changed since (however many snapshots ago that was: in a join storm the
+/// snapshots outrun the sessions, and most are never asked for a view).
 #[derive(Debug)]
 pub struct Classes {
     compiled: Arc<Compiled>,
-    keys: Vec<ClassKey>,
+    /// Class index → class, shared along the lineage until a class is added.
+    keys: Arc<Vec<ClassKey>>,
+    /// Class → index.
+    index: Arc<HashMap<ClassKey, u32>>,
     of: HashMap<Key, u32>,
     views: Vec<OnceLock<Arc<View>>>,
-    /// Pairs by class index, filled from `compiled` as views are built.
-    pairs: Mutex<HashMap<(u32, u32), Arc<PeerFilter>>>,
+    lineage: Arc<Lineage>,
+    /// This snapshot's place in the lineage's log of changed members.
+    at: usize,
     /// Change frames between views, shared by the sessions that need the same one.
     frames: Mutex<HashMap<FrameKey, Option<Bytes>>>,
     /// Filter updates (from the filter with the first id to the one with the second),
     /// shared likewise.
     updates: Mutex<Updates>,
-    /// The previous snapshot's views by class, reused when unchanged (so their ids, hash
-    /// and encodings carry over and sessions of unaffected classes do nothing).
-    previous: HashMap<ClassKey, Arc<View>>,
-    /// The members whose entry, authorisation or tags changed since the previous snapshot
-    /// (`None`: not known; views are then built from scratch).
-    changed: Option<Vec<Key>>,
 }
 
+/// Along a lineage of [`Classes`]: the members changed snapshot after snapshot, the
+/// newest view built per class and the entries between classes by index.
+#[derive(Debug, Default)]
+struct Lineage {
+    /// Members whose entry, authorisation or class changed, in the order of the
+    /// snapshots (a snapshot's `at` is the length after its own).
+    log: Mutex<Vec<Key>>,
+    /// Per class index: the newest view built and the log position it reflects.
+    built: Mutex<HashMap<u32, (usize, Arc<View>)>>,
+    /// Entries between two classes by index, filled from the compiled policy.
+    pairs: Mutex<HashMap<(u32, u32), Arc<PeerFilter>>>,
+}
+
+/// Changed members logged along one lineage before it starts over (views are then built
+/// over all members once).
+const LOG_KEEP: usize = 1 << 20;
+
 /// Filter updates by (old filter's id, new filter's id); `None`: nothing changes.
-type Updates = HashMap<(u64, u64), Option<Arc<FilterUpdate>>>;
+type Updates = HashMap<(u64, u64), Option<Arc<FilterFrame>>>;
 
 /// (older snapshot's version, its view: a class index or `None` for everyone, this
 /// snapshot's class index).
@@ -162,46 +269,84 @@ impl View {
 }
 
 impl Classes {
-    /// The classes of `members` (authorised members: key and class) under `compiled`;
-    /// `previous`, the classes of the snapshot before (same policy), lends its views, which
-    /// only the members in `changed` can have changed (all of them when `None`).
+    /// The classes of a snapshot's authorised members under `compiled`: `class_of` says a
+    /// member's class (`None`: not an authorised member). With `previous` (the snapshot
+    /// before, same policy) and `changed` (the members whose entry, authorisation or
+    /// class changed since; `None`: not known) only those are classified again and the
+    /// lineage goes on; otherwise every key of `all` is classified and a lineage starts.
     pub fn new(
         compiled: Arc<Compiled>,
-        members: impl IntoIterator<Item = (Key, ClassKey)>,
         previous: Option<&Classes>,
         changed: Option<Vec<Key>>,
+        all: impl IntoIterator<Item = Key>,
+        class_of: impl Fn(&Key) -> Option<ClassKey>,
     ) -> Classes {
-        let mut index: HashMap<ClassKey, u32> = HashMap::new();
-        let mut keys = Vec::new();
-        let mut of = HashMap::new();
-        for (k, class) in members {
-            let i = *index.entry(class.clone()).or_insert_with(|| {
-                keys.push(class);
-                u32::try_from(keys.len() - 1).unwrap_or(u32::MAX)
+        let go_on = previous
+            .filter(|p| Arc::ptr_eq(&p.compiled, &compiled))
+            .zip(changed)
+            .and_then(|(p, changed)| {
+                // Classes nobody is in any more (a policy naming members has one per
+                // member) and a long log are dropped by starting over; so is a lineage
+                // that already went on from `previous` (the coordinator makes each
+                // snapshot from the newest, so never), whose log says other changes.
+                if p.keys.len() > 2 * p.of.len() + 64 || p.at + changed.len() > LOG_KEEP {
+                    return None;
+                }
+                let mut log = p.lineage.log.lock().unwrap_or_else(|e| e.into_inner());
+                if log.len() != p.at {
+                    return None;
+                }
+                log.extend_from_slice(&changed);
+                Some((p, log.len(), changed))
             });
-            of.insert(k, i);
+        let (mut keys, mut index, mut of, lineage, at, todo) = match go_on {
+            Some((p, at, changed)) => (
+                p.keys.clone(),
+                p.index.clone(),
+                p.of.clone(),
+                p.lineage.clone(),
+                at,
+                changed,
+            ),
+            None => (
+                Arc::default(),
+                Arc::default(),
+                HashMap::new(),
+                Arc::default(),
+                0,
+                all.into_iter().collect(),
+            ),
+        };
+        for k in todo {
+            match class_of(&k) {
+                Some(class) => {
+                    let i = match index.get(&class) {
+                        Some(i) => *i,
+                        None => {
+                            let i = u32::try_from(keys.len()).unwrap_or(u32::MAX);
+                            Arc::make_mut(&mut keys).push(class.clone());
+                            Arc::make_mut(&mut index).insert(class, i);
+                            i
+                        }
+                    };
+                    of.insert(k, i);
+                }
+                None => {
+                    of.remove(&k);
+                }
+            }
         }
         let views = (0..keys.len()).map(|_| OnceLock::new()).collect();
-        let previous = previous
-            .filter(|p| Arc::ptr_eq(&p.compiled, &compiled))
-            .map(|p| {
-                p.keys
-                    .iter()
-                    .zip(&p.views)
-                    .filter_map(|(k, v)| Some((k.clone(), v.get()?.clone())))
-                    .collect()
-            })
-            .unwrap_or_default();
         Classes {
             compiled,
             keys,
+            index,
             of,
             views,
-            pairs: Mutex::default(),
+            lineage,
+            at,
             frames: Mutex::default(),
             updates: Mutex::default(),
-            previous,
-            changed,
         }
     }
 
@@ -210,23 +355,13 @@ impl Classes {
         &self.compiled
     }
 
-    /// How many classes the members fall into.
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    /// Whether there are no members.
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
-
     /// Member `key`'s class, if it is an authorised member.
     pub fn class_of(&self, key: &Key) -> Option<u32> {
         self.of.get(key).copied()
     }
 
     fn pair(&self, a: u32, b: u32) -> Arc<PeerFilter> {
-        let mut pairs = self.pairs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pairs = self.lineage.pairs.lock().unwrap_or_else(|e| e.into_inner());
         pairs
             .entry((a, b))
             .or_insert_with(|| {
@@ -240,44 +375,77 @@ impl Classes {
     pub fn view(&self, class: u32, peers: &BTreeMap<Key, Arc<PeerEntry>>) -> Arc<View> {
         self.views[class as usize]
             .get_or_init(|| {
-                let default = self.compiled.policy.default;
-                if let (Some(prev), Some(changed)) = (
-                    self.previous.get(&self.keys[class as usize]),
-                    self.changed.as_ref(),
-                ) {
-                    return self.edit(class, prev, changed, peers);
-                }
-                let mut seen = BTreeMap::new();
-                let mut filter = NodeFilter {
-                    default,
-                    peers: BTreeMap::new(),
+                let newest = self
+                    .lineage
+                    .built
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&class)
+                    .cloned();
+                let view = match newest {
+                    Some((at, view)) if at == self.at => view,
+                    // Edited from the newest view, older or newer than this snapshot (a
+                    // session that waited for the store to flush while others went on):
+                    // what differs between the two is what changed in between.
+                    Some((at, view)) => {
+                        let mut between =
+                            self.lineage.log.lock().unwrap_or_else(|e| e.into_inner())
+                                [at.min(self.at)..at.max(self.at)]
+                                .to_vec();
+                        between.sort_unstable();
+                        between.dedup();
+                        if between.len() <= self.of.len() {
+                            self.edit(class, &view, &between, peers)
+                        } else {
+                            self.build(class, Some(&view), peers)
+                        }
+                    }
+                    None => self.build(class, None, peers),
                 };
-                for (k, entry) in peers {
-                    if let Some(pf) = self.sees(class, k) {
-                        seen.insert(*k, entry.clone());
-                        filter.peers.insert(*k, (*pf).clone());
-                    }
+                let mut built = self.lineage.built.lock().unwrap_or_else(|e| e.into_inner());
+                if built.get(&class).is_none_or(|(at, _)| *at < self.at) {
+                    built.insert(class, (self.at, view.clone()));
                 }
-                // Unchanged since the previous snapshot: the same view, so that the
-                // sessions of this class see nothing to do.
-                if let Some(prev) = self.previous.get(&self.keys[class as usize]) {
-                    let same_peers = prev.peers.len() == seen.len()
-                        && prev
-                            .peers
-                            .iter()
-                            .zip(&seen)
-                            .all(|((a, p), (b, q))| a == b && Arc::ptr_eq(p, q));
-                    if same_peers && prev.filter.filter == filter {
-                        return prev.clone();
-                    }
-                }
-                Arc::new(View {
-                    peers: seen,
-                    filter: SharedFilter::new(filter),
-                    entries: OnceLock::new(),
-                })
+                view
             })
             .clone()
+    }
+
+    /// What class `class` sees, over every member; `like` when that is what it holds (so
+    /// that its id, hash and encodings carry over and the class's sessions do nothing).
+    fn build(
+        &self,
+        class: u32,
+        like: Option<&Arc<View>>,
+        peers: &BTreeMap<Key, Arc<PeerEntry>>,
+    ) -> Arc<View> {
+        let mut seen = BTreeMap::new();
+        let mut filter = NodeFilter {
+            default: self.compiled.policy.default,
+            peers: BTreeMap::new(),
+        };
+        for (k, entry) in peers {
+            if let Some(pf) = self.sees(class, k) {
+                seen.insert(*k, entry.clone());
+                filter.peers.insert(*k, (*pf).clone());
+            }
+        }
+        if let Some(like) = like {
+            let same_peers = like.peers.len() == seen.len()
+                && like
+                    .peers
+                    .iter()
+                    .zip(&seen)
+                    .all(|((a, p), (b, q))| a == b && Arc::ptr_eq(p, q));
+            if same_peers && like.filter.filter == filter {
+                return like.clone();
+            }
+        }
+        Arc::new(View {
+            peers: seen,
+            filter: SharedFilter::new(filter),
+            entries: OnceLock::new(),
+        })
     }
 }
 
@@ -289,9 +457,10 @@ impl Classes {
         pf.reaches(self.compiled.policy.default).then_some(pf)
     }
 
-    /// The previous snapshot's view of `class`, with the members in `changed` put right:
-    /// the same view when none of them changes it (a join in another group), else a copy
-    /// with the edits (the cost of the view's size, not of the network's).
+    /// `prev`, a view of `class` built for another snapshot of the lineage, with the
+    /// members in `changed` (every member changed between the two) put right: the same view when none of them
+    /// changes it (a join in another group), else a copy with the edits (the cost of the
+    /// view's size, not of the network's).
     fn edit(
         &self,
         class: u32,
@@ -319,22 +488,22 @@ impl Classes {
             return prev.clone();
         }
         let mut seen = prev.peers.clone();
-        let mut filter = prev.filter.filter.clone();
+        let mut filter_edits = Vec::with_capacity(edits.len());
         for (k, want) in edits {
             match want {
                 Some((entry, pf)) => {
                     seen.insert(k, entry);
-                    filter.peers.insert(k, (*pf).clone());
+                    filter_edits.push((k, Some((*pf).clone())));
                 }
                 None => {
                     seen.remove(&k);
-                    filter.peers.remove(&k);
+                    filter_edits.push((k, None));
                 }
             }
         }
         Arc::new(View {
             peers: seen,
-            filter: SharedFilter::new(filter),
+            filter: SharedFilter::edited(&prev.filter, filter_edits),
             entries: OnceLock::new(),
         })
     }
@@ -473,15 +642,16 @@ impl Snapshot {
         })
     }
 
-    /// The update from `old` to `new` (as [`SharedFilter::update_from`]), computed once
-    /// per pair of filters and shared by the sessions that need it.
+    /// The update from `old` to `new` (as [`SharedFilter::update_from`]), computed and
+    /// encoded once per pair of filters and shared by the sessions that need it.
     pub fn filter_update(
         &self,
         old: Option<&Arc<SharedFilter>>,
         new: &Arc<SharedFilter>,
-    ) -> Option<Arc<FilterUpdate>> {
+    ) -> Option<Arc<FilterFrame>> {
+        let compute = || new.update_from(old.map(|o| &**o)).map(FilterFrame::new);
         let Some(classes) = self.classes.as_ref() else {
-            return new.update_from(old.map(|o| &**o)).map(Arc::new);
+            return compute();
         };
         let key = (old.map_or(0, |o| o.id), new.id);
         if let Some(u) = classes
@@ -492,7 +662,7 @@ impl Snapshot {
         {
             return u.clone();
         }
-        let u = new.update_from(old.map(|o| &**o)).map(Arc::new);
+        let u = compute();
         classes
             .updates
             .lock()

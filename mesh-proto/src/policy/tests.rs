@@ -514,3 +514,101 @@ fn updates_carry_only_changed_peers_and_check_the_result() {
     let json = serde_json::to_string(&delta).unwrap();
     assert_eq!(serde_json::from_str::<FilterUpdate>(&json).unwrap(), delta);
 }
+
+/// A filter of `n` peers whose entries are one of two lists (as a class's peers are).
+fn two_shapes(n: u8) -> NodeFilter {
+    let entry = |rule, port| Entry {
+        action: Action::Allow,
+        ports: Ports {
+            proto: Some(Proto::Tcp),
+            lo: port,
+            hi: port,
+        },
+        src: None,
+        dst: None,
+        rule,
+        line: 3 + rule,
+    };
+    let a = PeerFilter {
+        inbound: vec![entry(0, 22)],
+        outbound: vec![entry(1, 443)],
+    };
+    let b = PeerFilter {
+        inbound: vec![],
+        outbound: vec![entry(2, 6443)],
+    };
+    NodeFilter {
+        default: Action::Deny,
+        peers: (1..=n)
+            .map(|i| (Key([i; 32]), if i % 3 == 0 { b.clone() } else { a.clone() }))
+            .collect(),
+    }
+}
+
+#[test]
+fn digest_follows_edits_and_tells_filters_apart() {
+    let full = two_shapes(30);
+    let d = FilterDigest::of(&full);
+    assert_eq!(d.hex(), full.hash());
+    assert_eq!(d.hex().len(), 16);
+    // Built up peer by peer from the empty filter: the same digest.
+    let mut up = FilterDigest::empty(full.default);
+    for (k, pf) in &full.peers {
+        up.add(k, pf);
+    }
+    assert_eq!(up, d);
+    // A peer out, another's entries changed: the digest of the edited filter.
+    let mut edited = full.clone();
+    let mut e = d;
+    let gone = Key([7; 32]);
+    e.remove(&gone, &edited.peers.remove(&gone).unwrap());
+    let moved = Key([8; 32]);
+    let old = edited.peers[&moved].clone();
+    let new = edited.peers[&Key([3; 32])].clone();
+    e.remove(&moved, &old);
+    e.add(&moved, &new);
+    edited.peers.insert(moved, new);
+    assert_eq!(e, FilterDigest::of(&edited));
+    assert_ne!(e, d);
+    // The same entries under two peers swapped, or another default: other digests.
+    let mut swapped = full.clone();
+    let (k1, k3) = (Key([1; 32]), Key([3; 32]));
+    let (p1, p3) = (swapped.peers[&k1].clone(), swapped.peers[&k3].clone());
+    swapped.peers.insert(k1, p3);
+    swapped.peers.insert(k3, p1);
+    assert_ne!(swapped.hash(), full.hash());
+    let mut allow = full.clone();
+    allow.default = Action::Allow;
+    assert_ne!(allow.hash(), full.hash());
+    assert_ne!(NodeFilter::allow_all().hash(), two_shapes(0).hash());
+}
+
+#[test]
+fn updates_send_each_entry_list_once() {
+    let full = two_shapes(200);
+    let update = full.update_from(None);
+    let json = serde_json::to_string(&update).unwrap();
+    // Two distinct lists for 200 peers: each written once, then a key and an index each.
+    assert_eq!(json.matches("\"inbound\"").count(), 2, "{json}");
+    let back: FilterUpdate = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, update);
+    let mut node = NodeFilter::allow_all();
+    node.apply(&back).unwrap();
+    assert_eq!(node, full);
+    // Per peer it costs its key and index, not its entries.
+    let per_peer = json.len() / 200;
+    assert!(per_peer < 60, "{per_peer} bytes per peer");
+    // An index past the lists is refused with the peer named, not a panic.
+    let bad = json.replace(":1,", ":9,");
+    assert_ne!(bad, json);
+    let err = serde_json::from_str::<FilterUpdate>(&bad)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("names entry list 9, the update has 2"),
+        "{err}"
+    );
+    // Unknown fields in the peers' part are refused too.
+    let odd = json.replacen("\"entries\"", "\"extra\":1,\"entries\"", 1);
+    assert!(serde_json::from_str::<FilterUpdate>(&odd).is_err());
+}

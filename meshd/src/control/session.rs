@@ -2,7 +2,7 @@
 //! production, an in-memory pipe in tests): Hello, proof of key possession, then netmaps
 //! and changes until the stream ends. See `mesh_proto::control` for the exchange.
 //!
-//! Policy filters (control protocol 3): each [`ServerMsg::Filter`] goes to
+//! Policy filters (control protocol 4): each [`ServerMsg::Filter`] goes to
 //! [`Sink::filter`], which applies it (or fails closed) and says what the node runs now;
 //! the session answers every one with [`ClientMsg::Filter`] (the hash, and the error if
 //! it could not be applied), in the order they came. The coordinator sends a session's

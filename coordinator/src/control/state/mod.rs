@@ -394,17 +394,17 @@ fn snapshot_of(
         let classify = policy.classifier();
         Arc::new(Classes::new(
             c.clone(),
-            peers.iter().filter_map(|(k, p)| {
-                let m = members.get(k)?;
-                let subject = mesh_proto::policy::Subject {
+            previous,
+            changed,
+            peers.keys().copied(),
+            |k| {
+                let (m, p) = (members.get(k)?, peers.get(k)?);
+                Some(classify.class_of(&mesh_proto::policy::Subject {
                     name: &m.name,
                     tags: &m.tags,
                     prefixes: &p.allowed_ips,
-                };
-                Some((*k, classify.class_of(&subject)))
-            }),
-            previous,
-            changed,
+                }))
+            },
         ))
     });
     Snapshot {

@@ -2,7 +2,7 @@
 //! changed; filters sent before the netmap, as deltas after a tag change; nodes that cannot
 //! enforce refused; `why` naming the rule.
 
-use mesh_proto::control::ServerMsg;
+use mesh_proto::control::{ServerMsg, FILTER_PROTOCOL, PROTOCOL};
 use mesh_proto::policy::{Action, FilterUpdate, NodeFilter, Proto};
 
 use crate::control::state::Error;
@@ -95,14 +95,14 @@ async fn filters_come_before_the_netmap_and_change_as_deltas() {
         .set_policy("lab", Some(POLICY.to_owned()))
         .await
         .unwrap();
-    let (mut a, first) = join(&h, 1, 3).await;
+    let (mut a, first) = join(&h, 1, PROTOCOL).await;
     assert_eq!(first.len(), 1, "one filter before the first netmap");
     assert!(first[0].full);
     assert_eq!(first[0].default, Action::Deny);
     let mut at_a = NodeFilter::allow_all();
     at_a.apply(&first[0]).unwrap();
 
-    let (mut b, _) = join(&h, 2, 3).await;
+    let (mut b, _) = join(&h, 2, PROTOCOL).await;
     // Without tags nothing is allowed between a and b: neither is in the other's filter
     // or netmap (the netmap is pruned to the peers a member may exchange traffic with).
     a.quiet().await;
@@ -226,10 +226,10 @@ async fn nodes_that_cannot_enforce_are_refused_while_there_is_a_policy() {
         .unwrap();
     let token = h.token("lab", true, None).await;
     let mut hi = hello("lab", &private(2), Some(token));
-    hi.protocol = 2;
+    hi.protocol = FILTER_PROTOCOL - 1;
     let mut node = Node::connect(&h.coord, 2, hi).await;
     let ServerMsg::Denied { reason } = node.recv().await else {
-        panic!("a protocol 2 node was served under a policy");
+        panic!("a protocol 3 node was served under a policy");
     };
     assert!(
         reason.contains("has a policy") && reason.contains("upgrade meshd"),
@@ -245,7 +245,7 @@ async fn why_names_the_deciding_rule() {
         .set_policy("lab", Some(POLICY.to_owned()))
         .await
         .unwrap();
-    let (_a, _) = join(&h, 1, 3).await;
+    let (_a, _) = join(&h, 1, PROTOCOL).await;
     h.coord
         .set_tags("lab", "node-1", &["control".into()])
         .await
