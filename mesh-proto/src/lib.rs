@@ -13,6 +13,8 @@
 //! - [`admin`]: the coordinator admin HTTP API bodies.
 //! - [`control`]: the node ↔ coordinator protocol, join tokens, certificate pins.
 //! - [`wire`]: the binary encoding of netmaps and changes, encoded once, sent to every member.
+//! - [`dns`]: names for members (`<name>.<network>.<domain>`): labels, collisions, and a
+//!   zone answering DNS queries as bytes (hickory-proto).
 //! - [`policy`]: the policy document between members, its evaluation, and the per-node
 //!   filters compiled from it (port tables for the packet path).
 //!
@@ -23,6 +25,7 @@ pub mod allowed_ips;
 pub mod api;
 pub mod control;
 pub mod disco;
+pub mod dns;
 pub mod key;
 pub mod netmap;
 pub mod paths;
