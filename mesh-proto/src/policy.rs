@@ -1096,9 +1096,19 @@ impl FilterDigest {
 
     /// The digest of `filter` (each distinct entry list serialised once).
     pub fn of(filter: &NodeFilter) -> FilterDigest {
+        FilterDigest::of_peers(filter.default, &filter.peers)
+    }
+
+    /// The digest of a filter with `default` and `peers` (each distinct entry list
+    /// serialised once).
+    pub fn of_peers<'a, P: std::borrow::Borrow<PeerFilter> + 'a>(
+        default: Action,
+        peers: impl IntoIterator<Item = (&'a crate::Key, &'a P)>,
+    ) -> FilterDigest {
         let mut shapes: HashMap<&PeerFilter, [u8; 32]> = HashMap::new();
-        let mut d = FilterDigest::empty(filter.default);
-        for (k, pf) in &filter.peers {
+        let mut d = FilterDigest::empty(default);
+        for (k, pf) in peers {
+            let pf: &PeerFilter = pf.borrow();
             let shape = *shapes.entry(pf).or_insert_with(|| shape_digest(pf));
             d.0 = d.0.wrapping_add(peer_term(k, &shape));
         }

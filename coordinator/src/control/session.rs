@@ -25,6 +25,7 @@
 //! is first sent [`ServerMsg::Services`]: the reflectors, the relay and its relay token, so
 //! it can look for paths while it sets up its peers.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,7 +34,7 @@ use bytes::Bytes;
 use mesh_proto::control::{
     ct_eq, expected_proof, ClientMsg, Hello, ServerMsg, FILTER_PROTOCOL, MIN_PROTOCOL,
 };
-use mesh_proto::policy::NodeFilter;
+use mesh_proto::policy::Action;
 use mesh_proto::{relay, Key};
 use tokio::io::AsyncRead;
 use tokio::sync::watch;
@@ -501,7 +502,7 @@ where
         let filter = match snap.filter_of(&self.key) {
             Some(filter) => filter,
             // The policy went away after the node was sent one: everything allowed again.
-            None if self.filter_sent.is_some() => SharedFilter::new(NodeFilter::allow_all()),
+            None if self.filter_sent.is_some() => SharedFilter::new(Action::Allow, BTreeMap::new()),
             None => return Ok(()),
         };
         if self.protocol < FILTER_PROTOCOL {

@@ -879,7 +879,7 @@ mod tests {
                 // A member's filter is its class's (its own key, if there, never matches),
                 // and what it holds after applying each update it is sent (the edit's own
                 // update or a diff; the announced hash checked by `apply`).
-                let mut got_filter = new.filter_of(&k).map(|f| f.filter.clone());
+                let mut got_filter = new.filter_of(&k).map(|f| f.node_filter());
                 if let Some(f) = got_filter.as_mut() {
                     f.peers.remove(&k);
                 }
@@ -895,7 +895,7 @@ mod tests {
                             *sent = Some((now.clone(), held));
                         }
                         let held = &sent.as_ref().unwrap().1;
-                        assert_eq!(*held, now.filter, "member {} filter held", i + 1);
+                        assert_eq!(*held, now.node_filter(), "member {} filter held", i + 1);
                         assert_eq!(held.hash(), now.hash());
                     }
                     None => filters_sent[i] = None,

@@ -18,7 +18,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use mesh_proto::control::ServerMsg;
-use mesh_proto::policy::{ClassKey, FilterDigest, FilterUpdate, NodeFilter, PeerFilter, Policy};
+use mesh_proto::policy::{
+    Action, ClassKey, FilterDigest, FilterUpdate, NodeFilter, PeerFilter, Policy,
+};
 use mesh_proto::wire::FrameBuilder;
 use mesh_proto::Key;
 
@@ -63,12 +65,15 @@ impl Compiled {
 /// A filter shared by every member that enforces it (a class's members: a member's own
 /// key may be among its peers, which never matches a packet), with a process-unique id so
 /// that sessions and caches tell filters apart without comparing them, and its digest
-/// kept up to date edit by edit.
+/// kept up to date edit by edit. Entry lists are shared (every peer of one class has the
+/// same `Arc` from [`Compiled`]), so a copy costs a pointer per peer.
 #[derive(Debug)]
 pub struct SharedFilter {
     id: u64,
-    /// The filter.
-    pub filter: NodeFilter,
+    /// What no entry decides.
+    pub default: Action,
+    /// Per peer, its entries.
+    pub peers: BTreeMap<Key, Arc<PeerFilter>>,
     digest: FilterDigest,
     /// The update from the filter this one was edited from (by id), when it was: what a
     /// member one edit behind is sent, without comparing the filters.
@@ -81,12 +86,13 @@ fn next_filter_id() -> u64 {
 }
 
 impl SharedFilter {
-    /// `filter` under a new id.
-    pub fn new(filter: NodeFilter) -> Arc<SharedFilter> {
+    /// A filter of `peers` and `default` under a new id.
+    pub fn new(default: Action, peers: BTreeMap<Key, Arc<PeerFilter>>) -> Arc<SharedFilter> {
         Arc::new(SharedFilter {
             id: next_filter_id(),
-            digest: FilterDigest::of(&filter),
-            filter,
+            digest: FilterDigest::of_peers(default, &peers),
+            default,
+            peers,
             from_parent: None,
         })
     }
@@ -95,23 +101,23 @@ impl SharedFilter {
     /// a new id; the cost of the edits and of copying the map, not of hashing it again.
     pub fn edited(
         parent: &SharedFilter,
-        edits: impl IntoIterator<Item = (Key, Option<PeerFilter>)>,
+        edits: impl IntoIterator<Item = (Key, Option<Arc<PeerFilter>>)>,
     ) -> Arc<SharedFilter> {
-        let mut filter = parent.filter.clone();
+        let mut peers = parent.peers.clone();
         let mut digest = parent.digest;
         let (mut upsert, mut remove) = (BTreeMap::new(), Vec::new());
         for (k, want) in edits {
-            if let Some(old) = filter.peers.get(&k) {
+            if let Some(old) = peers.get(&k) {
                 digest.remove(&k, old);
             }
             match want {
                 Some(pf) => {
                     digest.add(&k, &pf);
-                    filter.peers.insert(k, pf.clone());
-                    upsert.insert(k, pf);
+                    upsert.insert(k, (*pf).clone());
+                    peers.insert(k, pf);
                 }
                 None => {
-                    if filter.peers.remove(&k).is_some() {
+                    if peers.remove(&k).is_some() {
                         remove.push(k);
                     }
                 }
@@ -119,14 +125,15 @@ impl SharedFilter {
         }
         let update = FilterUpdate {
             full: false,
-            default: filter.default,
+            default: parent.default,
             upsert,
             remove,
             hash: digest.hex(),
         };
         Arc::new(SharedFilter {
             id: next_filter_id(),
-            filter,
+            default: parent.default,
+            peers,
             digest,
             from_parent: Some((parent.id, update)),
         })
@@ -142,26 +149,78 @@ impl SharedFilter {
         self.digest.hex()
     }
 
+    /// The filter as a node holds it.
+    pub fn node_filter(&self) -> NodeFilter {
+        NodeFilter {
+            default: self.default,
+            peers: self
+                .peers
+                .iter()
+                .map(|(k, p)| (*k, (**p).clone()))
+                .collect(),
+        }
+    }
+
+    /// Whether both say the same (entry lists compared by pointer first).
+    fn same_as(&self, other: &SharedFilter) -> bool {
+        self.default == other.default
+            && self.peers.len() == other.peers.len()
+            && self
+                .peers
+                .iter()
+                .zip(&other.peers)
+                .all(|((a, p), (b, q))| a == b && (Arc::ptr_eq(p, q) || p == q))
+    }
+
     /// The update that turns `old` (what a member was sent, if anything) into this
     /// filter; `None` when nothing changes.
     pub fn update_from(&self, old: Option<&SharedFilter>) -> Option<FilterUpdate> {
-        if let Some(old) = old {
-            if old.id == self.id {
-                return None;
-            }
-            if let Some((parent, update)) = &self.from_parent {
-                if *parent == old.id {
-                    return Some(update.clone());
-                }
-            }
-            if old.filter == self.filter {
-                return None;
+        let Some(old) = old else {
+            return Some(FilterUpdate {
+                full: true,
+                default: self.default,
+                upsert: self
+                    .peers
+                    .iter()
+                    .map(|(k, p)| (*k, (**p).clone()))
+                    .collect(),
+                remove: Vec::new(),
+                hash: self.hash(),
+            });
+        };
+        if old.id == self.id {
+            return None;
+        }
+        if let Some((parent, update)) = &self.from_parent {
+            if *parent == old.id {
+                return Some(update.clone());
             }
         }
-        Some(
-            self.filter
-                .update_from_hashed(old.map(|o| &o.filter), self.hash()),
-        )
+        if self.same_as(old) {
+            return None;
+        }
+        let changed = |k: &Key, p: &Arc<PeerFilter>| {
+            old.peers
+                .get(k)
+                .is_none_or(|q| !(Arc::ptr_eq(p, q) || p == q))
+        };
+        Some(FilterUpdate {
+            full: false,
+            default: self.default,
+            upsert: self
+                .peers
+                .iter()
+                .filter(|(k, p)| changed(k, p))
+                .map(|(k, p)| (*k, (**p).clone()))
+                .collect(),
+            remove: old
+                .peers
+                .keys()
+                .filter(|k| !self.peers.contains_key(k))
+                .copied()
+                .collect(),
+            hash: self.hash(),
+        })
     }
 }
 
@@ -420,16 +479,14 @@ impl Classes {
         peers: &BTreeMap<Key, Arc<PeerEntry>>,
     ) -> Arc<View> {
         let mut seen = BTreeMap::new();
-        let mut filter = NodeFilter {
-            default: self.compiled.policy.default,
-            peers: BTreeMap::new(),
-        };
+        let mut entries = BTreeMap::new();
         for (k, entry) in peers {
             if let Some(pf) = self.sees(class, k) {
                 seen.insert(*k, entry.clone());
-                filter.peers.insert(*k, (*pf).clone());
+                entries.insert(*k, pf);
             }
         }
+        let filter = SharedFilter::new(self.compiled.policy.default, entries);
         if let Some(like) = like {
             let same_peers = like.peers.len() == seen.len()
                 && like
@@ -437,13 +494,13 @@ impl Classes {
                     .iter()
                     .zip(&seen)
                     .all(|((a, p), (b, q))| a == b && Arc::ptr_eq(p, q));
-            if same_peers && like.filter.filter == filter {
+            if same_peers && like.filter.same_as(&filter) {
                 return like.clone();
             }
         }
         Arc::new(View {
             peers: seen,
-            filter: SharedFilter::new(filter),
+            filter,
             entries: OnceLock::new(),
         })
     }
@@ -476,7 +533,12 @@ impl Classes {
             let same = match (&want, prev.peers.get(k)) {
                 (None, None) => true,
                 (Some((entry, pf)), Some(had)) => {
-                    Arc::ptr_eq(entry, had) && prev.filter.filter.peers.get(k) == Some(&**pf)
+                    Arc::ptr_eq(entry, had)
+                        && prev
+                            .filter
+                            .peers
+                            .get(k)
+                            .is_some_and(|q| Arc::ptr_eq(pf, q) || pf == q)
                 }
                 _ => false,
             };
@@ -493,7 +555,7 @@ impl Classes {
             match want {
                 Some((entry, pf)) => {
                     seen.insert(k, entry);
-                    filter_edits.push((k, Some((*pf).clone())));
+                    filter_edits.push((k, Some(pf)));
                 }
                 None => {
                     seen.remove(&k);
@@ -635,10 +697,7 @@ impl Snapshot {
         let classes = self.classes.as_ref()?;
         Some(match self.view_for(key) {
             Some(view) => view.filter.clone(),
-            None => SharedFilter::new(NodeFilter {
-                default: classes.compiled.policy.default,
-                peers: BTreeMap::new(),
-            }),
+            None => SharedFilter::new(classes.compiled.policy.default, BTreeMap::new()),
         })
     }
 
