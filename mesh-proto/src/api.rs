@@ -132,6 +132,31 @@ pub struct Status {
     /// everything passes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<FilterStatus>,
+    /// The DNS server for the network's names (absent: off, or a meshd before names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsStatus>,
+}
+
+/// meshd's DNS server as `meshctl status` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct DnsStatus {
+    /// The addresses it answers on (IP:port), as bound now.
+    #[serde(default)]
+    pub listen: Vec<String>,
+    /// The zone it answers for, `<network>.<domain>` (absent: no netmap yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// systemd-resolved: the interface configured with this server and `~zone` (absent:
+    /// not used).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<String>,
+    /// The hosts file holding this network's block (absent: not used).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosts_file: Option<String>,
+    /// The last integration error, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The policy filter as `meshctl status` shows it.

@@ -80,7 +80,11 @@ pub const ALPN: &[u8] = b"wiremesh/1";
 /// of a filter update once and hashes filters as [`crate::policy::FilterDigest`]. A
 /// coordinator refuses nodes below [`MIN_PROTOCOL`] with a `Denied` that says so, and
 /// nodes below [`FILTER_PROTOCOL`] in a network with a policy (they could not enforce it).
-pub const PROTOCOL: u32 = 4;
+/// Version 5 adds [`ServerMsg::Names`] (the network's DNS domain, for member names); older
+/// nodes are not sent it and serve names under [`crate::dns::DEFAULT_DOMAIN`].
+pub const PROTOCOL: u32 = 5;
+/// The oldest protocol whose nodes are sent [`ServerMsg::Names`].
+pub const NAMES_PROTOCOL: u32 = 5;
 /// The oldest protocol whose nodes are sent a policy filter (3's encoding and hash are
 /// no longer served).
 pub const FILTER_PROTOCOL: u32 = 4;
@@ -269,6 +273,12 @@ pub enum ServerMsg {
     /// The policy filter this node enforces, whole or as changes (protocol 4): sent before
     /// the first netmap and whenever the node's filter changes.
     Filter(crate::policy::FilterUpdate),
+    /// The network's DNS domain (protocol 5): members answer to
+    /// `<name>.<network>.<domain>`. Sent before the first netmap and whenever it changes.
+    Names {
+        /// E.g. `mesh.internal` (checked by [`crate::dns::check_domain`]).
+        domain: String,
+    },
 }
 
 /// Why a frame could not be read.

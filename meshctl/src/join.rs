@@ -443,6 +443,7 @@ mod tests {
                 coordinator: None,
             }),
             filter: None,
+            dns: None,
         }
     }
 

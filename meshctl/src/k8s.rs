@@ -304,6 +304,7 @@ mod tests {
                 coordinator: None,
             }),
             filter: None,
+            dns: None,
         }
     }
 

@@ -13,6 +13,13 @@
 //!                                    # without traffic this long stops costing packets
 //! max-filter-entries = 1048576       # optional, 1..=1048576: a policy filter bigger than
 //!                                    # this is refused (the node fails closed, says so)
+//! dns = true                         # optional, default true: answer for the network's names
+//! dns-listen = ["overlay:53"]        # optional: IP:port or overlay:PORT (the overlay address)
+//! dns-resolved = "auto"              # optional, auto|on|off: per-link DNS via resolvectl
+//! dns-hosts = "auto"                 # optional, auto|on|off: a block in the hosts file
+//!                                    # (auto: when resolved is not used)
+//! dns-hosts-file = "/etc/hosts"      # optional
+//! resolvectl = "resolvectl"          # optional: the program run for dns-resolved
 //!
 //! [[peer]]
 //! public-key = "…44 characters of base64…"
@@ -84,6 +91,67 @@ pub struct Config {
     pub peer_idle_after: std::time::Duration,
     /// Most entries a policy filter may have here (memory bound); a bigger one fails closed.
     pub max_filter_entries: usize,
+    /// The DNS server for the network's names and its integrations (`crate::dns`).
+    pub dns: DnsConfig,
+}
+
+/// Where and how meshd answers for its network's names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsConfig {
+    /// Serve names at all (`dns`).
+    pub enabled: bool,
+    /// Where to listen (`dns-listen`).
+    pub listen: Vec<DnsListen>,
+    /// systemd-resolved integration (`dns-resolved`).
+    pub resolved: Switch,
+    /// The hosts-file block (`dns-hosts`).
+    pub hosts: Switch,
+    /// The hosts file (`dns-hosts-file`).
+    pub hosts_file: PathBuf,
+    /// The resolvectl program (`resolvectl`): a name looked up in PATH, or a path.
+    pub resolvectl: PathBuf,
+}
+
+/// One `dns-listen` entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnsListen {
+    /// A fixed address, bound at start.
+    Fixed(SocketAddr),
+    /// This port on the overlay address, bound when the node has one (again when it moves).
+    Overlay(u16),
+}
+
+impl std::fmt::Display for DnsListen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DnsListen::Fixed(a) => write!(f, "{a}"),
+            DnsListen::Overlay(port) => write!(f, "overlay:{port}"),
+        }
+    }
+}
+
+/// auto, on or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Switch {
+    /// Decided at run time (see the field).
+    Auto,
+    /// Always.
+    On,
+    /// Never.
+    Off,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            enabled: true,
+            listen: vec![DnsListen::Overlay(53)],
+            resolved: Switch::Auto,
+            hosts: Switch::Auto,
+            hosts_file: PathBuf::from("/etc/hosts"),
+            resolvectl: PathBuf::from("resolvectl"),
+        }
+    }
 }
 
 /// One static peer.
@@ -114,6 +182,7 @@ impl Default for Config {
             metrics_listen: None,
             peer_idle_after: DEFAULT_PEER_IDLE_AFTER,
             max_filter_entries: MAX_FILTER_ENTRIES,
+            dns: DnsConfig::default(),
         }
     }
 }
@@ -259,6 +328,19 @@ pub struct RawConfig {
     pub peer_idle_after: Option<i64>,
     /// Most entries a policy filter may have, 1..=1048576.
     pub max_filter_entries: Option<i64>,
+    /// Answer DNS queries for the network's names (default true).
+    pub dns: Option<bool>,
+    /// Where the DNS server listens: `IP:port`, or `overlay:PORT` for the node's overlay
+    /// address (default `["overlay:53"]`).
+    pub dns_listen: Option<Vec<String>>,
+    /// systemd-resolved integration: `auto` (when resolvectl works), `on` or `off`.
+    pub dns_resolved: Option<String>,
+    /// The hosts-file block: `auto` (when resolved is not used), `on` or `off`.
+    pub dns_hosts: Option<String>,
+    /// The hosts file the block goes in (default `/etc/hosts`).
+    pub dns_hosts_file: Option<String>,
+    /// The resolvectl program (default `resolvectl`, looked up in PATH).
+    pub resolvectl: Option<String>,
     /// Static peers, one `[[peer]]` table each.
     #[serde(default)]
     pub peer: Vec<RawPeer>,
@@ -353,6 +435,15 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
             }
         },
     };
+    let dns = validate_dns(
+        raw.dns,
+        raw.dns_listen,
+        raw.dns_resolved,
+        raw.dns_hosts,
+        raw.dns_hosts_file,
+        raw.resolvectl,
+        base_dir,
+    )?;
     let private_key_file = match raw.private_key_file {
         Some(p) if p.is_empty() => {
             return Err(ConfigError::invalid("private-key-file", "empty path"))
@@ -464,6 +555,75 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
         metrics_listen,
         peer_idle_after,
         max_filter_entries,
+        dns,
+    })
+}
+
+/// The `dns*` keys.
+fn validate_dns(
+    enabled: Option<bool>,
+    listen: Option<Vec<String>>,
+    resolved: Option<String>,
+    hosts: Option<String>,
+    hosts_file: Option<String>,
+    resolvectl: Option<String>,
+    base_dir: &Path,
+) -> Result<DnsConfig, ConfigError> {
+    let defaults = DnsConfig::default();
+    let switch = |field: &str, v: Option<String>| match v.as_deref() {
+        None | Some("auto") => Ok(Switch::Auto),
+        Some("on") => Ok(Switch::On),
+        Some("off") => Ok(Switch::Off),
+        Some(other) => Err(ConfigError::invalid(
+            field,
+            format!("{other:?} is not one of auto, on, off"),
+        )),
+    };
+    let listen = match listen {
+        None => defaults.listen,
+        Some(list) => {
+            let mut out = Vec::with_capacity(list.len());
+            for (k, text) in list.iter().enumerate() {
+                let field = format!("dns-listen[{k}]");
+                let entry = if let Some(port) = text.strip_prefix("overlay:") {
+                    DnsListen::Overlay(port.parse::<u16>().map_err(|_| {
+                        ConfigError::invalid(&field, format!("{port:?} is not a port"))
+                    })?)
+                } else {
+                    DnsListen::Fixed(text.parse::<SocketAddr>().map_err(|_| {
+                        ConfigError::invalid(
+                            &field,
+                            format!(
+                                "{text:?} is not IP:port or overlay:PORT (e.g. \"127.0.0.54:53\")"
+                            ),
+                        )
+                    })?)
+                };
+                if out.contains(&entry) {
+                    return Err(ConfigError::invalid(
+                        field,
+                        format!("{text:?} is listed twice"),
+                    ));
+                }
+                out.push(entry);
+            }
+            out
+        }
+    };
+    // A program name without '/' is looked up in PATH; a file name is next to the config.
+    let path = |field: &str, v: Option<String>, default: PathBuf, program: bool| match v {
+        Some(p) if p.is_empty() => Err(ConfigError::invalid(field, "empty path")),
+        Some(p) if program && !p.contains('/') => Ok(PathBuf::from(p)),
+        Some(p) => Ok(base_dir.join(p)),
+        None => Ok(default),
+    };
+    Ok(DnsConfig {
+        enabled: enabled.unwrap_or(true),
+        listen,
+        resolved: switch("dns-resolved", resolved)?,
+        hosts: switch("dns-hosts", hosts)?,
+        hosts_file: path("dns-hosts-file", hosts_file, defaults.hosts_file, false)?,
+        resolvectl: path("resolvectl", resolvectl, defaults.resolvectl, true)?,
     })
 }
 
@@ -707,6 +867,45 @@ endpoint = "localhost:7"
         ok(r#"address = "fd00::1/64"
 mtu = 1280"#);
         ok(r#"advertise-routes = []"#);
+        assert_eq!(parse("").unwrap().dns, DnsConfig::default());
+        let dns = parse(
+            "dns-listen = [\"127.0.0.54:53\", \"overlay:5353\"]\ndns-resolved = \"off\"\ndns-hosts = \"on\"\ndns-hosts-file = \"/tmp/h\"\nresolvectl = \"/bin/fake\"",
+        )
+        .unwrap()
+        .dns;
+        assert_eq!(
+            dns.listen,
+            [
+                DnsListen::Fixed("127.0.0.54:53".parse().unwrap()),
+                DnsListen::Overlay(5353)
+            ]
+        );
+        assert_eq!((dns.resolved, dns.hosts), (Switch::Off, Switch::On));
+        assert_eq!(dns.hosts_file, PathBuf::from("/tmp/h"));
+        assert_eq!(dns.resolvectl, PathBuf::from("/bin/fake"));
+        for (text, want) in [
+            (
+                "dns-listen = [\"localhost:53\"]",
+                "dns-listen[0]: \"localhost:53\" is not IP:port",
+            ),
+            (
+                "dns-listen = [\"overlay:x\"]",
+                "dns-listen[0]: \"x\" is not a port",
+            ),
+            (
+                "dns-resolved = \"yes\"",
+                "dns-resolved: \"yes\" is not one of auto, on, off",
+            ),
+            (
+                "dns-hosts = \"\"",
+                "dns-hosts: \"\" is not one of auto, on, off",
+            ),
+            ("dns-hosts-file = \"\"", "dns-hosts-file: empty path"),
+            ("dns = 1", "expected a boolean"),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(want), "{text}: {e}");
+        }
         assert_eq!(parse("").unwrap().metrics_listen, None);
         assert_eq!(parse("").unwrap().max_filter_entries, MAX_FILTER_ENTRIES);
         assert_eq!(
@@ -774,7 +973,7 @@ advertise-routes = ["10.244.3.0/24", "fd00:244:3::/64", "10.9.9.0/24"]"#);
             ("syntax", "mtu = 1280\nmtu = = 3\n".into(),
                 format!("{PATH}:2: ")),
             ("unknown field", "mtu = 1280\n\nadress = \"10.9.8.1/24\"\n".into(),
-                format!("{PATH}:3: unknown field `adress`, expected one of `interface`, `listen-port`, `address`, `mtu`, `private-key-file`, `advertise-routes`, `metrics-listen`, `peer-idle-after`, `max-filter-entries`, `peer`")),
+                format!("{PATH}:3: unknown field `adress`, expected one of `interface`, `listen-port`, `address`, `mtu`, `private-key-file`, `advertise-routes`, `metrics-listen`, `peer-idle-after`, `max-filter-entries`, `dns`, `dns-listen`, `dns-resolved`, `dns-hosts`, `dns-hosts-file`, `resolvectl`, `peer`")),
             ("unknown peer field", format!("[[peer]]\npublic-key = \"{a}\"\nallowed-ip = []\n"),
                 format!("{PATH}:3: unknown field `allowed-ip`")),
             ("wrong type", "mtu = \"big\"\n".into(),

@@ -8,6 +8,7 @@ mod api;
 mod config;
 mod control;
 mod device;
+mod dns;
 mod keys;
 mod metrics;
 mod notify;
@@ -90,6 +91,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         None => None,
     };
+    // The DNS server's fixed addresses, bound before the TUN exists like the metrics.
+    let dns_fixed = if config.dns.enabled {
+        Some(dns::server::bind_fixed(&config.dns.listen)?)
+    } else {
+        None
+    };
     let name = match cli.name.clone() {
         Some(n) => n,
         None => std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -123,6 +130,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let dev = device.clone();
             tokio::spawn(metrics::serve(l, move || metrics::render(&dev.status())));
         }
+        let integration = match dns_fixed {
+            Some(fixed) => {
+                let names = device.names().clone();
+                tokio::spawn(dns::server::run(
+                    names.clone(),
+                    fixed,
+                    config.dns.listen.clone(),
+                ));
+                let integration =
+                    std::sync::Arc::new(parking_lot::Mutex::new(dns::Integration::new(
+                        config.interface.clone(),
+                        config.dns.clone(),
+                        names.clone(),
+                    )));
+                tokio::spawn(dns::integrate(names, integration.clone()));
+                Some(integration)
+            }
+            None => None,
+        };
         tokio::spawn(readiness(device.clone(), membership, cached_netmap));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("installing the SIGTERM handler")?;
@@ -130,6 +156,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             () = device::timers(device.clone()) => {}
             _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
             _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        }
+        if let Some(i) = integration {
+            // Undo the resolver integrations (resolvectl revert, the hosts block).
+            let _ = tokio::task::spawn_blocking(move || i.lock().stop()).await;
         }
         // The TUN interface goes away with the process; `_socket` removes the socket file.
         Ok(())

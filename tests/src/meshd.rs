@@ -41,6 +41,18 @@ pub struct MeshdConfig {
     pub peer_idle_after: Option<u64>,
     /// `max-filter-entries` (None: meshd's default).
     pub max_filter_entries: Option<usize>,
+    /// The `dns*` lines of meshd.toml. By default the resolver integrations are off, so
+    /// that no test's meshd writes the machine's /etc/hosts or calls resolvectl; the names
+    /// test sets its own ([`MeshdConfig::with_dns`]).
+    pub dns: Vec<String>,
+}
+
+/// The `dns*` lines every test's meshd gets unless it says otherwise.
+fn dns_defaults() -> Vec<String> {
+    vec![
+        "dns-hosts = \"off\"".to_owned(),
+        "dns-resolved = \"off\"".to_owned(),
+    ]
 }
 
 impl MeshdConfig {
@@ -58,6 +70,7 @@ impl MeshdConfig {
             metrics_listen: None,
             peer_idle_after: None,
             max_filter_entries: None,
+            dns: dns_defaults(),
         }
     }
 
@@ -77,6 +90,7 @@ impl MeshdConfig {
             metrics_listen: None,
             peer_idle_after: None,
             max_filter_entries: None,
+            dns: dns_defaults(),
         }
     }
 
@@ -95,6 +109,12 @@ impl MeshdConfig {
     /// Serves metrics on `addr` (`metrics-listen`; builder style).
     pub fn with_metrics(mut self, addr: &str) -> MeshdConfig {
         self.metrics_listen = Some(addr.to_owned());
+        self
+    }
+
+    /// Replaces the `dns*` lines of meshd.toml (builder style).
+    pub fn with_dns(mut self, lines: &[String]) -> MeshdConfig {
+        self.dns = lines.to_vec();
         self
     }
 
@@ -126,6 +146,10 @@ impl MeshdConfig {
         }
         if let Some(n) = self.max_filter_entries {
             t.push_str(&format!("max-filter-entries = {n}\n"));
+        }
+        for line in &self.dns {
+            t.push_str(line);
+            t.push('\n');
         }
         if !self.advertise_routes.is_empty() {
             let routes: Vec<String> = self.advertise_routes.iter().map(|r| q(r)).collect();

@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 const MEMBERSHIP: &[u8] = b"membership";
 const NETMAP: &[u8] = b"netmap";
 const SERVICES: &[u8] = b"services";
+/// The network's DNS domain ([`mesh_proto::control::ServerMsg::Names`]).
+const DOMAIN: &[u8] = b"domain";
 const FILTER: &[u8] = b"filter";
 
 /// The network this node joined.
@@ -100,6 +102,16 @@ impl Cache {
     /// Stores (or with `None`, forgets) the services.
     pub fn set_services(&self, s: Option<&super::session::Services>) -> anyhow::Result<()> {
         self.put(SERVICES, s)
+    }
+
+    /// The network's DNS domain as the coordinator last sent it.
+    pub fn domain(&self) -> anyhow::Result<Option<String>> {
+        self.get(DOMAIN)
+    }
+
+    /// Stores the network's DNS domain.
+    pub fn set_domain(&self, domain: &str) -> anyhow::Result<()> {
+        self.put(DOMAIN, Some(&domain.to_owned()))
     }
 
     /// The policy filter state last in force.

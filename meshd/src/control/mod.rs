@@ -120,6 +120,9 @@ impl Control {
                     if let Some(services) = control.cache.services()? {
                         control.device.set_services(resolve_services(&services));
                     }
+                    if let Ok(Some(domain)) = control.cache.domain() {
+                        control.device.names().set_domain(&domain);
+                    }
                     tracing::info!(network = %m.network, version = netmap.version, "restoring tunnels from the cached netmap");
                     control.device.apply_netmap(Some(&netmap));
                 }
@@ -446,6 +449,13 @@ impl Sink for Applier<'_> {
             None,
             Some(netmap.version),
         );
+    }
+
+    fn names(&mut self, domain: &str) {
+        self.control.device.names().set_domain(domain);
+        if let Err(e) = self.control.cache.set_domain(domain) {
+            tracing::warn!("caching the DNS domain: {e:#}");
+        }
     }
 
     fn coordinators(&mut self, advertised: Vec<String>) {

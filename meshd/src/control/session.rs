@@ -61,6 +61,10 @@ pub trait Sink {
     /// The coordinator sends no filter: the network has no policy (or the coordinator
     /// predates them), so everything is allowed between members.
     fn no_filter(&mut self);
+    /// The network's DNS domain ([`ServerMsg::Names`], control protocol 5).
+    fn names(&mut self, domain: &str) {
+        let _ = domain;
+    }
 }
 
 /// What the node says after a filter update ([`ClientMsg::Filter`]).
@@ -310,6 +314,7 @@ async fn receive<R: AsyncRead + Unpin>(
                 });
             }
             ServerMsg::Challenge { .. } => bail!("protocol error: a second challenge"),
+            ServerMsg::Names { domain } => sink.names(&domain),
             ServerMsg::Filter(update) => {
                 filtered = true;
                 let FilterReport { hash, error } = sink.filter(&update);
@@ -334,6 +339,7 @@ fn kind(m: &ServerMsg) -> &'static str {
         ServerMsg::Changes { .. } => "changes",
         ServerMsg::Services { .. } => "services",
         ServerMsg::Filter(_) => "filter",
+        ServerMsg::Names { .. } => "names",
     }
 }
 

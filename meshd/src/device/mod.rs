@@ -85,6 +85,8 @@ pub struct Device {
     /// The filter as the control side keeps it (what applied, what failed, what the cache
     /// stores) and what recompiling reuses. Only the control side and the status take it.
     filter_control: Mutex<FilterControl>,
+    /// The network's names (`crate::dns`), rebuilt from every netmap applied here.
+    names: Arc<crate::dns::Names>,
 }
 
 /// The control side's filter state.
@@ -266,6 +268,7 @@ impl Device {
                 compiler: filter::Compiler::default(),
                 max_entries: config.max_filter_entries,
             }),
+            names: Arc::new(crate::dns::Names::new(public_key, config.dns.enabled)),
         });
         tracing::info!(
             public_key = %device.public_key.fingerprint(),
@@ -358,7 +361,13 @@ impl Device {
             dropped: self.drops.snapshot(),
             control: self.control_status.lock().clone(),
             filter: self.filter_status(),
+            dns: self.names.status(),
         }
+    }
+
+    /// The network's names, for the DNS server and the control session (the domain).
+    pub fn names(&self) -> &Arc<crate::dns::Names> {
+        &self.names
     }
 
     fn filter_status(&self) -> Option<mesh_proto::api::FilterStatus> {
@@ -570,6 +579,7 @@ impl Device {
             .collect();
         self.peers.store(Arc::new(PeerTable::new(all)));
         drop(d);
+        self.names.set_netmap(netmap);
         for peer in &fresh {
             self.initiate_handshake(peer);
         }

@@ -47,6 +47,7 @@ fn status(rx: u64, no_route: u64) -> Status {
         },
         control: None,
         filter: None,
+        dns: None,
     }
 }
 
