@@ -1013,6 +1013,38 @@ pub struct FilterUpdate {
     pub hash: String,
 }
 
+impl FilterUpdate {
+    /// The update from a filter of `old` peers (`None`: nothing sent yet: a full one) to
+    /// one of `new` peers with `default`, whose [`NodeFilter::hash`] is `hash`. Entry
+    /// lists may be held in any form that borrows as one (an `Arc`, shared between
+    /// filters, compares by pointer first).
+    pub fn between<P: std::borrow::Borrow<PeerFilter> + PartialEq>(
+        default: Action,
+        old: Option<&BTreeMap<crate::Key, P>>,
+        new: &BTreeMap<crate::Key, P>,
+        hash: String,
+    ) -> FilterUpdate {
+        let upsert = new
+            .iter()
+            .filter(|(k, p)| old.is_none_or(|old| old.get(k) != Some(p)))
+            .map(|(k, p)| (*k, p.borrow().clone()))
+            .collect();
+        let remove = old.map_or_else(Vec::new, |old| {
+            old.keys()
+                .filter(|k| !new.contains_key(k))
+                .copied()
+                .collect()
+        });
+        FilterUpdate {
+            full: old.is_none(),
+            default,
+            upsert,
+            remove,
+            hash,
+        }
+    }
+}
+
 impl NodeFilter {
     /// The update that turns `old` (`None`: nothing sent yet) into `self`.
     pub fn update_from(&self, old: Option<&NodeFilter>) -> FilterUpdate {
@@ -1022,32 +1054,7 @@ impl NodeFilter {
     /// [`NodeFilter::update_from`] with this filter's [`NodeFilter::hash`] already known
     /// (a coordinator sends one filter to many members).
     pub fn update_from_hashed(&self, old: Option<&NodeFilter>, hash: String) -> FilterUpdate {
-        match old {
-            None => FilterUpdate {
-                full: true,
-                default: self.default,
-                upsert: self.peers.clone(),
-                remove: Vec::new(),
-                hash,
-            },
-            Some(old) => FilterUpdate {
-                full: false,
-                default: self.default,
-                upsert: self
-                    .peers
-                    .iter()
-                    .filter(|(k, f)| old.peers.get(k) != Some(f))
-                    .map(|(k, f)| (*k, f.clone()))
-                    .collect(),
-                remove: old
-                    .peers
-                    .keys()
-                    .filter(|k| !self.peers.contains_key(k))
-                    .copied()
-                    .collect(),
-                hash,
-            },
-        }
+        FilterUpdate::between(self.default, old.map(|o| &o.peers), &self.peers, hash)
     }
 
     /// Applies `update`; an error when the result's hash is not the one announced (the

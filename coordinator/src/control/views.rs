@@ -163,64 +163,32 @@ impl SharedFilter {
 
     /// Whether both say the same (entry lists compared by pointer first).
     fn same_as(&self, other: &SharedFilter) -> bool {
-        self.default == other.default
-            && self.peers.len() == other.peers.len()
-            && self
-                .peers
-                .iter()
-                .zip(&other.peers)
-                .all(|((a, p), (b, q))| a == b && (Arc::ptr_eq(p, q) || p == q))
+        // `Arc<PeerFilter>` (`PeerFilter: Eq`) compares by pointer before contents.
+        self.default == other.default && self.peers == other.peers
     }
 
     /// The update that turns `old` (what a member was sent, if anything) into this
     /// filter; `None` when nothing changes.
     pub fn update_from(&self, old: Option<&SharedFilter>) -> Option<FilterUpdate> {
-        let Some(old) = old else {
-            return Some(FilterUpdate {
-                full: true,
-                default: self.default,
-                upsert: self
-                    .peers
-                    .iter()
-                    .map(|(k, p)| (*k, (**p).clone()))
-                    .collect(),
-                remove: Vec::new(),
-                hash: self.hash(),
-            });
-        };
-        if old.id == self.id {
-            return None;
-        }
-        if let Some((parent, update)) = &self.from_parent {
-            if *parent == old.id {
-                return Some(update.clone());
+        if let Some(old) = old {
+            if old.id == self.id {
+                return None;
+            }
+            if let Some((parent, update)) = &self.from_parent {
+                if *parent == old.id {
+                    return Some(update.clone());
+                }
+            }
+            if self.same_as(old) {
+                return None;
             }
         }
-        if self.same_as(old) {
-            return None;
-        }
-        let changed = |k: &Key, p: &Arc<PeerFilter>| {
-            old.peers
-                .get(k)
-                .is_none_or(|q| !(Arc::ptr_eq(p, q) || p == q))
-        };
-        Some(FilterUpdate {
-            full: false,
-            default: self.default,
-            upsert: self
-                .peers
-                .iter()
-                .filter(|(k, p)| changed(k, p))
-                .map(|(k, p)| (*k, (**p).clone()))
-                .collect(),
-            remove: old
-                .peers
-                .keys()
-                .filter(|k| !self.peers.contains_key(k))
-                .copied()
-                .collect(),
-            hash: self.hash(),
-        })
+        Some(FilterUpdate::between(
+            self.default,
+            old.map(|o| &o.peers),
+            &self.peers,
+            self.hash(),
+        ))
     }
 }
 
@@ -533,12 +501,7 @@ impl Classes {
             let same = match (&want, prev.peers.get(k)) {
                 (None, None) => true,
                 (Some((entry, pf)), Some(had)) => {
-                    Arc::ptr_eq(entry, had)
-                        && prev
-                            .filter
-                            .peers
-                            .get(k)
-                            .is_some_and(|q| Arc::ptr_eq(pf, q) || pf == q)
+                    Arc::ptr_eq(entry, had) && prev.filter.peers.get(k) == Some(pf)
                 }
                 _ => false,
             };
