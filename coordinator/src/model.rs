@@ -55,9 +55,20 @@ pub struct Network {
     /// everything allowed between members.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<String>,
+    /// The DNS domain members' names live under (`<name>.<network>.<domain>`), checked by
+    /// `mesh_proto::dns::check_domain`; `None`: [`mesh_proto::dns::DEFAULT_DOMAIN`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_domain: Option<String>,
 }
 
 impl Network {
+    /// The DNS domain in force.
+    pub fn domain(&self) -> &str {
+        self.dns_domain
+            .as_deref()
+            .unwrap_or(mesh_proto::dns::DEFAULT_DOMAIN)
+    }
+
     /// The settings part of a netmap.
     pub fn info(&self) -> NetworkInfo {
         NetworkInfo {
@@ -77,6 +88,7 @@ impl Network {
             keepalive: self.keepalive,
             members,
             version: self.version,
+            dns_domain: self.domain().to_owned(),
         }
     }
 }
@@ -670,6 +682,7 @@ mod tests {
             keepalive: 25,
             version: 1,
             policy: None,
+            dns_domain: None,
         };
         let a = member(1, "10.9.8.2");
         let mut b = member(2, "10.9.8.3");

@@ -113,6 +113,7 @@ pub async fn create_network(coord: &Coordinator, name: &str) {
             cidr: "10.9.8.0/24".parse().unwrap(),
             mtu: None,
             keepalive: None,
+            dns_domain: None,
         })
         .await
         .unwrap();
@@ -145,6 +146,8 @@ pub struct Node {
     pub key: Key,
     /// `Services` messages [`Node::recv`] passed over, in order.
     pub services: Vec<ServerMsg>,
+    /// The `Names` messages received (the network's DNS domain), in order.
+    pub names: Vec<ServerMsg>,
 }
 
 /// The address test nodes "connect from".
@@ -169,6 +172,7 @@ impl Node {
             task,
             key: private(seed).public_key(),
             services: Vec::new(),
+            names: Vec::new(),
         }
     }
 
@@ -188,7 +192,8 @@ impl Node {
         self.writer.write_all(&encode(msg)).await.unwrap();
     }
 
-    /// The next message other than `Services` (kept in `self.services`); fails the test
+    /// The next message other than `Services` and `Names` (kept in `self.services` and
+    /// `self.names`); fails the test
     /// after 5 s. A full netmap comes back with the change frames sent with it already
     /// applied (a joiner gets the network's shared checkpoint and the changes since, in one
     /// write: `Snapshot::first_frames`).
@@ -196,6 +201,7 @@ impl Node {
         loop {
             match self.recv_any().await {
                 msg @ ServerMsg::Services { .. } => self.services.push(msg),
+                msg @ ServerMsg::Names { .. } => self.names.push(msg),
                 ServerMsg::Netmap { mut netmap } => {
                     // What was written with it is in the pipe already: take it without
                     // waiting (the read is cancel-safe, a later message stays queued).

@@ -70,6 +70,7 @@ async fn server_limited(limit: coordinator::limit::Rate) -> Server {
             cidr: "10.9.8.0/24".parse().unwrap(),
             mtu: None,
             keepalive: None,
+            dns_domain: None,
         })
         .await
         .unwrap();

@@ -103,6 +103,11 @@ pub struct CreateNetwork {
     /// Persistent keepalive seconds (default 25; 0 = off).
     #[serde(default, deserialize_with = "integral::option")]
     pub keepalive: Option<u16>,
+    /// The DNS domain members' names live under, `<name>.<network>.<domain>` (default
+    /// `mesh.internal`): dot-separated labels of letters, digits and inner `-`.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(example = "mesh.internal"))]
+    pub dns_domain: Option<String>,
 }
 
 /// A network as the API shows it.
@@ -123,6 +128,9 @@ pub struct NetworkView {
     pub members: usize,
     /// Current netmap version.
     pub version: u64,
+    /// The DNS domain: members answer to `<name>.<network>.<domain>`.
+    #[serde(default)]
+    pub dns_domain: String,
 }
 
 /// `PATCH /api/networks/{net}/members/{node}`: fields to change.

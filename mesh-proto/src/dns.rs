@@ -163,10 +163,10 @@ pub enum DomainError {
     Label(String),
 }
 
-/// Checks a network's DNS domain (e.g. `mesh.internal`) and returns its canonical form:
-/// lowercase, no trailing dot. Labels are letters, digits and inner `-`.
+/// Checks a network's DNS domain (e.g. `mesh.internal`) and returns its canonical form,
+/// lowercase. Labels are letters, digits and inner `-`; no final dot.
 pub fn check_domain(domain: &str) -> Result<String, DomainError> {
-    let d = domain.strip_suffix('.').unwrap_or(domain);
+    let d = domain;
     if d.is_empty() {
         return Err(DomainError::Empty);
     }
@@ -568,7 +568,7 @@ mod tests {
         Zone::new(
             &netmap(&[(2, "Bravo", "10.9.8.2"), (3, "charlie_1", "10.9.8.3")]),
             &key(1),
-            "Mesh.Internal.",
+            "Mesh.Internal",
         )
     }
 
@@ -667,11 +667,12 @@ mod tests {
 
     #[test]
     fn domains_are_checked() {
-        assert_eq!(check_domain("Mesh.Internal.").unwrap(), "mesh.internal");
+        assert_eq!(check_domain("Mesh.Internal").unwrap(), "mesh.internal");
         assert_eq!(check_domain("corp").unwrap(), "corp");
         for bad in [
             "",
             ".",
+            "a.",
             "a..b",
             "-a.b",
             "a-.b",

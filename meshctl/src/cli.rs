@@ -331,6 +331,10 @@ pub enum NetworkCommand {
         /// Persistent keepalive in seconds, 0 for off [coordinator default: 25].
         #[arg(long, value_name = "S")]
         keepalive: Option<u16>,
+        /// The DNS domain members' names live under, <name>.<network>.<domain>
+        /// [coordinator default: mesh.internal].
+        #[arg(long, value_name = "DOMAIN")]
+        dns_domain: Option<String>,
         #[command(flatten)]
         output: JsonFlag,
     },

@@ -48,6 +48,46 @@ pub struct K8sReport {
     pub etcd: Etcd,
     /// flannel settings.
     pub flannel: Flannel,
+    /// A CoreDNS server block for the network's names (absent: meshd serves no names).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coredns: Option<CoreDns>,
+}
+
+/// CoreDNS settings: pods do not see the node's /etc/hosts or its resolver, so the
+/// cluster DNS forwards the network's zone to meshd.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct CoreDns {
+    /// The zone, `<network>.<domain>`.
+    pub zone: String,
+    /// Where to forward it: this node's DNS server (`meshctl status`'s dns listen).
+    pub forward: String,
+    /// The server block for the Corefile (the `coredns` ConfigMap in kube-system).
+    pub corefile: String,
+}
+
+/// The CoreDNS block for meshd's zone, served at `forward` (`IP:port`; the port is left
+/// out when it is 53). Forwarding to the overlay address first, else the first listener.
+fn coredns(status: &Status) -> Option<CoreDns> {
+    let dns = status.dns.as_ref()?;
+    let zone = dns.zone.clone()?;
+    let overlay = status.address.map(|a| a.addr());
+    let listen: Vec<SocketAddr> = dns.listen.iter().filter_map(|l| l.parse().ok()).collect();
+    let at = listen
+        .iter()
+        .find(|a| Some(a.ip()) == overlay)
+        .or(listen.first())?;
+    let forward = if at.port() == 53 {
+        at.ip().to_string()
+    } else {
+        at.to_string()
+    };
+    let corefile = format!("{zone}:53 {{\n    errors\n    cache 5\n    forward . {forward}\n}}\n");
+    Some(CoreDns {
+        zone,
+        forward,
+        corefile,
+    })
 }
 
 /// kubeadm configuration values.
@@ -153,6 +193,7 @@ pub fn report(status: &Status) -> Result<K8sReport, String> {
             vxlan_mtu,
             host_gw_mtu: status.mtu,
         },
+        coredns: coredns(status),
     })
 }
 
@@ -276,6 +317,17 @@ pub fn render(status: &Status) -> String {
         s,
         "    # the host-gw backend over mesh routes (pod CIDR advertised and approved): no encapsulation inside WireGuard"
     );
+    if let Some(c) = &r.coredns {
+        let _ = writeln!(s, "\ncoredns:");
+        for line in c.corefile.lines() {
+            let _ = writeln!(s, "  {line}");
+        }
+        let _ = writeln!(
+            s,
+            "    # a server block for the Corefile (ConfigMap kube-system/coredns): pods resolve {} through meshd (they see neither the node's /etc/hosts nor its resolver)",
+            c.zone
+        );
+    }
     s
 }
 
@@ -304,7 +356,11 @@ mod tests {
                 coordinator: None,
             }),
             filter: None,
-            dns: None,
+            dns: Some(mesh_proto::api::DnsStatus {
+                listen: vec!["10.9.8.1:53".to_owned()],
+                zone: Some("k8s.mesh.internal".to_owned()),
+                ..Default::default()
+            }),
         }
     }
 
@@ -349,7 +405,12 @@ mod tests {
                     "listen-peer-urls": "https://10.9.8.1:2380",
                     "initial-advertise-peer-urls": "https://10.9.8.1:2380"
                 },
-                "flannel": {"iface": "mesh0", "vxlan-mtu": 1230, "host-gw-mtu": 1280}
+                "flannel": {"iface": "mesh0", "vxlan-mtu": 1230, "host-gw-mtu": 1280},
+                "coredns": {
+                    "zone": "k8s.mesh.internal",
+                    "forward": "10.9.8.1",
+                    "corefile": "k8s.mesh.internal:53 {\n    errors\n    cache 5\n    forward . 10.9.8.1\n}\n"
+                }
             })
         );
     }
@@ -425,6 +486,14 @@ flannel:
     # mesh mtu 1280 - 50 bytes of VXLAN over IPv4; flannel derives it from --iface (FLANNEL_MTU in /run/flannel/subnet.env)
   host-gw mtu: 1280
     # the host-gw backend over mesh routes (pod CIDR advertised and approved): no encapsulation inside WireGuard
+
+coredns:
+  k8s.mesh.internal:53 {
+      errors
+      cache 5
+      forward . 10.9.8.1
+  }
+    # a server block for the Corefile (ConfigMap kube-system/coredns): pods resolve k8s.mesh.internal through meshd (they see neither the node's /etc/hosts nor its resolver)
 ";
         assert_eq!(text, want);
         let docs = include_str!("../../docs/kubernetes.md");

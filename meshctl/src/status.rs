@@ -71,6 +71,9 @@ pub fn render(status: &Status) -> String {
     if let Some(control) = &status.control {
         render_control(&mut s, control, &status.public_key.fingerprint());
     }
+    if let Some(dns) = &status.dns {
+        render_dns(&mut s, dns);
+    }
     if let Some(filter) = &status.filter {
         render_filter(&mut s, filter);
     }
@@ -160,6 +163,28 @@ fn render_control(s: &mut String, control: &ControlStatus, fingerprint: &str) {
     }
     if let Some(version) = control.netmap_version {
         let _ = writeln!(s, "  netmap version: {version}");
+    }
+}
+
+/// The names section: the zone, where meshd answers, which integration points the host
+/// at it.
+fn render_dns(s: &mut String, d: &mesh_proto::api::DnsStatus) {
+    let _ = writeln!(
+        s,
+        "\nnames: {}",
+        d.zone.as_deref().unwrap_or("(no netmap yet)")
+    );
+    if !d.listen.is_empty() {
+        let _ = writeln!(s, "  dns server: {}", d.listen.join(", "));
+    }
+    if let Some(i) = &d.resolved {
+        let _ = writeln!(s, "  systemd-resolved: on {i}");
+    }
+    if let Some(f) = &d.hosts_file {
+        let _ = writeln!(s, "  hosts block: in {f}");
+    }
+    if let Some(e) = &d.error {
+        let _ = writeln!(s, "  error: {}", one_line(e));
     }
 }
 

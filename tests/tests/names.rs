@@ -6,6 +6,8 @@
 //! - `getent hosts` and `dig` resolve every member from every node, PTR too, over UDP and
 //!   TCP; a name in the zone that no member holds is NXDOMAIN; anything else is REFUSED,
 //!   never recursed (no `ra` flag).
+//! - The network's domain is set at creation (`meshctl admin network create --dns-domain`)
+//!   and reaches the nodes over the control protocol (`ServerMsg::Names`).
 //! - A rename through `meshctl admin` resolves within the 1 s (measured).
 //! - Node a writes a hosts block into a per-test hosts file (`dns-hosts = "on"`); node c
 //!   too, by `auto`, since its resolvectl does not exist; node b calls a fake resolvectl
@@ -26,7 +28,10 @@ use wiremesh_tests::{require_root, wait_until, Lab, Meshd, MeshdConfig, Netns};
 const CONVERGE: Duration = Duration::from_secs(30);
 /// The bound for a rename to resolve.
 const BOUND: Duration = Duration::from_secs(1);
-const ZONE: &str = "lab.mesh.internal";
+/// The network's DNS domain, set at creation (`--dns-domain`, in capitals: names are
+/// case-insensitive and kept lowercase); nodes learn it from the coordinator.
+const DOMAIN: &str = "Corp.Example";
+const ZONE: &str = "lab.corp.example";
 /// What the hosts files hold before meshd touches them, with odd spacing, a comment and a
 /// CRLF line, which must all survive.
 const FOREIGN: &str = "127.0.0.1\tlocalhost\n# keep me\r\n::1   ip6-localhost  ip6-loopback\n10.1.2.3 other.example\n";
@@ -87,7 +92,18 @@ fn members_resolve_by_name() -> anyhow::Result<()> {
     require_root()?;
     let lab = Lab::new()?;
     let coord = start_coordinator(&lab)?;
-    coord.create_network(NETWORK, "10.9.8.0/24")?;
+    coord.admin(&[
+        "network",
+        "create",
+        NETWORK,
+        "--cidr",
+        "10.9.8.0/24",
+        "--dns-domain",
+        DOMAIN,
+    ])?;
+    let shown: serde_json::Value =
+        serde_json::from_str(&coord.admin(&["network", "show", NETWORK, "--json"])?)?;
+    assert_eq!(shown["dns-domain"], "corp.example", "{shown}");
     let token = coord.create_token(NETWORK, true, None)?;
     let dir = wiremesh_tests::TempDir::new("names")?;
     let hosts_a = dir.path().join("hosts-a");
@@ -212,7 +228,7 @@ fn members_resolve_by_name() -> anyhow::Result<()> {
         assert_eq!(status(&none), ("NXDOMAIN".to_owned(), false), "{none}");
         let outside = dig(ns, &ips[i], &["example.com", "A"])?;
         assert_eq!(status(&outside), ("REFUSED".to_owned(), false), "{outside}");
-        let other_zone = dig(ns, &ips[i], &["alpha.other.mesh.internal", "A"])?;
+        let other_zone = dig(ns, &ips[i], &["alpha.lab.mesh.internal", "A"])?;
         assert_eq!(status(&other_zone).0, "REFUSED", "{other_zone}");
         let missing = ns
             .command("getent")

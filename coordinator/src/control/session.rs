@@ -33,6 +33,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use mesh_proto::control::{
     ct_eq, expected_proof, ClientMsg, Hello, ServerMsg, FILTER_PROTOCOL, MIN_PROTOCOL,
+    NAMES_PROTOCOL,
 };
 use mesh_proto::policy::Action;
 use mesh_proto::{relay, Key};
@@ -132,6 +133,7 @@ where
             next_push: Instant::now(),
             protocol: hello.protocol,
             filter_sent: None,
+            names_sent: None,
             session_id: 0,
         };
         let end = match session.serve(&hello).await {
@@ -309,6 +311,8 @@ struct Session<'a, R, W> {
     protocol: u32,
     /// The policy filter the node was sent (`None`: none, it allows everything).
     filter_sent: Option<Arc<SharedFilter>>,
+    /// The DNS domain the node was sent ([`ServerMsg::Names`], protocol 5).
+    names_sent: Option<Arc<str>>,
     /// This session's id in the registry (for reports).
     session_id: u64,
 }
@@ -489,6 +493,8 @@ where
                 if !frames.is_empty() {
                     self.coord.control_stats().netmap_pushes.inc();
                 }
+                // The domain before the netmap it names (after the services).
+                self.send_names(&snap).await?;
                 self.sent = Some(snap);
                 self.next_push = Instant::now() + push_interval(self.coord.online());
                 send_frames(self.writer, frames).await
@@ -522,6 +528,20 @@ where
         self.coord
             .filter_sent(&self.net, &self.key, self.session_id, &u.hash);
         self.filter_sent = Some(filter);
+        Ok(())
+    }
+
+    /// Tells a node of control protocol 5 or later the network's DNS domain, before its
+    /// first netmap and whenever the domain changes.
+    async fn send_names(&mut self, snap: &Snapshot) -> Result<(), Fail> {
+        if self.protocol < NAMES_PROTOCOL || self.names_sent.as_ref() == Some(&snap.domain) {
+            return Ok(());
+        }
+        let msg = ServerMsg::Names {
+            domain: snap.domain.to_string(),
+        };
+        send(self.writer, &msg).await?;
+        self.names_sent = Some(snap.domain.clone());
         Ok(())
     }
 

@@ -147,6 +147,8 @@ pub struct Snapshot {
     pub version: u64,
     /// Its settings.
     pub network: NetworkInfo,
+    /// Its DNS domain (`mesh_proto::dns`), sent to nodes as `ServerMsg::Names`.
+    pub domain: Arc<str>,
     /// Authorised members as peers.
     pub peers: BTreeMap<Key, Arc<PeerEntry>>,
     /// Members waiting for (or deprived of) authorisation.
@@ -417,6 +419,7 @@ mod tests {
                 mtu,
                 keepalive: 25,
             },
+            domain: Arc::from("mesh.internal"),
             peers: peers.iter().map(|p| (p.public_key, p.clone())).collect(),
             pending: BTreeSet::new(),
             deleted: false,

@@ -13,6 +13,7 @@ fn network(name: &str, version: u64) -> Network {
         version,
         // Documents round-trip through every store.
         policy: Some(format!("# the policy of {name}\n")),
+        dns_domain: Some("corp.example".into()),
     }
 }
 

@@ -378,6 +378,7 @@ fn network(client: &Client, command: NetworkCommand) -> anyhow::Result<String> {
             cidr,
             mtu,
             keepalive,
+            dns_domain,
             output,
         } => {
             let body = CreateNetwork {
@@ -385,6 +386,7 @@ fn network(client: &Client, command: NetworkCommand) -> anyhow::Result<String> {
                 cidr,
                 mtu,
                 keepalive,
+                dns_domain,
             };
             let answer = client.post(&api_path(&["networks"]), Some(&body))?;
             show(output, answer, |n: NetworkView| {
@@ -496,6 +498,7 @@ fn network_text(n: &NetworkView) -> String {
     let _ = writeln!(s, "  cidr: {}", n.cidr);
     let _ = writeln!(s, "  mtu: {}", n.mtu);
     let _ = writeln!(s, "  keepalive: {}", keepalive_text(n.keepalive));
+    let _ = writeln!(s, "  dns: <name>.{}.{}", n.name, n.dns_domain);
     let _ = writeln!(s, "  members: {}", n.members);
     let _ = writeln!(s, "  netmap version: {}", n.version);
     s
@@ -942,6 +945,7 @@ e5  reusable  revoked  0     never                    2026-11-21 21:15:16 UTC
             keepalive: 0,
             members: 3,
             version: 7,
+            dns_domain: "mesh.internal".to_owned(),
         };
         assert_eq!(
             networks_table(std::slice::from_ref(&n)),

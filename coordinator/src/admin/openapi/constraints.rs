@@ -18,6 +18,7 @@
 //! | `UpdateMember.address` | an IP address (inside the network: else 409) | [`ip_address`] |
 //! | `UpdateMember.public-endpoint` | `IP:port`, unicast, port 1.. (or an unspecified address: clears) | [`endpoint`] |
 //! | `CreateNetwork.mtu`, `keepalive` | 576..=65535, 0..=65535 | minimum, maximum |
+//! | `CreateNetwork.dns-domain` | dot-separated labels of letters, digits and inner `-` (1..=63 each), 1..=120 in all (`mesh_proto::dns::check_domain`) | [`DNS_DOMAIN`], maxLength |
 //! | `CreateToken.expires-in-secs` | 1..=[`MAX_EXPIRES_IN_SECS`] | minimum, maximum |
 //! | `limit` (lists, audit) | 1..=1000, 1..=10000 | minimum, maximum (in the annotations) |
 //! | `q` | at most 256 characters | maxLength (in the annotations) |
@@ -40,6 +41,8 @@ use serde_json::{json, Map, Value};
 
 /// A network name.
 pub const NETWORK_NAME: &str = "^[a-z0-9][a-z0-9-]{0,31}$";
+/// `CreateNetwork.dns-domain` (with maxLength [`mesh_proto::dns::MAX_DOMAIN`]).
+pub const DNS_DOMAIN: &str = "^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$";
 /// A member name an admin sets.
 pub const MEMBER_NAME: &str = "^[A-Za-z0-9._-]{1,63}$";
 /// `{node}`: a member name, public key (standard base64 or base64url, padding optional)
@@ -306,6 +309,10 @@ pub fn apply(doc: &mut Value) {
         json!({ "minimum": crate::model::MIN_MTU, "maximum": u16::MAX }),
     );
     merge(&mut create["keepalive"], json!({ "maximum": u16::MAX }));
+    merge(
+        &mut create["dns-domain"],
+        json!({ "minLength": 1, "maxLength": mesh_proto::dns::MAX_DOMAIN, "pattern": DNS_DOMAIN, "example": "mesh.internal" }),
+    );
     let update = &mut schemas["UpdateMember"]["properties"];
     merge(
         &mut update["name"],

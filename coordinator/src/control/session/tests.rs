@@ -486,6 +486,13 @@ async fn services_come_before_the_first_netmap_of_each_connection() {
     let mut a = Node::connect(&h.coord, 1, hello("lab", &private(1), Some(token.clone()))).await;
     assert_eq!(a.recv_any().await, want(&a.key));
     netmap(a.recv().await);
+    // Control protocol 5: the network's DNS domain came with the first netmap.
+    assert_eq!(
+        a.names,
+        [ServerMsg::Names {
+            domain: "mesh.internal".into()
+        }]
+    );
 
     // Pending: nothing about services until authorised.
     let mut b = Node::connect(&h.coord, 2, hello("lab", &private(2), None)).await;
@@ -512,6 +519,8 @@ async fn services_come_before_the_first_netmap_of_each_connection() {
     again.resume = Some(version);
     let mut a2 = Node::connect(&h.coord, 1, again).await;
     assert_eq!(a2.recv_any().await, want(&a2.key));
+    // Each connection is told the domain once, before its first netmap frames.
+    assert!(matches!(a2.recv_any().await, ServerMsg::Names { .. }));
     assert_eq!(changes(a2.recv_any().await), (version, vec![]));
     drop(a);
 

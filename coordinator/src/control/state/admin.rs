@@ -134,6 +134,13 @@ impl Coordinator {
         validate_network_name(&req.name)?;
         let mtu = req.mtu.unwrap_or(DEFAULT_MTU);
         let cidr = validate_network(req.cidr, mtu)?;
+        let dns_domain = match req.dns_domain {
+            Some(d) => Some(
+                mesh_proto::dns::check_domain(&d)
+                    .map_err(|e| Error::Invalid(format!("dns-domain: {e}")))?,
+            ),
+            None => None,
+        };
         let network = Network {
             name: req.name,
             cidr,
@@ -141,6 +148,7 @@ impl Coordinator {
             keepalive: req.keepalive.unwrap_or(DEFAULT_KEEPALIVE),
             version: crate::model::initial_version(self.now()),
             policy: None,
+            dns_domain,
         };
         let view = {
             let mut st = self.state.lock().await;

@@ -411,6 +411,7 @@ fn snapshot_of(
         classes,
         version: network.version,
         network: network.info(),
+        domain: Arc::from(network.domain()),
         peers: peers.clone(),
         pending: members
             .values()

@@ -21,6 +21,7 @@ async fn lab(coord: &Coordinator) {
             cidr: "10.9.8.0/24".parse().unwrap(),
             mtu: Some(1400),
             keepalive: Some(0),
+            dns_domain: None,
         })
         .await
         .unwrap();
@@ -213,6 +214,7 @@ async fn admin_errors_name_the_problem() {
             cidr: "10.0.0.0/24".parse().unwrap(),
             mtu: None,
             keepalive: None,
+            dns_domain: None,
         })
         .await
         .unwrap_err();
