@@ -28,6 +28,9 @@
 //! - [`xfer`]: through the `wm-xfer` tool: checksummed TCP transfers (also paced, in the
 //!   background), UDP junk and hand-made datagrams, a reflector and probe that show what a
 //!   NAT does to a socket; iperf3 throughput.
+//! - [`k8s`]: the cluster's own services over the mesh (issue 14): `meshctl k8s --json`,
+//!   etcd members on exactly the URLs it prints, flannel-style pods, VXLAN devices and
+//!   host-gw routes.
 //!
 //! - [`schema`]: the admin API under schemathesis: a coordinator on loopback with real
 //!   (simulated) members, and running the fuzzer against its OpenAPI document.
@@ -48,6 +51,7 @@ pub mod control;
 pub mod coordinator;
 pub mod etcd;
 pub mod http;
+pub mod k8s;
 pub mod lab;
 pub mod loadgen;
 pub mod meshd;
