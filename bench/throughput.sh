@@ -61,6 +61,7 @@ listen-port = 51820
 address = "10.66.0.1/24"
 mtu = $MTU
 private-key-file = "$D/a.key"
+dns = false
 [[peer]]
 public-key = "$PB"
 endpoint = "198.51.100.2:51820"
@@ -72,6 +73,7 @@ listen-port = 51820
 address = "10.66.0.2/24"
 mtu = $MTU
 private-key-file = "$D/b.key"
+dns = false
 [[peer]]
 public-key = "$PA"
 endpoint = "198.51.100.1:51820"
