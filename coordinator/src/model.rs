@@ -212,6 +212,7 @@ impl Member {
             paths: Vec::new(),
             tags: self.tags.iter().cloned().collect(),
             filter: None,
+            dns_name: None,
         }
     }
 }

@@ -201,6 +201,14 @@ async fn token_join_over_quic_with_a_pinned_certificate() {
             coordinators: vec![s.addr.to_string()],
         }
     );
+    // Control protocol 5: the network's DNS domain before the netmap it names.
+    let msg = recv_as(&mut stream.2, &private.public_key()).await;
+    assert_eq!(
+        msg,
+        ServerMsg::Names {
+            domain: "mesh.internal".into()
+        }
+    );
     let msg = recv_as(&mut stream.2, &private.public_key()).await;
     let ServerMsg::Netmap { netmap } = msg else {
         panic!("expected a netmap, got {msg:?}");
@@ -277,6 +285,8 @@ async fn garbage_is_refused_without_disturbing_others() {
     )
     .await;
     assert!(matches!(msg, ServerMsg::Services { .. }), "{msg:?}");
+    let msg = recv_as(&mut stream.2, &private.public_key()).await;
+    assert!(matches!(msg, ServerMsg::Names { .. }), "{msg:?}");
     let msg = recv_as(&mut stream.2, &private.public_key()).await;
     assert!(matches!(msg, ServerMsg::Netmap { .. }), "{msg:?}");
 }

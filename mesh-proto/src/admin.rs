@@ -202,6 +202,12 @@ pub struct MemberView {
     /// has a policy (or had one during its session).
     #[serde(default)]
     pub filter: Option<FilterView>,
+    /// Its name in DNS, `<label>.<network>.<domain>`, while it is authorised: its name as
+    /// a DNS label, with a suffix from its key when another member (with a lower overlay
+    /// address) has the same label (`mesh_proto::dns::labels`).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(example = "web-1.lab.mesh.internal"))]
+    pub dns_name: Option<String>,
 }
 
 /// The policy filter a member runs ([`MemberView::filter`]).

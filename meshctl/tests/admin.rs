@@ -149,7 +149,7 @@ fn network_create_posts_the_body() {
     let body = admin.expect("POST", "/api/networks").unwrap();
     assert_eq!(
         body,
-        json!({ "name": "lab", "cidr": "10.9.8.0/24", "mtu": 1400, "keepalive": null })
+        json!({ "name": "lab", "cidr": "10.9.8.0/24", "mtu": 1400, "keepalive": null, "dns-domain": null })
     );
 }
 

@@ -498,7 +498,10 @@ fn network_text(n: &NetworkView) -> String {
     let _ = writeln!(s, "  cidr: {}", n.cidr);
     let _ = writeln!(s, "  mtu: {}", n.mtu);
     let _ = writeln!(s, "  keepalive: {}", keepalive_text(n.keepalive));
-    let _ = writeln!(s, "  dns: <name>.{}.{}", n.name, n.dns_domain);
+    // A coordinator before names (issue 14) sends no domain.
+    if !n.dns_domain.is_empty() {
+        let _ = writeln!(s, "  dns: <name>.{}.{}", n.name, n.dns_domain);
+    }
     let _ = writeln!(s, "  members: {}", n.members);
     let _ = writeln!(s, "  netmap version: {}", n.version);
     s
@@ -763,6 +766,7 @@ mod tests {
             paths: vec![],
             tags: vec![],
             filter: None,
+            dns_name: None,
         }
     }
 
@@ -953,7 +957,7 @@ e5  reusable  revoked  0     never                    2026-11-21 21:15:16 UTC
         );
         assert_eq!(
             network_text(&n),
-            "network: lab\n  cidr: 10.9.8.0/24\n  mtu: 1280\n  keepalive: off\n  members: 3\n  netmap version: 7\n"
+            "network: lab\n  cidr: 10.9.8.0/24\n  mtu: 1280\n  keepalive: off\n  dns: <name>.lab.mesh.internal\n  members: 3\n  netmap version: 7\n"
         );
     }
 

@@ -110,7 +110,13 @@ fn public_endpoint(ep: SocketAddr) -> Result<Option<SocketAddr>, Error> {
 
 impl Coordinator {
     fn member_view(&self, ns: &NetState, m: &Member) -> MemberView {
-        ns.member_view(&self.sessions(), &|n, k| self.online_elsewhere(n, k), m)
+        let names = ns.dns_names(Some(m));
+        ns.member_view(
+            &self.sessions(),
+            &|n, k| self.online_elsewhere(n, k),
+            &names,
+            m,
+        )
     }
 
     /// `GET /api/networks`.
@@ -227,10 +233,11 @@ impl Coordinator {
         let st = self.state.lock().await;
         let ns = network(&st, net)?;
         let sessions = self.sessions();
+        let names = ns.dns_names(None);
         Ok(ns
             .members
             .values()
-            .map(|m| ns.member_view(&sessions, &|n, k| self.online_elsewhere(n, k), m))
+            .map(|m| ns.member_view(&sessions, &|n, k| self.online_elsewhere(n, k), &names, m))
             .collect())
     }
 
@@ -277,10 +284,11 @@ impl Coordinator {
         let page: Vec<&Member> = walk.by_ref().take(limit).collect();
         let more = walk.next().is_some();
         let sessions = self.sessions();
+        let names = ns.dns_names(None);
         Ok(Page {
             items: page
                 .into_iter()
-                .map(|m| ns.member_view(&sessions, &|n, k| self.online_elsewhere(n, k), m))
+                .map(|m| ns.member_view(&sessions, &|n, k| self.online_elsewhere(n, k), &names, m))
                 .collect(),
             total,
             more,

@@ -314,6 +314,29 @@ impl NetState {
         self.tx.send_replace(Arc::new(snap));
     }
 
+    /// Every authorised member's DNS name (as meshd answers for it), with `edited` in
+    /// place of what is stored for its key when given (an admin change about to be made).
+    fn dns_names(&self, edited: Option<&Member>) -> BTreeMap<Key, String> {
+        let mut members: Vec<mesh_proto::dns::Member<'_>> = self
+            .peers
+            .values()
+            .filter(|p| edited.is_none_or(|m| m.public_key != p.public_key))
+            .map(|p| mesh_proto::dns::Member {
+                key: &p.public_key,
+                name: &p.name,
+                address: p.address,
+            })
+            .collect();
+        if let Some(m) = edited.filter(|m| m.authorized) {
+            members.push(mesh_proto::dns::Member {
+                key: &m.public_key,
+                name: &m.name,
+                address: m.address,
+            });
+        }
+        mesh_proto::dns::fqdns(&self.network.name, self.network.domain(), &members)
+    }
+
     /// `m` as the admin API shows it, online state and reported paths from `sessions`.
     /// Paths are shown for an authorised member online, naming its peers as they are now
     /// (a peer since removed or deauthorised is left out).
@@ -321,10 +344,12 @@ impl NetState {
         &self,
         sessions: &Sessions,
         elsewhere: &dyn Fn(&str, &Key) -> bool,
+        names: &BTreeMap<Key, String>,
         m: &Member,
     ) -> MemberView {
         let slot = sessions.get(&(self.network.name.clone(), m.public_key));
         let mut view = m.view(slot.is_some() || elsewhere(&self.network.name, &m.public_key));
+        view.dns_name = names.get(&m.public_key).cloned();
         if let Some(slot) = slot.filter(|_| m.authorized) {
             view.paths = slot
                 .paths

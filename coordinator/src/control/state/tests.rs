@@ -722,3 +722,85 @@ async fn concurrent_joins_share_one_batch() {
     let addrs: std::collections::BTreeSet<_> = members.iter().map(|m| m.address).collect();
     assert_eq!(addrs.len(), 19, "no address twice");
 }
+
+/// Issue 14: the admin sees each authorised member's DNS name as meshd answers for it:
+/// its name as a DNS label, a collision resolved by a key suffix for the higher address,
+/// the new name in a rename's answer, none while pending.
+#[tokio::test]
+async fn member_views_show_dns_names_with_collisions_resolved() {
+    let coord = Coordinator::open(
+        Arc::new(MemoryStore::default()),
+        Arc::new(ManualClock::new(5_000)),
+        join_info(),
+    )
+    .unwrap();
+    lab(&coord).await;
+    let reusable = mesh_proto::admin::CreateToken {
+        reusable: true,
+        ..Default::default()
+    };
+    let token = coord
+        .create_token("lab", reusable)
+        .await
+        .unwrap()
+        .join_token
+        .parse::<JoinToken>()
+        .unwrap()
+        .secret;
+    let mut names = Vec::new();
+    for (seed, name) in [(1u8, "Web_1"), (2, "web-1"), (3, "db")] {
+        let mut hi = hello("lab", &private(seed), Some(token.clone()));
+        hi.name = name.into();
+        coord.admit(&hi, remote(seed)).await.unwrap();
+        names.push(name);
+    }
+    let mut pending = hello("lab", &private(4), None);
+    pending.name = "late".into();
+    coord.admit(&pending, remote(4)).await.unwrap();
+    let members = coord.list_members("lab").await.unwrap();
+    let dns = |name: &str| {
+        members
+            .iter()
+            .find(|m| m.name == name)
+            .unwrap()
+            .dns_name
+            .clone()
+    };
+    // Both normalise to `web-1`: the lower overlay address keeps it.
+    let (first, second) = (dns("Web_1").unwrap(), dns("web-1").unwrap());
+    let lower = members
+        .iter()
+        .filter(|m| m.name.to_lowercase().replace('_', "-") == "web-1")
+        .min_by_key(|m| m.address)
+        .unwrap()
+        .name
+        .clone();
+    let (kept, suffixed) = if lower == "Web_1" {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    assert_eq!(kept, "web-1.lab.mesh.internal");
+    assert!(
+        suffixed.starts_with("web-1-") && suffixed.ends_with(".lab.mesh.internal"),
+        "{suffixed}"
+    );
+    assert_eq!(dns("db").as_deref(), Some("db.lab.mesh.internal"));
+    assert_eq!(dns("late"), None, "a pending member has no name in DNS");
+    // A rename answers with the new name.
+    let renamed = coord
+        .update_member(
+            "lab",
+            "db",
+            mesh_proto::admin::UpdateMember {
+                name: Some("Store.1".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        renamed.dns_name.as_deref(),
+        Some("store-1.lab.mesh.internal")
+    );
+}
