@@ -570,14 +570,25 @@ mod shared {
             .parse::<JoinToken>()
             .unwrap()
             .secret;
-        let once = coords[2]
+        let once_created = coords[2]
             .create_token("lab", CreateToken::default())
             .await
-            .unwrap()
-            .join_token
-            .parse::<JoinToken>()
-            .unwrap()
-            .secret;
+            .unwrap();
+        let once = once_created.join_token.parse::<JoinToken>().unwrap().secret;
+        // The racing coordinators follow the store: wait until both know the token (else
+        // a join can be refused as an unknown token before the race starts).
+        for c in &coords[..2] {
+            let mut known = false;
+            for _ in 0..500 {
+                let tokens = c.list_tokens("lab").await.unwrap();
+                if tokens.iter().any(|t| t.id == once_created.token.id) {
+                    known = true;
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            assert!(known, "the one-time token never reached a coordinator");
+        }
         let mut joins = Vec::new();
         for i in 0..30u8 {
             let c = coords[usize::from(i) % coords.len()].clone();
