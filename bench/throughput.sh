@@ -5,9 +5,18 @@
 #   MESHD=path/to/meshd   (default: target/release/meshd, else target/ci/meshd)
 #   MTU=1420              (both implementations get the same MTU)
 #
+#   CEILING_MBIT=N        the crypto ceiling at $MTU (default: bench/ceiling.sh runs once
+#                         first, building meshd's crypto bench with cargo)
+#
 # Two namespaces on one veth link (198.51.100.1/.2). Each round measures raw veth, then
 # meshd, then wireguard-go, then nebula if installed (A B C A B C ...), each with iperf3 TCP for N seconds and ping RTT,
-# and prints every sample plus the medians and the meshd / wireguard-go ratio.
+# and prints every sample plus the medians, the meshd / wireguard-go ratio, meshd as a
+# percentage of the crypto ceiling (bench/ceiling.sh: boringtun's encapsulation plus
+# decapsulation per packet on this machine's cores), and every implementation's CPU
+# seconds per GB moved: utime+stime of the tunnel processes of both ends (everything in
+# the two namespaces but iperf3 and ping) from /proc/<pid>/stat, read before and after
+# the iperf3 run, over the bytes iperf3 received (1 GB = 1e9 bytes). Raw veth has no
+# tunnel process: n/a.
 set -euo pipefail
 T=${1:-5}
 ROUNDS=${2:-3}
@@ -46,10 +55,30 @@ umask 077
 wg genkey > "$D/a.key"; wg genkey > "$D/b.key"
 PA=$(wg pubkey < "$D/a.key"); PB=$(wg pubkey < "$D/b.key")
 
-bw() { # $1 = server address; prints Mbit/s
+HZ=$(getconf CLK_TCK)
+cpu_ticks() { # utime+stime of every process in both namespaces but iperf3 and ping
+    local t=0 pid v
+    for pid in $(ip netns pids $A) $(ip netns pids $B); do
+        case "$(cat /proc/$pid/comm 2>/dev/null)" in iperf3|ping|"") continue ;; esac
+        # Fields after the ")" closing comm: state is 3, utime 14 and stime 15.
+        v=$(sed 's/.*) //' /proc/$pid/stat 2>/dev/null | awk '{print $12 + $13}') || continue
+        t=$((t + ${v:-0}))
+    done
+    echo $t
+}
+bw() { # $1 = server address, $2 = "cpu" to measure the tunnels' CPU; prints Mbit/s and CPU s/GB (or n/a)
     ip netns exec $B iperf3 -s -D -1 >/dev/null 2>&1; sleep 0.3
-    ip netns exec $A iperf3 -c "$1" -t "$T" -J 2>/dev/null |
-        python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.0f" % (d["end"]["sum_received"]["bits_per_second"]/1e6))'
+    local before after
+    before=$(cpu_ticks)
+    ip netns exec $A iperf3 -c "$1" -t "$T" -J 2>/dev/null >"$D/iperf.json"
+    after=$(cpu_ticks)
+    python3 - "$D/iperf.json" "${2:-}" "$before" "$after" "$HZ" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))["end"]["sum_received"]
+cpu = (int(sys.argv[4]) - int(sys.argv[3])) / int(sys.argv[5])
+per_gb = f"{cpu / (d['bytes'] / 1e9):.2f}" if sys.argv[2] == "cpu" and d["bytes"] else "n/a"
+print(f"{d['bits_per_second'] / 1e6:.0f} {per_gb}")
+PY
 }
 rtt() { ip netns exec $A ping -c 20 -i 0.05 -q "$1" | awk -F/ '/rtt/{print $5}'; }
 stop_all() { for n in $A $B; do ip netns pids $n | xargs -r kill 2>/dev/null || true; done; sleep 0.5; }
@@ -121,21 +150,34 @@ HAVE_NEBULA=0; command -v nebula >/dev/null && command -v nebula-cert >/dev/null
 
 echo "# machine: $(nproc) cores, $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "# meshd: $MESHD; wireguard-go $(dpkg-query -W -f='${Version}' wireguard-go 2>/dev/null); MTU $MTU; $T s per run; $ROUNDS rounds"
-declare -a RAW MESH WGGO MESH_RTT WGGO_RTT NEB
+if [ -z "${CEILING_MBIT:-}" ]; then
+    MTU=$MTU "$here/bench/ceiling.sh" >"$D/ceiling" || { echo "bench/ceiling.sh failed" >&2; exit 1; }
+    grep -v '^ceiling-mbit' "$D/ceiling"
+    CEILING_MBIT=$(awk '/^ceiling-mbit/{print $3}' "$D/ceiling")
+fi
+echo "# crypto ceiling at MTU $MTU: $CEILING_MBIT Mbit/s"
+declare -a RAW MESH WGGO MESH_RTT WGGO_RTT NEB MESH_CPU WGGO_CPU NEB_CPU
 for r in $(seq 1 "$ROUNDS"); do
-    RAW+=("$(bw 198.51.100.2)")
-    meshd_up;  MESH+=("$(bw 10.66.0.2)"); MESH_RTT+=("$(rtt 10.66.0.2)"); stop_all
-    wggo_up;   WGGO+=("$(bw 10.66.0.2)"); WGGO_RTT+=("$(rtt 10.66.0.2)"); stop_all
+    read -r bw_ _ < <(bw 198.51.100.2); RAW+=("$bw_")
+    meshd_up;  read -r bw_ cpu_ < <(bw 10.66.0.2 cpu); MESH+=("$bw_"); MESH_CPU+=("$cpu_")
+    MESH_RTT+=("$(rtt 10.66.0.2)"); stop_all
+    wggo_up;   read -r bw_ cpu_ < <(bw 10.66.0.2 cpu); WGGO+=("$bw_"); WGGO_CPU+=("$cpu_")
+    WGGO_RTT+=("$(rtt 10.66.0.2)"); stop_all
     neb=""
     if [ $HAVE_NEBULA = 1 ]; then
-        nebula_up && { NEB+=("$(bw 10.67.0.2)"); neb=" | nebula ${NEB[-1]} Mbit/s"; }
+        nebula_up && { read -r bw_ cpu_ < <(bw 10.67.0.2 cpu); NEB+=("$bw_"); NEB_CPU+=("$cpu_")
+            neb=" | nebula ${NEB[-1]} Mbit/s ${NEB_CPU[-1]} s/GB"; }
         stop_all
     fi
-    echo "round $r: raw ${RAW[-1]} Mbit/s | meshd ${MESH[-1]} Mbit/s rtt ${MESH_RTT[-1]} ms | wireguard-go ${WGGO[-1]} Mbit/s rtt ${WGGO_RTT[-1]} ms$neb"
+    echo "round $r: raw ${RAW[-1]} Mbit/s | meshd ${MESH[-1]} Mbit/s rtt ${MESH_RTT[-1]} ms ${MESH_CPU[-1]} s/GB |" \
+        "wireguard-go ${WGGO[-1]} Mbit/s rtt ${WGGO_RTT[-1]} ms ${WGGO_CPU[-1]} s/GB$neb"
 done
-python3 - "${RAW[*]}" "${MESH[*]}" "${WGGO[*]}" "${MESH_RTT[*]}" "${WGGO_RTT[*]}" "${NEB[*]:-}" <<'PY'
+python3 - "${RAW[*]}" "${MESH[*]}" "${WGGO[*]}" "${MESH_RTT[*]}" "${WGGO_RTT[*]}" "${NEB[*]:-}" \
+    "${MESH_CPU[*]}" "${WGGO_CPU[*]}" "${NEB_CPU[*]:-}" "$CEILING_MBIT" <<'PY'
 import statistics, sys
-raw, mesh, wggo, mrtt, wrtt, neb = ([float(x) for x in a.split()] for a in sys.argv[1:7])
+raw, mesh, wggo, mrtt, wrtt, neb, mcpu, wcpu, ncpu = (
+    [float(x) for x in a.split()] for a in sys.argv[1:10])
+ceiling = float(sys.argv[10])
 m = statistics.median
 print(f"median: raw veth {m(raw):.0f} Mbit/s | meshd {m(mesh):.0f} Mbit/s, rtt {m(mrtt):.3f} ms | "
       f"wireguard-go {m(wggo):.0f} Mbit/s, rtt {m(wrtt):.3f} ms")
@@ -143,4 +185,10 @@ print(f"meshd / wireguard-go throughput: {m(mesh)/m(wggo):.2f}x (per round: "
       + ", ".join(f"{a/b:.2f}" for a, b in zip(mesh, wggo)) + ")")
 if neb:
     print(f"meshd / nebula throughput: {m(mesh)/m(neb):.2f}x (nebula median {m(neb):.0f} Mbit/s)")
+print(f"meshd / crypto ceiling ({ceiling:.0f} Mbit/s): {100 * m(mesh) / ceiling:.0f} % (per round: "
+      + ", ".join(f"{100 * a / ceiling:.0f}" for a in mesh) + ")")
+cpu = f"CPU s/GB, both ends (median): raw veth n/a | meshd {m(mcpu):.2f} | wireguard-go {m(wcpu):.2f}"
+if ncpu:
+    cpu += f" | nebula {m(ncpu):.2f}"
+print(cpu)
 PY
