@@ -8,7 +8,9 @@
 //!   never recursed (no `ra` flag).
 //! - The network's domain is set at creation (`meshctl admin network create --dns-domain`)
 //!   and reaches the nodes over the control protocol (`ServerMsg::Names`).
-//! - A rename through `meshctl admin` resolves within the 1 s (measured).
+//! - A rename through `meshctl admin` resolves within the 1 s (measured), so does a
+//!   joining member (counted from the start of `meshctl join`), and a deleted member's
+//!   name is NXDOMAIN within it.
 //! - Node a writes a hosts block into a per-test hosts file (`dns-hosts = "on"`); node c
 //!   too, by `auto`, since its resolvectl does not exist; node b calls a fake resolvectl
 //!   (a script recording its arguments) with `dns-resolved = "on"`. Foreign lines stay
@@ -55,6 +57,28 @@ impl NetnsResolv {
 impl Drop for NetnsResolv {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// How long after `since` `dig +short fqdn A` in `ns` against `server` first answered
+/// `want` (`""`: no address); fails after [`CONVERGE`].
+fn answered_since(
+    since: Instant,
+    ns: &Netns,
+    server: &str,
+    fqdn: &str,
+    want: &str,
+) -> anyhow::Result<Duration> {
+    loop {
+        let out = dig(ns, server, &["+short", fqdn, "A"])?;
+        if out.trim() == want {
+            return Ok(since.elapsed());
+        }
+        anyhow::ensure!(
+            since.elapsed() < CONVERGE,
+            "{fqdn} did not answer {want:?} within {CONVERGE:?} (last: {out:?})"
+        );
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -269,17 +293,7 @@ fn members_resolve_by_name() -> anyhow::Result<()> {
     coord.admin(&["rename", NETWORK, "charlie", "delta"])?;
     let renamed = Instant::now();
     let fqdn = format!("delta.{ZONE}");
-    let took = loop {
-        let out = dig(&namespaces[0], &ips[0], &["+short", &fqdn, "A"])?;
-        if out.trim() == ips[2] {
-            break renamed.elapsed();
-        }
-        anyhow::ensure!(
-            renamed.elapsed() < CONVERGE,
-            "{fqdn} did not resolve within {CONVERGE:?}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let took = answered_since(renamed, &namespaces[0], &ips[0], &fqdn, &ips[2])?;
     eprintln!("names: rename resolvable after {} ms", took.as_millis());
     assert!(took <= BOUND, "rename took {took:?}, more than {BOUND:?}");
     let old = dig(&namespaces[0], &ips[0], &[&format!("charlie.{ZONE}"), "A"])?;
@@ -290,6 +304,33 @@ fn members_resolve_by_name() -> anyhow::Result<()> {
         std::fs::read_to_string(&hosts_a)
             .is_ok_and(|t| t == format!("{FOREIGN}{}", block(&["alpha", "bravo-node", "delta"])))
     })?;
+
+    // A join resolves within the bound, counted from the start of `meshctl join` (which
+    // includes the join itself); a removal is NXDOMAIN within the bound.
+    let (ns_e, _) = lab.internet_host("n3", &format!("{}/24", site_ip(3)))?;
+    let config = MeshdConfig::unconfigured(wiremesh_tests::topo::PORT, None).named("echo");
+    let echo = Meshd::start(&ns_e, "echo", config)?;
+    let joining = Instant::now();
+    echo.join_with_token(NETWORK, &token)?;
+    let echo_ip = echo.address()?;
+    let fqdn = format!("echo.{ZONE}");
+    let took = answered_since(joining, &namespaces[0], &ips[0], &fqdn, &echo_ip)?;
+    eprintln!(
+        "names: a joining member resolvable {} ms after `meshctl join` started",
+        took.as_millis()
+    );
+    assert!(took <= BOUND, "join took {took:?}, more than {BOUND:?}");
+    coord.admin(&["delete-member", NETWORK, "echo"])?;
+    let deleted = Instant::now();
+    let took = answered_since(deleted, &namespaces[0], &ips[0], &fqdn, "")?;
+    eprintln!(
+        "names: a deleted member's name gone after {} ms",
+        took.as_millis()
+    );
+    assert!(took <= BOUND, "removal took {took:?}, more than {BOUND:?}");
+    let gone = dig(&namespaces[1], &ips[1], &[&fqdn, "A"])?;
+    assert_eq!(status(&gone).0, "NXDOMAIN", "{gone}");
+    drop(echo);
 
     // The fake resolvectl saw exactly the per-link server and the routing-only domain.
     let iface_b = nodes[1].config().interface.clone();

@@ -513,6 +513,13 @@ fn members_table(members: &[MemberView], now: u64) -> String {
     // TAGS and FILTER only when some member has tags or runs a policy filter.
     let tags = members.iter().any(|m| !m.tags.is_empty());
     let filters = members.iter().any(|m| m.filter.is_some());
+    // DNS only when some member's name in DNS is not its name: normalised to a DNS label,
+    // or given a suffix because another member has the same label.
+    let dns = members.iter().any(|m| {
+        m.dns_name
+            .as_deref()
+            .is_some_and(|d| d.split('.').next() != Some(m.name.as_str()))
+    });
     let rows: Vec<Vec<String>> = members
         .iter()
         .map(|m| {
@@ -526,6 +533,9 @@ fn members_table(members: &[MemberView], now: u64) -> String {
                     .map_or_else(|| "never".to_owned(), |t| duration::ago(t, now)),
                 m.version.clone(),
             ];
+            if dns {
+                row.push(m.dns_name.clone().unwrap_or_else(|| "-".to_owned()));
+            }
             if paths {
                 row.push(paths_text(m));
             }
@@ -552,6 +562,9 @@ fn members_table(members: &[MemberView], now: u64) -> String {
         "LAST SEEN",
         "VERSION",
     ];
+    if dns {
+        headers.push("DNS");
+    }
     if paths {
         headers.push("PATHS");
     }
@@ -786,6 +799,37 @@ mod tests {
 NAME   FINGERPRINT  ADDRESS   AUTHORIZED  ONLINE  LAST SEEN  VERSION  ROUTES
 web-1  m9OJrAFV     10.9.8.3  yes         yes     12s ago    0.1.0    -
 db     m9OJrAFV     10.9.8.3  no          no      never      0.1.0    -
+"
+        );
+    }
+
+    #[test]
+    fn members_render_dns_names_when_they_differ_from_names() {
+        let now = 1_795_382_116;
+        let named = |name: &str, dns: Option<&str>| {
+            let mut m = member(name, dns.is_some(), true, Some(now - 12));
+            m.dns_name = dns.map(str::to_owned);
+            m
+        };
+        // Every name is its label: no column.
+        let plain = members_table(&[named("web-1", Some("web-1.lab.mesh.internal"))], now);
+        assert!(!plain.contains("DNS"), "{plain}");
+        // A collision, and a name that is no DNS label: the column shows what resolves.
+        let text = members_table(
+            &[
+                named("web-1", Some("web-1.lab.mesh.internal")),
+                named("Web_1", Some("web-1-k6bc.lab.mesh.internal")),
+                named("db", None),
+            ],
+            now,
+        );
+        assert_eq!(
+            text,
+            "\
+NAME   FINGERPRINT  ADDRESS   AUTHORIZED  ONLINE  LAST SEEN  VERSION  DNS                           ROUTES
+web-1  m9OJrAFV     10.9.8.3  yes         yes     12s ago    0.1.0    web-1.lab.mesh.internal       -
+Web_1  m9OJrAFV     10.9.8.3  yes         yes     12s ago    0.1.0    web-1-k6bc.lab.mesh.internal  -
+db     m9OJrAFV     10.9.8.3  no          yes     12s ago    0.1.0    -                             -
 "
         );
     }
