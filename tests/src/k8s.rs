@@ -51,18 +51,94 @@ pub fn number(report: &Value, section: Option<&str>, key: &str) -> anyhow::Resul
         .with_context(|| format!("meshctl k8s --json has no {section:?}.{key}: {report}"))
 }
 
-/// The same comma-separated URLs over plain HTTP: `https://H:P` becomes `http://H:P`,
-/// hosts and ports untouched. Anything but https URLs is an error (so a change in what
-/// meshctl prints is noticed, not papered over).
-pub fn plain_http(urls: &str) -> anyhow::Result<String> {
+/// The hosts of comma-separated https URLs (`https://10.9.8.1:2379` → `10.9.8.1`), for
+/// the certificates' subject alternative names. Anything but an https URL with a port is
+/// an error (so a change in what meshctl prints is noticed, not papered over).
+pub fn https_hosts(urls: &str) -> anyhow::Result<Vec<String>> {
     urls.split(',')
         .map(|u| {
             u.strip_prefix("https://")
-                .map(|rest| format!("http://{rest}"))
-                .with_context(|| format!("not an https URL: {u:?} (in {urls:?})"))
+                .and_then(|rest| rest.rsplit_once(':'))
+                .filter(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+                .map(|(host, _)| host.to_owned())
+                .with_context(|| format!("not an https URL with a port: {u:?} (in {urls:?})"))
         })
-        .collect::<anyhow::Result<Vec<_>>>()
-        .map(|v| v.join(","))
+        .collect()
+}
+
+/// Runs openssl with `args` in `dir`; fails with its output unless it exits 0.
+fn openssl(dir: &std::path::Path, args: &[&str]) -> anyhow::Result<()> {
+    util::run(
+        std::process::Command::new("openssl")
+            .current_dir(dir)
+            .args(args),
+    )
+    .map(|_| ())
+    .context("openssl (apt-get install openssl)")
+}
+
+/// An etcd CA and, per member, one key and certificate for its client and peer ports (as
+/// kubeadm's `etcd/ca`, `etcd/server` and `etcd/peer`, in one): P-256 keys, both
+/// `serverAuth` and `clientAuth`, the hosts of the member's URLs as IP addresses.
+fn issue_certificates(
+    dir: &std::path::Path,
+    members: &[(String, Vec<String>)],
+) -> anyhow::Result<()> {
+    let curve = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509", "-days", "2", "-subj", "/CN=etcd-ca"];
+    ca.extend_from_slice(&curve);
+    ca.extend_from_slice(&["-keyout", "ca.key", "-out", "ca.crt"]);
+    openssl(dir, &ca)?;
+    for (name, hosts) in members {
+        let mut sans: Vec<String> = hosts.iter().map(|h| format!("IP:{h}")).collect();
+        sans.sort();
+        sans.dedup();
+        let ext = format!("{name}.ext");
+        std::fs::write(
+            dir.join(&ext),
+            format!(
+                "subjectAltName={}\nextendedKeyUsage=serverAuth,clientAuth\n",
+                sans.join(",")
+            ),
+        )?;
+        let (key, csr, crt) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.crt"),
+        );
+        let subject = format!("/CN={name}");
+        let mut req = vec!["req", "-subj", &subject];
+        req.extend_from_slice(&curve);
+        req.extend_from_slice(&["-keyout", &key, "-out", &csr]);
+        openssl(dir, &req)?;
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-days",
+                "2",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-extfile",
+                &ext,
+                "-out",
+                &crt,
+            ],
+        )?;
+    }
+    Ok(())
 }
 
 /// One etcd member: where it runs, its client URL and its process.
@@ -74,14 +150,33 @@ struct Member {
     client_url: String,
     /// `--initial-advertise-peer-urls`.
     peer_url: String,
+    /// The CA, its certificate and key: what etcdctl in its namespace presents.
+    tls: [String; 3],
     argv: Vec<String>,
     log: PathBuf,
     child: Option<Child>,
 }
 
-/// An etcd cluster with one member per node, each started with the etcd URLs that node's
-/// `meshctl k8s --json` printed (over plain HTTP: [`plain_http`]). Dropping it kills the
-/// members and removes their data.
+impl Member {
+    /// `--cacert`, `--cert`, `--key` for etcdctl: this member's certificate as a client
+    /// (kubeadm's API server and health check have their own, from the same CA).
+    fn tls_args(&self) -> [String; 6] {
+        let [ca, cert, key] = &self.tls;
+        [
+            "--cacert".into(),
+            ca.clone(),
+            "--cert".into(),
+            cert.clone(),
+            "--key".into(),
+            key.clone(),
+        ]
+    }
+}
+
+/// An etcd cluster with one member per node, each started with exactly the etcd URLs that
+/// node's `meshctl k8s --json` printed, over TLS as kubeadm runs it (a CA of its own,
+/// client and peer certificate authentication: [`issue_certificates`]). Dropping it kills
+/// the members and removes their data.
 #[derive(Debug)]
 pub struct MeshEtcd {
     members: Vec<Member>,
@@ -91,8 +186,9 @@ pub struct MeshEtcd {
 impl MeshEtcd {
     /// Starts a member named `name` in `ns` for each `(name, ns, report)`, with
     /// `--listen-client-urls`, `--advertise-client-urls`, `--listen-peer-urls` and
-    /// `--initial-advertise-peer-urls` taken from the report's `etcd` section, and waits
-    /// until every member answers `endpoint health`.
+    /// `--initial-advertise-peer-urls` taken verbatim from the report's `etcd` section,
+    /// certificates for their hosts, and waits until every member answers `endpoint
+    /// health`.
     pub fn start(nodes: &[(String, Arc<Netns>, Value)]) -> anyhow::Result<MeshEtcd> {
         if !crate::etcd::have_etcd() {
             bail!("etcd is not installed (apt-get install etcd-server etcd-client)");
@@ -103,23 +199,43 @@ impl MeshEtcd {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "wm-k8s-etcd".into());
+        let urls = |report: &Value| -> anyhow::Result<Vec<String>> {
+            [
+                "listen-client-urls",
+                "advertise-client-urls",
+                "listen-peer-urls",
+                "initial-advertise-peer-urls",
+            ]
+            .iter()
+            .map(|k| field(report, "etcd", k).and_then(https_hosts))
+            .collect::<anyhow::Result<Vec<_>>>()
+            .map(|v| v.concat())
+        };
+        let names = nodes
+            .iter()
+            .map(|(name, _, report)| Ok((name.clone(), urls(report)?)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        issue_certificates(dir.path(), &names)?;
+        let pem = |file: String| dir.path().join(file).to_string_lossy().into_owned();
+        let ca = pem("ca.crt".to_owned());
         let mut members = Vec::new();
         for (name, ns, report) in nodes {
-            let client_url = plain_http(field(report, "etcd", "advertise-client-urls")?)?;
-            let peer_url = plain_http(field(report, "etcd", "initial-advertise-peer-urls")?)?;
+            let client_url = field(report, "etcd", "advertise-client-urls")?.to_owned();
+            let peer_url = field(report, "etcd", "initial-advertise-peer-urls")?.to_owned();
             let data = dir.path().join(name);
-            let argv = vec![
+            let (cert, key) = (pem(format!("{name}.crt")), pem(format!("{name}.key")));
+            let mut argv = vec![
                 "etcd".to_owned(),
                 "--name".into(),
                 name.clone(),
                 "--data-dir".into(),
                 data.to_string_lossy().into_owned(),
                 "--listen-client-urls".into(),
-                plain_http(field(report, "etcd", "listen-client-urls")?)?,
+                field(report, "etcd", "listen-client-urls")?.to_owned(),
                 "--advertise-client-urls".into(),
                 client_url.clone(),
                 "--listen-peer-urls".into(),
-                plain_http(field(report, "etcd", "listen-peer-urls")?)?,
+                field(report, "etcd", "listen-peer-urls")?.to_owned(),
                 "--initial-advertise-peer-urls".into(),
                 peer_url.clone(),
                 "--initial-cluster-token".into(),
@@ -129,11 +245,26 @@ impl MeshEtcd {
                 "--log-level".into(),
                 "warn".into(),
             ];
+            // kubeadm's etcd manifest: both ports authenticate clients against the CA.
+            for (flag, value) in [
+                ("--cert-file", &cert),
+                ("--key-file", &key),
+                ("--trusted-ca-file", &ca),
+                ("--peer-cert-file", &cert),
+                ("--peer-key-file", &key),
+                ("--peer-trusted-ca-file", &ca),
+            ] {
+                argv.push(flag.into());
+                argv.push(value.clone());
+            }
+            argv.push("--client-cert-auth=true".into());
+            argv.push("--peer-client-cert-auth=true".into());
             members.push(Member {
                 name: name.clone(),
                 ns: ns.clone(),
                 client_url,
                 peer_url,
+                tls: [ca.clone(), cert, key],
                 argv,
                 log: dir.path().join(format!("{name}.log")),
                 child: None,
@@ -185,6 +316,7 @@ impl MeshEtcd {
         let mut cmd = m.ns.command("etcdctl");
         cmd.env("ETCDCTL_API", "3")
             .args(["--endpoints", endpoints, "--command-timeout=5s"])
+            .args(m.tls_args())
             .args(args);
         util::run(&mut cmd).with_context(|| format!("etcdctl on {}", m.name))
     }
@@ -194,13 +326,10 @@ impl MeshEtcd {
     pub fn healthy_count(&self, i: usize, endpoints: &str) -> usize {
         let m = &self.members[i];
         let mut cmd = m.ns.command("etcdctl");
-        cmd.env("ETCDCTL_API", "3").args([
-            "--endpoints",
-            endpoints,
-            "--command-timeout=5s",
-            "endpoint",
-            "health",
-        ]);
+        cmd.env("ETCDCTL_API", "3")
+            .args(["--endpoints", endpoints, "--command-timeout=5s"])
+            .args(m.tls_args())
+            .args(["endpoint", "health"]);
         util::output(&mut cmd)
             .map(|o| {
                 let text = format!(
@@ -539,13 +668,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn plain_http_keeps_hosts_and_ports() {
+    fn https_hosts_of_urls() {
         assert_eq!(
-            plain_http("https://127.0.0.1:2379,https://10.9.8.1:2379").unwrap_or_default(),
-            "http://127.0.0.1:2379,http://10.9.8.1:2379"
+            https_hosts("https://127.0.0.1:2379,https://10.9.8.1:2379").unwrap_or_default(),
+            vec!["127.0.0.1", "10.9.8.1"]
         );
-        assert!(plain_http("http://10.9.8.1:2379").is_err());
-        assert!(plain_http("https://a:1,10.9.8.1:2").is_err());
+        assert!(https_hosts("http://10.9.8.1:2379").is_err());
+        assert!(https_hosts("https://a:1,10.9.8.1:2").is_err());
+        assert!(https_hosts("https://10.9.8.1").is_err());
     }
 
     #[test]

@@ -15,17 +15,16 @@
 //! other sites is dropped on the internet) and, once meshd reports the relay for all of
 //! a's peers, the cluster is still healthy and replicates a new write everywhere.
 //!
-//! TLS: meshctl prints https URLs (kubeadm runs etcd with certificates it generates). The
-//! members here run without TLS, on `http://` URLs with exactly the printed hosts and ports
-//! ([`plain_http`]): the test is about where etcd listens and what it advertises, and
-//! a certificate would change nothing on the mesh.
+//! TLS as kubeadm sets it up: an etcd CA of the test's own, a certificate per member for
+//! the hosts of its URLs, client and peer certificate authentication on both ports; the
+//! members run with the https URLs exactly as printed.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use serde_json::Value;
-use wiremesh_tests::k8s::{self, plain_http, MeshEtcd};
+use wiremesh_tests::k8s::{self, MeshEtcd};
 use wiremesh_tests::lab::{ping_once, Lab, NatKind};
 use wiremesh_tests::netns::Netns;
 use wiremesh_tests::sites::{NatMesh, SiteSpec};
@@ -86,8 +85,8 @@ fn etcd_members_on_meshctl_k8s_urls_replicate_directly_and_over_the_relay() -> a
             .iter()
             .find(|m| m["name"] == name.as_str())
             .with_context(|| format!("member {name} not listed: {listed}"))?;
-        let want_peer = plain_http(k8s::field(report, "etcd", "initial-advertise-peer-urls")?)?;
-        let want_client = plain_http(k8s::field(report, "etcd", "advertise-client-urls")?)?;
+        let want_peer = k8s::field(report, "etcd", "initial-advertise-peer-urls")?;
+        let want_client = k8s::field(report, "etcd", "advertise-client-urls")?;
         assert_eq!(m["peerURLs"], serde_json::json!([want_peer]), "{m}");
         assert_eq!(m["clientURLs"], serde_json::json!([want_client]), "{m}");
     }
