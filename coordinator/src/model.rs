@@ -5,7 +5,7 @@
 //! serde default, so a newer coordinator reads an older data directory.
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use ipnet::IpNet;
 use mesh_proto::admin::{MemberView, NetworkView, TokenView};
@@ -59,6 +59,46 @@ pub struct Network {
     /// `mesh_proto::dns::check_domain`; `None`: [`mesh_proto::dns::DEFAULT_DOMAIN`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns_domain: Option<String>,
+    /// The IPv6 prefix beside an IPv4 `cidr` (dual stack), checked by [`check_cidr6`];
+    /// `None`: IPv4 only (networks created before dual stack, or created with `off`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cidr6: Option<IpNet>,
+}
+
+/// A random unique local IPv6 /64 (RFC 4193: `fd` and a 40-bit random global id, subnet 0).
+pub fn random_ula() -> IpNet {
+    let mut id = [0u8; 5];
+    // A failing system RNG leaves zeros: still a valid (if less unique) ULA.
+    if let Err(e) = getrandom::getrandom(&mut id) {
+        tracing::warn!("no randomness for a ULA prefix: {e}");
+    }
+    let mut bytes = [0u8; 16];
+    bytes[0] = 0xfd;
+    bytes[1..6].copy_from_slice(&id);
+    let prefix = IpAddr::V6(Ipv6Addr::from(bytes));
+    IpNet::new(prefix, 64).unwrap_or_else(|_| IpNet::from(prefix))
+}
+
+/// Checks an IPv6 prefix for beside the IPv4 prefix `cidr`: IPv6, with at least as many
+/// host bits as `cidr` (every member's IPv4 host part must fit), truncated to its network.
+pub fn check_cidr6(cidr: &IpNet, cidr6: &IpNet) -> Result<IpNet, String> {
+    let IpNet::V4(v4) = cidr else {
+        return Err(format!(
+            "cidr6 {cidr6}: the network's cidr {cidr} is IPv6 already"
+        ));
+    };
+    let IpNet::V6(v6) = cidr6 else {
+        return Err(format!("cidr6 {cidr6} is not an IPv6 prefix"));
+    };
+    let host_bits4 = 32 - v4.prefix_len();
+    if 128 - v6.prefix_len() < host_bits4 {
+        return Err(format!(
+            "cidr6 {cidr6} is too small: /{} leaves fewer host bits than {cidr} (at most /{})",
+            v6.prefix_len(),
+            128 - host_bits4
+        ));
+    }
+    Ok(IpNet::V6(v6.trunc()))
 }
 
 impl Network {
@@ -76,7 +116,20 @@ impl Network {
             cidr: self.cidr,
             mtu: self.mtu,
             keepalive: self.keepalive,
+            cidr6: self.cidr6,
         }
+    }
+
+    /// The IPv6 address a member with IPv4 `address` gets by default in a dual-stack
+    /// network: the IPv6 prefix with the IPv4 address's host part (10.9.8.3 in 10.9.8.0/24
+    /// → `<cidr6>::3`). `None` for an IPv4-only network.
+    pub fn derived_address6(&self, address: IpAddr) -> Option<Ipv6Addr> {
+        let (IpNet::V4(v4), Some(IpNet::V6(v6)), IpAddr::V4(a)) = (self.cidr, self.cidr6, address)
+        else {
+            return None;
+        };
+        let host = u32::from(a).wrapping_sub(u32::from(v4.network())) & !u32::from(v4.netmask());
+        Some(Ipv6Addr::from(u128::from(v6.network()) | u128::from(host)))
     }
 
     /// The admin API's view, given the member count.
@@ -89,6 +142,7 @@ impl Network {
             members,
             version: self.version,
             dns_domain: self.domain().to_owned(),
+            cidr6: self.cidr6,
         }
     }
 }
@@ -103,6 +157,10 @@ pub struct Member {
     pub name: String,
     /// Its overlay address; kept for the member's whole life.
     pub address: IpAddr,
+    /// Its IPv6 overlay address when an admin set one; otherwise it has
+    /// [`Network::derived_address6`] in a dual-stack network ([`Member::address6`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address6: Option<Ipv6Addr>,
     /// Whether it may be in the network (peers see only authorised members).
     pub authorized: bool,
     /// Unix seconds it was first seen.
@@ -179,27 +237,39 @@ impl Member {
             .copied()
     }
 
-    /// The member as a peer in other members' netmaps: its allowed IPs are its address
-    /// and its active routes.
-    pub fn peer_info(&self) -> PeerInfo {
+    /// Its IPv6 overlay address in `network`: the admin's, else the derived one; `None`
+    /// in an IPv4-only network.
+    pub fn address6(&self, network: &Network) -> Option<Ipv6Addr> {
+        network.cidr6?;
+        self.address6
+            .or_else(|| network.derived_address6(self.address))
+    }
+
+    /// The member as a peer in other members' netmaps of `network`: its allowed IPs are
+    /// its address, its IPv6 address (dual stack) and its active routes.
+    pub fn peer_info(&self, network: &Network) -> PeerInfo {
+        let address6 = self.address6(network);
         PeerInfo {
             public_key: self.public_key,
             name: self.name.clone(),
             address: self.address,
+            address6,
             allowed_ips: std::iter::once(IpNet::from(self.address))
+                .chain(address6.map(|a| IpNet::from(IpAddr::V6(a))))
                 .chain(self.active_routes())
                 .collect(),
             endpoints: self.candidates(),
         }
     }
 
-    /// The admin API's view, without reported paths.
-    pub fn view(&self, online: bool) -> MemberView {
+    /// The admin API's view in `network`, without reported paths.
+    pub fn view(&self, network: &Network, online: bool) -> MemberView {
         MemberView {
             public_key: self.public_key,
             fingerprint: self.public_key.fingerprint(),
             name: self.name.clone(),
             address: self.address,
+            address6: self.address6(network),
             authorized: self.authorized,
             online,
             last_seen: self.last_seen,
@@ -417,11 +487,12 @@ pub fn route_conflict<'a>(
     route: &IpNet,
     members: impl IntoIterator<Item = &'a Member>,
 ) -> Option<String> {
-    if overlaps(route, &network.cidr) {
-        return Some(format!(
-            "route {route} overlaps the network's prefix {}",
-            network.cidr
-        ));
+    for prefix in std::iter::once(&network.cidr).chain(&network.cidr6) {
+        if overlaps(route, prefix) {
+            return Some(format!(
+                "route {route} overlaps the network's prefix {prefix}"
+            ));
+        }
     }
     for m in members {
         if m.public_key == *member {
@@ -436,6 +507,46 @@ pub fn route_conflict<'a>(
         }
     }
     None
+}
+
+/// Checks an admin-set IPv6 address for `member` in the dual-stack `network`: inside its
+/// IPv6 prefix, outside the addresses derived from IPv4 ones (the prefix's first
+/// 2^(IPv4 host bits), so it can never meet a derived address), not another member's.
+pub fn check_address6<'a>(
+    network: &Network,
+    addr: Ipv6Addr,
+    member: &Key,
+    members: impl IntoIterator<Item = &'a Member>,
+) -> Result<(), String> {
+    let (Some(IpNet::V6(prefix)), IpNet::V4(v4)) = (network.cidr6, network.cidr) else {
+        return Err(format!("network {} has no IPv6 prefix", network.name));
+    };
+    if !prefix.contains(&addr) {
+        return Err(format!(
+            "address {addr} is outside the network's IPv6 prefix {prefix}"
+        ));
+    }
+    let host = u128::from(addr) - u128::from(prefix.network());
+    let derived = 1u128 << (32 - v4.prefix_len());
+    if host < derived {
+        return Err(format!(
+            "address {addr} is among the IPv6 addresses members get from their IPv4 ones \
+             ({}/{}): pick one above, e.g. {}",
+            prefix.network(),
+            128 - (32 - v4.prefix_len()),
+            Ipv6Addr::from(u128::from(prefix.network()) + derived + 1)
+        ));
+    }
+    for m in members {
+        if m.public_key != *member && m.address6 == Some(addr) {
+            return Err(format!(
+                "address {addr} is already used by member {} ({})",
+                m.name,
+                m.public_key.fingerprint()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// serde for `[u8; 32]` as 64 hex digits.
@@ -505,6 +616,108 @@ mod tests {
         assert_eq!(clean_version("0.1\n\u{1b}[0m"), "0.1[0m");
     }
 
+    fn v4_network() -> Network {
+        Network {
+            name: "lab".into(),
+            cidr: "10.0.0.0/24".parse().unwrap(),
+            mtu: 1280,
+            keepalive: 25,
+            version: 1,
+            policy: None,
+            dns_domain: None,
+            cidr6: None,
+        }
+    }
+
+    #[test]
+    fn dual_stack_addresses() {
+        let mut net = v4_network();
+        net.cidr = "10.9.8.0/24".parse().unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(net.derived_address6(ip("10.9.8.3")), None, "IPv4 only");
+        net.cidr6 = Some("fd5e:1f2a:9c00::/64".parse().unwrap());
+        assert_eq!(
+            net.derived_address6(ip("10.9.8.3")),
+            Some("fd5e:1f2a:9c00::3".parse().unwrap())
+        );
+        assert_eq!(
+            net.derived_address6(ip("10.9.8.254")),
+            Some("fd5e:1f2a:9c00::fe".parse().unwrap())
+        );
+
+        // Prefixes: IPv6, room for every IPv4 host part, truncated.
+        let v4: IpNet = "10.9.0.0/16".parse().unwrap();
+        let p = |s: &str| s.parse::<IpNet>().unwrap();
+        assert_eq!(
+            check_cidr6(&v4, &p("fd00:1::5/64")).unwrap(),
+            p("fd00:1::/64")
+        );
+        assert!(check_cidr6(&v4, &p("fd00::/112")).is_ok());
+        assert!(check_cidr6(&v4, &p("fd00::/113"))
+            .unwrap_err()
+            .contains("too small"));
+        assert!(check_cidr6(&v4, &p("10.0.0.0/8"))
+            .unwrap_err()
+            .contains("not an IPv6"));
+        assert!(check_cidr6(&p("fd00::/64"), &p("fd01::/64")).is_err());
+        let ula = random_ula();
+        assert_eq!(ula.prefix_len(), 64);
+        assert!(
+            matches!(ula.addr(), IpAddr::V6(a) if a.octets()[0] == 0xfd && a.segments()[3] == 0)
+        );
+
+        // A member: derived unless set; its /128 among its allowed IPs.
+        let mut m = Member {
+            address6: None,
+            public_key: Key([1; 32]),
+            name: "a".into(),
+            address: ip("10.9.8.7"),
+            authorized: true,
+            created_at: 0,
+            last_seen: None,
+            version: String::new(),
+            endpoints: vec![],
+            local_endpoints: vec![],
+            reflexive_endpoints: vec![],
+            public_endpoint: None,
+            advertised_routes: vec![],
+            approved_routes: vec![],
+            tags: BTreeSet::new(),
+        };
+        let info = m.peer_info(&net);
+        assert_eq!(info.address6, Some("fd5e:1f2a:9c00::7".parse().unwrap()));
+        assert_eq!(
+            info.allowed_ips,
+            vec![p("10.9.8.7/32"), p("fd5e:1f2a:9c00::7/128")]
+        );
+        assert_eq!(m.view(&net, true).address6, info.address6);
+        assert_eq!(m.peer_info(&v4_network()).address6, None);
+
+        // Admin-set addresses: inside, above the derived range, unused.
+        let other_key = Key([2; 32]);
+        let a6 = |s: &str| s.parse::<Ipv6Addr>().unwrap();
+        let check = |a: &str, members: &[Member]| check_address6(&net, a6(a), &other_key, members);
+        assert_eq!(check("fd5e:1f2a:9c00::1:7", &[]), Ok(()));
+        assert!(check("fd5e:1f2a:9c00::ff", &[])
+            .unwrap_err()
+            .contains("pick one above, e.g. fd5e:1f2a:9c00::101"));
+        assert!(check("fd5e:1f2a:9c01::1:7", &[])
+            .unwrap_err()
+            .contains("outside"));
+        m.address6 = Some(a6("fd5e:1f2a:9c00::1:7"));
+        assert!(check("fd5e:1f2a:9c00::1:7", &[m.clone()])
+            .unwrap_err()
+            .contains("already used by member a"));
+        assert_eq!(m.peer_info(&net).address6, m.address6);
+
+        // Routes may not overlap the IPv6 prefix either.
+        assert!(
+            route_conflict(&net, &other_key, &p("fd5e:1f2a:9c00:0:1::/80"), [&m])
+                .is_some_and(|w| w.contains("fd5e:1f2a:9c00::/64"))
+        );
+        assert!(route_conflict(&net, &other_key, &p("fd99::/64"), [&m]).is_none());
+    }
+
     #[test]
     fn network_settings() {
         let cidr: IpNet = "10.9.8.77/24".parse().unwrap();
@@ -521,6 +734,7 @@ mod tests {
     #[test]
     fn candidates_dedup_observed_first() {
         let m = Member {
+            address6: None,
             public_key: Key([1; 32]),
             name: "a".into(),
             address: "10.0.0.1".parse().unwrap(),
@@ -546,13 +760,17 @@ mod tests {
                 "192.168.1.2:51820".parse().unwrap()
             ]
         );
-        assert_eq!(m.peer_info().allowed_ips[0].to_string(), "10.0.0.1/32");
+        assert_eq!(
+            m.peer_info(&v4_network()).allowed_ips[0].to_string(),
+            "10.0.0.1/32"
+        );
     }
 
     #[test]
     fn candidates_order_public_reflexive_observed_local() {
         let ep = |s: &str| s.parse::<SocketAddr>().unwrap();
         let mut m = Member {
+            address6: None,
             public_key: Key([1; 32]),
             name: "a".into(),
             address: "10.0.0.1".parse().unwrap(),
@@ -588,7 +806,10 @@ mod tests {
                 ep("192.168.1.2:51820")
             ]
         );
-        assert_eq!(m.view(false).public_endpoint, Some(ep("198.51.100.9:7000")));
+        assert_eq!(
+            m.view(&v4_network(), false).public_endpoint,
+            Some(ep("198.51.100.9:7000"))
+        );
         // Bounded.
         m.local_endpoints = (1..=40).map(|i| ep(&format!("10.1.0.{i}:1"))).collect();
         assert_eq!(m.candidates().len(), MAX_ENDPOINTS);
@@ -605,6 +826,7 @@ mod tests {
 
     fn member(b: u8, address: &str) -> Member {
         Member {
+            address6: None,
             public_key: Key([b; 32]),
             name: format!("n{b}"),
             address: address.parse().unwrap(),
@@ -627,7 +849,7 @@ mod tests {
         let net = |s: &str| s.parse::<IpNet>().unwrap();
         let mut m = member(1, "10.9.8.2");
         let ips = |m: &Member| -> Vec<String> {
-            m.peer_info()
+            m.peer_info(&v4_network())
                 .allowed_ips
                 .iter()
                 .map(ToString::to_string)
@@ -645,7 +867,7 @@ mod tests {
         assert_eq!(ips(&m), ["10.9.8.2/32", "10.244.3.0/24", "10.250.0.0/16"]);
         m.advertised_routes.clear();
         assert_eq!(ips(&m), ["10.9.8.2/32"]);
-        let view = m.view(false);
+        let view = m.view(&v4_network(), false);
         assert_eq!(view.approved_routes.len(), 2);
         assert!(view.advertised_routes.is_empty());
     }
@@ -677,6 +899,7 @@ mod tests {
     fn route_conflicts() {
         let net = |s: &str| s.parse::<IpNet>().unwrap();
         let network = Network {
+            cidr6: None,
             name: "lab".into(),
             cidr: net("10.9.8.0/24"),
             mtu: 1280,

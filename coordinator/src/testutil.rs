@@ -86,6 +86,21 @@ impl Harness {
         create_network(&self.coord, name).await;
     }
 
+    /// Network `name` as [`Harness::network`] but IPv4 only (`cidr6 = off`).
+    pub async fn network_v4_only(&self, name: &str) {
+        self.coord
+            .create_network(CreateNetwork {
+                cidr6: Some("off".into()),
+                name: name.into(),
+                cidr: "10.9.8.0/24".parse().unwrap(),
+                mtu: None,
+                keepalive: None,
+                dns_domain: None,
+            })
+            .await
+            .unwrap();
+    }
+
     /// A new token of `net`, as the node presents it.
     pub async fn token(&self, net: &str, reusable: bool, expires: Option<u64>) -> JoinSecret {
         let created = self
@@ -105,10 +120,12 @@ impl Harness {
 }
 
 /// A private key from a seed byte.
-/// Creates network `name` on 10.9.8.0/24 with the default MTU and keepalive.
+/// Creates network `name` on 10.9.8.0/24 with the default MTU and keepalive (and so a
+/// random IPv6 ULA /64 beside it).
 pub async fn create_network(coord: &Coordinator, name: &str) {
     coord
         .create_network(CreateNetwork {
+            cidr6: None,
             name: name.into(),
             cidr: "10.9.8.0/24".parse().unwrap(),
             mtu: None,

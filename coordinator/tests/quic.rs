@@ -66,6 +66,7 @@ async fn server_limited(limit: coordinator::limit::Rate) -> Server {
     .unwrap();
     coord
         .create_network(CreateNetwork {
+            cidr6: None,
             name: "lab".into(),
             cidr: "10.9.8.0/24".parse().unwrap(),
             mtu: None,

@@ -61,7 +61,7 @@
 //! Unknown parameters and bad values (`limit=0`, an `after` that is not a key) answer 400.
 //! A token listing with `limit` or `after` is in id order, otherwise oldest first.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -108,6 +108,12 @@ pub struct CreateNetwork {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(example = "mesh.internal"))]
     pub dns_domain: Option<String>,
+    /// The IPv6 prefix beside an IPv4 `cidr` (dual stack): default a random ULA /64
+    /// (`fdXX:XXXX:XXXX::/64`); `off` for an IPv4-only network. Members get the address
+    /// with the same host part as their IPv4 address unless an admin sets one.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(example = "fd5e:1f2a:9c00::/64"))]
+    pub cidr6: Option<String>,
 }
 
 /// A network as the API shows it.
@@ -131,6 +137,10 @@ pub struct NetworkView {
     /// The DNS domain: members answer to `<name>.<network>.<domain>`.
     #[serde(default)]
     pub dns_domain: String,
+    /// The IPv6 prefix beside `cidr` (dual stack), if any.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "fd5e:1f2a:9c00::/64"))]
+    pub cidr6: Option<IpNet>,
 }
 
 /// `PATCH /api/networks/{net}/members/{node}`: fields to change.
@@ -168,6 +178,10 @@ pub struct MemberView {
     /// Its overlay address.
     #[cfg_attr(feature = "openapi", schema(value_type = String, example = "10.9.8.7"))]
     pub address: IpAddr,
+    /// Its IPv6 overlay address, in a dual-stack network.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "fd5e:1f2a:9c00::7"))]
+    pub address6: Option<Ipv6Addr>,
     /// Whether it may be in the network.
     pub authorized: bool,
     /// Whether it holds a control connection now.

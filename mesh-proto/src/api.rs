@@ -115,6 +115,9 @@ pub struct Status {
     pub interface: String,
     /// The node's overlay address with its prefix length, if one is configured.
     pub address: Option<IpNet>,
+    /// Its IPv6 overlay address with the IPv6 prefix length, in a dual-stack network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address6: Option<IpNet>,
     /// The interface MTU.
     pub mtu: u16,
     /// The node's public key.

@@ -81,8 +81,12 @@ pub const ALPN: &[u8] = b"wiremesh/1";
 /// coordinator refuses nodes below [`MIN_PROTOCOL`] with a `Denied` that says so, and
 /// nodes below [`FILTER_PROTOCOL`] in a network with a policy (they could not enforce it).
 /// Version 5 adds [`ServerMsg::Names`] (the network's DNS domain, for member names); older
-/// nodes are not sent it and serve names under [`crate::dns::DEFAULT_DOMAIN`].
-pub const PROTOCOL: u32 = 5;
+/// nodes are not sent it and serve names under [`crate::dns::DEFAULT_DOMAIN`]. Version 6
+/// reads dual-stack netmaps ([`crate::wire::FORMAT_DUAL`]: an IPv6 prefix per network, an
+/// IPv6 address per member); nodes below it are refused in dual-stack networks.
+pub const PROTOCOL: u32 = 6;
+/// The oldest protocol served in a dual-stack network.
+pub const DUAL_STACK_PROTOCOL: u32 = 6;
 /// The oldest protocol whose nodes are sent [`ServerMsg::Names`].
 pub const NAMES_PROTOCOL: u32 = 5;
 /// The oldest protocol whose nodes are sent a policy filter (3's encoding and hash are

@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, PTR, SOA};
@@ -86,6 +86,8 @@ pub struct Member<'a> {
     pub name: &'a str,
     /// Its overlay address.
     pub address: IpAddr,
+    /// Its IPv6 overlay address in a dual-stack network (answers AAAA and its PTR).
+    pub address6: Option<Ipv6Addr>,
 }
 
 /// The label of every member, in the order given, unique among them (see the module doc
@@ -232,6 +234,10 @@ impl Zone {
             key: own_key,
             name: &netmap.name,
             address: netmap.address.addr(),
+            address6: netmap.address6.and_then(|a| match a.addr() {
+                IpAddr::V6(v6) => Some(v6),
+                IpAddr::V4(_) => None,
+            }),
         };
         let mut members = Vec::with_capacity(netmap.peers.len() + 1);
         members.push(me);
@@ -239,6 +245,7 @@ impl Zone {
             key: &p.public_key,
             name: &p.name,
             address: p.address,
+            address6: p.address6,
         }));
         Self::build(origin, netmap.network.cidr, netmap.version, &members)
     }
@@ -269,7 +276,12 @@ impl Zone {
         for (m, l) in members.iter().zip(labels(members)) {
             let name = format!("{l}.{origin}");
             reverse.insert(reverse_name(m.address), fqdn(&name));
-            hosts.entry(l).or_default().push(m.address);
+            let addresses = hosts.entry(l).or_default();
+            addresses.push(m.address);
+            if let Some(a6) = m.address6 {
+                reverse.insert(reverse_name(IpAddr::V6(a6)), fqdn(&name));
+                addresses.push(IpAddr::V6(a6));
+            }
             by_key.insert(*m.key, name);
         }
         Zone {
@@ -536,8 +548,10 @@ mod tests {
 
     fn netmap(peers: &[(u8, &str, &str)]) -> Netmap {
         Netmap {
+            address6: None,
             version: 7,
             network: NetworkInfo {
+                cidr6: None,
                 name: "Lab".into(),
                 cidr: "10.9.8.0/24".parse().unwrap(),
                 mtu: 1420,
@@ -552,6 +566,7 @@ mod tests {
                     (
                         key(*k),
                         PeerInfo {
+                            address6: None,
                             public_key: key(*k),
                             name: (*name).into(),
                             address,
@@ -618,16 +633,19 @@ mod tests {
         let a = |s: &str| s.parse::<IpAddr>().unwrap();
         let members = [
             Member {
+                address6: None,
                 key: &k1,
                 name: "Web",
                 address: a("10.0.0.9"),
             },
             Member {
+                address6: None,
                 key: &k2,
                 name: "web",
                 address: a("10.0.0.2"),
             },
             Member {
+                address6: None,
                 key: &k3,
                 name: "web-111111",
                 address: a("10.0.0.5"),
@@ -651,6 +669,7 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, k)| Member {
+                address6: None,
                 key: k,
                 name: &long,
                 address: IpAddr::V4(Ipv4Addr::new(10, 0, 1, i as u8)),
@@ -866,11 +885,13 @@ mod tests {
         let z = Zone::new(&n, &me, "corp");
         let members = [
             Member {
+                address6: None,
                 key: &me,
                 name: "alpha",
                 address: n.address.addr(),
             },
             Member {
+                address6: None,
                 key: &key(2),
                 name: "alpha",
                 address: "10.9.8.2".parse().unwrap(),

@@ -7,7 +7,7 @@
 //! (the coordinator uses it for resuming nodes, meshd to touch only the peers that changed).
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -26,6 +26,10 @@ pub struct NetworkInfo {
     pub mtu: u16,
     /// Persistent keepalive in seconds (0 = off).
     pub keepalive: u16,
+    /// The network's IPv6 prefix beside an IPv4 [`NetworkInfo::cidr`] (a ULA /64 unless an
+    /// admin chose one); absent from coordinators before dual stack.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cidr6: Option<IpNet>,
 }
 
 /// One other member, as a peer.
@@ -38,8 +42,11 @@ pub struct PeerInfo {
     pub name: String,
     /// Its overlay address.
     pub address: IpAddr,
-    /// Prefixes routed to it: its address as /32 (or /128), then the routes it advertises
-    /// that an admin approved.
+    /// Its IPv6 overlay address in a dual-stack network ([`NetworkInfo::cidr6`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address6: Option<Ipv6Addr>,
+    /// Prefixes routed to it: its address as /32 (or /128), its IPv6 address as /128, then
+    /// the routes it advertises that an admin approved.
     pub allowed_ips: Vec<IpNet>,
     /// Where it may be reached, best first.
     pub endpoints: Vec<SocketAddr>,
@@ -55,6 +62,9 @@ pub struct Netmap {
     pub network: NetworkInfo,
     /// This member's own overlay address with the network's prefix length.
     pub address: IpNet,
+    /// This member's IPv6 overlay address with [`NetworkInfo::cidr6`]'s prefix length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address6: Option<IpNet>,
     /// This member's name.
     pub name: String,
     /// Every other authorised member, by public key. Decoding refuses a peer filed under
@@ -96,6 +106,9 @@ pub enum PeerChange {
     SelfUpdate {
         /// The new address (with the network prefix length).
         address: IpNet,
+        /// The new IPv6 address (with the IPv6 prefix length), in a dual-stack network.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        address6: Option<IpNet>,
         /// The new name.
         name: String,
     },
@@ -118,8 +131,13 @@ impl Netmap {
                 PeerChange::Remove { public_key } => {
                     self.peers.remove(public_key);
                 }
-                PeerChange::SelfUpdate { address, name } => {
+                PeerChange::SelfUpdate {
+                    address,
+                    address6,
+                    name,
+                } => {
                     self.address = *address;
+                    self.address6 = *address6;
                     self.name.clone_from(name);
                 }
                 PeerChange::Network { network } => self.network = network.clone(),
@@ -138,9 +156,10 @@ pub fn diff(old: &Netmap, new: &Netmap) -> Vec<PeerChange> {
             network: new.network.clone(),
         });
     }
-    if old.address != new.address || old.name != new.name {
+    if old.address != new.address || old.address6 != new.address6 || old.name != new.name {
         changes.push(PeerChange::SelfUpdate {
             address: new.address,
+            address6: new.address6,
             name: new.name.clone(),
         });
     }
@@ -169,6 +188,7 @@ mod tests {
     fn peer(b: u8, addr: &str) -> PeerInfo {
         let address: IpAddr = addr.parse().unwrap();
         PeerInfo {
+            address6: None,
             public_key: key(b),
             name: format!("n{b}"),
             address,
@@ -179,8 +199,10 @@ mod tests {
 
     fn map(version: u64, peers: &[PeerInfo]) -> Netmap {
         Netmap {
+            address6: None,
             version,
             network: NetworkInfo {
+                cidr6: None,
                 name: "lab".into(),
                 cidr: "10.9.8.0/24".parse().unwrap(),
                 mtu: 1280,

@@ -32,9 +32,18 @@
 //! sock     = ip port:u16
 //! str      = len:u16 utf8
 //! ```
-//! `format` is [`FORMAT`]; a reader refuses other formats with an error naming both, never
-//! guesses. `prefix-len` in a changes message is the network prefix length, so a member's
-//! own upsert becomes its address with that prefix.
+//! `format` is [`FORMAT`] for an IPv4-only (or IPv6-only) network and [`FORMAT_DUAL`] for a
+//! dual-stack one, which adds, in that order:
+//!
+//! ```text
+//! network  = ... cidr6:net            the IPv6 prefix beside the IPv4 cidr
+//! peer     = ... address6:ip          the member's IPv6 overlay address
+//!   kind 2 (changes) ... prefix-len:u8 prefix-len6:u8 count:u32 change*count
+//! ```
+//! so frames of networks without an IPv6 prefix are byte for byte what older nodes read. A
+//! reader refuses formats it does not know with an error naming the format, never guesses.
+//! `prefix-len` (`prefix-len6`) in a changes message is the network's (IPv6) prefix length,
+//! so a member's own upsert becomes its addresses with those prefixes.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -44,8 +53,11 @@ use ipnet::IpNet;
 use crate::netmap::{Netmap, NetworkInfo, PeerChange, PeerInfo};
 use crate::Key;
 
-/// The binary format this build reads and writes.
+/// The binary format of networks without an IPv6 prefix beside an IPv4 one.
 pub const FORMAT: u8 = 1;
+/// The binary format of dual-stack networks ([`NetworkInfo::cidr6`]); meshd reads it from
+/// control protocol 6 ([`crate::control::DUAL_STACK_PROTOCOL`]).
+pub const FORMAT_DUAL: u8 = 2;
 /// `kind` of a full netmap.
 pub const KIND_NETMAP: u8 = 1;
 /// `kind` of a changes message.
@@ -70,7 +82,7 @@ pub enum WireError {
     #[error("unknown binary message kind {0}")]
     Kind(u8),
     /// A format this build does not read.
-    #[error("binary message format {got}, this build reads format {FORMAT}: upgrade meshd")]
+    #[error("binary message format {got}, this build reads formats {FORMAT} and {FORMAT_DUAL}: upgrade meshd")]
     Format {
         /// The format the message is in.
         got: u8,
@@ -103,7 +115,7 @@ pub fn peek(body: &[u8]) -> Result<Header, WireError> {
             r.network()?;
         }
         KIND_CHANGES => {
-            r.u8()?;
+            r.prefix_lens()?;
         }
         other => return Err(WireError::Kind(other)),
     }
@@ -142,7 +154,7 @@ pub fn for_each_key(body: &[u8], mut f: impl FnMut(KeyOp, &Key)) -> Result<Heade
             }
         }
         _ => {
-            r.u8()?;
+            r.prefix_lens()?;
             r.u32()?;
             for _ in 0..header.count {
                 match r.u8()? {
@@ -161,6 +173,8 @@ pub fn for_each_key(body: &[u8], mut f: impl FnMut(KeyOp, &Key)) -> Result<Heade
 }
 
 /// Appends the encoding of one peer entry to `out` (what the coordinator caches per member).
+/// A peer with an IPv6 address ([`PeerInfo::address6`]) is encoded for [`FORMAT_DUAL`]:
+/// in a dual-stack network every member has one, in other networks none.
 pub fn encode_peer(peer: &PeerInfo, out: &mut Vec<u8>) {
     out.extend_from_slice(&peer.public_key.0);
     put_ip(out, peer.address);
@@ -174,6 +188,18 @@ pub fn encode_peer(peer: &PeerInfo, out: &mut Vec<u8>) {
         put_ip(out, ep.ip());
         out.extend_from_slice(&ep.port().to_be_bytes());
     }
+    if let Some(a) = peer.address6 {
+        put_ip(out, IpAddr::V6(a));
+    }
+}
+
+/// The format of `network`'s frames.
+fn format_of(network: &NetworkInfo) -> u8 {
+    if network.cidr6.is_some() {
+        FORMAT_DUAL
+    } else {
+        FORMAT
+    }
 }
 
 /// Builds one frame (length prefix included) of either kind, entries appended already
@@ -186,11 +212,11 @@ pub struct FrameBuilder {
 }
 
 impl FrameBuilder {
-    fn start(kind: u8, version: u64, capacity: usize) -> Vec<u8> {
+    fn start(kind: u8, format: u8, version: u64, capacity: usize) -> Vec<u8> {
         let mut buf = Vec::with_capacity(capacity + 4 + HEADER + 64);
         buf.extend_from_slice(&[0; 4]);
         buf.push(kind);
-        buf.push(FORMAT);
+        buf.push(format);
         buf.extend_from_slice(&version.to_be_bytes());
         buf
     }
@@ -204,7 +230,7 @@ impl FrameBuilder {
         count: u32,
         entries_len: usize,
     ) -> Vec<u8> {
-        let mut buf = FrameBuilder::start(KIND_NETMAP, version, 0);
+        let mut buf = FrameBuilder::start(KIND_NETMAP, format_of(network), version, 0);
         put_network(&mut buf, network);
         buf.extend_from_slice(&count.to_be_bytes());
         let len = u32::try_from(buf.len() - 4 + entries_len).unwrap_or(u32::MAX);
@@ -214,7 +240,7 @@ impl FrameBuilder {
 
     /// A full netmap at `version`; `capacity`: the bytes of entries expected.
     pub fn netmap(version: u64, network: &NetworkInfo, capacity: usize) -> FrameBuilder {
-        let mut buf = FrameBuilder::start(KIND_NETMAP, version, capacity);
+        let mut buf = FrameBuilder::start(KIND_NETMAP, format_of(network), version, capacity);
         put_network(&mut buf, network);
         let count_at = buf.len();
         buf.extend_from_slice(&[0; 4]);
@@ -225,10 +251,15 @@ impl FrameBuilder {
         }
     }
 
-    /// Changes reaching `version` in a network whose prefix length is `prefix_len`.
-    pub fn changes(version: u64, prefix_len: u8) -> FrameBuilder {
-        let mut buf = FrameBuilder::start(KIND_CHANGES, version, 128);
-        buf.push(prefix_len);
+    /// Changes reaching `version` in `network` (its prefix lengths give members' own
+    /// upserts their prefixes).
+    pub fn changes(version: u64, network: &NetworkInfo) -> FrameBuilder {
+        let format = format_of(network);
+        let mut buf = FrameBuilder::start(KIND_CHANGES, format, version, 128);
+        buf.push(network.cidr.prefix_len());
+        if let Some(cidr6) = network.cidr6 {
+            buf.push(cidr6.prefix_len());
+        }
         let count_at = buf.len();
         buf.extend_from_slice(&[0; 4]);
         FrameBuilder {
@@ -257,7 +288,8 @@ impl FrameBuilder {
         self.count += 1;
     }
 
-    /// A change: new network settings.
+    /// A change: new network settings (of the same stack as the frame's network: a
+    /// network does not change between IPv4-only and dual stack while it exists).
     pub fn network(&mut self, network: &NetworkInfo) {
         self.buf.push(CHANGE_NETWORK);
         put_network(&mut self.buf, network);
@@ -299,10 +331,17 @@ pub fn decode_netmap(body: &[u8], me: &Key) -> Result<Netmap, WireError> {
     }
     r.end()?;
     let own = own.ok_or(WireError::NotListed)?;
+    let address6 = own
+        .address6
+        .zip(network.cidr6)
+        .map(|(a, c)| IpNet::new(IpAddr::V6(a), c.prefix_len()))
+        .transpose()
+        .map_err(|_| WireError::Malformed("address prefix"))?;
     Ok(Netmap {
         version,
         address: IpNet::new(own.address, network.cidr.prefix_len())
             .map_err(|_| WireError::Malformed("address prefix"))?,
+        address6,
         network,
         name: own.name,
         peers,
@@ -316,7 +355,7 @@ pub fn decode_changes(body: &[u8], me: &Key) -> Result<(u64, Vec<PeerChange>), W
     if kind != KIND_CHANGES {
         return Err(WireError::Kind(kind));
     }
-    let prefix_len = r.u8()?;
+    let (prefix_len, prefix_len6) = r.prefix_lens()?;
     let count = r.u32()?;
     let mut changes = Vec::with_capacity(count.min(4096) as usize);
     for _ in 0..count {
@@ -324,9 +363,16 @@ pub fn decode_changes(body: &[u8], me: &Key) -> Result<(u64, Vec<PeerChange>), W
             CHANGE_UPSERT => {
                 let peer = r.peer()?;
                 if peer.public_key == *me {
+                    let address6 = peer
+                        .address6
+                        .zip(prefix_len6)
+                        .map(|(a, len)| IpNet::new(IpAddr::V6(a), len))
+                        .transpose()
+                        .map_err(|_| WireError::Malformed("address prefix"))?;
                     changes.push(PeerChange::SelfUpdate {
                         address: IpNet::new(peer.address, prefix_len)
                             .map_err(|_| WireError::Malformed("address prefix"))?,
+                        address6,
                         name: peer.name,
                     });
                 } else {
@@ -389,17 +435,26 @@ fn put_network(out: &mut Vec<u8>, n: &NetworkInfo) {
     put_net(out, &n.cidr);
     out.extend_from_slice(&n.mtu.to_be_bytes());
     out.extend_from_slice(&n.keepalive.to_be_bytes());
+    if let Some(cidr6) = &n.cidr6 {
+        put_net(out, cidr6);
+    }
 }
 
 /// A bounds-checked cursor; every read fails cleanly at the end of the input.
 struct Reader<'a> {
     buf: &'a [u8],
     at: usize,
+    /// The message is in [`FORMAT_DUAL`] (set by [`Reader::header`]).
+    dual: bool,
 }
 
 impl<'a> Reader<'a> {
     fn new(buf: &'a [u8]) -> Reader<'a> {
-        Reader { buf, at: 0 }
+        Reader {
+            buf,
+            at: 0,
+            dual: false,
+        }
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
@@ -442,10 +497,19 @@ impl<'a> Reader<'a> {
     fn header(&mut self) -> Result<(u8, u64), WireError> {
         let kind = self.u8()?;
         let format = self.u8()?;
-        if format != FORMAT {
+        if format != FORMAT && format != FORMAT_DUAL {
             return Err(WireError::Format { got: format });
         }
+        self.dual = format == FORMAT_DUAL;
         Ok((kind, self.u64()?))
+    }
+
+    /// A changes message's prefix lengths: IPv4 (or the network's one), and IPv6 in
+    /// [`FORMAT_DUAL`].
+    fn prefix_lens(&mut self) -> Result<(u8, Option<u8>), WireError> {
+        let len = self.u8()?;
+        let len6 = if self.dual { Some(self.u8()?) } else { None };
+        Ok((len, len6))
     }
 
     fn string(&mut self) -> Result<String, WireError> {
@@ -476,6 +540,13 @@ impl<'a> Reader<'a> {
             cidr: self.net()?,
             mtu: self.u16()?,
             keepalive: self.u16()?,
+            cidr6: match self.dual {
+                true => match self.net()? {
+                    c @ IpNet::V6(_) => Some(c),
+                    IpNet::V4(_) => return Err(WireError::Malformed("cidr6 is not IPv6")),
+                },
+                false => None,
+            },
         })
     }
 
@@ -494,10 +565,19 @@ impl<'a> Reader<'a> {
             let ip = self.ip()?;
             endpoints.push(SocketAddr::new(ip, self.u16()?));
         }
+        let address6 = if self.dual {
+            match self.ip()? {
+                IpAddr::V6(a) => Some(a),
+                IpAddr::V4(_) => return Err(WireError::Malformed("address6 is not IPv6")),
+            }
+        } else {
+            None
+        };
         Ok(PeerInfo {
             public_key,
             name,
             address,
+            address6,
             allowed_ips,
             endpoints,
         })
@@ -516,6 +596,9 @@ impl<'a> Reader<'a> {
         for _ in 0..self.u16()? {
             self.skip_ip()?;
             self.u16()?;
+        }
+        if self.dual {
+            self.skip_ip()?;
         }
         Ok(key)
     }
@@ -547,6 +630,7 @@ mod tests {
     fn peer(b: u8, addr: &str) -> PeerInfo {
         let address: IpAddr = addr.parse().unwrap();
         PeerInfo {
+            address6: None,
             public_key: key(b),
             name: format!("node-{b}-ü"),
             address,
@@ -560,6 +644,7 @@ mod tests {
 
     fn network() -> NetworkInfo {
         NetworkInfo {
+            cidr6: None,
             name: "lab".into(),
             cidr: "10.9.8.0/24".parse().unwrap(),
             mtu: 1280,
@@ -615,8 +700,81 @@ mod tests {
     }
 
     #[test]
+    fn dual_stack_round_trips_and_leaves_ipv4_frames_as_they_were() {
+        let dual = NetworkInfo {
+            cidr6: Some("fd5e:1f2a:9c00::/64".parse().unwrap()),
+            ..network()
+        };
+        let with6 = |b: u8| {
+            let mut p = peer(b, &format!("10.9.8.{b}"));
+            let a6: Ipv6Addr = format!("fd5e:1f2a:9c00::{b}").parse().unwrap();
+            p.address6 = Some(a6);
+            p.allowed_ips.insert(1, IpNet::from(IpAddr::V6(a6)));
+            p
+        };
+        let peers = [with6(1), with6(2)];
+        let mut b = FrameBuilder::netmap(3, &dual, 0);
+        for p in &peers {
+            let mut e = Vec::new();
+            encode_peer(p, &mut e);
+            b.member(&e);
+        }
+        let frame = b.finish();
+        assert_eq!(body(&frame)[1], FORMAT_DUAL);
+        let m = decode_netmap(body(&frame), &key(1)).unwrap();
+        assert_eq!(m.network, dual);
+        assert_eq!(m.address6, Some("fd5e:1f2a:9c00::1/64".parse().unwrap()));
+        assert_eq!(m.peers.get(&key(2)), Some(&peers[1]));
+        let mut keys = Vec::new();
+        for_each_key(body(&frame), |_, k| keys.push(*k)).unwrap();
+        assert_eq!(keys, vec![key(1), key(2)]);
+
+        let mut c = FrameBuilder::changes(4, &dual);
+        for p in &peers {
+            let mut e = Vec::new();
+            encode_peer(p, &mut e);
+            c.upsert(&e);
+        }
+        c.network(&dual);
+        let frame = c.finish();
+        let (_, changes) = decode_changes(body(&frame), &key(1)).unwrap();
+        assert_eq!(
+            changes,
+            vec![
+                PeerChange::SelfUpdate {
+                    address: "10.9.8.1/24".parse().unwrap(),
+                    address6: Some("fd5e:1f2a:9c00::1/64".parse().unwrap()),
+                    name: peers[0].name.clone(),
+                },
+                PeerChange::Upsert {
+                    peer: peers[1].clone()
+                },
+                PeerChange::Network { network: dual },
+            ]
+        );
+        let mut n = 0;
+        for_each_key(body(&frame), |_, _| n += 1).unwrap();
+        assert_eq!(n, 2);
+
+        // Without an IPv6 prefix: format 1, which nodes before dual stack read.
+        let v4 = netmap_frame(3, &[peer(1, "10.9.8.1")]);
+        assert_eq!(body(&v4)[1], FORMAT);
+        // A dual frame cut anywhere is an error, never a panic.
+        for cut in 0..body(&frame).len() {
+            assert!(decode_changes(&body(&frame)[..cut], &key(1)).is_err());
+        }
+        // Format 3 is refused by name.
+        let mut other = body(&frame).to_vec();
+        other[1] = 3;
+        assert_eq!(
+            decode_changes(&other, &key(1)),
+            Err(WireError::Format { got: 3 })
+        );
+    }
+
+    #[test]
     fn changes_round_trip_with_self_update() {
-        let mut b = FrameBuilder::changes(9, 24);
+        let mut b = FrameBuilder::changes(9, &network());
         let mut e = Vec::new();
         encode_peer(&peer(2, "10.9.8.2"), &mut e);
         b.upsert(&e);
@@ -638,6 +796,7 @@ mod tests {
                     peer: peer(2, "10.9.8.2")
                 },
                 PeerChange::SelfUpdate {
+                    address6: None,
                     address: "10.9.8.77/24".parse().unwrap(),
                     name: peer(1, "10.9.8.1").name,
                 },
@@ -692,7 +851,7 @@ mod tests {
             let _ = peek(&flipped);
         }
         // A huge announced count with no entries is truncation, not an allocation.
-        let mut huge = FrameBuilder::changes(1, 24).finish();
+        let mut huge = FrameBuilder::changes(1, &network()).finish();
         let n = huge.len();
         huge[n - 4..].copy_from_slice(&u32::MAX.to_be_bytes());
         assert!(matches!(
@@ -709,7 +868,7 @@ mod tests {
         let h = for_each_key(body(&frame), |op, k| seen.push((op, *k))).unwrap();
         assert_eq!(h.count, 2);
         assert_eq!(seen, vec![(KeyOp::Member, key(1)), (KeyOp::Member, key(2))]);
-        let mut b = FrameBuilder::changes(5, 24);
+        let mut b = FrameBuilder::changes(5, &network());
         let mut e = Vec::new();
         encode_peer(&peers[1], &mut e);
         b.upsert(&e);
@@ -727,6 +886,7 @@ mod tests {
     #[test]
     fn entries_are_compact() {
         let p = PeerInfo {
+            address6: None,
             public_key: key(1),
             name: "node-00001".into(),
             address: "10.9.8.1".parse().unwrap(),

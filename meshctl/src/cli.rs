@@ -335,6 +335,11 @@ pub enum NetworkCommand {
         /// [coordinator default: mesh.internal].
         #[arg(long, value_name = "DOMAIN")]
         dns_domain: Option<String>,
+        /// The IPv6 prefix beside an IPv4 --cidr (dual stack: every member also gets an
+        /// IPv6 address with its IPv4 host part), e.g. fd5e:1f2a:9c00::/64, or `off` for
+        /// IPv4 only [coordinator default: a random ULA /64].
+        #[arg(long, value_name = "PREFIX|off")]
+        cidr6: Option<String>,
         #[command(flatten)]
         output: JsonFlag,
     },

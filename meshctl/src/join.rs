@@ -425,6 +425,7 @@ mod tests {
             rtt_ms: None,
         };
         Status {
+            address6: None,
             interface: "mesh0".to_owned(),
             address: Some("10.9.8.3/24".parse().unwrap()),
             mtu: 1280,

@@ -33,6 +33,9 @@ const MIN_MTU: u16 = 576;
 pub struct K8sReport {
     /// The node's overlay address: kubelet's `--node-ip`.
     pub node_ip: IpAddr,
+    /// Its IPv6 overlay address in a dual-stack network: the second `--node-ip`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_ip6: Option<IpAddr>,
     /// The mesh interface (flannel's `--iface`).
     pub interface: String,
     /// The mesh interface's MTU.
@@ -172,12 +175,22 @@ pub fn report(status: &Status) -> Result<K8sReport, String> {
     } else {
         "https://[::1]"
     };
+    // Dual stack: kubelet takes both families, IPv4 first (the cluster's primary family).
+    let ip6 = status
+        .address6
+        .map(|a| a.addr())
+        .filter(|a6| a6.is_ipv6() && ip.is_ipv4());
+    let node_ips = match ip6 {
+        Some(a6) => format!("{ip},{a6}"),
+        None => ip.to_string(),
+    };
     Ok(K8sReport {
         node_ip: ip,
+        node_ip6: ip6,
         interface: status.interface.clone(),
         mesh_mtu: status.mtu,
         network: status.control.as_ref().map(|c| c.network.clone()),
-        kubelet_args: vec![format!("--node-ip={ip}")],
+        kubelet_args: vec![format!("--node-ip={node_ips}")],
         kubeadm: Kubeadm {
             advertise_address: ip,
             control_plane_endpoint: at(API_PORT),
@@ -340,6 +353,7 @@ mod tests {
 
     fn status(address: Option<&str>, mtu: u16) -> Status {
         Status {
+            address6: None,
             interface: "mesh0".to_owned(),
             address: address.map(|a| a.parse().unwrap()),
             mtu,
@@ -456,13 +470,15 @@ mod tests {
     /// docs/kubernetes.md shows this text: keep them in step.
     #[test]
     fn text_form() {
-        let text = render(&status(Some("10.9.8.1/24"), 1280));
+        let mut dual = status(Some("10.9.8.1/24"), 1280);
+        dual.address6 = Some("fd5e:1f2a:9c00::1/64".parse().unwrap());
+        let text = render(&dual);
         let want = "\
 # Kubernetes over wiremesh: node 10.9.8.1 on mesh0 (mtu 1280, network k8s)
 
 kubelet:
-  --node-ip=10.9.8.1
-    # the address kubelet registers (InternalIP): kubectl exec/logs reach it across sites (/etc/default/kubelet: KUBELET_EXTRA_ARGS=--node-ip=10.9.8.1)
+  --node-ip=10.9.8.1,fd5e:1f2a:9c00::1
+    # the address kubelet registers (InternalIP): kubectl exec/logs reach it across sites (/etc/default/kubelet: KUBELET_EXTRA_ARGS=--node-ip=10.9.8.1,fd5e:1f2a:9c00::1)
 
 kubeadm:
   localAPIEndpoint.advertiseAddress: 10.9.8.1

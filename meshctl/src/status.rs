@@ -67,6 +67,9 @@ pub fn render(status: &Status) -> String {
     if let Some(address) = status.address {
         let _ = writeln!(s, "  address: {address}");
     }
+    if let Some(address6) = status.address6 {
+        let _ = writeln!(s, "  ipv6 address: {address6}");
+    }
     let _ = writeln!(s, "  mtu: {}", status.mtu);
     if let Some(control) = &status.control {
         render_control(&mut s, control, &status.public_key.fingerprint());

@@ -141,6 +141,8 @@ fn network_create_posts_the_body() {
         "10.9.8.0/24",
         "--mtu",
         "1400",
+        "--cidr6",
+        "off",
     ]);
     assert_eq!(
         assert_ok(&out),
@@ -149,7 +151,7 @@ fn network_create_posts_the_body() {
     let body = admin.expect("POST", "/api/networks").unwrap();
     assert_eq!(
         body,
-        json!({ "name": "lab", "cidr": "10.9.8.0/24", "mtu": 1400, "keepalive": null, "dns-domain": null })
+        json!({ "name": "lab", "cidr": "10.9.8.0/24", "mtu": 1400, "keepalive": null, "dns-domain": null, "cidr6": "off" })
     );
 }
 

@@ -1574,6 +1574,7 @@ fn compare_sample(fleet: &Fleet, members: &Value) -> anyhow::Result<()> {
         expected.insert(
             key,
             PeerInfo {
+                address6: None,
                 public_key: key,
                 name: m["name"].as_str().unwrap_or_default().to_owned(),
                 address,

@@ -9,6 +9,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context as _;
+
 use wiremesh_tests::control::{self, start_site, wait_full_mesh};
 use wiremesh_tests::webdriver::Browser;
 use wiremesh_tests::{wait_until, Lab};
@@ -170,6 +172,19 @@ fn scenario(
         )?
         .unwrap_or_default();
     assert_eq!(address_shown, b.address()?, "b's address in the page");
+    // Dual stack (the network's default): its IPv6 address too, in the row and the cell.
+    let status = b.status()?;
+    let b6 = status["address6"]
+        .as_str()
+        .and_then(|a| a.split('/').next())
+        .with_context(|| format!("b has no IPv6 address: {status}"))?
+        .to_owned();
+    let row = browser.wait_for(&member_row(&b_key), WAIT)?;
+    assert_eq!(
+        browser.attr(&row, "data-address6")?.as_deref(),
+        Some(b6.as_str())
+    );
+    browser.wait_for(&format!("{} .address6", member_row(&b_key)), WAIT)?;
     assert_not_reloaded(browser, &loaded_at)?;
     browser.screenshot(&artefacts().join("dashboard.png"))?;
 

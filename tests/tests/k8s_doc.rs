@@ -515,6 +515,15 @@ fn every_command_of_the_kubernetes_page_runs() -> anyhow::Result<()> {
     walk.run(&coord_ns, None, "A=")?;
     walk.run(&coord_ns, None, "$A network create k8s")?;
     walk.run(&coord_ns, None, "TOKEN=$($A token create k8s")?;
+    // The coordinator picked the network's IPv6 prefix at random; the page shows
+    // fd5e:1f2a:9c00::/64.
+    let shown = mesh.coord.admin_json(&["network", "show", "k8s"])?;
+    let cidr6: ipnet::Ipv6Net = shown["cidr6"]
+        .as_str()
+        .with_context(|| format!("network k8s is not dual-stack: {shown}"))?
+        .parse()?;
+    let ula = format!("{}", cidr6.network());
+    let page_ula = "fd5e:1f2a:9c00::";
 
     // 4. Join every host, in the page's order: they get the page's addresses.
     for (i, expected) in ["10.9.8.1", "10.9.8.2", "10.9.8.3"].iter().enumerate() {
@@ -591,7 +600,8 @@ fn every_command_of_the_kubernetes_page_runs() -> anyhow::Result<()> {
         .output
         .as_deref()
         .context("no output shown for meshctl k8s")?
-        .replace("mesh0", &a.meshd.config().interface);
+        .replace("mesh0", &a.meshd.config().interface)
+        .replace(page_ula, &ula);
     let printed = walk.run_text(a.ns(), Some(&a.meshd), &k8s)?;
     assert_eq!(printed.trim_end(), shown.trim_end());
     let report: Value =
@@ -600,7 +610,7 @@ fn every_command_of_the_kubernetes_page_runs() -> anyhow::Result<()> {
     walk.run(a.ns(), Some(&a.meshd), "echo \"KUBELET_EXTRA_ARGS=")?;
     assert_eq!(
         std::fs::read_to_string(&kubelet_defaults)?,
-        "KUBELET_EXTRA_ARGS=--node-ip=10.9.8.1\n"
+        format!("KUBELET_EXTRA_ARGS=--node-ip=10.9.8.1,{ula}1\n")
     );
 
     // host-gw: uc-1 advertises its pod CIDR (the page's meshd.toml line, then a restart),

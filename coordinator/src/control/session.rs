@@ -32,8 +32,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use mesh_proto::control::{
-    ct_eq, expected_proof, ClientMsg, Hello, ServerMsg, FILTER_PROTOCOL, MIN_PROTOCOL,
-    NAMES_PROTOCOL,
+    ct_eq, expected_proof, ClientMsg, Hello, ServerMsg, DUAL_STACK_PROTOCOL, FILTER_PROTOCOL,
+    MIN_PROTOCOL, NAMES_PROTOCOL,
 };
 use mesh_proto::policy::Action;
 use mesh_proto::{relay, Key};
@@ -432,6 +432,14 @@ where
             tracing::error!("flushing before a push: {e}");
             Fail::Deny("coordinator storage failed, try again later".into())
         })?;
+        if snap.network.cidr6.is_some() && self.protocol < DUAL_STACK_PROTOCOL {
+            return Err(Fail::Deny(format!(
+                "network {} is dual-stack (IPv6 prefix {}), which this node's meshd (control protocol {}) cannot read: upgrade meshd",
+                self.net,
+                snap.network.cidr6.map(|c| c.to_string()).unwrap_or_default(),
+                self.protocol
+            )));
+        }
         match snap.status(&self.key) {
             Status::Absent => Err(Fail::Deny(if snap.deleted {
                 "network deleted".into()

@@ -256,7 +256,7 @@ impl Snapshot {
     /// [`Snapshot::changes_from_log`] return them) as one binary frame: a self update is
     /// the member's own entry, which the node decodes as such.
     pub fn changes_frame(&self, key: &Key, changes: &[PeerChange]) -> Bytes {
-        let mut b = FrameBuilder::changes(self.version, self.network.cidr.prefix_len());
+        let mut b = FrameBuilder::changes(self.version, &self.network);
         let mut scratch = Vec::new();
         for change in changes {
             match change {
@@ -285,6 +285,13 @@ impl Snapshot {
             .unwrap_or_else(|_| IpNet::from(me.address))
     }
 
+    /// A member's IPv6 address with the network's IPv6 prefix length (dual stack).
+    fn self_address6(&self, me: &PeerInfo) -> Option<IpNet> {
+        let a = std::net::IpAddr::V6(me.address6?);
+        let len = self.network.cidr6.map_or(128, |c| c.prefix_len());
+        Some(IpNet::new(a, len).unwrap_or_else(|_| IpNet::from(a)))
+    }
+
     /// The full netmap of an authorised member (`None` when it is not authorised).
     pub fn netmap_for(&self, key: &Key) -> Option<Netmap> {
         let me = self.peers.get(key)?;
@@ -292,6 +299,7 @@ impl Snapshot {
             version: self.version,
             network: self.network.clone(),
             address: self.self_address(me),
+            address6: self.self_address6(me),
             name: me.name.clone(),
             peers: self
                 .peers
@@ -313,9 +321,11 @@ impl Snapshot {
         }
         if let (Some(was), Some(now)) = (old.peers.get(key), self.peers.get(key)) {
             let (a, b) = (old.self_address(was), self.self_address(now));
-            if a != b || was.name != now.name {
+            let (a6, b6) = (old.self_address6(was), self.self_address6(now));
+            if a != b || a6 != b6 || was.name != now.name {
                 changes.push(PeerChange::SelfUpdate {
                     address: b,
+                    address6: b6,
                     name: now.name.clone(),
                 });
             }
@@ -369,6 +379,7 @@ impl Snapshot {
             if let Some(me) = self.peers.get(key) {
                 changes.push(PeerChange::SelfUpdate {
                     address: self.self_address(me),
+                    address6: self.self_address6(me),
                     name: me.name.clone(),
                 });
             }
@@ -401,6 +412,7 @@ mod tests {
     fn peer(b: u8, host: u8, name: &str) -> Arc<PeerEntry> {
         let address = format!("10.9.8.{host}").parse().unwrap();
         Arc::new(PeerEntry::new(PeerInfo {
+            address6: None,
             public_key: key(b),
             name: name.into(),
             address,
@@ -414,6 +426,7 @@ mod tests {
             classes: None,
             version,
             network: NetworkInfo {
+                cidr6: None,
                 name: "lab".into(),
                 cidr: "10.9.8.0/24".parse().unwrap(),
                 mtu,

@@ -616,7 +616,7 @@ impl Snapshot {
         };
         if !carried && (own_changed || old.network != self.network) {
             if let Some(me) = now {
-                let mut b = FrameBuilder::changes(self.version, self.network.cidr.prefix_len());
+                let mut b = FrameBuilder::changes(self.version, &self.network);
                 b.upsert(me.wire());
                 frames.push(Bytes::from(b.finish()));
             }
@@ -632,7 +632,7 @@ impl Snapshot {
         old_snap: &Snapshot,
     ) -> Option<Bytes> {
         let old = old.map();
-        let mut b = FrameBuilder::changes(self.version, self.network.cidr.prefix_len());
+        let mut b = FrameBuilder::changes(self.version, &self.network);
         let mut any = false;
         if old_snap.network != self.network {
             b.network(&self.network);

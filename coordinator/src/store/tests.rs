@@ -6,6 +6,7 @@ use crate::testutil::{open_sled_store, EtcdServer};
 
 fn network(name: &str, version: u64) -> Network {
     Network {
+        cidr6: None,
         name: name.into(),
         cidr: "10.9.8.0/24".parse().unwrap(),
         mtu: 1280,
@@ -19,6 +20,7 @@ fn network(name: &str, version: u64) -> Network {
 
 fn member(b: u8) -> Member {
     Member {
+        address6: None,
         public_key: Key([b; 32]),
         name: format!("n{b}"),
         address: format!("10.9.8.{b}").parse().unwrap(),

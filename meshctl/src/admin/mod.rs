@@ -379,9 +379,11 @@ fn network(client: &Client, command: NetworkCommand) -> anyhow::Result<String> {
             mtu,
             keepalive,
             dns_domain,
+            cidr6,
             output,
         } => {
             let body = CreateNetwork {
+                cidr6,
                 name,
                 cidr,
                 mtu,
@@ -391,9 +393,10 @@ fn network(client: &Client, command: NetworkCommand) -> anyhow::Result<String> {
             let answer = client.post(&api_path(&["networks"]), Some(&body))?;
             show(output, answer, |n: NetworkView| {
                 format!(
-                    "created network {}: {}, mtu {}, keepalive {}\n",
+                    "created network {}: {}{}, mtu {}, keepalive {}\n",
                     n.name,
                     n.cidr,
+                    n.cidr6.map(|c| format!(" and {c}")).unwrap_or_default(),
                     n.mtu,
                     keepalive_text(n.keepalive)
                 )
@@ -473,29 +476,39 @@ fn keepalive_text(secs: u16) -> String {
 }
 
 fn networks_table(networks: &[NetworkView]) -> String {
+    // CIDR6 only when some network is dual-stack.
+    let dual = networks.iter().any(|n| n.cidr6.is_some());
     let rows: Vec<Vec<String>> = networks
         .iter()
         .map(|n| {
-            vec![
-                n.name.clone(),
-                n.cidr.to_string(),
+            let mut row = vec![n.name.clone(), n.cidr.to_string()];
+            if dual {
+                row.push(n.cidr6.map_or_else(|| "-".to_owned(), |c| c.to_string()));
+            }
+            row.extend([
                 n.mtu.to_string(),
                 keepalive_text(n.keepalive),
                 n.members.to_string(),
                 n.version.to_string(),
-            ]
+            ]);
+            row
         })
         .collect();
-    table::render(
-        &["NAME", "CIDR", "MTU", "KEEPALIVE", "MEMBERS", "VERSION"],
-        &rows,
-    )
+    let mut headers = vec!["NAME", "CIDR"];
+    if dual {
+        headers.push("CIDR6");
+    }
+    headers.extend(["MTU", "KEEPALIVE", "MEMBERS", "VERSION"]);
+    table::render(&headers, &rows)
 }
 
 fn network_text(n: &NetworkView) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "network: {}", n.name);
     let _ = writeln!(s, "  cidr: {}", n.cidr);
+    if let Some(cidr6) = n.cidr6 {
+        let _ = writeln!(s, "  cidr6: {cidr6}");
+    }
     let _ = writeln!(s, "  mtu: {}", n.mtu);
     let _ = writeln!(s, "  keepalive: {}", keepalive_text(n.keepalive));
     // A coordinator before names (issue 14) sends no domain.
@@ -513,6 +526,8 @@ fn members_table(members: &[MemberView], now: u64) -> String {
     // TAGS and FILTER only when some member has tags or runs a policy filter.
     let tags = members.iter().any(|m| !m.tags.is_empty());
     let filters = members.iter().any(|m| m.filter.is_some());
+    // IPV6 only in a dual-stack network.
+    let ipv6 = members.iter().any(|m| m.address6.is_some());
     // DNS only when some member's name in DNS is not its name: normalised to a DNS label,
     // or given a suffix because another member has the same label.
     let dns = members.iter().any(|m| {
@@ -523,16 +538,17 @@ fn members_table(members: &[MemberView], now: u64) -> String {
     let rows: Vec<Vec<String>> = members
         .iter()
         .map(|m| {
-            let mut row = vec![
-                m.name.clone(),
-                m.fingerprint.clone(),
-                m.address.to_string(),
+            let mut row = vec![m.name.clone(), m.fingerprint.clone(), m.address.to_string()];
+            if ipv6 {
+                row.push(m.address6.map_or_else(|| "-".to_owned(), |a| a.to_string()));
+            }
+            row.extend([
                 table::yes_no(m.authorized),
                 table::yes_no(m.online),
                 m.last_seen
                     .map_or_else(|| "never".to_owned(), |t| duration::ago(t, now)),
                 m.version.clone(),
-            ];
+            ]);
             if dns {
                 row.push(m.dns_name.clone().unwrap_or_else(|| "-".to_owned()));
             }
@@ -553,15 +569,11 @@ fn members_table(members: &[MemberView], now: u64) -> String {
             row
         })
         .collect();
-    let mut headers = vec![
-        "NAME",
-        "FINGERPRINT",
-        "ADDRESS",
-        "AUTHORIZED",
-        "ONLINE",
-        "LAST SEEN",
-        "VERSION",
-    ];
+    let mut headers = vec!["NAME", "FINGERPRINT", "ADDRESS"];
+    if ipv6 {
+        headers.push("IPV6");
+    }
+    headers.extend(["AUTHORIZED", "ONLINE", "LAST SEEN", "VERSION"]);
     if dns {
         headers.push("DNS");
     }
@@ -762,6 +774,7 @@ mod tests {
 
     fn member(name: &str, authorized: bool, online: bool, last_seen: Option<u64>) -> MemberView {
         MemberView {
+            address6: None,
             public_key: "m9OJrAFVwqGa+bJFZnZX5+JZChdEygr56p86FYJdDjs="
                 .parse()
                 .unwrap(),
@@ -987,6 +1000,7 @@ e5  reusable  revoked  0     never                    2026-11-21 21:15:16 UTC
     #[test]
     fn networks_render() {
         let n = NetworkView {
+            cidr6: None,
             name: "lab".to_owned(),
             cidr: "10.9.8.0/24".parse().unwrap(),
             mtu: 1280,
@@ -1002,6 +1016,34 @@ e5  reusable  revoked  0     never                    2026-11-21 21:15:16 UTC
         assert_eq!(
             network_text(&n),
             "network: lab\n  cidr: 10.9.8.0/24\n  mtu: 1280\n  keepalive: off\n  dns: <name>.lab.mesh.internal\n  members: 3\n  netmap version: 7\n"
+        );
+        let dual = NetworkView {
+            cidr6: Some("fd5e:1f2a:9c00::/64".parse().unwrap()),
+            ..n.clone()
+        };
+        assert_eq!(
+            networks_table(&[dual.clone(), n]),
+            "\
+NAME  CIDR         CIDR6                MTU   KEEPALIVE  MEMBERS  VERSION
+lab   10.9.8.0/24  fd5e:1f2a:9c00::/64  1280  off        3        7
+lab   10.9.8.0/24  -                    1280  off        3        7
+"
+        );
+        assert!(network_text(&dual).contains("\n  cidr6: fd5e:1f2a:9c00::/64\n"));
+    }
+
+    #[test]
+    fn members_render_ipv6_in_dual_stack_networks() {
+        let now = 1_795_382_116;
+        let mut web = member("web-1", true, true, Some(now - 12));
+        web.address6 = Some("fd5e:1f2a:9c00::3".parse().unwrap());
+        let text = members_table(&[web], now);
+        assert_eq!(
+            text,
+            "\
+NAME   FINGERPRINT  ADDRESS   IPV6               AUTHORIZED  ONLINE  LAST SEEN  VERSION  ROUTES
+web-1  m9OJrAFV     10.9.8.3  fd5e:1f2a:9c00::3  yes         yes     12s ago    0.1.0    -
+"
         );
     }
 

@@ -403,8 +403,10 @@ mod tests {
 
     fn netmap() -> Netmap {
         Netmap {
+            address6: None,
             version: 1,
             network: NetworkInfo {
+                cidr6: None,
                 name: "lab".into(),
                 cidr: "10.9.8.0/24".parse().unwrap(),
                 mtu: 1280,
@@ -485,6 +487,7 @@ mod tests {
             .await;
             send(&mut sw, &ServerMsg::Netmap { netmap: netmap() }).await;
             let peer = PeerInfo {
+                address6: None,
                 public_key: Key([9; 32]),
                 name: "n2".into(),
                 address: "10.9.8.2".parse().unwrap(),

@@ -109,6 +109,8 @@ struct Dynamic {
     static_address: Option<IpNet>,
     /// Address from the netmap.
     network_address: Option<IpNet>,
+    /// IPv6 address from the netmap (dual stack).
+    network_address6: Option<IpNet>,
     mtu: u16,
     /// Kernel routes into the TUN this node installed for network peers' allowed IPs
     /// outside the overlay prefix (approved routes of other members).
@@ -129,14 +131,15 @@ impl std::fmt::Debug for Device {
 /// not overlap a prefix this node advertises itself (it must not pull traffic for its own
 /// routes into the mesh).
 fn route_prefixes<'a>(
-    overlay: Option<IpNet>,
+    overlay: impl Iterator<Item = IpNet>,
     own: &[IpNet],
     allowed: impl Iterator<Item = &'a Vec<IpNet>>,
 ) -> BTreeSet<IpNet> {
+    let overlay: Vec<IpNet> = overlay.collect();
     let overlaps = |a: &IpNet, b: &IpNet| a.contains(b) || b.contains(a);
     allowed
         .flatten()
-        .filter(|p| !overlay.is_some_and(|o| o.contains(*p)))
+        .filter(|p| !overlay.iter().any(|o| o.contains(*p)))
         .filter(|p| {
             let mine = own.iter().any(|o| overlaps(o, p));
             if mine {
@@ -254,6 +257,7 @@ impl Device {
                 network_peers: BTreeMap::new(),
                 static_address: config.address,
                 network_address: None,
+                network_address6: None,
                 mtu: config.mtu,
                 kernel_routes: BTreeSet::new(),
             }),
@@ -347,13 +351,18 @@ impl Device {
                 }
             })
             .collect();
-        let (address, mtu) = {
+        let (address, address6, mtu) = {
             let d = self.dynamic.lock();
-            (d.network_address.or(d.static_address), d.mtu)
+            (
+                d.network_address.or(d.static_address),
+                d.network_address6,
+                d.mtu,
+            )
         };
         Status {
             interface: self.interface.clone(),
             address,
+            address6,
             mtu,
             public_key: self.public_key,
             listen_port: self.listen_port(),
@@ -490,24 +499,10 @@ impl Device {
     pub fn apply_netmap(&self, netmap: Option<&Netmap>) {
         let mut d = self.dynamic.lock();
 
-        let want_address = netmap.map(|m| m.address);
-        if d.network_address != want_address {
-            if let Some(old) = d.network_address.take() {
-                if let Err(e) = self.tun.remove_address(old.addr()) {
-                    tracing::warn!(address = %old, "removing overlay address: {e}");
-                }
-            }
-            if let Some(new) = want_address {
-                let added = match new {
-                    IpNet::V4(n) => self.tun.add_address_v4(n.addr(), n.prefix_len()),
-                    IpNet::V6(n) => self.tun.add_address_v6(n.addr(), n.prefix_len()),
-                };
-                match added {
-                    Ok(()) => d.network_address = Some(new),
-                    Err(e) => tracing::warn!(address = %new, "setting overlay address: {e}"),
-                }
-            }
-        }
+        let want = netmap.map(|m| m.address);
+        self.sync_address(&mut d.network_address, want);
+        let want6 = netmap.and_then(|m| m.address6);
+        self.sync_address(&mut d.network_address6, want6);
         if let Some(m) = netmap {
             if d.mtu != m.network.mtu {
                 match self.tun.set_mtu(m.network.mtu) {
@@ -566,7 +561,10 @@ impl Device {
         d.network_peers = next;
         let allowed: Vec<Vec<IpNet>> = d.network_peers.values().map(|p| p.allowed_ips()).collect();
         let want = route_prefixes(
-            netmap.map(|m| m.address.trunc()),
+            netmap
+                .iter()
+                .flat_map(|m| std::iter::once(m.address).chain(m.address6))
+                .map(|a| a.trunc()),
             &self.advertise_routes,
             allowed.iter(),
         );
@@ -590,6 +588,28 @@ impl Device {
             removed,
             "netmap applied"
         );
+    }
+
+    /// Makes the TUN's address `installed` (one of the two the netmap gives) `want`.
+    fn sync_address(&self, installed: &mut Option<IpNet>, want: Option<IpNet>) {
+        if *installed == want {
+            return;
+        }
+        if let Some(old) = installed.take() {
+            if let Err(e) = self.tun.remove_address(old.addr()) {
+                tracing::warn!(address = %old, "removing overlay address: {e}");
+            }
+        }
+        if let Some(new) = want {
+            let added = match new {
+                IpNet::V4(n) => self.tun.add_address_v4(n.addr(), n.prefix_len()),
+                IpNet::V6(n) => self.tun.add_address_v6(n.addr(), n.prefix_len()),
+            };
+            match added {
+                Ok(()) => *installed = Some(new),
+                Err(e) => tracing::warn!(address = %new, "setting overlay address: {e}"),
+            }
+        }
     }
 
     /// Makes the kernel routes into the TUN match `want`: `ip route del` for those no longer
@@ -755,21 +775,34 @@ mod tests {
     fn routes_outside_the_overlay_and_not_our_own() {
         let net = |s: &str| s.parse::<IpNet>().unwrap();
         let peers = [
-            vec![net("10.9.8.2/32"), net("10.244.2.0/24")],
+            vec![
+                net("10.9.8.2/32"),
+                net("fd5e:1f2a:9c00::2/128"),
+                net("10.244.2.0/24"),
+            ],
             vec![
                 net("10.9.8.3/32"),
+                net("fd5e:1f2a:9c00::3/128"),
                 net("10.244.1.0/25"),
                 net("fd00:244::/64"),
             ],
         ];
+        // Dual stack: both overlay prefixes are the kernel's (via the addresses).
         let got = route_prefixes(
-            Some(net("10.9.8.0/24")),
+            [net("10.9.8.0/24"), net("fd5e:1f2a:9c00::/64")].into_iter(),
             &[net("10.244.1.0/24")],
             peers.iter(),
         );
         let want: BTreeSet<IpNet> = [net("10.244.2.0/24"), net("fd00:244::/64")].into();
         assert_eq!(got, want);
+        // IPv4 only: the peers' IPv6 addresses would be routes.
+        let v4 = route_prefixes(
+            [net("10.9.8.0/24")].into_iter(),
+            &[net("10.244.1.0/24")],
+            peers.iter(),
+        );
+        assert_eq!(v4.len(), 4);
         // No overlay address (static-only): every allowed IP outside it counts.
-        assert_eq!(route_prefixes(None, &[], peers.iter()).len(), 5);
+        assert_eq!(route_prefixes(None.into_iter(), &[], peers.iter()).len(), 7);
     }
 }

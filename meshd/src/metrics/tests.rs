@@ -28,6 +28,7 @@ fn peer(b: u8, name: Option<&str>, path: Option<PathType>, rx: u64) -> PeerStatu
 
 fn status(rx: u64, no_route: u64) -> Status {
     Status {
+        address6: None,
         interface: "mesh0".into(),
         address: None,
         mtu: 1280,

@@ -18,6 +18,7 @@
 //! | `UpdateMember.address` | an IP address (inside the network: else 409) | [`ip_address`] |
 //! | `UpdateMember.public-endpoint` | `IP:port`, unicast, port 1.. (or an unspecified address: clears) | [`endpoint`] |
 //! | `CreateNetwork.mtu`, `keepalive` | 576..=65535, 0..=65535 | minimum, maximum |
+//! | `CreateNetwork.cidr6` | `off`, or an IPv6 prefix /0../96 (room for any IPv4 network's host parts; host bits cleared; beside an IPv6 `cidr`: 409) | [`network_cidr6`] |
 //! | `CreateNetwork.dns-domain` | dot-separated labels of letters, digits and inner `-` (1..=63 each), 1..=120 in all (`mesh_proto::dns::check_domain`) | [`DNS_DOMAIN`], maxLength |
 //! | `CreateToken.expires-in-secs` | 1..=[`MAX_EXPIRES_IN_SECS`] | minimum, maximum |
 //! | `limit` (lists, audit) | 1..=1000, 1..=10000 | minimum, maximum (in the annotations) |
@@ -108,6 +109,11 @@ pub fn network_cidr() -> String {
         ipv6(),
         prefix_len(126)
     )
+}
+
+/// `CreateNetwork.cidr6`: `off`, or an IPv6 prefix with at least 32 host bits.
+pub fn network_cidr6() -> String {
+    format!("^(?:off|{}/{})$", ipv6(), prefix_len(96))
 }
 
 /// The decimal values of `bits` leading bits of an octet, the rest zero.
@@ -304,6 +310,7 @@ pub fn apply(doc: &mut Value) {
         json!({ "minLength": 1, "maxLength": 32, "pattern": NETWORK_NAME, "example": "lab" }),
     );
     merge(&mut create["cidr"], json!({ "pattern": network_cidr() }));
+    merge(&mut create["cidr6"], json!({ "pattern": network_cidr6() }));
     merge(
         &mut create["mtu"],
         json!({ "minimum": crate::model::MIN_MTU, "maximum": u16::MAX }),

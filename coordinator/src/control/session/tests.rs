@@ -189,6 +189,40 @@ async fn nodes_of_an_older_protocol_are_told_to_upgrade() {
 }
 
 #[tokio::test]
+async fn nodes_before_dual_stack_are_refused_in_dual_stack_networks_only() {
+    let h = Harness::new();
+    h.network("dual").await;
+    h.network_v4_only("v4").await;
+    let join = |net: &'static str, seed: u8| {
+        let h = &h;
+        async move {
+            let token = h.token(net, true, None).await;
+            let mut hi = hello(net, &private(seed), Some(token));
+            hi.protocol = mesh_proto::control::DUAL_STACK_PROTOCOL - 1;
+            Node::connect(&h.coord, seed, hi).await
+        }
+    };
+    let mut old = join("dual", 1).await;
+    let reason = denied(old.recv().await);
+    assert!(
+        reason.contains("dual-stack") && reason.contains("upgrade meshd"),
+        "{reason}"
+    );
+    // The same node is served in an IPv4-only network, in format 1.
+    let mut old = join("v4", 2).await;
+    loop {
+        match old.recv().await {
+            ServerMsg::Netmap { netmap } => {
+                assert!(netmap.network.cidr6.is_none() && netmap.address6.is_none());
+                break;
+            }
+            ServerMsg::Denied { reason } => panic!("denied in an IPv4 network: {reason}"),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test]
 async fn bad_tokens_are_denied_with_a_clear_reason() {
     let h = Harness::new();
     h.network("lab").await;
@@ -413,9 +447,13 @@ async fn endpoints_renames_and_readdressing_are_pushed() {
         .await
         .unwrap();
     let (_, ch) = changes(b.recv().await);
+    // Dual stack (the default): the IPv6 address follows the IPv4 host part, 50 = 0x32.
+    let cidr6 = h.coord.get_network("lab").await.unwrap().cidr6.unwrap();
+    let want6 = format!("{}32/64", cidr6.network());
     assert_eq!(
         ch,
         vec![PeerChange::SelfUpdate {
+            address6: Some(want6.parse().unwrap()),
             address: "10.9.8.50/24".parse().unwrap(),
             name: "web".into()
         }]

@@ -14,8 +14,8 @@ use super::{random32, Change, Coordinator, Error, NetState, State};
 use crate::control::ipam;
 use crate::control::listing::{MemberFilter, Page, Search};
 use crate::model::{
-    parse_route, route_conflict, validate_member_name, validate_network, validate_network_name,
-    Member, Network, Token, DEFAULT_KEEPALIVE, DEFAULT_MTU,
+    check_address6, parse_route, route_conflict, validate_member_name, validate_network,
+    validate_network_name, Member, Network, Token, DEFAULT_KEEPALIVE, DEFAULT_MTU,
 };
 use crate::store::{Expect, Op, StoreError};
 
@@ -147,7 +147,22 @@ impl Coordinator {
             ),
             None => None,
         };
+        let cidr6 = match req.cidr6.as_deref().map(str::trim) {
+            Some("off") => None,
+            Some(text) => {
+                let prefix: ipnet::IpNet = text.parse().map_err(|_| {
+                    Error::Invalid(format!("cidr6 {text:?}: not an IPv6 prefix (or off)"))
+                })?;
+                // Well-formed but not for this cidr (an IPv6 network): a clash, as the
+                // document says (the schema cannot relate two fields).
+                Some(crate::model::check_cidr6(&cidr, &prefix).map_err(Error::Conflict)?)
+            }
+            // Dual stack by default beside an IPv4 prefix.
+            None if cidr.addr().is_ipv4() => Some(crate::model::random_ula()),
+            None => None,
+        };
         let network = Network {
+            cidr6,
             name: req.name,
             cidr,
             mtu,
@@ -374,7 +389,14 @@ impl Coordinator {
                 actions.push(("member.rename", format!("{} -> {name}", m.name)));
                 m.name = name;
             }
-            if let Some(address) = req.address {
+            if let Some(IpAddr::V6(a6)) = req.address.filter(|_| ns.network.cidr6.is_some()) {
+                let was = m.address6(&ns.network);
+                check_address6(&ns.network, a6, &m.public_key, ns.members.values())
+                    .map_err(Error::Conflict)?;
+                let shown = was.map_or_else(|| "-".to_owned(), |w| w.to_string());
+                actions.push(("member.set-address", format!("{shown} -> {a6}")));
+                m.address6 = Some(a6);
+            } else if let Some(address) = req.address {
                 ipam::check_request(&ns.network.cidr, address, &ns.by_addr, &m.public_key)?;
                 actions.push(("member.set-address", format!("{} -> {address}", m.address)));
                 m.address = address;

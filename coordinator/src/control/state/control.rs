@@ -233,6 +233,7 @@ fn decide_join(
                 ipam::next_free(&ns.network.cidr, by_addr).map_err(AdmitError::NoAddress)?;
             by_addr.insert(address, key);
             Member {
+                address6: None,
                 public_key: key,
                 name: member_name_from_hello(&hello.name, &key),
                 address,

@@ -253,7 +253,10 @@ impl NetState {
         for m in members {
             by_addr.insert(m.address, m.public_key);
             if m.authorized {
-                peers.insert(m.public_key, Arc::new(PeerEntry::new(m.peer_info())));
+                peers.insert(
+                    m.public_key,
+                    Arc::new(PeerEntry::new(m.peer_info(&network))),
+                );
             }
             map.insert(m.public_key, m);
         }
@@ -322,6 +325,7 @@ impl NetState {
             .values()
             .filter(|p| edited.is_none_or(|m| m.public_key != p.public_key))
             .map(|p| mesh_proto::dns::Member {
+                address6: p.address6,
                 key: &p.public_key,
                 name: &p.name,
                 address: p.address,
@@ -329,6 +333,7 @@ impl NetState {
             .collect();
         if let Some(m) = edited.filter(|m| m.authorized) {
             members.push(mesh_proto::dns::Member {
+                address6: m.address6(&self.network),
                 key: &m.public_key,
                 name: &m.name,
                 address: m.address,
@@ -348,7 +353,10 @@ impl NetState {
         m: &Member,
     ) -> MemberView {
         let slot = sessions.get(&(self.network.name.clone(), m.public_key));
-        let mut view = m.view(slot.is_some() || elsewhere(&self.network.name, &m.public_key));
+        let mut view = m.view(
+            &self.network,
+            slot.is_some() || elsewhere(&self.network.name, &m.public_key),
+        );
         view.dns_name = names.get(&m.public_key).cloned();
         if let Some(slot) = slot.filter(|_| m.authorized) {
             view.paths = slot
@@ -500,7 +508,7 @@ impl Prepared {
             authorised_set: false,
         };
         for m in put {
-            let new = m.authorized.then(|| m.peer_info());
+            let new = m.authorized.then(|| m.peer_info(&ns.network));
             if ns.peers.get(&m.public_key).map(|p| &***p) != new.as_ref() {
                 p.touched.insert(m.public_key);
                 p.authorised_set |= ns.peers.contains_key(&m.public_key) != new.is_some();
@@ -520,8 +528,8 @@ impl Prepared {
     }
 
     /// Version `version`'s changes as every session sends them, encoded once.
-    fn frame(&self, version: u64, prefix_len: u8) -> bytes::Bytes {
-        let mut frame = mesh_proto::wire::FrameBuilder::changes(version, prefix_len);
+    fn frame(&self, version: u64, network: &mesh_proto::netmap::NetworkInfo) -> bytes::Bytes {
+        let mut frame = mesh_proto::wire::FrameBuilder::changes(version, network);
         for (k, p) in &self.peer_updates {
             match p {
                 Some(entry) => frame.upsert(entry.wire()),
@@ -945,7 +953,7 @@ impl Coordinator {
             return;
         };
         let bump = network.version > ns.network.version;
-        let delta = bump.then(|| prepared.frame(network.version, network.cidr.prefix_len()));
+        let delta = bump.then(|| prepared.frame(network.version, &network.info()));
         // Tags are not in any netmap, but the policy's filters depend on them.
         let retagged: Vec<Key> = change
             .put

@@ -490,13 +490,15 @@
     if (!n) return;
     $('net-title').textContent = n.name;
     var meta = $('net-meta');
-    meta.replaceChildren(
+    var chips = [
       chip('CIDR', n.cidr),
+      n.cidr6 ? chip('IPv6', n.cidr6) : null,
       chip('MTU', String(n.mtu)),
       chip('keepalive', n.keepalive ? n.keepalive + ' s' : 'off'),
       chip('members', String(n.members)),
       chip('netmap version', String(n.version))
-    );
+    ];
+    meta.replaceChildren.apply(meta, chips.filter(Boolean));
   }
 
   function renderPaths(paths) {
@@ -685,6 +687,7 @@
         'data-name': m.name,
         'data-fingerprint': m.fingerprint,
         'data-address': m.address,
+        'data-address6': m.address6 || '',
         'data-authorized': pending ? 'false' : 'true',
         'data-online': online ? 'true' : 'false',
         'data-tags': tags.join(' '),
@@ -692,7 +695,8 @@
       },
       el('td', { class: 'name-cell' }, m.name, pending ? el('span', { class: 'sub', text: 'waiting for approval' }) : null),
       el('td', { class: 'mono', title: m['public-key'], text: m.fingerprint }),
-      el('td', { class: 'mono', title: endpoints ? 'endpoints: ' + endpoints : null, text: m.address }),
+      el('td', { class: 'mono', title: endpoints ? 'endpoints: ' + endpoints : null }, m.address,
+        m.address6 ? el('span', { class: 'sub address6', text: m.address6 }) : null),
       el('td', null, status),
       el('td', { class: 'mono small', text: m.version || '—' }),
       el('td', null, renderPaths(m.paths)),
