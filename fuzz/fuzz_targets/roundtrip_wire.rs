@@ -36,7 +36,7 @@ fuzz_target!(|input: (ArbNetmap, u64, u8, Vec<ArbChange>)| {
     }) {
         return;
     }
-    let frame = encode_changes(version, prefix_len, &changes, &ME);
+    let frame = encode_changes(version, prefix_len, None, &changes, &ME);
     assert_eq!(
         wire::decode_changes(&frame[4..], &ME),
         Ok((version, changes.clone()))

@@ -25,12 +25,18 @@ fuzz_target!(|body: &[u8]| {
     // Only removals of the receiver itself are left out.
     assert!(changes.len() <= header.count as usize);
     let prefix_len = body[10];
+    // A dual-stack body has the IPv6 prefix length next.
+    let prefix_len6 = (body[1] == wire::FORMAT_DUAL).then(|| body[11]);
     for change in &changes {
-        if let PeerChange::SelfUpdate { address, .. } = change {
+        if let PeerChange::SelfUpdate {
+            address, address6, ..
+        } = change
+        {
             assert_eq!(address.prefix_len(), prefix_len);
+            assert_eq!(address6.map(|a| a.prefix_len()), prefix_len6);
         }
     }
-    let frame = encode_changes(version, prefix_len, &changes, &me);
+    let frame = encode_changes(version, prefix_len, prefix_len6, &changes, &me);
     let again = wire::decode_changes(&frame[4..], &me).expect("re-encoded changes decode");
     assert_eq!(again, (version, changes));
 });

@@ -174,6 +174,9 @@ impl ArbNetwork {
             cidr: self.cidr.net(),
             mtu: self.mtu,
             keepalive: self.keepalive,
+            // One address family: the dual-stack format is reached by the decoders'
+            // targets from bytes, and re-encoded there in its own format.
+            cidr6: None,
         }
     }
 }
@@ -195,6 +198,7 @@ impl ArbPeer {
             public_key: Key(self.key),
             name: self.name.clone(),
             address: self.address.ip(),
+            address6: None,
             allowed_ips: self.allowed_ips.iter().map(|n| n.net()).collect(),
             endpoints: self.endpoints.iter().map(|s| s.sock()).collect(),
         }
@@ -228,6 +232,7 @@ impl ArbNetmap {
             version: self.version,
             network,
             address,
+            address6: None,
             name: self.name.clone(),
             peers,
         })
@@ -257,6 +262,7 @@ impl ArbChange {
             },
             ArbChange::SelfUpdate(ip, name) => PeerChange::SelfUpdate {
                 address: IpNet::new(ip.ip(), prefix_len).ok()?,
+                address6: None,
                 name: name.clone(),
             },
             ArbChange::Network(n) => PeerChange::Network { network: n.info() },
@@ -447,6 +453,7 @@ pub fn encode_netmap(netmap: &Netmap, me: &Key) -> Vec<u8> {
         public_key: *me,
         name: netmap.name.clone(),
         address: netmap.address.addr(),
+        address6: v6(netmap.address6),
         allowed_ips: Vec::new(),
         endpoints: Vec::new(),
     };
@@ -459,10 +466,25 @@ pub fn encode_netmap(netmap: &Netmap, me: &Key) -> Vec<u8> {
     frame.finish()
 }
 
+/// The IPv6 address of a prefix, if it is one.
+fn v6(net: Option<IpNet>) -> Option<std::net::Ipv6Addr> {
+    match net?.addr() {
+        std::net::IpAddr::V6(a) => Some(a),
+        std::net::IpAddr::V4(_) => None,
+    }
+}
+
 /// The binary changes frame (length prefix included) that `me` decodes as `changes`; own
-/// updates are upserts of `me` (their prefix length is `prefix_len`).
-pub fn encode_changes(version: u64, prefix_len: u8, changes: &[PeerChange], me: &Key) -> Vec<u8> {
-    let mut frame = mesh_proto::wire::FrameBuilder::changes(version, prefix_len);
+/// updates are upserts of `me` (their prefix lengths are `prefix_len`, and `prefix_len6`
+/// in a dual-stack frame).
+pub fn encode_changes(
+    version: u64,
+    prefix_len: u8,
+    prefix_len6: Option<u8>,
+    changes: &[PeerChange],
+    me: &Key,
+) -> Vec<u8> {
+    let mut frame = mesh_proto::wire::FrameBuilder::changes_with(version, prefix_len, prefix_len6);
     let mut entry = Vec::new();
     for change in changes {
         entry.clear();
@@ -472,11 +494,16 @@ pub fn encode_changes(version: u64, prefix_len: u8, changes: &[PeerChange], me: 
                 frame.upsert(&entry);
             }
             PeerChange::Remove { public_key } => frame.remove(public_key),
-            PeerChange::SelfUpdate { address, name } => {
+            PeerChange::SelfUpdate {
+                address,
+                address6,
+                name,
+            } => {
                 let own = PeerInfo {
                     public_key: *me,
                     name: name.clone(),
                     address: address.addr(),
+                    address6: v6(*address6),
                     allowed_ips: Vec::new(),
                     endpoints: Vec::new(),
                 };

@@ -254,11 +254,26 @@ impl FrameBuilder {
     /// Changes reaching `version` in `network` (its prefix lengths give members' own
     /// upserts their prefixes).
     pub fn changes(version: u64, network: &NetworkInfo) -> FrameBuilder {
-        let format = format_of(network);
+        FrameBuilder::changes_with(
+            version,
+            network.cidr.prefix_len(),
+            network.cidr6.map(|c| c.prefix_len()),
+        )
+    }
+
+    /// Changes reaching `version` with the prefix lengths given as they go on the wire:
+    /// `prefix_len6` makes the frame [`FORMAT_DUAL`] (its upserts must then carry IPv6
+    /// addresses, and its network changes IPv6 prefixes).
+    pub fn changes_with(version: u64, prefix_len: u8, prefix_len6: Option<u8>) -> FrameBuilder {
+        let format = if prefix_len6.is_some() {
+            FORMAT_DUAL
+        } else {
+            FORMAT
+        };
         let mut buf = FrameBuilder::start(KIND_CHANGES, format, version, 128);
-        buf.push(network.cidr.prefix_len());
-        if let Some(cidr6) = network.cidr6 {
-            buf.push(cidr6.prefix_len());
+        buf.push(prefix_len);
+        if let Some(len6) = prefix_len6 {
+            buf.push(len6);
         }
         let count_at = buf.len();
         buf.extend_from_slice(&[0; 4]);
