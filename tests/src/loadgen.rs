@@ -1559,7 +1559,13 @@ fn compare_sample(fleet: &Fleet, members: &Value) -> anyhow::Result<()> {
             .context("member without address")?
             .parse()?;
         let endpoints: Vec<SocketAddr> = serde_json::from_value(m["endpoints"].clone())?;
+        // Dual stack (the default): the IPv6 address, and its /128 after the address.
+        let address6: Option<std::net::Ipv6Addr> = match m["address6"].as_str() {
+            Some(a) => Some(a.parse()?),
+            None => None,
+        };
         let mut allowed_ips = vec![IpNet::from(address)];
+        allowed_ips.extend(address6.map(|a| IpNet::from(IpAddr::V6(a))));
         if let Some(routes) = m["approved-routes"].as_array() {
             for r in routes {
                 let r: IpNet = serde_json::from_value(r.clone())?;
@@ -1574,7 +1580,7 @@ fn compare_sample(fleet: &Fleet, members: &Value) -> anyhow::Result<()> {
         expected.insert(
             key,
             PeerInfo {
-                address6: None,
+                address6,
                 public_key: key,
                 name: m["name"].as_str().unwrap_or_default().to_owned(),
                 address,
