@@ -7,6 +7,7 @@
 //!   shows every member's.
 //! - Ping and a checksummed TCP transfer between every pair over overlay IPv6, on the
 //!   direct and on the relayed paths; meshd answers AAAA for member names.
+//! - An approved IPv6 route: a reaches an address behind c through the mesh.
 //! - The addresses stay across a meshd restart (kill -9) and a coordinator restart.
 //! - An admin-set IPv6 address reaches the node and its peers: pinged at the new address.
 
@@ -151,6 +152,41 @@ fn members_reach_each_other_over_overlay_ipv6_and_keep_their_addresses() -> anyh
         let got: Vec<IpAddr> = out.lines().filter_map(|l| l.trim().parse().ok()).collect();
         assert_eq!(got, vec![IpAddr::V6(v6[j])], "AAAA {name}: {out}");
     }
+
+    // An IPv6 route: c advertises a prefix behind it (an address of it on c's loopback),
+    // the admin approves it, and a reaches that address through the mesh.
+    let pod6 = "fd99:244:3::/64";
+    let c_ns = mesh.nodes[2].ns().clone();
+    c_ns.ip(&["-6", "addr", "add", "fd99:244:3::1/128", "dev", "lo"])?;
+    let config = mesh.nodes[2].meshd.config().clone().advertising(&[pod6]);
+    mesh.nodes[2].meshd.restart_with(config)?;
+    mesh.nodes[2]
+        .meshd
+        .wait_control_state("connected", CONVERGE)?;
+    let name_c = mesh.nodes[2].name().to_owned();
+    util::wait_until(CONVERGE, "the coordinator sees c's IPv6 route", || {
+        mesh.coord
+            .admin(&["members", NETWORK])
+            .is_ok_and(|t| t.contains(pod6))
+    })?;
+    mesh.coord
+        .admin(&["approve-route", NETWORK, &name_c, pod6])?;
+    let c_key = mesh.nodes[2].key.clone();
+    util::wait_until(CONVERGE, "a routes the IPv6 prefix to c", || {
+        mesh.nodes[0].meshd.peer_status(&c_key).is_ok_and(|p| {
+            p["allowed-ips"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x == pod6))
+        })
+    })?;
+    let route = mesh.nodes[0].ns().ip(&["-6", "route", "show", pod6])?;
+    assert!(
+        route.contains(&mesh.nodes[0].meshd.config().interface),
+        "a's kernel route for {pod6}: {route:?}"
+    );
+    util::wait_until(CONVERGE, "a pings fd99:244:3::1 behind c", || {
+        ping_once(mesh.nodes[0].ns(), "fd99:244:3::1")
+    })?;
 
     // Restarts keep the addresses: meshd (kill -9), then the coordinator.
     mesh.nodes[1].meshd.restart()?;
