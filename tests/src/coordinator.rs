@@ -163,6 +163,11 @@ impl Coordinator {
         self.data_dir.join("admin.token")
     }
 
+    /// The process id while it runs (for its CPU time in /proc).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// True while the process runs.
     pub fn is_running(&mut self) -> bool {
         match self.child.as_mut() {

@@ -339,6 +339,11 @@ impl Meshd {
         self.dir.path()
     }
 
+    /// The process id while it runs (for its CPU time in /proc).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// True while the meshd process runs.
     pub fn is_running(&mut self) -> bool {
         match self.child.as_mut() {

@@ -235,6 +235,16 @@ pub fn iperf3_mbit(
     server_ip: &str,
     secs: u32,
 ) -> anyhow::Result<f64> {
+    iperf3_run(client, server, server_ip, secs).map(|(mbit, _)| mbit)
+}
+
+/// [`iperf3_mbit`] and the bytes the receiver counted (`end.sum_received.bytes`).
+pub fn iperf3_run(
+    client: &Netns,
+    server: &Netns,
+    server_ip: &str,
+    secs: u32,
+) -> anyhow::Result<(f64, u64)> {
     let _server = KillOnDrop(server.spawn_piped(&["iperf3", "-s", "-1", "-B", server_ip])?);
     let secs_s = secs.to_string();
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -244,8 +254,9 @@ pub fn iperf3_mbit(
         let out = util::output(&mut cmd)?;
         let text = String::from_utf8_lossy(&out.stdout);
         let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-        if let Some(bps) = v["end"]["sum_received"]["bits_per_second"].as_f64() {
-            return Ok(bps / 1e6);
+        let received = &v["end"]["sum_received"];
+        if let Some(bps) = received["bits_per_second"].as_f64() {
+            return Ok((bps / 1e6, received["bytes"].as_u64().unwrap_or(0)));
         }
         // The server may not listen yet: retry briefly.
         if Instant::now() >= deadline {

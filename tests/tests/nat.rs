@@ -14,7 +14,8 @@
 //!   first ping reply over the overlay;
 //! - `BENCH tunnel_loss …`: ping loss through the tunnel vs the underlay;
 //! - `BENCH failover direct_to_relay_ms=… relay_to_direct_ms=…`;
-//! - `BENCH relay_vs_direct direct_mbit=… relay_mbit=… ratio=…`.
+//! - `BENCH relay_vs_direct direct_mbit=… relay_mbit=… ratio=… relay_cpu_s_per_gb=…`
+//!   (medians of three interleaved rounds; CPU of the relay and of the tunnel's ends).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -29,9 +30,9 @@ use wiremesh_tests::sites::{
     NatMesh, SiteSpec,
 };
 use wiremesh_tests::topo::PORT;
-use wiremesh_tests::xfer::{self, iperf3_mbit, udp_send, RunningTransfer, UdpSend};
+use wiremesh_tests::xfer::{self, udp_send, RunningTransfer, UdpSend};
 use wiremesh_tests::{
-    parse_ping_loss, ping, set_loss, set_udp_loss, wait_until, Lab, Meshd, NatKind, Netns,
+    parse_ping_loss, ping, set_loss, set_udp_loss, util, wait_until, Lab, Meshd, NatKind, Netns,
 };
 
 /// Generous: tests share two cores with other tests.
@@ -1262,9 +1263,13 @@ fn netcheck_reports_each_sites_mapping() -> anyhow::Result<()> {
 // ---------------------------------------------------------------------------------------
 
 /// TCP throughput over a relayed pair (symmetric × symmetric) relative to a direct pair
-/// (cone × cone), in the same run, alternating A B A B (the machine is shared).
+/// (cone × cone), in the same run, alternating A B A B (the machine is shared), with the
+/// CPU seconds per GB moved (utime+stime from /proc) of the relay (the coordinator
+/// process, whose control plane is idle meanwhile) and of the tunnel's two meshds.
 #[test]
 fn bench_relay_vs_direct_throughput() -> anyhow::Result<()> {
+    const ROUNDS: usize = 3;
+    const SECS: u32 = 3;
     let lab = Lab::new()?;
     use NatKind::{Cone, Symmetric};
     let mesh = NatMesh::new(
@@ -1289,27 +1294,50 @@ fn bench_relay_vs_direct_throughput() -> anyhow::Result<()> {
         }
         mesh.wait_path(i, j, want, PATH_SETTLE)?;
     }
+    let cpu =
+        |pids: &[Option<u32>]| -> f64 { pids.iter().flatten().map(|&p| util::proc_cpu_s(p)).sum() };
+    let relay_pid = [mesh.coord.pid()];
+    let ends = |i: usize, j: usize| [mesh.nodes[i].meshd.pid(), mesh.nodes[j].meshd.pid()];
+    // One iperf3 run from node i to node j: (Mbit/s, CPU s of the relay, CPU s of the
+    // two ends, GB received).
+    let run = |i: usize, j: usize| -> anyhow::Result<(f64, f64, f64, f64)> {
+        let (relay0, ends0) = (cpu(&relay_pid), cpu(&ends(i, j)));
+        let (mbit, bytes) =
+            xfer::iperf3_run(mesh.nodes[i].ns(), mesh.nodes[j].ns(), &ips[j], SECS)?;
+        let (relay1, ends1) = (cpu(&relay_pid), cpu(&ends(i, j)));
+        Ok((mbit, relay1 - relay0, ends1 - ends0, bytes as f64 / 1e9))
+    };
     let mut direct = Vec::new();
     let mut relay = Vec::new();
-    for _ in 0..2 {
-        direct.push(iperf3_mbit(
-            mesh.nodes[0].ns(),
-            mesh.nodes[1].ns(),
-            &ips[1],
-            3,
-        )?);
-        relay.push(iperf3_mbit(
-            mesh.nodes[2].ns(),
-            mesh.nodes[3].ns(),
-            &ips[3],
-            3,
-        )?);
+    for _ in 0..ROUNDS {
+        direct.push(run(0, 1)?);
+        relay.push(run(2, 3)?);
     }
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    let (d, r) = (mean(&direct), mean(&relay));
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mbit = |v: &[(f64, f64, f64, f64)]| v.iter().map(|r| r.0).collect::<Vec<_>>();
+    let per_gb = |v: &[(f64, f64, f64, f64)], f: fn(&(f64, f64, f64, f64)) -> f64| {
+        let gb: f64 = v.iter().map(|r| r.3).sum();
+        v.iter().map(f).sum::<f64>() / gb.max(1e-9)
+    };
+    let (d, r) = (median(mbit(&direct)), median(mbit(&relay)));
+    let ratios: Vec<f64> = direct
+        .iter()
+        .zip(&relay)
+        .map(|(a, b)| b.0 / a.0.max(1e-9))
+        .collect();
     eprintln!(
-        "BENCH relay_vs_direct direct_mbit={d:.0} relay_mbit={r:.0} ratio={:.2} runs={direct:.0?}/{relay:.0?} secs=3",
-        r / d.max(1e-9)
+        "BENCH relay_vs_direct direct_mbit={d:.0} relay_mbit={r:.0} ratio={:.2} \
+         ratios={ratios:.2?} runs={:.0?}/{:.0?} secs={SECS} \
+         relay_cpu_s_per_gb={:.2} relayed_ends_cpu_s_per_gb={:.2} direct_ends_cpu_s_per_gb={:.2}",
+        r / d.max(1e-9),
+        mbit(&direct),
+        mbit(&relay),
+        per_gb(&relay, |x| x.1),
+        per_gb(&relay, |x| x.2),
+        per_gb(&direct, |x| x.2),
     );
     assert!(r > 0.0, "nothing got through the relay");
     // Both pairs stayed on their paths while measuring.

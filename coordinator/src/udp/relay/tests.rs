@@ -11,7 +11,7 @@ use mesh_proto::Key;
 use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
 
-use super::{serve, Relay, EXPIRY_SECS};
+use super::{emit_runs, serve, Out, Relay, Run, EXPIRY_SECS};
 use crate::control::state::Clock;
 use crate::control::stats::RelayCounts;
 use crate::testutil::{hello, private, remote, Harness, RELAY_SECRET};
@@ -543,4 +543,214 @@ async fn hellos_of_strangers_get_no_cookie_and_answers_never_outgrow_questions()
     let a = lab.member("lab", 1).await;
     a.register().await;
     assert_eq!(lab.counts().challenged, 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// Trains (GRO in, GSO out)
+// ---------------------------------------------------------------------------------------
+
+/// The sends `handle_train` asks for, copied out.
+#[derive(Debug, PartialEq, Eq)]
+struct Sent {
+    to: SocketAddr,
+    contents: Vec<u8>,
+    segment: Option<usize>,
+}
+
+fn train_of(frames: &[Vec<u8>]) -> Vec<u8> {
+    frames.concat()
+}
+
+fn handle_train(lab: &Lab, from: SocketAddr, train: &mut [u8], stride: usize) -> Vec<Sent> {
+    let mut sent = Vec::new();
+    lab.relay
+        .handle_train(lab.h.clock.now(), from, train, stride, 64, |s| {
+            sent.push(Sent {
+                to: s.to,
+                contents: s.contents.to_vec(),
+                segment: s.segment,
+            })
+        });
+    sent
+}
+
+fn out(port: u16, len: usize) -> Option<Out> {
+    Some(Out {
+        to: SocketAddr::from(([127, 0, 0, 1], port)),
+        len,
+    })
+}
+
+#[test]
+fn runs_join_consecutive_whole_datagrams_to_one_address() {
+    let train: Vec<u8> = (0..=255u8).cycle().take(10 * 4).collect();
+    let runs = |outs: &[Option<Out>], max: usize| {
+        let mut got = Vec::new();
+        emit_runs(&train[..outs.len() * 4], 4, outs, max, &mut |s: Run<'_>| {
+            got.push((s.to.port(), s.contents.to_vec(), s.segment))
+        });
+        got
+    };
+    // Three to one address, the last shorter: one GSO send.
+    assert_eq!(
+        runs(&[out(1, 4), out(1, 4), out(1, 2)], 64),
+        vec![(1, train[..10].to_vec(), Some(4))]
+    );
+    // A drop or another address ends a run; a lone datagram is no GSO send.
+    assert_eq!(
+        runs(&[out(1, 4), None, out(1, 4), out(2, 4), out(2, 4)], 64),
+        vec![
+            (1, train[..4].to_vec(), None),
+            (1, train[8..12].to_vec(), None),
+            (2, train[12..20].to_vec(), Some(4)),
+        ]
+    );
+    // An answer shorter than its question ends its run (it is the run's last segment).
+    assert_eq!(
+        runs(&[out(1, 4), out(1, 3), out(1, 4)], 64),
+        vec![
+            (1, train[..7].to_vec(), Some(4)),
+            (1, train[8..12].to_vec(), None)
+        ]
+    );
+    // At most `max` segments per send.
+    assert_eq!(
+        runs(&[out(1, 4); 5], 2),
+        vec![
+            (1, train[..8].to_vec(), Some(4)),
+            (1, train[8..16].to_vec(), Some(4)),
+            (1, train[16..20].to_vec(), None),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_train_of_sends_leaves_as_gso_runs_of_delivers() {
+    let lab = Lab::new().await;
+    let a = lab.member("lab", 1).await;
+    let b = lab.member("lab", 2).await;
+    let stranger = lab.member("other", 3).await;
+    a.register().await;
+    b.register().await;
+    stranger.register().await;
+    let (a_addr, b_addr) = (a.sock.local_addr().unwrap(), b.sock.local_addr().unwrap());
+
+    let p = |i: u8, n: usize| vec![i; n];
+    let frames = [
+        relay::frame(SEND, &b.key, &p(1, 100)),
+        relay::frame(SEND, &b.key, &p(2, 100)),
+        relay::frame(SEND, &stranger.key, &p(3, 100)),
+        relay::frame(SEND, &b.key, &p(4, 100)),
+        relay::frame(SEND, &b.key, &p(5, 40)),
+    ];
+    let stride = frames[0].len();
+    let mut train = train_of(&frames);
+    let before = lab.counts();
+    let sent = handle_train(&lab, a_addr, &mut train, stride);
+    let deliver = |payloads: &[Vec<u8>]| {
+        payloads
+            .iter()
+            .map(|pl| relay::frame(DELIVER, &a.key, pl))
+            .collect::<Vec<_>>()
+            .concat()
+    };
+    assert_eq!(
+        sent,
+        vec![
+            Sent {
+                to: b_addr,
+                contents: deliver(&[p(1, 100), p(2, 100)]),
+                segment: Some(stride),
+            },
+            Sent {
+                to: b_addr,
+                contents: deliver(&[p(4, 100), p(5, 40)]),
+                segment: Some(stride),
+            },
+        ]
+    );
+    let c = lab.counts();
+    assert_eq!(c.forwarded_packets - before.forwarded_packets, 4);
+    assert_eq!(c.forwarded_bytes - before.forwarded_bytes, 340);
+    assert_eq!(c.dropped_other_network - before.dropped_other_network, 1);
+}
+
+#[tokio::test]
+async fn a_train_is_decided_datagram_by_datagram() {
+    let lab = Lab::new().await;
+    let b = lab.member("lab", 2).await;
+    let c = lab.member("lab", 3).await;
+    b.register().await;
+    let (b_addr, c_addr) = (b.sock.local_addr().unwrap(), c.sock.local_addr().unwrap());
+    // c's REGISTER in the middle of a train of its SENDs: the SEND before it is from an
+    // unregistered address, the one after it is forwarded, as one at a time.
+    let register = c.register_datagram(&c.token()).await.unwrap();
+    let payload = vec![7u8; register.len() - relay::HEADER_LEN];
+    let send = relay::frame(SEND, &b.key, &payload);
+    assert_eq!(send.len(), register.len());
+    let mut train = train_of(&[send.clone(), register, send.clone()]);
+    let before = lab.counts();
+    let sent = handle_train(&lab, c_addr, &mut train, send.len());
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(sent[0].to, c_addr);
+    assert!(matches!(
+        relay::parse(&sent[0].contents),
+        Some(Frame::Registered { key, .. }) if key == c.key
+    ));
+    assert_eq!(
+        sent[1],
+        Sent {
+            to: b_addr,
+            contents: relay::frame(DELIVER, &c.key, &payload),
+            segment: None,
+        }
+    );
+    let after = lab.counts();
+    assert_eq!(
+        after.dropped_unregistered_source - before.dropped_unregistered_source,
+        1
+    );
+    assert_eq!(after.registered - before.registered, 1);
+    assert_eq!(after.forwarded_packets - before.forwarded_packets, 1);
+
+    // Deauthorising the sender stops the next train at once.
+    lab.h.coord.deauthorize("lab", "node-3").await.unwrap();
+    let mut train = train_of(&[send.clone(), send.clone()]);
+    assert_eq!(handle_train(&lab, c_addr, &mut train, send.len()), vec![]);
+}
+
+#[tokio::test]
+async fn gso_trains_through_the_socket_arrive_as_separate_delivers() {
+    let lab = Lab::new().await;
+    let a = lab.member("lab", 1).await;
+    let b = lab.member("lab", 2).await;
+    a.register().await;
+    b.register().await;
+    // a sends 20 SENDs as one GSO train (or one by one where the kernel has no GSO).
+    let frames: Vec<Vec<u8>> = (0..20u8)
+        .map(|i| relay::frame(SEND, &b.key, &[i; 1000]))
+        .collect();
+    let stride = frames[0].len();
+    let train = train_of(&frames);
+    let state = quinn_udp::UdpSocketState::new((&a.sock).into()).unwrap();
+    let gso = state.max_gso_segments().clamp(1, 20);
+    for chunk in train.chunks(gso * stride) {
+        let transmit = quinn_udp::Transmit {
+            destination: lab.addr,
+            ecn: None,
+            contents: chunk,
+            segment_size: (chunk.len() > stride).then_some(stride),
+            src_ip: None,
+        };
+        a.sock
+            .async_io(tokio::io::Interest::WRITABLE, || {
+                state.try_send((&a.sock).into(), &transmit)
+            })
+            .await
+            .unwrap();
+    }
+    for i in 0..20u8 {
+        b.expect_delivery(&a.key, &[i; 1000]).await;
+    }
+    assert_eq!(lab.counts().forwarded_packets, 20);
 }
