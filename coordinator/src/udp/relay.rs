@@ -276,6 +276,10 @@ impl Relay {
         let mut memo = Memo::default();
         let mut tally = Tally::default();
         let mut outs = [None::<Out>; MAX_SEGMENTS];
+        if buf.is_empty() {
+            // An empty datagram is one datagram too: malformed, counted, never answered.
+            let _ = self.decide(now, from, buf, &mut memo, &mut tally);
+        }
         let mut chunk_start = 0;
         while chunk_start < buf.len() {
             let chunk_end = buf.len().min(chunk_start + MAX_SEGMENTS * stride);

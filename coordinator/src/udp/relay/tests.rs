@@ -713,6 +713,11 @@ async fn a_train_is_decided_datagram_by_datagram() {
     assert_eq!(after.registered - before.registered, 1);
     assert_eq!(after.forwarded_packets - before.forwarded_packets, 1);
 
+    // An empty datagram is counted like any malformed one.
+    let before = lab.counts();
+    assert_eq!(handle_train(&lab, c_addr, &mut [], 0), vec![]);
+    assert_eq!(lab.counts().dropped_malformed - before.dropped_malformed, 1);
+
     // Deauthorising the sender stops the next train at once.
     lab.h.coord.deauthorize("lab", "node-3").await.unwrap();
     let mut train = train_of(&[send.clone(), send.clone()]);
