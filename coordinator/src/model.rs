@@ -667,23 +667,7 @@ mod tests {
         );
 
         // A member: derived unless set; its /128 among its allowed IPs.
-        let mut m = Member {
-            address6: None,
-            public_key: Key([1; 32]),
-            name: "a".into(),
-            address: ip("10.9.8.7"),
-            authorized: true,
-            created_at: 0,
-            last_seen: None,
-            version: String::new(),
-            endpoints: vec![],
-            local_endpoints: vec![],
-            reflexive_endpoints: vec![],
-            public_endpoint: None,
-            advertised_routes: vec![],
-            approved_routes: vec![],
-            tags: BTreeSet::new(),
-        };
+        let mut m = member(1, "10.9.8.7");
         let info = m.peer_info(&net);
         assert_eq!(info.address6, Some("fd5e:1f2a:9c00::7".parse().unwrap()));
         assert_eq!(
@@ -707,7 +691,7 @@ mod tests {
         m.address6 = Some(a6("fd5e:1f2a:9c00::1:7"));
         assert!(check("fd5e:1f2a:9c00::1:7", &[m.clone()])
             .unwrap_err()
-            .contains("already used by member a"));
+            .contains("already used by member n1"));
         assert_eq!(m.peer_info(&net).address6, m.address6);
 
         // Routes may not overlap the IPv6 prefix either.

@@ -88,17 +88,7 @@ impl Harness {
 
     /// Network `name` as [`Harness::network`] but IPv4 only (`cidr6 = off`).
     pub async fn network_v4_only(&self, name: &str) {
-        self.coord
-            .create_network(CreateNetwork {
-                cidr6: Some("off".into()),
-                name: name.into(),
-                cidr: "10.9.8.0/24".parse().unwrap(),
-                mtu: None,
-                keepalive: None,
-                dns_domain: None,
-            })
-            .await
-            .unwrap();
+        create_network_with(&self.coord, name, Some("off")).await;
     }
 
     /// A new token of `net`, as the node presents it.
@@ -123,9 +113,15 @@ impl Harness {
 /// Creates network `name` on 10.9.8.0/24 with the default MTU and keepalive (and so a
 /// random IPv6 ULA /64 beside it).
 pub async fn create_network(coord: &Coordinator, name: &str) {
+    create_network_with(coord, name, None).await;
+}
+
+/// Creates network `name` on 10.9.8.0/24 with `cidr6` as the admin gives it (`None`: the
+/// default, a random ULA).
+pub async fn create_network_with(coord: &Coordinator, name: &str, cidr6: Option<&str>) {
     coord
         .create_network(CreateNetwork {
-            cidr6: None,
+            cidr6: cidr6.map(str::to_owned),
             name: name.into(),
             cidr: "10.9.8.0/24".parse().unwrap(),
             mtu: None,

@@ -52,6 +52,16 @@ impl SiteSpec {
         SiteSpec { nat, hosts: 1 }
     }
 
+    /// The three sites most scenarios use: behind a cone, a cone and a symmetric NAT (one
+    /// direct pair, two relayed ones).
+    pub fn cone_cone_symmetric() -> [SiteSpec; 3] {
+        [
+            SiteSpec::one(NatKind::Cone),
+            SiteSpec::one(NatKind::Cone),
+            SiteSpec::one(NatKind::Symmetric),
+        ]
+    }
+
     /// A site with `hosts` nodes behind one `nat` router (no hairpinning: Linux does not).
     pub fn shared(nat: NatKind, hosts: usize) -> SiteSpec {
         SiteSpec { nat, hosts }

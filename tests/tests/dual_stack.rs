@@ -17,7 +17,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use ipnet::Ipv6Net;
 use wiremesh_tests::control::NETWORK;
-use wiremesh_tests::lab::{ping_once, Lab, NatKind};
+use wiremesh_tests::lab::{ping_once, Lab};
 use wiremesh_tests::sites::{NatMesh, SiteSpec};
 use wiremesh_tests::{util, xfer};
 
@@ -54,14 +54,7 @@ fn ping_all(mesh: &NatMesh, addrs: &[String]) -> anyhow::Result<()> {
 fn members_reach_each_other_over_overlay_ipv6_and_keep_their_addresses() -> anyhow::Result<()> {
     util::require_root()?;
     let lab = Lab::new()?;
-    let mut mesh = NatMesh::new(
-        &lab,
-        &[
-            SiteSpec::one(NatKind::Cone),
-            SiteSpec::one(NatKind::Cone),
-            SiteSpec::one(NatKind::Symmetric),
-        ],
-    )?;
+    let mut mesh = NatMesh::new(&lab, &SiteSpec::cone_cone_symmetric())?;
     mesh.join_all(CONVERGE)?;
     let n = mesh.nodes.len();
 

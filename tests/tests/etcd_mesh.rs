@@ -25,7 +25,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde_json::Value;
 use wiremesh_tests::k8s::{self, MeshEtcd};
-use wiremesh_tests::lab::{ping_once, Lab, NatKind};
+use wiremesh_tests::lab::{ping_once, Lab};
 use wiremesh_tests::netns::Netns;
 use wiremesh_tests::sites::{NatMesh, SiteSpec};
 use wiremesh_tests::util;
@@ -37,14 +37,7 @@ const CONVERGE: Duration = Duration::from_secs(30);
 fn etcd_members_on_meshctl_k8s_urls_replicate_directly_and_over_the_relay() -> anyhow::Result<()> {
     util::require_root()?;
     let lab = Lab::new()?;
-    let mesh = NatMesh::new(
-        &lab,
-        &[
-            SiteSpec::one(NatKind::Cone),
-            SiteSpec::one(NatKind::Cone),
-            SiteSpec::one(NatKind::Symmetric),
-        ],
-    )?;
+    let mesh = NatMesh::new(&lab, &SiteSpec::cone_cone_symmetric())?;
     mesh.join_all(CONVERGE)?;
     let n = mesh.nodes.len();
     let ips: Vec<String> = (0..n)

@@ -467,14 +467,7 @@ fn every_command_of_the_kubernetes_page_runs() -> anyhow::Result<()> {
     let mut walk = Walk::new(&page);
     let lab = Lab::new()?;
     // tc-1, bwh-1, uc-1 behind a cone, a cone and a symmetric NAT; d joins with a pin.
-    let mut mesh = NatMesh::new(
-        &lab,
-        &[
-            SiteSpec::one(NatKind::Cone),
-            SiteSpec::one(NatKind::Cone),
-            SiteSpec::one(NatKind::Symmetric),
-        ],
-    )?;
+    let mut mesh = NatMesh::new(&lab, &SiteSpec::cone_cone_symmetric())?;
     mesh.add_site(&lab, SiteSpec::one(NatKind::Cone))?;
     let files = TempDir::new("k8sdoc")?;
     let coordinator_toml = files.path().join("coordinator.toml");

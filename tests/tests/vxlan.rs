@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use wiremesh_tests::control::NETWORK;
 use wiremesh_tests::k8s::{self, df_ping, says_too_big, Pod, Vtep};
-use wiremesh_tests::lab::{ping_once, Lab, NatKind};
+use wiremesh_tests::lab::{ping_once, Lab};
 use wiremesh_tests::sites::{NatMesh, SiteSpec};
 use wiremesh_tests::{util, xfer};
 
@@ -81,14 +81,7 @@ fn assert_df_too_big(from: &wiremesh_tests::Netns, to: &str, size: u16, what: &s
 fn flannel_vxlan_and_host_gw_pod_networks_over_the_mesh() -> anyhow::Result<()> {
     util::require_root()?;
     let lab = Lab::new()?;
-    let mut mesh = NatMesh::new(
-        &lab,
-        &[
-            SiteSpec::one(NatKind::Cone),
-            SiteSpec::one(NatKind::Cone),
-            SiteSpec::one(NatKind::Symmetric),
-        ],
-    )?;
+    let mut mesh = NatMesh::new(&lab, &SiteSpec::cone_cone_symmetric())?;
     let n = mesh.nodes.len();
     // host-gw: every node advertises its pod subnet (the same node keys, restarted with
     // advertise-routes before joining).
