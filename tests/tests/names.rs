@@ -116,12 +116,16 @@ fn members_resolve_by_name() -> anyhow::Result<()> {
     require_root()?;
     let lab = Lab::new()?;
     let coord = start_coordinator(&lab)?;
+    // IPv4 only: the answers and hosts blocks below are the IPv4 ones (with dual stack,
+    // `getent hosts` prefers the AAAA answer; tests/dual_stack.rs checks AAAA).
     coord.admin(&[
         "network",
         "create",
         NETWORK,
         "--cidr",
         "10.9.8.0/24",
+        "--cidr6",
+        "off",
         "--dns-domain",
         DOMAIN,
     ])?;
