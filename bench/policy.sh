@@ -8,14 +8,7 @@
 # Usage (root): bench/policy.sh [rounds] [seconds-per-run]     (default 5 rounds of 5 s)
 #   Needs iperf3 and a built workspace (cargo build --workspace --profile ci).
 set -euo pipefail
-here=$(cd "$(dirname "$0")/.." && pwd)
-ROUNDS=${1:-5}
-SECS=${2:-5}
-[ "$(id -u)" = 0 ] || { echo "needs root (network namespaces)" >&2; exit 1; }
-command -v iperf3 >/dev/null || { echo "missing iperf3 (apt-get install iperf3)" >&2; exit 1; }
-cd "$here"
-out=$(mktemp)
-trap 'rm -f "$out"' EXIT
+. "$(dirname "$0")/lib.sh"
 WM_POLICY_ROUNDS=$ROUNDS WM_POLICY_SECS=$SECS \
     cargo test -q -p wiremesh-tests --profile ci --test policy -- --nocapture --test-threads 1 \
     bench_throughput_with_a_100_rule_policy tagged_members_reach_exactly_what_the_policy_allows \

@@ -14,6 +14,21 @@ fn open_sled(path: &std::path::Path) -> Arc<Coordinator> {
     Coordinator::open(store, Arc::new(ManualClock::new(5_000)), join_info()).unwrap()
 }
 
+/// `PATCH …/members/{node}` with a new name only; the member's view after it.
+async fn rename(coord: &Coordinator, net: &str, node: &str, name: &str) -> MemberView {
+    coord
+        .update_member(
+            net,
+            node,
+            mesh_proto::admin::UpdateMember {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+}
+
 async fn lab(coord: &Coordinator) {
     coord
         .create_network(CreateNetwork {
@@ -267,17 +282,7 @@ async fn the_relay_view_follows_authorisation_and_survives_restart() {
         assert!(view.load().share_network(&k1, &k2));
         // Endpoint and name changes leave it alone; a deauthorisation does not.
         let before = view.load_full();
-        coord
-            .update_member(
-                "lab",
-                "node-1",
-                mesh_proto::admin::UpdateMember {
-                    name: Some("web".into()),
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
+        rename(&coord, "lab", "node-1", "web").await;
         assert!(Arc::ptr_eq(&before, &view.load_full()));
         coord.authorize("lab", "node-3").await.unwrap();
         coord.deauthorize("lab", "node-2").await.unwrap();
@@ -458,17 +463,7 @@ async fn path_reports_are_checked_and_kept_with_the_session() {
     );
     assert!(paths_of(&members, 2).is_empty());
     // Views name peers as they are now.
-    h.coord
-        .update_member(
-            "lab",
-            "node-3",
-            mesh_proto::admin::UpdateMember {
-                name: Some("db".into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    rename(&h.coord, "lab", "node-3", "db").await;
     let members = h.coord.list_members("lab").await.unwrap();
     assert_eq!(paths_of(&members, 1)[1].name, "db");
 
@@ -803,17 +798,7 @@ async fn member_views_show_dns_names_with_collisions_resolved() {
     assert_eq!(dns("db").as_deref(), Some("db.lab.mesh.internal"));
     assert_eq!(dns("late"), None, "a pending member has no name in DNS");
     // A rename answers with the new name.
-    let renamed = coord
-        .update_member(
-            "lab",
-            "db",
-            mesh_proto::admin::UpdateMember {
-                name: Some("Store.1".into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let renamed = rename(&coord, "lab", "db", "Store.1").await;
     assert_eq!(
         renamed.dns_name.as_deref(),
         Some("store-1.lab.mesh.internal")
