@@ -24,8 +24,9 @@ use serde::Deserialize;
 
 /// Default data directory.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/wiremesh-coordinator";
-/// Default QUIC control address.
-pub const DEFAULT_LISTEN: &str = "0.0.0.0:7443";
+/// Default QUIC control address: every address of both families (IPv4 too: the sockets
+/// on the IPv6 wildcard are dual-stack, IPv4 only on a kernel without IPv6).
+pub const DEFAULT_LISTEN: &str = "[::]:7443";
 /// Default admin HTTP address.
 pub const DEFAULT_HTTP: &str = "127.0.0.1:7480";
 
@@ -71,7 +72,7 @@ pub struct ServeArgs {
     /// Data directory: certificate, admin token, database [default: /var/lib/wiremesh-coordinator].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// QUIC control address nodes connect to [default: 0.0.0.0:7443].
+    /// QUIC control address nodes connect to [default: [::]:7443, both families].
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Option<SocketAddr>,
     /// Admin HTTP API address [default: 127.0.0.1:7480].
@@ -525,29 +526,34 @@ impl ServeConfig {
         })
     }
 
-    /// The reflector addresses and relay address members are told, given where the
-    /// sockets ended up bound: the explicit `advertise-*` settings, or else the host of the
-    /// first advertised control address with each socket's port.
+    /// The reflector addresses and relay addresses members are told, given where the
+    /// sockets ended up bound: the explicit `advertise-*` settings, or else, for the host
+    /// of every advertised control address (each host once, in order: an IPv4 and an IPv6
+    /// `--advertise` give both families), each socket's port. The relay list is its
+    /// address in each family, the first one what older nodes are told.
     pub fn advertised_services(
         &self,
         reflectors: &[SocketAddr],
         relay: Option<SocketAddr>,
-    ) -> (Vec<String>, Option<String>) {
-        let first = self.advertise.first().map_or("", String::as_str);
-        let host = first.rsplit_once(':').map_or(first, |(h, _)| h);
+    ) -> (Vec<String>, Vec<String>) {
+        let mut hosts: Vec<&str> = Vec::new();
+        for a in &self.advertise {
+            let host = a.rsplit_once(':').map_or(a.as_str(), |(h, _)| h);
+            if !hosts.contains(&host) {
+                hosts.push(host);
+            }
+        }
+        let on_hosts = |port: u16| hosts.iter().map(move |h| format!("{h}:{port}"));
         let reflect = if self.advertise_reflect.is_empty() {
-            reflectors
-                .iter()
-                .map(|a| format!("{host}:{}", a.port()))
-                .collect()
+            reflectors.iter().flat_map(|a| on_hosts(a.port())).collect()
         } else {
             self.advertise_reflect.clone()
         };
-        let relay = relay.map(|a| {
-            self.advertise_relay
-                .clone()
-                .unwrap_or_else(|| format!("{host}:{}", a.port()))
-        });
+        let relay = match (relay, &self.advertise_relay) {
+            (None, _) => Vec::new(),
+            (Some(_), Some(advertised)) => vec![advertised.clone()],
+            (Some(a), None) => on_hosts(a.port()).collect(),
+        };
         (reflect, relay)
     }
 }
@@ -733,10 +739,10 @@ mod tests {
         .unwrap();
         let ports: Vec<u16> = c.reflect.iter().map(|a| a.port()).collect();
         assert_eq!(ports, vec![7444, 7445]);
-        assert_eq!(c.relay, Some("0.0.0.0:7446".parse().unwrap()));
+        assert_eq!(c.relay, Some("[::]:7446".parse().unwrap()));
         let (reflect, relay) = c.advertised_services(&c.reflect, c.relay);
         assert_eq!(reflect, vec!["coord.example:7444", "coord.example:7445"]);
-        assert_eq!(relay.as_deref(), Some("coord.example:7446"));
+        assert_eq!(relay, vec!["coord.example:7446"]);
 
         // IPv6 hosts keep their brackets; ports are the bound ones.
         let c = ServeConfig::merge(
@@ -749,7 +755,34 @@ mod tests {
         let (reflect, relay) =
             c.advertised_services(&bound, Some("[2001:db8::1]:5001".parse().unwrap()));
         assert_eq!(reflect, vec!["[2001:db8::1]:5000"]);
-        assert_eq!(relay.as_deref(), Some("[2001:db8::1]:5001"));
+        assert_eq!(relay, vec!["[2001:db8::1]:5001"]);
+
+        // Both families advertised: every service on each host, each host once.
+        let c = ServeConfig::merge(
+            &serve_args(&[
+                "--listen",
+                "[::]:7443",
+                "--advertise",
+                "192.0.2.1:7443",
+                "--advertise",
+                "[2001:db8::1]:7443",
+                "--advertise",
+                "192.0.2.1:8443",
+            ]),
+            FileConfig::default(),
+        )
+        .unwrap();
+        let (reflect, relay) = c.advertised_services(&c.reflect, c.relay);
+        assert_eq!(
+            reflect,
+            vec![
+                "192.0.2.1:7444",
+                "[2001:db8::1]:7444",
+                "192.0.2.1:7445",
+                "[2001:db8::1]:7445"
+            ]
+        );
+        assert_eq!(relay, vec!["192.0.2.1:7446", "[2001:db8::1]:7446"]);
 
         // Flags over file, --no-relay over everything, explicit advertised addresses.
         let f = file(
@@ -759,7 +792,7 @@ mod tests {
         assert_eq!(c.reflect, vec!["192.0.2.1:3478".parse().unwrap()]);
         assert_eq!(c.relay, Some("192.0.2.1:3479".parse().unwrap()));
         let (_, relay) = c.advertised_services(&c.reflect, c.relay);
-        assert_eq!(relay.as_deref(), Some("relay.example:443"));
+        assert_eq!(relay, vec!["relay.example:443"]);
         let c = ServeConfig::merge(
             &serve_args(&[
                 "--no-relay",
@@ -777,7 +810,7 @@ mod tests {
         assert_eq!(c.reflect.len(), 2);
         assert_eq!(
             c.advertised_services(&c.reflect, None),
-            (vec!["r.example:1".to_owned()], None)
+            (vec!["r.example:1".to_owned()], vec![])
         );
         let c = ServeConfig::merge(
             &serve_args(&["--relay", "192.0.2.1:7"]),

@@ -78,7 +78,10 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         .map(|s| s.local_addr())
         .transpose()
         .context("reading the relay address")?;
-    let (reflectors, relay) = cfg.advertised_services(&reflect_addrs, relay_addr);
+    let (reflectors, relays) = cfg.advertised_services(&reflect_addrs, relay_addr);
+    let relay = relays.first().cloned();
+    // Nodes before dual-stack underlays read `relay` only: no list for one address.
+    let relays = if relays.len() > 1 { relays } else { Vec::new() };
 
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store_name = store.describe();
@@ -92,6 +95,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         Some(Services {
             reflectors: reflectors.clone(),
             relay: relay.clone(),
+            relays: relays.clone(),
             relay_secret,
         }),
         cfg.id.clone(),
@@ -100,6 +104,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     coord.register(Registration {
         control: cfg.advertise.clone(),
         relay: relay.clone(),
+        relays,
         reflectors: reflectors.clone(),
     });
 

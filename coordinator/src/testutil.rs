@@ -59,6 +59,7 @@ pub fn services() -> Services {
     Services {
         reflectors: vec!["192.0.2.1:7444".into(), "192.0.2.1:7445".into()],
         relay: Some("192.0.2.1:7446".into()),
+        relays: vec!["192.0.2.1:7446".into(), "[2001:db8::1]:7446".into()],
         relay_secret: RELAY_SECRET,
     }
 }

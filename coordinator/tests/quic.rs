@@ -60,6 +60,7 @@ async fn server_limited(limit: coordinator::limit::Rate) -> Server {
         Some(Services {
             reflectors: vec!["127.0.0.1:7444".into(), "127.0.0.1:7445".into()],
             relay: None,
+            relays: vec![],
             relay_secret: RELAY_SECRET,
         }),
     )
@@ -198,6 +199,7 @@ async fn token_join_over_quic_with_a_pinned_certificate() {
         ServerMsg::Services {
             reflectors: vec!["127.0.0.1:7444".into(), "127.0.0.1:7445".into()],
             relay: None,
+            relays: vec![],
             relay_token: mesh_proto::relay::token(&RELAY_SECRET, &private.public_key()),
             coordinators: vec![s.addr.to_string()],
         }

@@ -374,6 +374,7 @@ pub enum ArbServerMsg {
     Services {
         reflectors: Vec<String>,
         relay: Option<String>,
+        relays: Vec<String>,
         relay_token: [u8; 32],
         coordinators: Vec<String>,
     },
@@ -397,11 +398,13 @@ impl ArbServerMsg {
             ArbServerMsg::Services {
                 reflectors,
                 relay,
+                relays,
                 relay_token,
                 coordinators,
             } => ServerMsg::Services {
                 reflectors,
                 relay,
+                relays,
                 relay_token: Key(relay_token),
                 coordinators,
             },

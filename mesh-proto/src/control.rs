@@ -258,6 +258,11 @@ pub enum ServerMsg {
         reflectors: Vec<String>,
         /// Relay address (`host:port`, UDP), if the coordinator relays.
         relay: Option<String>,
+        /// The relay's address for every family the coordinator advertises (`relay`
+        /// first, then e.g. its IPv6 address): a node takes the first it has a route to.
+        /// Absent (empty) from a coordinator before dual-stack underlays; `relay` then.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        relays: Vec<String>,
         /// This member's relay token (`mesh_proto::relay::token`).
         relay_token: Key,
         /// Every coordinator's control address (`host:port`, QUIC), in a stable order:
@@ -655,6 +660,7 @@ mod tests {
         let old = ServerMsg::Services {
             reflectors: vec!["192.0.2.1:7444".into()],
             relay: None,
+            relays: vec![],
             relay_token: token,
             coordinators: vec![],
         };
@@ -662,20 +668,28 @@ mod tests {
         let frame = encode(&old);
         let text = String::from_utf8_lossy(&frame[4..]).into_owned();
         assert!(!text.contains("coordinators"), "{text}");
+        assert!(!text.contains("relays"), "{text}");
         assert_eq!(decode::<ServerMsg>(&frame[4..]).unwrap(), old);
         // From an older coordinator (no field): empty.
         let body = format!(
             r#"{{"type":"services","reflectors":[],"relay":null,"relay_token":"{}"}}"#,
             token.to_base64()
         );
-        let ServerMsg::Services { coordinators, .. } = decode(body.as_bytes()).unwrap() else {
+        let ServerMsg::Services {
+            coordinators,
+            relays,
+            ..
+        } = decode(body.as_bytes()).unwrap()
+        else {
             panic!("not services");
         };
         assert!(coordinators.is_empty());
+        assert!(relays.is_empty());
         // Present: kept in order.
         let new = ServerMsg::Services {
             reflectors: vec![],
             relay: Some("192.0.2.1:7446".into()),
+            relays: vec!["192.0.2.1:7446".into(), "[2001:db8::1]:7446".into()],
             relay_token: token,
             coordinators: vec!["c2.example:7443".into(), "c1.example:7443".into()],
         };
@@ -683,6 +697,10 @@ mod tests {
         let text = String::from_utf8_lossy(&frame[4..]).into_owned();
         assert!(
             text.contains(r#""coordinators":["c2.example:7443","c1.example:7443"]"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#""relays":["192.0.2.1:7446","[2001:db8::1]:7446"]"#),
             "{text}"
         );
         assert_eq!(decode_server(&frame[4..], &token).unwrap(), new);

@@ -36,6 +36,8 @@ pub struct Coordinator {
     data_dir: PathBuf,
     log: PathBuf,
     listen: String,
+    /// What `--advertise` says (nodes dial these): `listen` unless given.
+    advertise: Vec<String>,
     http: String,
     /// Extra `serve` flags (e.g. `--store etcd:…`, `--id`).
     extra: Vec<String>,
@@ -65,8 +67,36 @@ impl Coordinator {
             log,
             dir,
             listen: format!("{listen_ip}:{CONTROL_PORT}"),
+            advertise: vec![format!("{listen_ip}:{CONTROL_PORT}")],
             http: format!("127.0.0.1:{HTTP_PORT}"),
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+            child: None,
+        };
+        c.spawn()?;
+        Ok(c)
+    }
+
+    /// [`Coordinator::start`] on both families: QUIC, reflectors and relay on `[::]`
+    /// (dual-stack sockets), advertised at `ip4` and `ip6`, so members of either family
+    /// are told every service in theirs.
+    pub fn start_dual_stack(
+        ns: &Arc<Netns>,
+        ip4: &str,
+        ip6: std::net::Ipv6Addr,
+    ) -> anyhow::Result<Coordinator> {
+        let dir = TempDir::new("coord")?;
+        let mut c = Coordinator {
+            ns: ns.clone(),
+            data_dir: dir.path().join("data"),
+            log: dir.path().join("coordinator.log"),
+            dir,
+            listen: format!("[::]:{CONTROL_PORT}"),
+            advertise: vec![
+                format!("{ip4}:{CONTROL_PORT}"),
+                format!("[{ip6}]:{CONTROL_PORT}"),
+            ],
+            http: format!("127.0.0.1:{HTTP_PORT}"),
+            extra: Vec::new(),
             child: None,
         };
         c.spawn()?;
@@ -84,11 +114,12 @@ impl Coordinator {
             self.data_dir.to_string_lossy().into_owned(),
             "--listen".into(),
             self.listen.clone(),
-            "--advertise".into(),
-            self.listen.clone(),
             "--http".into(),
             self.http.clone(),
         ];
+        for a in &self.advertise {
+            argv.extend(["--advertise".to_owned(), a.clone()]);
+        }
         argv.extend(self.extra.iter().cloned());
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         {
@@ -143,9 +174,10 @@ impl Coordinator {
         &self.ns
     }
 
-    /// `IP:PORT` of the QUIC control endpoint (what `meshctl join --coordinator` takes).
+    /// `IP:PORT` of the QUIC control endpoint (what `meshctl join --coordinator` takes):
+    /// the first advertised address.
     pub fn control_addr(&self) -> &str {
-        &self.listen
+        &self.advertise[0]
     }
 
     /// The admin API's URL (valid inside the coordinator's namespace).

@@ -10,7 +10,7 @@
 //! the bridge, and a default route via the `.254` gateway of their /24, so hosts in
 //! different documentation ranges reach each other through the internet namespace.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
@@ -20,6 +20,10 @@ use crate::netns::{self, Netns};
 use crate::util;
 
 /// The underlay ranges the internet namespace routes (RFC 5737), with its gateway in each.
+/// The internet's IPv6 gateway on its bridge, in the documentation prefix 2001:db8::/64
+/// ([`Lab::enable_ipv6`]).
+pub const INTERNET_GATEWAY6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+
 pub const INTERNET_GATEWAYS: [&str; 3] =
     ["198.51.100.254/24", "203.0.113.254/24", "192.0.2.254/24"];
 
@@ -307,6 +311,123 @@ impl Lab {
         host.ip(&["link", "set", &if_host, "up"])?;
         host.ip(&["route", "add", "default", "via", &router.lan_ip.to_string()])?;
         Ok((host, if_host))
+    }
+}
+
+/// IPv6 underlays: hosts and routers on the internet's 2001:db8::/64 (no duplicate address
+/// detection, so addresses work at once), sites' LANs on routed /64s of 2001:db8::/32
+/// without NAT (IPv6 end to end, as clouds give it), IPv4 NAT unchanged beside it.
+impl Lab {
+    /// Gives the internet IPv6: [`INTERNET_GATEWAY6`]/64 on its bridge, forwarding on.
+    pub fn enable_ipv6(&self) -> anyhow::Result<()> {
+        self.internet.sysctl("net.ipv6.conf.all.forwarding=1")?;
+        self.internet.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{INTERNET_GATEWAY6}/64"),
+            "dev",
+            &self.bridge,
+            "nodad",
+        ])?;
+        Ok(())
+    }
+
+    /// Puts `addr` (in 2001:db8::/64) on `host`'s interface `ifname`, which faces the
+    /// internet bridge, with a default IPv6 route via [`INTERNET_GATEWAY6`].
+    pub fn add_ipv6(&self, host: &Netns, ifname: &str, addr: Ipv6Addr) -> anyhow::Result<()> {
+        host.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{addr}/64"),
+            "dev",
+            ifname,
+            "nodad",
+        ])?;
+        host.ip(&[
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            &INTERNET_GATEWAY6.to_string(),
+            "dev",
+            ifname,
+        ])?;
+        Ok(())
+    }
+
+    /// A host on the internet with IPv6 only (`addr` in 2001:db8::/64): no IPv4 address,
+    /// no IPv4 route. Returns it and its interface.
+    pub fn ipv6_only_host(
+        &self,
+        tag: &str,
+        addr: Ipv6Addr,
+    ) -> anyhow::Result<(Arc<Netns>, String)> {
+        let host = self.host(tag)?;
+        let (if_host, if_inet) = veth(&host, &self.internet)?;
+        self.internet
+            .ip(&["link", "set", &if_inet, "master", &self.bridge])?;
+        self.internet.ip(&["link", "set", &if_inet, "up"])?;
+        host.ip(&["link", "set", &if_host, "up"])?;
+        self.add_ipv6(&host, &if_host, addr)?;
+        Ok((host, if_host))
+    }
+
+    /// Gives `router`'s LAN the /64 `lan` (its first address on the LAN bridge, the hosts'
+    /// gateway) routed, not translated: the router gets `wan` on its WAN and forwards
+    /// IPv6, the internet routes `lan` via `wan`. Returns the LAN gateway; hosts take
+    /// addresses with [`Lab::add_ipv6_behind`].
+    pub fn route_ipv6_lan(
+        &self,
+        router: &NatRouter,
+        wan: Ipv6Addr,
+        lan: Ipv6Addr,
+    ) -> anyhow::Result<Ipv6Addr> {
+        self.add_ipv6(&router.ns, &router.wan_if, wan)?;
+        router.ns.sysctl("net.ipv6.conf.all.forwarding=1")?;
+        let gateway = Ipv6Addr::from(u128::from(lan) | 1);
+        router.ns.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{gateway}/64"),
+            "dev",
+            &router.lan_bridge,
+            "nodad",
+        ])?;
+        self.internet.ip(&[
+            "-6",
+            "route",
+            "add",
+            &format!("{lan}/64"),
+            "via",
+            &wan.to_string(),
+        ])?;
+        Ok(gateway)
+    }
+
+    /// Puts `addr` on a host behind a router of [`Lab::route_ipv6_lan`] (interface
+    /// `ifname`), default IPv6 route via `gateway`.
+    pub fn add_ipv6_behind(
+        &self,
+        host: &Netns,
+        ifname: &str,
+        addr: Ipv6Addr,
+        gateway: Ipv6Addr,
+    ) -> anyhow::Result<()> {
+        host.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{addr}/64"),
+            "dev",
+            ifname,
+            "nodad",
+        ])?;
+        host.ip(&["-6", "route", "add", "default", "via", &gateway.to_string()])?;
+        Ok(())
     }
 }
 

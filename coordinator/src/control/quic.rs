@@ -125,8 +125,7 @@ pub const SOCKET_BUFFER: usize = 8 << 20;
 /// Binds the endpoint.
 pub fn bind(identity: &Identity, addr: SocketAddr) -> Result<quinn::Endpoint, QuicError> {
     let config = server_config(identity)?;
-    let socket =
-        std::net::UdpSocket::bind(addr).map_err(|source| QuicError::Bind { addr, source })?;
+    let socket = crate::udp::bind_std(addr).map_err(|source| QuicError::Bind { addr, source })?;
     let sock = socket2::SockRef::from(&socket);
     if let Err(e) = sock
         .set_recv_buffer_size(SOCKET_BUFFER)

@@ -558,9 +558,11 @@ where
         let Some(services) = self.coord.services() else {
             return Ok(());
         };
+        let (relay, relays) = self.coord.relay_for(&self.net);
         let msg = ServerMsg::Services {
             reflectors: services.reflectors.clone(),
-            relay: self.coord.relay_for(&self.net),
+            relay,
+            relays,
             relay_token: relay::token(&services.relay_secret, &self.key),
             coordinators: self.coord.control_addresses(),
         };

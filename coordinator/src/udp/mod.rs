@@ -28,11 +28,35 @@ pub struct BindError {
     pub source: std::io::Error,
 }
 
-/// Binds a non-blocking UDP socket for tokio with large buffers (best effort). Needs a
-/// runtime.
+/// Binds a UDP socket to `addr`. The IPv6 wildcard `[::]` is dual-stack (IPv4 clients
+/// arrive as IPv4-mapped addresses, whatever `net.ipv6.bindv6only` says), and falls back to
+/// `0.0.0.0` on a kernel without IPv6, so the default serves both families where it can.
+pub fn bind_std(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    match addr {
+        SocketAddr::V6(v6) if v6.ip().is_unspecified() => {
+            let dual = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP)).and_then(|s| {
+                s.set_only_v6(false)?;
+                s.bind(&addr.into())?;
+                Ok(s)
+            });
+            match dual {
+                Ok(s) => Ok(s.into()),
+                Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
+                    std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, addr.port()))
+                }
+                Err(e) => Err(e),
+            }
+        }
+        _ => std::net::UdpSocket::bind(addr),
+    }
+}
+
+/// Binds a non-blocking UDP socket for tokio with large buffers (best effort), as
+/// [`bind_std`] does. Needs a runtime.
 pub fn bind(what: &'static str, addr: SocketAddr) -> Result<UdpSocket, BindError> {
     let err = |source| BindError { what, addr, source };
-    let std = std::net::UdpSocket::bind(addr).map_err(err)?;
+    let std = bind_std(addr).map_err(err)?;
     std.set_nonblocking(true).map_err(err)?;
     let sock = socket2::SockRef::from(&std);
     let _ = sock.set_recv_buffer_size(BUFFER_BYTES);

@@ -311,7 +311,7 @@ impl Control {
             .flatten()
             .filter(|n| n.network.name == m.network);
         let listen_port = self.device.listen_port();
-        let local = local_endpoints(self.device.interface(), listen_port);
+        let local = local_endpoints(self.device.interface(), listen_port, self.device.has_ipv6());
         let hello = Hello {
             network: m.network.clone(),
             public_key: self.device.public_key(),
@@ -594,42 +594,76 @@ fn attempt_order(
     order
 }
 
-/// Resolves the coordinator's service addresses (IPv4: the WireGuard socket's family).
+/// Resolves the coordinator's service addresses, keeping those this host has a route to:
+/// every reflector of either family (IPv4 first, so that `meshctl netcheck` compares two
+/// IPv4 reflections), and the first routable relay address of the list (the relay's
+/// IPv4 and IPv6 addresses, in the coordinator's order).
 fn resolve_services(s: &session::Services) -> crate::device::traversal::Services {
     use std::net::ToSocketAddrs as _;
-    let resolve = |t: &String| -> Option<SocketAddr> {
+    let resolve = |t: &String| -> Vec<SocketAddr> {
         match t.to_socket_addrs() {
-            Ok(mut addrs) => addrs.find(SocketAddr::is_ipv4),
+            Ok(addrs) => addrs.filter(routable).collect(),
             Err(e) => {
                 tracing::warn!("resolving {t}: {e}");
-                None
+                Vec::new()
             }
         }
     };
+    let mut reflectors: Vec<SocketAddr> = Vec::new();
+    for a in s.reflectors.iter().flat_map(resolve) {
+        if !reflectors.contains(&a) {
+            reflectors.push(a);
+        }
+    }
+    reflectors.sort_by_key(SocketAddr::is_ipv6);
     crate::device::traversal::Services {
-        reflectors: s.reflectors.iter().filter_map(resolve).collect(),
-        relay: s.relay.as_ref().and_then(resolve),
+        reflectors,
+        relay: s.relays().flat_map(resolve).next(),
         relay_token: Some(s.relay_token),
     }
 }
 
+/// Resolves a coordinator address to the first address (in the resolver's order) this
+/// host has a route to: an IPv6-only host skips the IPv4 ones and vice versa.
 async fn resolve(target: &str) -> anyhow::Result<SocketAddr> {
-    tokio::net::lookup_host(target)
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(target)
         .await
         .with_context(|| format!("resolving {target}"))?
-        .find(SocketAddr::is_ipv4)
-        .with_context(|| format!("{target} has no IPv4 address"))
+        .collect();
+    addrs.iter().copied().find(routable).with_context(|| {
+        if addrs.is_empty() {
+            format!("{target} has no address")
+        } else {
+            format!("no route to {target} from this host (resolved to {addrs:?})")
+        }
+    })
 }
 
-/// This host's IPv4 addresses (not loopback, not the overlay) with the WireGuard port:
-/// candidates for peers on the same LAN.
-fn local_endpoints(overlay_interface: &str, port: u16) -> Vec<SocketAddr> {
+/// Whether this host has a route to `addr`: a UDP socket `connect` asks the kernel's
+/// routing table and sends nothing.
+fn routable(addr: &SocketAddr) -> bool {
+    let unspecified: SocketAddr = if addr.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    std::net::UdpSocket::bind(unspecified).is_ok_and(|s| s.connect(addr).is_ok())
+}
+
+/// This host's addresses (not loopback, not the overlay, not IPv6 link-local, which would
+/// need an interface to go with it) with the WireGuard port: candidates for peers on the
+/// same LAN, and with IPv6 the global addresses peers reach directly.
+fn local_endpoints(overlay_interface: &str, port: u16, ipv6: bool) -> Vec<SocketAddr> {
     let Ok(addrs) = if_addrs::get_if_addrs() else {
         return Vec::new();
     };
     addrs
         .into_iter()
-        .filter(|a| !a.is_loopback() && a.name != overlay_interface && a.ip().is_ipv4())
+        .filter(|a| !a.is_loopback() && a.name != overlay_interface)
+        .filter(|a| match a.ip() {
+            std::net::IpAddr::V4(_) => true,
+            std::net::IpAddr::V6(ip) => ipv6 && !ip.is_unicast_link_local(),
+        })
         .map(|a| SocketAddr::new(a.ip(), port))
         .collect()
 }

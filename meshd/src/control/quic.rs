@@ -69,10 +69,15 @@ pub struct Client {
 }
 
 impl Client {
-    /// Binds an ephemeral UDP port.
+    /// Binds an ephemeral UDP port, dual-stack where the kernel has IPv6 (quinn maps IPv4
+    /// coordinators into it), so coordinators of either family are reachable.
     pub fn new() -> anyhow::Result<Client> {
-        let endpoint = quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0)))
+        let (socket, _) = crate::device::udp::bind_dual_stack(0)
             .context("binding the control-plane UDP socket")?;
+        let runtime = quinn::default_runtime().context("no async runtime for QUIC")?;
+        let endpoint =
+            quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)
+                .context("starting the control-plane QUIC endpoint")?;
         Ok(Client { endpoint })
     }
 

@@ -84,8 +84,23 @@ pub struct Services {
     pub reflectors: Vec<String>,
     /// Relay address (`host:port`), if any.
     pub relay: Option<String>,
+    /// The relay's addresses in every family the coordinator advertises (empty from a
+    /// coordinator before dual stack: then `relay`).
+    pub relays: Vec<String>,
     /// This member's relay token.
     pub relay_token: Key,
+}
+
+impl Services {
+    /// The relay's addresses to try, in order.
+    pub fn relays(&self) -> impl Iterator<Item = &String> {
+        let all = if self.relays.is_empty() {
+            self.relay.as_slice()
+        } else {
+            self.relays.as_slice()
+        };
+        all.iter()
+    }
 }
 
 /// Reads one frame, as member `me` (binary netmaps list every member, `me` included).
@@ -303,6 +318,7 @@ async fn receive<R: AsyncRead + Unpin>(
             ServerMsg::Services {
                 reflectors,
                 relay,
+                relays,
                 relay_token,
                 coordinators,
             } => {
@@ -310,6 +326,7 @@ async fn receive<R: AsyncRead + Unpin>(
                 sink.services(Services {
                     reflectors,
                     relay,
+                    relays,
                     relay_token,
                 });
             }
@@ -479,7 +496,8 @@ mod tests {
                 &mut sw,
                 &ServerMsg::Services {
                     reflectors: vec!["192.0.2.1:7444".into()],
-                    relay: None,
+                    relay: Some("192.0.2.1:7446".into()),
+                    relays: vec!["192.0.2.1:7446".into(), "[2001:db8::1]:7446".into()],
                     relay_token: Key([8; 32]),
                     coordinators: vec!["c1:7443".into(), "c2:7443".into()],
                 },
@@ -535,10 +553,19 @@ mod tests {
             rec.services,
             vec![Services {
                 reflectors: vec!["192.0.2.1:7444".into()],
-                relay: None,
+                relay: Some("192.0.2.1:7446".into()),
+                relays: vec!["192.0.2.1:7446".into(), "[2001:db8::1]:7446".into()],
                 relay_token: Key([8; 32]),
             }]
         );
+        // Both addresses, in order; `relay` alone from an older coordinator.
+        let got: Vec<&String> = rec.services[0].relays().collect();
+        assert_eq!(got, ["192.0.2.1:7446", "[2001:db8::1]:7446"]);
+        let old = Services {
+            relays: vec![],
+            ..rec.services[0].clone()
+        };
+        assert_eq!(old.relays().collect::<Vec<_>>(), ["192.0.2.1:7446"]);
     }
 
     /// Paths are reported only while authorised: not while pending, soon after the

@@ -22,7 +22,7 @@ pub mod peer;
 mod sys;
 pub mod traversal;
 mod tun;
-mod udp;
+pub(crate) mod udp;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -304,6 +304,11 @@ impl Device {
     /// The UDP port actually bound.
     pub fn listen_port(&self) -> u16 {
         self.udp.local_port()
+    }
+
+    /// Whether the WireGuard socket reaches IPv6 peers (dual-stack).
+    pub fn has_ipv6(&self) -> bool {
+        self.udp.has_ipv6()
     }
 
     /// The TUN interface's name.
@@ -667,7 +672,7 @@ impl Device {
         let endpoint = self.endpoint_for(paths.path()).or_else(|| {
             info.endpoints
                 .iter()
-                .find(|a| a.is_ipv4())
+                .find(|a| self.udp.has_ipv6() || a.is_ipv4())
                 .map(|a| Endpoint::Direct(*a))
         });
         let traversal = Traversal {

@@ -34,21 +34,21 @@ pub fn wait(fd: RawFd, events: i16, timeout_ms: i32) -> io::Result<bool> {
 }
 
 /// Sends one UDP datagram from `fd` to `to` with IP TTL `ttl` for this datagram only (an
-/// `IP_TTL` control message), leaving the socket's TTL alone for concurrent senders.
-/// Never blocks (`MSG_DONTWAIT`).
+/// `IP_TTL` control message, or `IPV6_HOPLIMIT` when `ipv4` is false: the family the
+/// packet leaves in, which for an IPv4-mapped `to` is IPv4), leaving the socket's TTL alone
+/// for concurrent senders. Never blocks (`MSG_DONTWAIT`).
 pub fn send_with_ttl(
     fd: RawFd,
-    to: std::net::SocketAddrV4,
+    to: std::net::SocketAddr,
+    ipv4: bool,
     payload: &[u8],
     ttl: u32,
 ) -> io::Result<()> {
-    let addr = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: to.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(to.ip().octets()),
-        },
-        sin_zero: [0; 8],
+    let addr = socket2::SockAddr::from(to);
+    let (level, kind) = if ipv4 {
+        (libc::IPPROTO_IP, libc::IP_TTL)
+    } else {
+        (libc::IPPROTO_IPV6, libc::IPV6_HOPLIMIT)
     };
     let mut iov = libc::iovec {
         iov_base: payload.as_ptr() as *mut libc::c_void,
@@ -57,7 +57,7 @@ pub fn send_with_ttl(
     // Room for one cmsghdr carrying a c_int, 8-byte aligned as cmsghdr requires.
     let mut control = [0u64; 4];
     let ttl = libc::c_int::try_from(ttl).unwrap_or(64);
-    // SAFETY: every pointer handed to the kernel points at a live local (`addr`, `iov`,
+    // SAFETY: every pointer handed to the kernel points at a live local (`addr`'s storage, `iov`,
     // `payload` via `iov`, `control`) that outlives the sendmsg call; the control buffer is
     // zeroed, aligned for cmsghdr and large enough for CMSG_SPACE(sizeof(c_int)) (checked
     // below), so CMSG_FIRSTHDR is non-null and CMSG_DATA points inside it.
@@ -67,15 +67,15 @@ pub fn send_with_ttl(
             return Err(io::Error::other("control buffer too small"));
         }
         let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_name = &addr as *const libc::sockaddr_in as *mut libc::c_void;
-        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        msg.msg_name = addr.as_ptr() as *mut libc::c_void;
+        msg.msg_namelen = addr.len();
         msg.msg_iov = &mut iov;
         msg.msg_iovlen = 1;
         msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
         msg.msg_controllen = space;
         let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::IPPROTO_IP;
-        (*cmsg).cmsg_type = libc::IP_TTL;
+        (*cmsg).cmsg_level = level;
+        (*cmsg).cmsg_type = kind;
         (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as usize;
         std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut libc::c_int, ttl);
         libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT)

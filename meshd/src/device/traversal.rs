@@ -241,7 +241,7 @@ impl Device {
         let now = Instant::now();
         let mut paths = PeerPaths::new(now, self.traversal.relay().is_some());
         paths.enable_openers();
-        paths.set_candidates(now, ipv4_only(candidates));
+        paths.set_candidates(now, reachable(self, candidates));
         paths.set_own_candidates(self.traversal.own_candidates());
         paths
     }
@@ -506,12 +506,14 @@ pub fn path_type(endpoint: Option<Endpoint>) -> Option<PathType> {
     })
 }
 
-/// The WireGuard socket is IPv4: only IPv4 candidates are reachable.
-fn ipv4_only(candidates: &[SocketAddr]) -> Vec<SocketAddr> {
+/// The candidates the WireGuard socket can send to: every one on the dual-stack socket,
+/// IPv4 only where the kernel has no IPv6.
+fn reachable(dev: &Device, candidates: &[SocketAddr]) -> Vec<SocketAddr> {
+    let ipv6 = dev.udp.has_ipv6();
     candidates
         .iter()
         .copied()
-        .filter(SocketAddr::is_ipv4)
+        .filter(|a| ipv6 || a.is_ipv4())
         .collect()
 }
 
@@ -519,7 +521,7 @@ fn ipv4_only(candidates: &[SocketAddr]) -> Vec<SocketAddr> {
 pub fn update_candidates(dev: &Device, peer: &Peer, candidates: &[SocketAddr]) {
     if let Some(t) = &peer.traversal {
         let mut paths = t.paths.lock();
-        paths.set_candidates(Instant::now(), ipv4_only(candidates));
+        paths.set_candidates(Instant::now(), reachable(dev, candidates));
         dev.flush_paths(peer, t, &mut paths);
     }
 }
@@ -580,7 +582,7 @@ pub fn handle_reflect(dev: &Device, datagram: &[u8], from: SocketAddr) -> bool {
         seen.sort();
         let mut out: Vec<SocketAddr> = Vec::new();
         for (_, a) in seen {
-            if a.is_ipv4() && !out.contains(&a) {
+            if !out.contains(&a) {
                 out.push(a);
             }
         }

@@ -516,6 +516,7 @@ async fn services_come_before_the_first_netmap_of_each_connection() {
     let want = |key: &Key| ServerMsg::Services {
         reflectors: vec!["192.0.2.1:7444".into(), "192.0.2.1:7445".into()],
         relay: Some("192.0.2.1:7446".into()),
+        relays: vec!["192.0.2.1:7446".into(), "[2001:db8::1]:7446".into()],
         relay_token: relay::token(&RELAY_SECRET, key),
         coordinators: vec!["192.0.2.1:7443".into()],
     };

@@ -33,6 +33,10 @@ pub struct Registration {
     /// Its relay, `host:port`, if it relays.
     #[serde(default)]
     pub relay: Option<String>,
+    /// Its relay in every advertised family (`relay` first); empty from a coordinator
+    /// before dual-stack underlays.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relays: Vec<String>,
     /// Its reflectors, `host:port`.
     #[serde(default)]
     pub reflectors: Vec<String>,
@@ -102,20 +106,27 @@ fn stable_hash(text: &str) -> u64 {
     })
 }
 
-/// The meeting relay of `network` among `registrations` (see the module doc).
-pub(crate) fn meeting_relay(
-    registrations: &BTreeMap<String, Registration>,
+/// The meeting relay of `network` among `registrations`.
+#[cfg(test)]
+fn meeting_relay(registrations: &BTreeMap<String, Registration>, network: &str) -> Option<String> {
+    meeting_registration(registrations, network).and_then(|r| r.relay.clone())
+}
+
+/// The registration whose relay is `network`'s meeting relay (see the module doc): the
+/// same on every coordinator that sees the same registrations.
+fn meeting_registration<'a>(
+    registrations: &'a BTreeMap<String, Registration>,
     network: &str,
-) -> Option<String> {
-    let relays: Vec<&String> = registrations
+) -> Option<&'a Registration> {
+    let relays: Vec<&Registration> = registrations
         .values()
-        .filter_map(|r| r.relay.as_ref())
+        .filter(|r| r.relay.is_some())
         .collect();
     if relays.is_empty() {
         return None;
     }
     let i = usize::try_from(stable_hash(network) % relays.len() as u64).unwrap_or(0);
-    Some(relays[i].clone())
+    Some(relays[i])
 }
 
 impl Coordinator {
@@ -208,10 +219,18 @@ impl Coordinator {
     }
 
     /// The relay members of `net` are told about: the meeting relay of the coordinator
-    /// set, or this coordinator's own when none registered one.
-    pub fn relay_for(&self, net: &str) -> Option<String> {
-        meeting_relay(&self.cluster.registrations(), net)
-            .or_else(|| self.services.as_ref().and_then(|s| s.relay.clone()))
+    /// set, or this coordinator's own when none registered one; with its address in every
+    /// advertised family (empty when it has one only).
+    pub fn relay_for(&self, net: &str) -> (Option<String>, Vec<String>) {
+        let registrations = self.cluster.registrations();
+        match meeting_registration(&registrations, net) {
+            Some(r) => (r.relay.clone(), r.relays.clone()),
+            None => self
+                .services
+                .as_ref()
+                .map(|s| (s.relay.clone(), s.relays.clone()))
+                .unwrap_or_default(),
+        }
     }
 
     /// Changes whenever the coordinator set changes (sessions re-send their services).
@@ -228,6 +247,7 @@ mod tests {
         Registration {
             control: vec![format!("{relay}:7443")],
             relay: Some(format!("{relay}:7446")),
+            relays: vec![],
             reflectors: vec![],
         }
     }

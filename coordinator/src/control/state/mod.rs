@@ -113,6 +113,9 @@ pub struct Services {
     pub reflectors: Vec<String>,
     /// Advertised relay address (`host:port`), if the coordinator relays.
     pub relay: Option<String>,
+    /// The relay's advertised address in every family (`relay` first), when there are
+    /// several.
+    pub relays: Vec<String>,
     /// The relay secret members' relay tokens derive from
     /// ([`mesh_proto::relay::token`]).
     pub relay_secret: Key,
@@ -123,6 +126,7 @@ impl std::fmt::Debug for Services {
         f.debug_struct("Services")
             .field("reflectors", &self.reflectors)
             .field("relay", &self.relay)
+            .field("relays", &self.relays)
             .finish_non_exhaustive()
     }
 }
