@@ -185,6 +185,15 @@ fn scenario(
         Some(b6.as_str())
     );
     browser.wait_for(&format!("{} .address6", member_row(&b_key)), WAIT)?;
+    // An IPv6 underlay endpoint (an admin-set public one here) is shown as IPv6, bracketed
+    // with its port, among the endpoints the address cell lists.
+    let endpoint6 = "[2001:db8::7]:51820";
+    coord.admin(&["set-endpoint", NETWORK, "b", endpoint6])?;
+    browser.wait_for(
+        &format!("{} td[title*=\"{endpoint6}\"]", member_row(&b_key)),
+        WAIT,
+    )?;
+    coord.admin(&["set-endpoint", NETWORK, "b", "--clear"])?;
     assert_not_reloaded(browser, &loaded_at)?;
     browser.screenshot(&artefacts().join("dashboard.png"))?;
 

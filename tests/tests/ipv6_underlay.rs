@@ -215,6 +215,29 @@ fn ipv6_underlay_direct_paths_and_relay() -> anyhow::Result<()> {
             y.meshd.name()
         );
     }
+    // What prints underlay addresses shows IPv6 ones as such: `meshctl status`'s endpoint
+    // line, and the admin API's member endpoints (what the dashboard and the admin tables
+    // read).
+    let text = a.meshd.meshctl_status_text()?;
+    let line = format!("endpoint: [{}]:{}", b.ip6, topo::PORT);
+    assert!(text.contains(&line), "no {line:?} in a's status:\n{text}");
+    let members = coord.members(NETWORK)?;
+    for n in &nodes {
+        let m = members
+            .iter()
+            .find(|m| m["public-key"] == n.key.as_str())
+            .with_context(|| format!("{} is not a member", n.meshd.name()))?;
+        let want = format!("[{}]:{}", n.ip6, topo::PORT);
+        let endpoints = &m["endpoints"];
+        assert!(
+            endpoints
+                .as_array()
+                .is_some_and(|e| e.iter().any(|e| e == want.as_str())),
+            "{}'s endpoints {endpoints} lack {want}",
+            n.meshd.name()
+        );
+    }
+
     // Overlay traffic over them (both overlay families).
     for (x, y) in [(a, b), (a, c), (c, d), (d, b)] {
         let to = y.meshd.address()?;
