@@ -22,15 +22,18 @@ use crate::Key;
 pub enum Request {
     /// The interface, its peers and their counters.
     Status,
-    /// Join a network through a coordinator (the node holds one network at a time).
+    /// Join a network through a coordinator. A node may hold several networks, each on
+    /// its own interface (meshd runs one process per network); joining the network it
+    /// already holds again updates that membership.
     Join(JoinRequest),
-    /// Leave the network: forget the membership and the cached netmap, drop its peers.
+    /// Leave a network: forget its membership and cached netmap, drop its peers (and, for
+    /// any network but the first, its interface).
     Leave {
-        /// The network to leave (must be the one joined).
+        /// The network to leave (one of those joined).
         network: String,
     },
     /// Probe a peer (disco ping over its current path and every candidate) and report which
-    /// paths answered.
+    /// paths answered; the first network that knows the peer answers.
     Ping {
         /// Peer name, overlay address, public key or key prefix.
         peer: String,
@@ -138,6 +141,32 @@ pub struct Status {
     /// The DNS server for the network's names (absent: off, or a meshd before names).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<DnsStatus>,
+    /// The node's further networks, one status each (its own interface, key, peers and
+    /// membership); the fields above are the first network's, as before several networks.
+    /// Only in the answer of the meshd meshctl talks to; empty (absent) otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<NetworkStatus>,
+}
+
+impl Status {
+    /// The network this status is about, if it holds a membership.
+    pub fn network(&self) -> Option<&str> {
+        self.control.as_ref().map(|c| c.network.as_str())
+    }
+}
+
+/// One further network of the node: its status, or why it could not be read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct NetworkStatus {
+    /// The network's name.
+    pub network: String,
+    /// Its status (absent when `error` says why it is unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Box<Status>>,
+    /// Why its meshd did not answer (starting, restarting, stuck).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// meshd's DNS server as `meshctl status` shows it.
@@ -407,6 +436,12 @@ pub struct DropCounters {
     pub unknown_peer: u64,
     /// Outbound packets for a peer whose endpoint is not known yet.
     pub no_endpoint: u64,
+    /// Decrypted packets from a network peer addressed to neither this node's overlay
+    /// addresses nor a prefix it advertises: the node does not forward them (networks
+    /// stay apart on a node that holds several and forwards IP). Absent from meshds
+    /// before the check: 0.
+    #[serde(default)]
+    pub not_local: u64,
 }
 
 #[cfg(test)]
@@ -445,7 +480,11 @@ mod tests {
         let old = r#"{"interface":"mesh0","address":null,"mtu":1280,"public-key":"AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=","listen-port":51820,"peers":[],"dropped":{"no-route":0,"bad-source":0,"invalid":0,"unknown-peer":0,"no-endpoint":0}}"#;
         let mut status: Status = serde_json::from_str(old).unwrap();
         assert_eq!(status.filter, None);
-        assert_eq!(serde_json::to_string(&status).unwrap(), old);
+        // What changed since: the `not-local` drop counter, always written.
+        assert_eq!(
+            serde_json::to_string(&status).unwrap(),
+            old.replace(r#""no-endpoint":0}"#, r#""no-endpoint":0,"not-local":0}"#)
+        );
         status.filter = Some(FilterStatus {
             hash: Some("0123456789abcdef".into()),
             error: None,
@@ -479,6 +518,64 @@ mod tests {
         ] {
             assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
         }
+    }
+
+    /// Requests as meshctl before several networks wrote them still parse, and read the
+    /// same; a status from a meshd before several networks parses with no further
+    /// networks and no `not-local` drops, and one with networks round-trips.
+    #[test]
+    fn wire_forms_before_several_networks() {
+        let join =
+            r#"{"cmd":"join","network":"lab","token":"wm1_x","coordinator":null,"pin":null}"#;
+        let r: Request = serde_json::from_str(join).unwrap();
+        assert_eq!(serde_json::to_string(&r).unwrap(), join);
+        let leave = r#"{"cmd":"leave","network":"lab"}"#;
+        let r: Request = serde_json::from_str(leave).unwrap();
+        assert_eq!(
+            r,
+            Request::Leave {
+                network: "lab".into()
+            }
+        );
+        assert_eq!(serde_json::to_string(&r).unwrap(), leave);
+        let ping = r#"{"cmd":"ping","peer":"web"}"#;
+        let r: Request = serde_json::from_str(ping).unwrap();
+        assert_eq!(serde_json::to_string(&r).unwrap(), ping);
+
+        let old = r#"{"ok":true,"status":{"interface":"mesh0","address":"10.9.8.1/24","mtu":1280,"public-key":"AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=","listen-port":51820,"peers":[],"dropped":{"no-route":1,"bad-source":2,"invalid":3,"unknown-peer":4,"no-endpoint":5}}}"#;
+        let Response::Status { status, .. } = serde_json::from_str(old).unwrap() else {
+            panic!("not a status");
+        };
+        assert!(status.networks.is_empty());
+        assert_eq!(status.dropped.not_local, 0);
+        assert_eq!(status.dropped.no_endpoint, 5);
+        let mut status = status;
+        status.dropped.not_local = 0;
+        let mut child = status.clone();
+        child.interface = "mesh1".into();
+        status.networks = vec![
+            NetworkStatus {
+                network: "b".into(),
+                status: Some(Box::new(child)),
+                error: None,
+            },
+            NetworkStatus {
+                network: "c".into(),
+                status: None,
+                error: Some("not answering".into()),
+            },
+        ];
+        let response = Response::Status { ok: true, status };
+        let text = serde_json::to_string(&response).unwrap();
+        assert!(
+            text.contains(r#""networks":[{"network":"b","status":{"interface":"mesh1""#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"{"network":"c","error":"not answering"}"#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<Response>(&text).unwrap(), response);
     }
 
     #[test]

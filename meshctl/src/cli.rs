@@ -36,18 +36,27 @@ pub enum Command {
     Genkey,
     /// Read a private key on stdin and print its public key, like `wg pubkey`.
     Pubkey,
-    /// Show the interface, its peers and counters, like `wg show`.
+    /// Show the interface, its peers and counters, like `wg show`: one section per
+    /// network the node holds (each network has its own interface).
     Status {
-        /// Print the status as JSON (the field names meshd sends).
+        /// Print the status as JSON (the field names meshd sends; further networks under
+        /// `networks`).
         #[arg(long)]
         json: bool,
+        /// Show only this network.
+        #[arg(long, value_name = "NAME")]
+        network: Option<String>,
     },
     /// Join a network through its coordinator, then wait until this node is in it.
     ///
     /// With a token (from `meshctl admin token create`) the node is authorised at once.
     /// With `--coordinator` and `--pin` it waits as pending until an admin authorises it.
+    /// A node may join several networks: each further one gets its own interface (the
+    /// next name after meshd's, e.g. mesh1), key and meshd process; networks stay apart
+    /// (no forwarding between them).
     Join(JoinArgs),
-    /// Leave the network: meshd forgets the membership, its cached netmap and its peers.
+    /// Leave a network: meshd forgets its membership, cached netmap and peers (a further
+    /// network's interface goes too); the node's other networks are untouched.
     Leave {
         /// The network to leave.
         network: String,
@@ -416,7 +425,13 @@ mod tests {
         };
         assert_eq!(before.connect.socket, PathBuf::from("/a"));
         assert_eq!(after.connect.socket, PathBuf::from("/b"));
-        assert!(matches!(after.command, Command::Status { json: true }));
+        assert!(matches!(
+            after.command,
+            Command::Status {
+                json: true,
+                network: None
+            }
+        ));
     }
 
     #[test]

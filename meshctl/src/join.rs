@@ -29,8 +29,8 @@ pub fn join(socket: &Path, args: &JoinArgs, out: &mut impl Write) -> anyhow::Res
     }
     if args.no_wait {
         if args.json {
-            let status = status::query(socket).map_err(anyhow::Error::msg)?;
-            print_json(out, status.control.as_ref())?;
+            let control = network_view(socket, &args.network)?.and_then(|s| s.control);
+            print_json(out, control.as_ref())?;
         }
         return Ok(());
     }
@@ -38,7 +38,14 @@ pub fn join(socket: &Path, args: &JoinArgs, out: &mut impl Write) -> anyhow::Res
     let deadline = Instant::now() + args.timeout;
     let mut watch = Watch::new(&args.network, args.wait_authorized);
     loop {
-        let status = status::query(socket).map_err(anyhow::Error::msg)?;
+        let Some(status) = network_view(socket, &args.network)? else {
+            // That network's meshd is (re)starting: ask again.
+            if Instant::now() >= deadline {
+                bail!(watch.timed_out(args.timeout));
+            }
+            std::thread::sleep(POLL);
+            continue;
+        };
         let step = watch.step(&status);
         if let (Some(line), false) = (&step.line, args.json) {
             writeln!(out, "{line}")?;
@@ -67,6 +74,18 @@ pub fn join(socket: &Path, args: &JoinArgs, out: &mut impl Write) -> anyhow::Res
             bail!(watch.timed_out(args.timeout));
         }
         std::thread::sleep(POLL.min(deadline - now));
+    }
+}
+
+/// The status of `network` (a node holds several, one meshd each), or the node's first
+/// one's when it does not hold it (the watch then says so); `None` while that network's
+/// meshd does not answer.
+fn network_view(socket: &Path, network: &str) -> anyhow::Result<Option<Status>> {
+    let status = status::query(socket).map_err(anyhow::Error::msg)?;
+    match status::of_network(&status, network) {
+        Ok(Some(one)) => Ok(Some(one)),
+        Ok(None) => Ok(Some(status)),
+        Err(_) => Ok(None),
     }
 }
 
@@ -445,6 +464,7 @@ mod tests {
             }),
             filter: None,
             dns: None,
+            networks: Vec::new(),
         }
     }
 

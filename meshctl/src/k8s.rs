@@ -375,6 +375,7 @@ mod tests {
                 zone: Some("k8s.mesh.internal".to_owned()),
                 ..Default::default()
             }),
+            networks: Vec::new(),
         }
     }
 

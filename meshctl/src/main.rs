@@ -46,7 +46,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Genkey => keys::genkey(&mut out)?,
         Command::Pubkey => keys::pubkey(&mut io::stdin().lock(), &mut out)?,
-        Command::Status { json } => status::run(&cli.connect.socket, json, &mut out)?,
+        Command::Status { json, network } => {
+            status::run(&cli.connect.socket, json, network.as_deref(), &mut out)?
+        }
         Command::Join(args) => join::join(&cli.connect.socket, &args, &mut out)?,
         Command::Leave { network } => join::leave(&cli.connect.socket, &network, &mut out)?,
         Command::Admin(args) => admin::run(args, &mut out)?,

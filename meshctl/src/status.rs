@@ -13,16 +13,102 @@ use mesh_proto::api::{
 
 use crate::local::{self, one_line};
 
-/// Queries meshd at `socket` and prints its status, as text or pretty JSON.
-pub fn run(socket: &Path, json: bool, out: &mut impl Write) -> anyhow::Result<()> {
+/// Queries meshd at `socket` and prints its status, as text or pretty JSON: every network
+/// the node holds, or only `network`'s.
+pub fn run(
+    socket: &Path,
+    json: bool,
+    network: Option<&str>,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
     let status = query(socket).map_err(anyhow::Error::msg)?;
+    let status = match network {
+        None => status,
+        Some(name) => match of_network(&status, name) {
+            Ok(Some(one)) => one,
+            Ok(None) => anyhow::bail!("this node is not a member of {name:?} ({})", held(&status)),
+            Err(e) => anyhow::bail!("network {name:?}: {}", one_line(&e)),
+        },
+    };
     if json {
         serde_json::to_writer_pretty(&mut *out, &status)?;
         writeln!(out)?;
     } else {
-        out.write_all(render(&status).as_bytes())?;
+        out.write_all(render_all(&status).as_bytes())?;
     }
     Ok(())
+}
+
+/// The status of `network` in a node's status: the first network's own (without the
+/// further networks), or a further network's; `Ok(None)` when the node does not hold it,
+/// `Err` with the reason when its meshd did not answer.
+pub fn of_network(status: &Status, network: &str) -> Result<Option<Status>, String> {
+    if status.network() == Some(network) {
+        let mut own = status.clone();
+        own.networks.clear();
+        return Ok(Some(own));
+    }
+    match status.networks.iter().find(|n| n.network == network) {
+        Some(n) => match (&n.status, &n.error) {
+            (Some(s), _) => Ok(Some((**s).clone())),
+            (None, e) => Err(e.clone().unwrap_or_else(|| "no status".to_owned())),
+        },
+        None => Ok(None),
+    }
+}
+
+/// "member of \"a\", \"b\"" or "member of no network".
+fn held(status: &Status) -> String {
+    let names: Vec<String> = status
+        .network()
+        .into_iter()
+        .chain(status.networks.iter().map(|n| n.network.as_str()))
+        .map(|n| format!("{n:?}"))
+        .collect();
+    if names.is_empty() {
+        "member of no network".to_owned()
+    } else {
+        format!("member of {}", names.join(", "))
+    }
+}
+
+/// Every network's section: with one network exactly [`render`]; with several, each
+/// under a heading naming network, interface and address.
+pub fn render_all(status: &Status) -> String {
+    if status.networks.is_empty() {
+        return render(status);
+    }
+    let mut s = String::new();
+    let heading = |s: &mut String, network: &str, st: &Status| {
+        let mut what = format!("interface {}", st.interface);
+        if let Some(a) = st.address {
+            what.push_str(&format!(", address {a}"));
+        }
+        if let Some(a) = st.address6 {
+            what.push_str(&format!(", {a}"));
+        }
+        let _ = writeln!(s, "=== network {network} ({what}) ===");
+    };
+    heading(&mut s, status.network().unwrap_or("(none)"), status);
+    s.push_str(&render(status));
+    for n in &status.networks {
+        s.push('\n');
+        match &n.status {
+            Some(st) => {
+                heading(&mut s, &n.network, st);
+                s.push_str(&render(st));
+            }
+            None => {
+                let _ = writeln!(s, "=== network {} ===", n.network);
+                let _ = writeln!(
+                    s,
+                    "  error: {}",
+                    one_line(n.error.as_deref().unwrap_or("no status"))
+                );
+            }
+        }
+    }
+    s
 }
 
 /// One status exchange; the error is a complete one-line message.
@@ -376,6 +462,57 @@ mod tests {
         ] {
             assert_eq!(serde_json::to_value(state).unwrap(), state_name(state));
         }
+    }
+
+    /// A node in two networks: one section per network, each under a heading; one network
+    /// alone picks out; a further network that did not answer is an error line.
+    #[test]
+    fn several_networks() {
+        let one = r#"{"interface":"mesh0","address":"10.9.8.1/24","mtu":1280,"public-key":"AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=","listen-port":51820,"peers":[],"dropped":{"no-route":0,"bad-source":0,"invalid":0,"unknown-peer":0,"no-endpoint":0},"control":{"network":"a","coordinators":["203.0.113.1:7443"],"state":"connected","message":null,"netmap-version":3}}"#;
+        let primary: Status = serde_json::from_str(one).unwrap();
+        // One network: exactly as before.
+        assert_eq!(render_all(&primary), render(&primary));
+        let mut b = primary.clone();
+        b.interface = "mesh1".into();
+        b.address = Some("10.7.0.2/24".parse().unwrap());
+        if let Some(c) = b.control.as_mut() {
+            c.network = "b".into();
+        }
+        let mut node = primary.clone();
+        node.networks = vec![
+            mesh_proto::api::NetworkStatus {
+                network: "b".into(),
+                status: Some(Box::new(b.clone())),
+                error: None,
+            },
+            mesh_proto::api::NetworkStatus {
+                network: "c".into(),
+                status: None,
+                error: Some("no answer\nwithin 1.5s".into()),
+            },
+        ];
+        let text = render_all(&node);
+        assert!(
+            text.starts_with(
+                "=== network a (interface mesh0, address 10.9.8.1/24) ===\ninterface: mesh0\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "\n=== network b (interface mesh1, address 10.7.0.2/24) ===\ninterface: mesh1\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("\n=== network c ===\n  error: no answer; within 1.5s\n"),
+            "{text}"
+        );
+        assert_eq!(of_network(&node, "a").unwrap(), Some(primary));
+        assert_eq!(of_network(&node, "b").unwrap(), Some(b));
+        assert!(of_network(&node, "c").is_err());
+        assert_eq!(of_network(&node, "d").unwrap(), None);
+        assert_eq!(held(&node), r#"member of "a", "b", "c""#);
     }
 
     #[test]

@@ -1,5 +1,10 @@
 //! The local API: a unix socket (mode 0600, so root-only) speaking one line of JSON each
 //! way; the messages are [`mesh_proto::api`].
+//!
+//! The first meshd of a node answers for all its networks ([`crate::networks`]): a join
+//! of a network it does not hold goes to that network's meshd (started for it unless it
+//! runs), leave, status and ping reach them over their sockets. Requests and answers stay
+//! what they were with one network; a status adds the further networks in `networks`.
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -13,10 +18,12 @@ use tokio::net::{UnixListener, UnixStream};
 
 use crate::control::Control;
 use crate::device::Device;
+use crate::networks::Networks;
 
 /// Longest request line accepted.
 const MAX_REQUEST: usize = 64 * 1024;
-/// A client that does not finish its request in this time is dropped.
+/// A client that does not finish its request in this time is dropped (the answer has its
+/// own bounds: a further network's meshd that does not answer is an error, never a hang).
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Removes the socket file when meshd shuts down cleanly.
@@ -35,6 +42,7 @@ pub fn serve(
     path: &Path,
     device: Arc<Device>,
     control: Arc<Control>,
+    networks: Option<Arc<Networks>>,
 ) -> anyhow::Result<SocketGuard> {
     if let Some(dir) = path.parent() {
         if !dir.as_os_str().is_empty() && !dir.exists() {
@@ -59,13 +67,9 @@ pub fn serve(
                 Ok((stream, _)) => {
                     let device = device.clone();
                     let control = control.clone();
+                    let networks = networks.clone();
                     tokio::spawn(async move {
-                        if let Err(e) =
-                            tokio::time::timeout(CLIENT_TIMEOUT, handle(stream, &device, &control))
-                                .await
-                        {
-                            tracing::debug!("API client timed out: {e}");
-                        }
+                        handle(stream, &device, &control, networks.as_ref()).await;
                     });
                 }
                 Err(e) => {
@@ -78,17 +82,29 @@ pub fn serve(
     Ok(SocketGuard(path.to_owned()))
 }
 
-async fn handle(stream: UnixStream, device: &Device, control: &Arc<Control>) {
+async fn handle(
+    stream: UnixStream,
+    device: &Device,
+    control: &Arc<Control>,
+    networks: Option<&Arc<Networks>>,
+) {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(read).take(MAX_REQUEST as u64);
-    let response = match reader.read_line(&mut line).await {
-        Ok(0) => return,
-        Ok(_) => match serde_json::from_str::<Request>(line.trim_end()) {
-            Ok(request) => answer(request, device, control).await,
+    let response = match tokio::time::timeout(CLIENT_TIMEOUT, reader.read_line(&mut line)).await {
+        Err(e) => {
+            tracing::debug!("API client timed out: {e}");
+            return;
+        }
+        Ok(Ok(0)) => return,
+        Ok(Ok(_)) => match serde_json::from_str::<Request>(line.trim_end()) {
+            Ok(request) => match networks {
+                Some(n) => route(request, device, control, n).await,
+                None => answer(request, device, control).await,
+            },
             Err(e) => Response::error(format!("bad request: {e}")),
         },
-        Err(e) => Response::error(format!("reading request: {e}")),
+        Ok(Err(e)) => Response::error(format!("reading request: {e}")),
     };
     let mut text = serde_json::to_string(&response)
         .unwrap_or_else(|e| format!(r#"{{"ok":false,"error":"encoding response: {e}"}}"#));
@@ -98,6 +114,83 @@ async fn handle(stream: UnixStream, device: &Device, control: &Arc<Control>) {
     }
 }
 
+/// The first meshd's answer: its own network as before, the others through their meshd.
+async fn route(
+    request: Request,
+    device: &Device,
+    control: &Arc<Control>,
+    networks: &Arc<Networks>,
+) -> Response {
+    match request {
+        Request::Status => {
+            let mut status = device.status();
+            status.networks = networks.statuses().await;
+            Response::Status { ok: true, status }
+        }
+        Request::Join(req) => {
+            let network = req.network.clone();
+            if networks.holds(&network).await {
+                return networks.join(Request::Join(req), &network).await;
+            }
+            match device.network() {
+                Some(mine) if mine != network => networks.join(Request::Join(req), &network).await,
+                _ => done(control.join(req)),
+            }
+        }
+        Request::Leave { network } => {
+            if device.network().as_deref() == Some(network.as_str()) {
+                return done(control.leave(&network));
+            }
+            if networks.holds(&network).await {
+                return networks
+                    .leave(
+                        Request::Leave {
+                            network: network.clone(),
+                        },
+                        &network,
+                    )
+                    .await;
+            }
+            let held: Vec<String> = device
+                .network()
+                .into_iter()
+                .chain(networks.names().await)
+                .collect();
+            if held.is_empty() {
+                Response::error(format!(
+                    "not a member of {network:?} (member of no network)"
+                ))
+            } else {
+                Response::error(format!(
+                    "not a member of {network:?} (member of {})",
+                    held.iter()
+                        .map(|n| format!("{n:?}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            }
+        }
+        Request::Ping { peer } => {
+            let mine = answer(Request::Ping { peer: peer.clone() }, device, control).await;
+            if !matches!(mine, Response::Error { .. }) {
+                return mine;
+            }
+            networks
+                .first_ok(&Request::Ping { peer })
+                .await
+                .unwrap_or(mine)
+        }
+        Request::Netcheck => {
+            let mine = answer(Request::Netcheck, device, control).await;
+            if !matches!(mine, Response::Error { .. }) {
+                return mine;
+            }
+            networks.first_ok(&Request::Netcheck).await.unwrap_or(mine)
+        }
+    }
+}
+
+/// The answer of a meshd about its own network.
 async fn answer(request: Request, device: &Device, control: &Arc<Control>) -> Response {
     match request {
         Request::Status => Response::Status {

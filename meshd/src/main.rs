@@ -11,6 +11,7 @@ mod device;
 mod dns;
 mod keys;
 mod metrics;
+mod networks;
 mod notify;
 
 use std::path::PathBuf;
@@ -44,6 +45,14 @@ struct Cli {
     /// authentication, so keep it on loopback or a private network).
     #[arg(long, env = "MESHD_METRICS", value_name = "ADDR:PORT")]
     metrics: Option<std::net::SocketAddr>,
+    /// Internal: run as the meshd of this further network, started and supervised by the
+    /// node's first meshd ([`networks`]); `--state-dir`, `--socket` and `--interface` are
+    /// the network's.
+    #[arg(long, hide = true, value_name = "NETWORK", requires = "interface")]
+    extra_network: Option<String>,
+    /// Internal: the interface of `--extra-network`.
+    #[arg(long, hide = true, requires = "extra_network")]
+    interface: Option<String>,
 }
 
 fn main() {
@@ -69,7 +78,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     };
     // Everything that can be wrong with the input is checked before anything is created,
     // so a bad config leaves no half-configured interface behind.
-    let config = config::Config::load(&config_path, is_default)?;
+    let mut config = config::Config::load(&config_path, is_default)?;
+    if let Some(network) = &cli.extra_network {
+        anyhow::ensure!(
+            networks::valid_name(network),
+            "--extra-network: invalid network name {network:?}"
+        );
+        extra_network_config(&mut config, &cli);
+    }
     let (private_key, key_path) =
         keys::load_or_create(config.private_key_file.as_deref(), &cli.state_dir)?;
     tracing::info!(key_file = %key_path.display(), "loaded node key");
@@ -81,7 +97,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         None => false,
     };
     // Bound before the TUN exists, so a port in use fails the start cleanly.
-    let metrics_listener = match cli.metrics.or(config.metrics_listen) {
+    let metrics = match cli.extra_network {
+        Some(_) => None,
+        None => cli.metrics.or(config.metrics_listen),
+    };
+    let metrics_listener = match metrics {
         Some(addr) => {
             let l = std::net::TcpListener::bind(addr)
                 .with_context(|| format!("binding the metrics listener to {addr}"))?;
@@ -111,18 +131,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let device =
-            device::Device::start(&config, private_key).context("starting the data plane")?;
+        let device = start_device(&config, private_key, &cli)?;
         tokio::spawn(device::traversal::run(device.clone()));
         let control = control::Control::start(device.clone(), cache, private_key, name)?;
-        let _socket = api::serve(&cli.socket, device.clone(), control)
+        // The first meshd supervises the node's further networks; theirs supervise none.
+        let networks = match cli.extra_network {
+            Some(_) => None,
+            None => Some(networks::Networks::new(networks::Launch {
+                exe: std::env::current_exe().context("finding the meshd binary")?,
+                config: cli.config.clone(),
+                name: cli.name.clone(),
+                state_dir: cli.state_dir.clone(),
+                socket: cli.socket.clone(),
+                interface: config.interface.clone(),
+            })),
+        };
+        let _socket = api::serve(&cli.socket, device.clone(), control, networks.clone())
             .with_context(|| format!("listening on {}", cli.socket.display()))?;
         tracing::info!(
             interface = %config.interface,
             port = device.listen_port(),
             public_key = %device.public_key().fingerprint(),
+            network = cli.extra_network.as_deref(),
             "meshd up"
         );
+        if let Some(n) = &networks {
+            n.restore().await;
+        }
         if let Some(l) = metrics_listener {
             let l =
                 tokio::net::TcpListener::from_std(l).context("registering the metrics listener")?;
@@ -157,6 +192,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
             _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
         }
+        if let Some(n) = &networks {
+            // Each network's meshd undoes its own integrations; their interfaces go with them.
+            n.shutdown().await;
+        }
         if let Some(i) = integration {
             // Undo the resolver integrations (resolvectl revert, the hosts block).
             let _ = tokio::task::spawn_blocking(move || i.lock().stop()).await;
@@ -164,6 +203,58 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         // The TUN interface goes away with the process; `_socket` removes the socket file.
         Ok(())
     })
+}
+
+/// The config of a further network's meshd: the primary's file minus what belongs to the
+/// node as a whole (static peers, the fixed address, advertised routes, metrics, fixed DNS
+/// addresses, an explicit key file: each network has its own key in its state directory),
+/// on the interface the primary chose, on the port bound last time (any at first).
+fn extra_network_config(config: &mut config::Config, cli: &Cli) {
+    if let Some(interface) = &cli.interface {
+        config.interface.clone_from(interface);
+    }
+    config.listen_port = std::fs::read_to_string(cli.state_dir.join(networks::LISTEN_PORT))
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0);
+    config.address = None;
+    config.peers.clear();
+    config.advertise_routes.clear();
+    config.metrics_listen = None;
+    config.private_key_file = None;
+    config
+        .dns
+        .listen
+        .retain(|l| matches!(l, config::DnsListen::Overlay(_)));
+}
+
+/// Starts the data plane. A further network's meshd that finds the port it bound last
+/// time taken takes any, and remembers the port it got (best effort).
+fn start_device(
+    config: &config::Config,
+    private_key: mesh_proto::Key,
+    cli: &Cli,
+) -> anyhow::Result<std::sync::Arc<device::Device>> {
+    let started = match device::Device::start(config, private_key) {
+        Err(e) if cli.extra_network.is_some() && config.listen_port != 0 => {
+            tracing::info!(
+                port = config.listen_port,
+                "the last port is not free ({e:#}); taking any"
+            );
+            let mut any = config.clone();
+            any.listen_port = 0;
+            device::Device::start(&any, private_key)
+        }
+        other => other,
+    }
+    .context("starting the data plane")?;
+    if cli.extra_network.is_some() {
+        let file = cli.state_dir.join(networks::LISTEN_PORT);
+        if let Err(e) = std::fs::write(&file, format!("{}\n", started.listen_port())) {
+            tracing::warn!("writing {}: {e}", file.display());
+        }
+    }
+    Ok(started)
 }
 
 /// Tells systemd (`READY=1`) that this node is usable: called once the interface is up, the

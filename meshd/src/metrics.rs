@@ -131,6 +131,7 @@ pub fn render(status: &Status) -> String {
         ("bad-source", d.bad_source),
         ("invalid", d.invalid),
         ("unknown-peer", d.unknown_peer),
+        ("not-local", d.not_local),
     ] {
         let _ = writeln!(
             out,

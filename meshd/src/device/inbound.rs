@@ -22,6 +22,7 @@ use mesh_proto::paths::Source;
 use mesh_proto::relay;
 
 use super::filter::{self, Direction, Filter};
+use super::local::LocalSet;
 use super::peer::{Peer, PeerTable};
 use super::traversal::{self, Via};
 use super::{Device, Drops};
@@ -89,6 +90,7 @@ struct Tally {
     invalid: u64,
     bad_source: u64,
     unknown_peer: u64,
+    not_local: u64,
 }
 
 /// One datagram of the batch: where it lies in the receive buffer, and its session's peer
@@ -199,6 +201,7 @@ pub fn run(dev: Arc<Device>) {
         }
 
         let policy = dev.filter.load();
+        let local = dev.local.load();
         let mut checked = policy.as_deref().map(|_| filter::Batch::new(filter::now()));
         let mut i = 0;
         while i < items.len() {
@@ -236,6 +239,8 @@ pub fn run(dev: Arc<Device>) {
                         &rx,
                         &mut tun,
                         &mut tally,
+                        // Static peers are exempt: their allowed IPs are the admin's word.
+                        peer.traversal.is_some().then_some(&**local),
                         rules,
                     )
                 }
@@ -248,10 +253,12 @@ pub fn run(dev: Arc<Device>) {
             batch.finish(f);
         }
         drop(policy);
+        drop(local);
         tun.flush(&dev);
         Drops::add(&dev.drops.invalid, tally.invalid);
         Drops::add(&dev.drops.bad_source, tally.bad_source);
         Drops::add(&dev.drops.unknown_peer, tally.unknown_peer);
+        Drops::add(&dev.drops.not_local, tally.not_local);
     }
 }
 
@@ -275,8 +282,9 @@ impl Policy<'_> {
     }
 }
 
-/// Decrypts consecutive data messages for `peer` under one lock of its `Tunn`; `policy`
-/// filters what decrypts (`None`: the peer is not filtered).
+/// Decrypts consecutive data messages for `peer` under one lock of its `Tunn`; `local`
+/// is where its packets may go (`None`: anywhere its route leads, for static peers);
+/// `policy` filters what decrypts (`None`: the peer is not filtered).
 #[allow(clippy::too_many_arguments)] // the batch's parts; a struct would only rename them
 fn decrypt_run(
     dev: &Device,
@@ -286,6 +294,7 @@ fn decrypt_run(
     rx: &[u8],
     tun: &mut TunBatch,
     tally: &mut Tally,
+    local: Option<&LocalSet>,
     mut policy: Option<Policy<'_>>,
 ) {
     let mut authenticated_from = None;
@@ -312,6 +321,8 @@ fn decrypt_run(
                 authenticated_from = direct.or(authenticated_from);
                 if !source_allowed(table, peer, src.into()) {
                     tally.bad_source += 1;
+                } else if local.is_some_and(|l| !l.admits(packet)) {
+                    tally.not_local += 1;
                 } else if policy.as_mut().is_none_or(|p| p.admits(peer, packet)) {
                     tun.commit(len);
                 }
@@ -322,6 +333,8 @@ fn decrypt_run(
                 authenticated_from = direct.or(authenticated_from);
                 if !source_allowed(table, peer, src.into()) {
                     tally.bad_source += 1;
+                } else if local.is_some_and(|l| !l.admits(packet)) {
+                    tally.not_local += 1;
                 } else if policy.as_mut().is_none_or(|p| p.admits(peer, packet)) {
                     tun.commit(len);
                 }

@@ -17,6 +17,7 @@
 
 pub mod filter;
 mod inbound;
+mod local;
 mod outbound;
 pub mod peer;
 mod sys;
@@ -87,6 +88,10 @@ pub struct Device {
     filter_control: Mutex<FilterControl>,
     /// The network's names (`crate::dns`), rebuilt from every netmap applied here.
     names: Arc<crate::dns::Names>,
+    /// Where decrypted packets from network peers may go (`local.rs`): this node's
+    /// overlay addresses and advertised prefixes. Rebuilt by `apply_netmap`, loaded once
+    /// per batch by the inbound thread.
+    local: ArcSwap<local::LocalSet>,
 }
 
 /// The control side's filter state.
@@ -176,6 +181,7 @@ struct Drops {
     invalid: AtomicU64,
     unknown_peer: AtomicU64,
     no_endpoint: AtomicU64,
+    not_local: AtomicU64,
 }
 
 impl Drops {
@@ -192,6 +198,7 @@ impl Drops {
             invalid: self.invalid.load(Ordering::Relaxed),
             unknown_peer: self.unknown_peer.load(Ordering::Relaxed),
             no_endpoint: self.no_endpoint.load(Ordering::Relaxed),
+            not_local: self.not_local.load(Ordering::Relaxed),
         }
     }
 }
@@ -273,6 +280,10 @@ impl Device {
                 max_entries: config.max_filter_entries,
             }),
             names: Arc::new(crate::dns::Names::new(public_key, config.dns.enabled)),
+            local: ArcSwap::from_pointee(local::LocalSet::new(
+                config.address,
+                config.advertise_routes.iter().copied(),
+            )),
         });
         tracing::info!(
             public_key = %device.public_key.fingerprint(),
@@ -376,6 +387,7 @@ impl Device {
             control: self.control_status.lock().clone(),
             filter: self.filter_status(),
             dns: self.names.status(),
+            networks: Vec::new(),
         }
     }
 
@@ -484,6 +496,14 @@ impl Device {
         out
     }
 
+    /// The network this node's membership is for, if it has one.
+    pub fn network(&self) -> Option<String> {
+        self.control_status
+            .lock()
+            .as_ref()
+            .map(|c| c.network.clone())
+    }
+
     /// Publishes what `meshctl status` says about the coordinator connection.
     pub fn set_control_status(&self, status: Option<ControlStatus>) {
         *self.control_status.lock() = status;
@@ -574,6 +594,13 @@ impl Device {
             allowed.iter(),
         );
         self.sync_kernel_routes(&mut d.kernel_routes, &want);
+        self.local.store(Arc::new(local::LocalSet::new(
+            d.static_address
+                .into_iter()
+                .chain(netmap.map(|m| m.address))
+                .chain(netmap.and_then(|m| m.address6)),
+            self.advertise_routes.iter().copied(),
+        )));
         let all = d
             .static_peers
             .iter()

@@ -45,10 +45,12 @@ fn status(rx: u64, no_route: u64) -> Status {
             invalid: 2,
             unknown_peer: 3,
             no_endpoint: 4,
+            not_local: 5,
         },
         control: None,
         filter: None,
         dns: None,
+        networks: vec![],
     }
 }
 
@@ -112,6 +114,7 @@ fn renders_a_status() {
         3.0
     );
     assert_eq!(m["wiremesh_dropped_packets_total{reason=no-route}"], 0.0);
+    assert_eq!(m["wiremesh_dropped_packets_total{reason=not-local}"], 5.0);
 
     // Label values are escaped.
     let mut odd = status(1, 0);
