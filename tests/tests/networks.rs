@@ -17,6 +17,8 @@
 //!   nothing of them.
 //! - meshd killed with SIGKILL (its bravo meshd follows) and started again while the
 //!   coordinator is down: both networks come back from their caches and carry traffic.
+//! - bravo's meshd killed alone: the status shows it as an error entry until the first
+//!   meshd has started it again, on the same interface.
 //! - `meshctl leave bravo`: bravo's interface and state directory go, while a ping from n
 //!   to a1 runs across the leave without a loss and without a new handshake.
 //!
@@ -255,6 +257,41 @@ fn a_node_in_two_networks_keeps_them_apart() -> anyhow::Result<()> {
                 && further(&s, BRAVO).is_some_and(|b| b["control"]["state"] == "connected")
         })
     })?;
+
+    // bravo's meshd crashing: the status says so (never hangs), the first meshd starts it
+    // again, and bravo comes back on the same interface and address.
+    let child_pid = n
+        .log()
+        .lines()
+        .rev()
+        .filter(|l| l.contains("started its meshd") && l.contains("network=bravo"))
+        .find_map(|l| l.rsplit("pid=").next()?.trim().parse::<u32>().ok())
+        .context("no pid of bravo's meshd in the log")?;
+    n_ns.exec(&["kill", "-9", &child_pid.to_string()])?;
+    wait_until(
+        CONVERGE,
+        "the status shows bravo's meshd as not answering",
+        || {
+            n.status().is_ok_and(|s| {
+                s["networks"]
+                    .as_array()
+                    .and_then(|ns| ns.iter().find(|x| x["network"] == BRAVO))
+                    .is_some_and(|b| b["status"].is_null() && b["error"].is_string())
+            })
+        },
+    )?;
+    wait_until(CONVERGE, "bravo's meshd is restarted", || {
+        n.status().is_ok_and(|s| {
+            further(&s, BRAVO).is_some_and(|b| {
+                b["interface"] == bravo_if.as_str() && b["control"]["state"] == "connected"
+            })
+        })
+    })?;
+    wait_until(CONVERGE, "n pings b1 again", || ping_once(&n_ns, &b1_ip))?;
+    assert!(
+        n.log().contains("its meshd exited"),
+        "the restart is logged"
+    );
 
     // Leaving bravo leaves alpha's tunnels alone: a ping across the leave loses nothing
     // and the session with a2 is not re-made.
