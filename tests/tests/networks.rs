@@ -164,6 +164,11 @@ fn a_node_in_two_networks_keeps_them_apart() -> anyhow::Result<()> {
         !ping_once(a1.ns(), &b1_ip),
         "a1 reached b1 without any route"
     );
+    // `meshctl ping` finds a peer in whichever network knows it (the old request).
+    for (peer, node) in [(&a1_ip, &a1), (&b1_ip, &b1)] {
+        let ping = n.disco_ping(peer)?;
+        assert_eq!(ping["public-key"], node.public_key()?.as_str(), "{ping}");
+    }
 
     // a1 routes bravo at n on purpose, and n forwards IP: still nothing reaches b1.
     n_ns.sysctl("net.ipv4.ip_forward=1")?;
