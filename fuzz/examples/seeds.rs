@@ -50,6 +50,7 @@ fn net(s: &str) -> IpNet {
 
 fn network() -> NetworkInfo {
     NetworkInfo {
+        cidr6: None,
         name: "lab".into(),
         cidr: net("10.9.8.0/24"),
         mtu: 1280,
@@ -59,6 +60,7 @@ fn network() -> NetworkInfo {
 
 fn peer(b: u8) -> PeerInfo {
     PeerInfo {
+        address6: None,
         public_key: Key([b; 32]),
         name: format!("node-{b}"),
         address: format!("10.9.8.{b}").parse().expect("an address"),
@@ -75,6 +77,7 @@ fn peer(b: u8) -> PeerInfo {
 
 fn netmap() -> Netmap {
     Netmap {
+        address6: None,
         version: 42,
         network: network(),
         address: net("10.9.8.17/24"),
@@ -93,6 +96,7 @@ fn changes() -> Vec<PeerChange> {
             public_key: Key([2; 32]),
         },
         PeerChange::SelfUpdate {
+            address6: None,
             address: net("10.9.8.18/24"),
             name: "me-renamed".into(),
         },
@@ -183,6 +187,7 @@ fn server_msgs() -> Vec<(&'static str, ServerMsg)> {
         (
             "services",
             ServerMsg::Services {
+                relays: vec![],
                 reflectors: vec!["192.0.2.1:7444".into(), "192.0.2.1:7445".into()],
                 relay: Some("192.0.2.1:7446".into()),
                 relay_token: Key([10; 32]),
@@ -213,7 +218,7 @@ fn write_control(c: &Corpus) -> Result<()> {
         c.put("control_server", name, body(&control::encode(&msg)))?;
     }
     let netmap_frame = encode_netmap(&netmap(), &ME);
-    let changes_frame = encode_changes(43, 24, &changes(), &ME);
+    let changes_frame = encode_changes(43, 24, None, &changes(), &ME);
     c.put("control_server", "netmap-binary", body(&netmap_frame))?;
     c.put("control_server", "changes-binary", body(&changes_frame))?;
 
@@ -263,6 +268,7 @@ fn write_wire(c: &Corpus) -> Result<()> {
     c.put("wire_netmap", "ipv6", body(&encode_netmap(&v6, &ME)))?;
     // The first upsert names the receiver, as the target decodes.
     let mut own_first = vec![PeerChange::SelfUpdate {
+        address6: None,
         address: net("10.9.8.18/24"),
         name: "me".into(),
     }];
@@ -270,7 +276,7 @@ fn write_wire(c: &Corpus) -> Result<()> {
     c.put(
         "wire_changes",
         "all-kinds",
-        body(&encode_changes(43, 24, &own_first, &ME)),
+        body(&encode_changes(43, 24, None, &own_first, &ME)),
     )?;
     c.put(
         "wire_changes",
@@ -278,6 +284,7 @@ fn write_wire(c: &Corpus) -> Result<()> {
         body(&encode_changes(
             44,
             24,
+            None,
             &[PeerChange::Remove {
                 public_key: Key([3; 32]),
             }],
@@ -432,6 +439,9 @@ fn write_text(c: &Corpus) -> Result<()> {
 
 fn status() -> Status {
     Status {
+        address6: None,
+        dns: None,
+        networks: Vec::new(),
         interface: "mesh0".into(),
         address: Some(net("10.9.8.17/24")),
         mtu: 1280,
