@@ -14,19 +14,9 @@
 set -euo pipefail
 T=${1:-5}
 ROUNDS=${2:-3}
-MTU=${MTU:-1420}
-here=$(cd "$(dirname "$0")/.." && pwd)
-MESHD=${MESHD:-}
-if [ -z "$MESHD" ]; then
-    for p in "$here/target/release/meshd" "$here/target/ci/meshd"; do
-        [ -x "$p" ] && { MESHD=$p; break; }
-    done
-fi
-[ -x "${MESHD:-}" ] || { echo "build meshd first: cargo build --release -p meshd" >&2; exit 1; }
-[ "$(id -u)" = 0 ] || { echo "needs root (network namespaces)" >&2; exit 1; }
-for tool in iperf3 wireguard-go wg python3; do
-    command -v $tool >/dev/null || { echo "missing $tool (apt-get install iperf3 wireguard-go wireguard-tools)" >&2; exit 1; }
-done
+source "$(dirname "$0")/tunnel.sh"
+find_meshd
+need iperf3 wireguard-go wg python3
 
 id=$$
 S=wmq$id-s

@@ -5,6 +5,10 @@
 #   MESHD=path/to/meshd   (default: target/release/meshd, else target/ci/meshd; build with
 #                          debug info, as the ci profile has, for symbol names)
 #   MTU=1420
+#   CRYPTO_NS_PER_PACKET=N  encap + decap of one packet at $MTU (bench/ceiling.sh's figures):
+#                           then also prints the most one stream could reach here if meshd
+#                           cost nothing but its crypto and everything else cost what it
+#                           does now
 #
 # The two-namespace tunnel of bench/throughput.sh (198.51.100.1/.2, meshd at both ends),
 # iperf3 for N seconds, `perf record` of both meshd processes (all their threads) at
@@ -14,58 +18,11 @@
 set -euo pipefail
 T=${1:-8}
 TOP=${2:-30}
-MTU=${MTU:-1420}
-here=$(cd "$(dirname "$0")/.." && pwd)
-MESHD=${MESHD:-}
-if [ -z "$MESHD" ]; then
-    for p in "$here/target/release/meshd" "$here/target/ci/meshd"; do
-        [ -x "$p" ] && { MESHD=$p; break; }
-    done
-fi
-[ -x "${MESHD:-}" ] || { echo "build meshd first: cargo build --profile ci -p meshd" >&2; exit 1; }
-[ "$(id -u)" = 0 ] || { echo "needs root (network namespaces)" >&2; exit 1; }
-for tool in iperf3 wg perf python3; do
-    command -v $tool >/dev/null || { echo "missing $tool (apt-get install iperf3 wireguard-tools linux-perf)" >&2; exit 1; }
-done
-
-id=$$
-A=wmp$id-a; B=wmp$id-b
-D=$(mktemp -d)
-cleanup() {
-    for n in $A $B; do ip netns pids $n 2>/dev/null | xargs -r kill -9 2>/dev/null || true; done
-    sleep 0.2
-    for n in $A $B; do ip netns del $n 2>/dev/null || true; done
-    rm -rf "$D"
-}
-trap cleanup EXIT
-ip netns add $A; ip netns add $B
-ip link add wmp${id}a type veth peer name wmp${id}b
-ip link set wmp${id}a netns $A; ip link set wmp${id}b netns $B
-ip -n $A addr add 198.51.100.1/24 dev wmp${id}a; ip -n $B addr add 198.51.100.2/24 dev wmp${id}b
-for n in $A $B; do ip -n $n link set lo up; done
-ip -n $A link set wmp${id}a up; ip -n $B link set wmp${id}b up
-umask 077
-wg genkey > "$D/a.key"; wg genkey > "$D/b.key"
-PA=$(wg pubkey < "$D/a.key"); PB=$(wg pubkey < "$D/b.key")
-for x in a b; do
-    if [ $x = a ]; then me=1; other=2; peer=$PB; else me=2; other=1; peer=$PA; fi
-    cat > "$D/$x.toml" <<T
-interface = "wmp$x"
-listen-port = 51820
-address = "10.66.0.$me/24"
-mtu = $MTU
-private-key-file = "$D/$x.key"
-dns = false
-[[peer]]
-public-key = "$peer"
-endpoint = "198.51.100.$other:51820"
-allowed-ips = ["10.66.0.$other/32"]
-T
-done
-MESHD_LOG=warn ip netns exec $A "$MESHD" --config "$D/a.toml" --state-dir "$D/sa" --socket "$D/a.sock" &
-MESHD_LOG=warn ip netns exec $B "$MESHD" --config "$D/b.toml" --state-dir "$D/sb" --socket "$D/b.sock" &
-sleep 1
-ip netns exec $A ping -c 2 -W 2 10.66.0.2 >/dev/null
+source "$(dirname "$0")/tunnel.sh"
+find_meshd
+need iperf3 wg perf python3
+pair_setup wmp
+meshd_pair_up
 pids=$(for n in $A $B; do ip netns pids $n; done | tr '\n' ',' | sed 's/,$//')
 
 thread_ticks() { # "pid/tid name ticks" for every meshd thread
@@ -76,18 +33,23 @@ thread_ticks() { # "pid/tid name ticks" for every meshd thread
         done
     done
 }
+sys_ticks() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8}' /proc/stat; } # user nice system irq softirq
 ip netns exec $B iperf3 -s -D -1 >/dev/null 2>&1; sleep 0.3
+sys_before=$(sys_ticks)
 thread_ticks > "$D/before"
 perf record -q -F 999 -g -p "$pids" -o "$D/perf.data" -- sleep "$T" 2>/dev/null &
 perf_pid=$!
 ip netns exec $A iperf3 -c 10.66.0.2 -t "$T" -J > "$D/iperf.json"
 thread_ticks > "$D/after"
+sys_after=$(sys_ticks)
 wait $perf_pid || true
 
 echo "# machine: $(nproc) cores, $(uname -r); meshd: $MESHD; MTU $MTU; $T s"
-python3 - "$D/iperf.json" "$D/before" "$D/after" "$(getconf CLK_TCK)" "$T" <<'PY'
+python3 - "$D/iperf.json" "$D/before" "$D/after" "$(getconf CLK_TCK)" "$T" "$sys_before" "$sys_after" \
+    "${CRYPTO_NS_PER_PACKET:-}" "$MTU" "$(nproc)" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1]))["end"]
+gb = d["sum_received"]["bytes"] / 1e9
 print(f"throughput: {d['sum_received']['bits_per_second'] / 1e6:.0f} Mbit/s, "
       f"retransmits {d['sum_sent'].get('retransmits', 'n/a')}")
 def load(p):
@@ -106,6 +68,22 @@ print("meshd threads, CPU seconds over both ends (share of one core):")
 for name, s in sorted(by_name.items(), key=lambda x: -x[1]):
     if s > 0:
         print(f"  {name:<16} {s:6.2f} s  {100 * s / secs:5.1f} %")
+# Where the CPU goes per GB: the whole machine (user+nice+system+irq+softirq of
+# /proc/stat, everything running: both meshd, both iperf3, the kernel's TCP, veth and
+# TUN work in softirq), meshd's threads, and the rest.
+machine = (int(sys.argv[7]) - int(sys.argv[6])) / hz
+meshd = sum(by_name.values())
+print(f"CPU per GB moved: machine {machine / gb:.2f} s, meshd threads {meshd / gb:.2f} s, "
+      f"everything else (iperf3, kernel TCP/veth/softirq) {(machine - meshd) / gb:.2f} s; "
+      f"machine busy {100 * machine / (secs * int(sys.argv[10])):.0f} % of {sys.argv[10]} cores")
+if sys.argv[8]:
+    crypto = float(sys.argv[8]) / 1e9 / int(sys.argv[9]) * 1e9  # s per GB of inner packets
+    cores = int(sys.argv[10])
+    bound = cores / (crypto + (machine - meshd) / gb) * 8
+    ceiling = cores / crypto * 8
+    print(f"crypto alone {crypto:.2f} s/GB (ceiling {ceiling:.1f} Gbit/s); with everything else as "
+          f"measured and meshd costing nothing beyond its crypto: at most {bound:.1f} Gbit/s = "
+          f"{100 * bound / ceiling:.0f} % of the ceiling")
 PY
 perf report -i "$D/perf.data" --no-children --sort symbol --stdio -g none --percent-limit 0.5 2>/dev/null \
     | grep -v '^#' | grep -v '^$' | head -n "$TOP" > "$D/top"

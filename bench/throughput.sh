@@ -25,41 +25,11 @@
 set -euo pipefail
 T=${1:-5}
 ROUNDS=${2:-3}
-MTU=${MTU:-1420}
-here=$(cd "$(dirname "$0")/.." && pwd)
-MESHD=${MESHD:-}
 PREV_MESHD=${PREV_MESHD:-}
-if [ -z "$MESHD" ]; then
-    for p in "$here/target/release/meshd" "$here/target/ci/meshd"; do
-        [ -x "$p" ] && { MESHD=$p; break; }
-    done
-fi
-[ -x "${MESHD:-}" ] || { echo "build meshd first: cargo build --release -p meshd" >&2; exit 1; }
-[ "$(id -u)" = 0 ] || { echo "needs root (network namespaces)" >&2; exit 1; }
-for tool in iperf3 wireguard-go wg ping python3; do
-    command -v $tool >/dev/null || { echo "missing $tool (apt-get install iperf3 wireguard-go wireguard-tools iputils-ping)" >&2; exit 1; }
-done
-
-id=$$
-A=wmb$id-a; B=wmb$id-b
-D=$(mktemp -d)
-cleanup() {
-    for n in $A $B; do ip netns pids $n 2>/dev/null | xargs -r kill -9 2>/dev/null || true; done
-    sleep 0.2
-    for n in $A $B; do ip netns del $n 2>/dev/null || true; done
-    rm -rf "$D"
-}
-trap cleanup EXIT
-ip netns add $A; ip netns add $B
-ip link add wmb${id}a type veth peer name wmb${id}b
-ip link set wmb${id}a netns $A; ip link set wmb${id}b netns $B
-ip -n $A addr add 198.51.100.1/24 dev wmb${id}a; ip -n $B addr add 198.51.100.2/24 dev wmb${id}b
-for n in $A $B; do ip -n $n link set lo up; done
-ip -n $A link set wmb${id}a up; ip -n $B link set wmb${id}b up
-
-umask 077
-wg genkey > "$D/a.key"; wg genkey > "$D/b.key"
-PA=$(wg pubkey < "$D/a.key"); PB=$(wg pubkey < "$D/b.key")
+source "$(dirname "$0")/tunnel.sh"
+find_meshd
+need iperf3 wireguard-go wg ping python3
+pair_setup wmb
 
 HZ=$(getconf CLK_TCK)
 cpu_ticks() { # utime+stime of every process in both namespaces but iperf3 and ping
@@ -78,7 +48,8 @@ bw() { # $1 = server address, $2 = "cpu" to measure the tunnels' CPU, $3 = paral
     ip netns exec $B iperf3 -s -D -1 >/dev/null 2>&1; sleep 0.3
     local before after
     before=$(cpu_ticks)
-    ( sleep 0.5; ip netns exec $A ping -n -i 0.05 -c $(( (T * 20) - 20 )) "$1" >"$D/loaded.ping" 2>&1 || true ) &
+    local pings=$(( T * 20 - 20 )); [ $pings -ge 5 ] || pings=5
+    ( sleep 0.5; ip netns exec $A ping -n -i 0.05 -c $pings "$1" >"$D/loaded.ping" 2>&1 || true ) &
     local pinger=$!
     ip netns exec $A iperf3 -c "$1" -t "$T" -P "${3:-1}" -J 2>/dev/null >"$D/iperf.json"
     after=$(cpu_ticks)
@@ -98,37 +69,7 @@ PY
 rtt() { ip netns exec $A ping -c 20 -i 0.05 -q "$1" | awk -F/ '/rtt/{print $5}'; }
 stop_all() { for n in $A $B; do ip netns pids $n | xargs -r kill 2>/dev/null || true; done; sleep 0.5; }
 
-meshd_up() {
-    cat > "$D/a.toml" <<T
-interface = "wmba"
-listen-port = 51820
-address = "10.66.0.1/24"
-mtu = $MTU
-private-key-file = "$D/a.key"
-dns = false
-[[peer]]
-public-key = "$PB"
-endpoint = "198.51.100.2:51820"
-allowed-ips = ["10.66.0.2/32"]
-T
-    cat > "$D/b.toml" <<T
-interface = "wmbb"
-listen-port = 51820
-address = "10.66.0.2/24"
-mtu = $MTU
-private-key-file = "$D/b.key"
-dns = false
-[[peer]]
-public-key = "$PA"
-endpoint = "198.51.100.1:51820"
-allowed-ips = ["10.66.0.1/32"]
-T
-    local bin=${1:-$MESHD}
-    MESHD_LOG=warn ip netns exec $A "$bin" --config "$D/a.toml" --state-dir "$D/sa" --socket "$D/a.sock" &
-    MESHD_LOG=warn ip netns exec $B "$bin" --config "$D/b.toml" --state-dir "$D/sb" --socket "$D/b.sock" &
-    sleep 1
-    ip netns exec $A ping -c 2 -W 2 10.66.0.2 >/dev/null
-}
+meshd_up() { meshd_pair_up "$@"; }
 
 wggo_up() {
     ip netns exec $A wireguard-go -f wmbga >/dev/null 2>&1 &

@@ -336,26 +336,7 @@ impl Lab {
     /// Puts `addr` (in 2001:db8::/64) on `host`'s interface `ifname`, which faces the
     /// internet bridge, with a default IPv6 route via [`INTERNET_GATEWAY6`].
     pub fn add_ipv6(&self, host: &Netns, ifname: &str, addr: Ipv6Addr) -> anyhow::Result<()> {
-        host.ip(&[
-            "-6",
-            "addr",
-            "add",
-            &format!("{addr}/64"),
-            "dev",
-            ifname,
-            "nodad",
-        ])?;
-        host.ip(&[
-            "-6",
-            "route",
-            "add",
-            "default",
-            "via",
-            &INTERNET_GATEWAY6.to_string(),
-            "dev",
-            ifname,
-        ])?;
-        Ok(())
+        self.add_ipv6_behind(host, ifname, addr, INTERNET_GATEWAY6)
     }
 
     /// A host on the internet with IPv6 only (`addr` in 2001:db8::/64): no IPv4 address,
@@ -408,8 +389,9 @@ impl Lab {
         Ok(gateway)
     }
 
-    /// Puts `addr` on a host behind a router of [`Lab::route_ipv6_lan`] (interface
-    /// `ifname`), default IPv6 route via `gateway`.
+    /// Puts `addr` (a /64) on `host`'s interface `ifname` with a default IPv6 route via
+    /// `gateway` on that interface: behind a router of [`Lab::route_ipv6_lan`], or on the
+    /// internet ([`Lab::add_ipv6`]).
     pub fn add_ipv6_behind(
         &self,
         host: &Netns,
@@ -426,7 +408,16 @@ impl Lab {
             ifname,
             "nodad",
         ])?;
-        host.ip(&["-6", "route", "add", "default", "via", &gateway.to_string()])?;
+        host.ip(&[
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            &gateway.to_string(),
+            "dev",
+            ifname,
+        ])?;
         Ok(())
     }
 }
