@@ -20,6 +20,13 @@ use crate::netns::{self, Netns};
 use crate::util;
 
 /// The underlay ranges the internet namespace routes (RFC 5737), with its gateway in each.
+/// The MAC address every lab bridge gets (each is its own L2 segment, so one value serves
+/// all). Set explicitly because a bridge without one takes the lowest MAC among its ports:
+/// a host attached later with a lower random MAC would change the gateway's MAC under
+/// every host's ARP entry, and traffic through the gateway would stall for seconds until
+/// the entries were probed again (seen as a 1.8 s netmap push in a propagation test).
+const BRIDGE_MAC: &str = "02:00:5e:00:53:01";
+
 /// The internet's IPv6 gateway on its bridge, in the documentation prefix 2001:db8::/64
 /// ([`Lab::enable_ipv6`]).
 pub const INTERNET_GATEWAY6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
@@ -100,7 +107,9 @@ impl Lab {
         netns::cleanup_stale();
         let internet = Arc::new(Netns::new("inet")?);
         let bridge = util::unique_ifname("br");
-        internet.ip(&["link", "add", &bridge, "type", "bridge"])?;
+        internet.ip(&[
+            "link", "add", &bridge, "address", BRIDGE_MAC, "type", "bridge",
+        ])?;
         internet.ip(&["link", "set", &bridge, "up"])?;
         for gw in INTERNET_GATEWAYS {
             internet.ip(&["addr", "add", gw, "dev", &bridge])?;
@@ -257,7 +266,15 @@ impl Lab {
             self.attach(&ns, wan_addr)?
         };
         let lan_bridge = util::unique_ifname("lan");
-        ns.ip(&["link", "add", &lan_bridge, "type", "bridge"])?;
+        ns.ip(&[
+            "link",
+            "add",
+            &lan_bridge,
+            "address",
+            BRIDGE_MAC,
+            "type",
+            "bridge",
+        ])?;
         ns.ip(&["addr", "add", lan_addr, "dev", &lan_bridge])?;
         ns.ip(&["link", "set", &lan_bridge, "up"])?;
         ns.sysctl("net.ipv4.ip_forward=1")?;
