@@ -282,6 +282,30 @@ impl Policy<'_> {
     }
 }
 
+/// Whether a packet `peer` sent (decrypted, from `src`) goes to the TUN: its source is
+/// the peer's, its destination this node's (`local`, for network peers) and the policy
+/// lets it in. Counts why not.
+#[inline]
+fn deliverable(
+    table: &PeerTable,
+    peer: &Arc<Peer>,
+    src: std::net::IpAddr,
+    packet: &[u8],
+    local: Option<&LocalSet>,
+    policy: &mut Option<Policy<'_>>,
+    tally: &mut Tally,
+) -> bool {
+    if !source_allowed(table, peer, src) {
+        tally.bad_source += 1;
+        false
+    } else if local.is_some_and(|l| !l.admits(packet)) {
+        tally.not_local += 1;
+        false
+    } else {
+        policy.as_mut().is_none_or(|p| p.admits(peer, packet))
+    }
+}
+
 /// Decrypts consecutive data messages for `peer` under one lock of its `Tunn`; `local`
 /// is where its packets may go (`None`: anywhere its route leads, for static peers);
 /// `policy` filters what decrypts (`None`: the peer is not filtered).
@@ -314,37 +338,36 @@ fn decrypt_run(
         let source_ip = match item.via {
             Via::Direct(a) | Via::Relay { relay: a, .. } => a.ip(),
         };
-        match tunn.decapsulate(Some(source_ip), datagram, &mut slot[TUN_OFFSET..]) {
-            TunnResult::WriteToTunnelV4(packet, src) => {
-                let len = packet.len();
-                data = true;
-                authenticated_from = direct.or(authenticated_from);
-                if !source_allowed(table, peer, src.into()) {
-                    tally.bad_source += 1;
-                } else if local.is_some_and(|l| !l.admits(packet)) {
-                    tally.not_local += 1;
-                } else if policy.as_mut().is_none_or(|p| p.admits(peer, packet)) {
-                    tun.commit(len);
-                }
-            }
-            TunnResult::WriteToTunnelV6(packet, src) => {
-                let len = packet.len();
-                data = true;
-                authenticated_from = direct.or(authenticated_from);
-                if !source_allowed(table, peer, src.into()) {
-                    tally.bad_source += 1;
-                } else if local.is_some_and(|l| !l.admits(packet)) {
-                    tally.not_local += 1;
-                } else if policy.as_mut().is_none_or(|p| p.admits(peer, packet)) {
-                    tun.commit(len);
-                }
-            }
+        // A decrypted packet: (delivered, its length).
+        let written = match tunn.decapsulate(Some(source_ip), datagram, &mut slot[TUN_OFFSET..]) {
+            TunnResult::WriteToTunnelV4(packet, src) => Some((
+                deliverable(table, peer, src.into(), packet, local, &mut policy, tally),
+                packet.len(),
+            )),
+            TunnResult::WriteToTunnelV6(packet, src) => Some((
+                deliverable(table, peer, src.into(), packet, local, &mut policy, tally),
+                packet.len(),
+            )),
             // An authenticated keepalive.
-            TunnResult::Done => authenticated_from = direct.or(authenticated_from),
-            TunnResult::WriteToNetwork(reply) => dev.send_via(item.via, reply),
+            TunnResult::Done => {
+                authenticated_from = direct.or(authenticated_from);
+                None
+            }
+            TunnResult::WriteToNetwork(reply) => {
+                dev.send_via(item.via, reply);
+                None
+            }
             TunnResult::Err(e) => {
                 tracing::trace!(peer = %peer.public_key.fingerprint(), "decapsulate: {e:?}");
                 tally.invalid += 1;
+                None
+            }
+        };
+        if let Some((delivered, len)) = written {
+            data = true;
+            authenticated_from = direct.or(authenticated_from);
+            if delivered {
+                tun.commit(len);
             }
         }
     }

@@ -16,8 +16,9 @@
 //! `ArcSwap`, like the peer table; a check is a scan of a handful of entries, without
 //! allocating.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
+use boringtun::noise::Tunn;
 use ipnet::IpNet;
 
 /// This node's overlay addresses and advertised prefixes.
@@ -53,28 +54,14 @@ impl LocalSet {
     /// to carry a destination is not.
     #[inline]
     pub fn admits(&self, packet: &[u8]) -> bool {
-        destination(packet).is_some_and(|dst| self.contains(dst))
-    }
-}
-
-/// The destination address of an IPv4 or IPv6 packet, if it is long enough to have one.
-#[inline]
-pub fn destination(packet: &[u8]) -> Option<IpAddr> {
-    match packet.first()? >> 4 {
-        4 => {
-            let d: [u8; 4] = packet.get(16..20)?.try_into().ok()?;
-            Some(IpAddr::V4(Ipv4Addr::from(d)))
-        }
-        6 => {
-            let d: [u8; 16] = packet.get(24..40)?.try_into().ok()?;
-            Some(IpAddr::V6(Ipv6Addr::from(d)))
-        }
-        _ => None,
+        Tunn::dst_address(packet).is_some_and(|dst| self.contains(dst))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv6Addr;
+
     use super::*;
 
     fn v4(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
@@ -156,6 +143,9 @@ mod tests {
         odd[0] = 0x55;
         assert!(!s.admits(&odd));
         assert!(!s.admits(&v6("fd00:9::3".parse().unwrap())[..39]));
-        assert_eq!(destination(&p[..20]), Some(IpAddr::from([10, 9, 8, 3])));
+        assert_eq!(
+            Tunn::dst_address(&p[..20]),
+            Some(IpAddr::from([10, 9, 8, 3]))
+        );
     }
 }
