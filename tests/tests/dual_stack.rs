@@ -180,6 +180,44 @@ fn members_reach_each_other_over_overlay_ipv6_and_keep_their_addresses() -> anyh
     util::wait_until(CONVERGE, "a pings fd99:244:3::1 behind c", || {
         ping_once(mesh.nodes[0].ns(), "fd99:244:3::1")
     })?;
+    // An address the mesh carries is never a path. c does not offer the one behind its
+    // route as a candidate, and when a and b probe every path to c now (`meshctl ping`),
+    // nothing answers at an overlay address (the probe would have crossed the tunnel,
+    // and a path over it carries the tunnel inside itself: CI once saw exactly that).
+    let pod6_net: Ipv6Net = pod6.parse()?;
+    let tunnelled = |a: &str| -> bool {
+        a.trim_start_matches('[')
+            .split(']')
+            .next()
+            .and_then(|h| h.parse::<Ipv6Addr>().ok())
+            .is_some_and(|ip| pod6_net.contains(&ip) || cidr6.contains(&ip))
+    };
+    let members = mesh.coord.admin_json(&["members", NETWORK])?;
+    let c_entry = members
+        .as_array()
+        .and_then(|a| a.iter().find(|m| m["public-key"] == c_key.as_str()))
+        .with_context(|| format!("c not listed: {members}"))?;
+    assert!(
+        !c_entry["endpoints"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.as_str())
+            .any(tunnelled),
+        "c offers an overlay address as a candidate: {c_entry}"
+    );
+    for i in [0, 1] {
+        let report = mesh.nodes[i].meshd.disco_ping(&c_key)?;
+        for answer in report["answers"].as_array().into_iter().flatten() {
+            let addr = answer["addr"].as_str().unwrap_or_default();
+            assert!(
+                !tunnelled(addr),
+                "{} found a path to c through the mesh: {report}",
+                mesh.nodes[i].describe()
+            );
+        }
+        mesh.wait_path(i, 2, mesh.expected_path(i, 2), CONVERGE)?;
+    }
 
     // Restarts keep the addresses: meshd (kill -9), then the coordinator.
     mesh.nodes[1].meshd.restart()?;

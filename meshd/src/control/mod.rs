@@ -311,7 +311,7 @@ impl Control {
             .flatten()
             .filter(|n| n.network.name == m.network);
         let listen_port = self.device.listen_port();
-        let local = local_endpoints(self.device.interface(), listen_port, self.device.has_ipv6());
+        let local = local_endpoints(&self.device, listen_port);
         let hello = Hello {
             network: m.network.clone(),
             public_key: self.device.public_key(),
@@ -650,19 +650,26 @@ fn routable(addr: &SocketAddr) -> bool {
     std::net::UdpSocket::bind(unspecified).is_ok_and(|s| s.connect(addr).is_ok())
 }
 
-/// This host's addresses (not loopback, not the overlay, not IPv6 link-local, which would
-/// need an interface to go with it) with the WireGuard port: candidates for peers on the
-/// same LAN, and with IPv6 the global addresses peers reach directly.
-fn local_endpoints(overlay_interface: &str, port: u16, ipv6: bool) -> Vec<SocketAddr> {
+/// This host's addresses with the WireGuard port: candidates for peers on the same LAN,
+/// and with IPv6 the global addresses peers reach directly. Not loopback, not IPv6
+/// link-local (which would need an interface to go with it), and nothing the overlay
+/// carries: not the overlay interface's, and not inside a prefix this node advertises
+/// (a Kubernetes node's pod bridge, say), which its peers route through the tunnel.
+fn local_endpoints(device: &Device, port: u16) -> Vec<SocketAddr> {
     let Ok(addrs) = if_addrs::get_if_addrs() else {
         return Vec::new();
     };
+    let ipv6 = device.has_ipv6();
     addrs
         .into_iter()
-        .filter(|a| !a.is_loopback() && a.name != overlay_interface)
+        .filter(|a| !a.is_loopback() && a.name != device.interface())
         .filter(|a| match a.ip() {
             std::net::IpAddr::V4(_) => true,
             std::net::IpAddr::V6(ip) => ipv6 && !ip.is_unicast_link_local(),
+        })
+        .filter(|a| {
+            let ip = a.ip();
+            !device.advertise_routes().iter().any(|p| p.contains(&ip)) && !device.is_tunnelled(ip)
         })
         .map(|a| SocketAddr::new(a.ip(), port))
         .collect()

@@ -92,6 +92,11 @@ pub struct Device {
     /// overlay addresses and advertised prefixes. Rebuilt by `apply_netmap`, loaded once
     /// per batch by the inbound thread.
     local: ArcSwap<local::LocalSet>,
+    /// Every prefix this node routes into its interface: the overlay prefixes (the
+    /// addresses' connected routes) and the routes to network peers. WireGuard and disco
+    /// datagrams must never go to an address inside them: they would enter the tunnel they
+    /// are meant to carry. Rebuilt by `apply_netmap`.
+    tunnelled: ArcSwap<Vec<IpNet>>,
 }
 
 /// The control side's filter state.
@@ -284,6 +289,7 @@ impl Device {
                 config.address,
                 config.advertise_routes.iter().copied(),
             )),
+            tunnelled: ArcSwap::from_pointee(config.address.iter().map(IpNet::trunc).collect()),
         });
         tracing::info!(
             public_key = %device.public_key.fingerprint(),
@@ -335,6 +341,15 @@ impl Device {
     /// The prefixes this node advertises (`advertise-routes`).
     pub fn advertise_routes(&self) -> &[IpNet] {
         &self.advertise_routes
+    }
+
+    /// Whether this node routes `ip` into its own interface (an overlay address, or one
+    /// behind a peer's route). Such an address is never a path to a peer: a datagram sent
+    /// there would travel inside the tunnel it is meant to carry (and one received from
+    /// there came through it).
+    pub fn is_tunnelled(&self, ip: std::net::IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.tunnelled.load().iter().any(|p| p.contains(&ip))
     }
 
     /// A snapshot for `meshctl status`.
@@ -594,6 +609,18 @@ impl Device {
             allowed.iter(),
         );
         self.sync_kernel_routes(&mut d.kernel_routes, &want);
+        let tunnelled = d
+            .static_address
+            .into_iter()
+            .chain(
+                netmap
+                    .iter()
+                    .flat_map(|m| std::iter::once(m.address).chain(m.address6)),
+            )
+            .map(|a| a.trunc())
+            .chain(want.iter().copied())
+            .collect();
+        self.tunnelled.store(Arc::new(tunnelled));
         self.local.store(Arc::new(local::LocalSet::new(
             d.static_address
                 .into_iter()

@@ -259,7 +259,7 @@ impl Device {
         let relay = self.traversal.relay();
         let public_host = self.traversal.public_host();
         while let Some(to) = paths.poll_opener() {
-            if public_host {
+            if public_host || self.is_tunnelled(to.ip()) {
                 // No NAT of ours to open; the ping still waits OPENER_LEAD, which gives
                 // the peer time to open its NAT toward us first.
                 continue;
@@ -274,6 +274,10 @@ impl Device {
         }
         while let Some((to, msg)) = paths.poll_transmit() {
             let via = match to {
+                // A candidate inside the overlay (e.g. the address of a pod bridge whose
+                // prefix the peer advertises) would be probed through the tunnel itself,
+                // and answer: never a path.
+                Source::Direct(a) if self.is_tunnelled(a.ip()) => continue,
                 Source::Direct(a) => Via::Direct(a),
                 Source::Relay => match relay {
                     Some(r) => Via::Relay {
@@ -537,6 +541,14 @@ pub fn handle_disco(dev: &Device, table: &PeerTable, datagram: &[u8], from: Sour
     let Some(t) = &peer.traversal else {
         return false;
     };
+    if let Source::Direct(a) = from {
+        if dev.is_tunnelled(a.ip()) {
+            // It came through the tunnel (sent to an overlay candidate by a peer that
+            // does not filter them): a path over it would carry the tunnel inside itself.
+            tracing::debug!(%a, "disco from an overlay address ignored");
+            return true;
+        }
+    }
     let Ok(msg) = disco::open(&t.disco, datagram) else {
         return false;
     };
