@@ -246,9 +246,17 @@ impl Member {
     }
 
     /// The member as a peer in other members' netmaps of `network`: its allowed IPs are
-    /// its address, its IPv6 address (dual stack) and its active routes.
+    /// its address, its IPv6 address (dual stack) and its active routes. Its candidates
+    /// leave out what the mesh itself carries (the network's prefixes, its own active
+    /// routes, such as a pod bridge's address): peers would route a probe there into the
+    /// tunnel. meshd refuses such paths itself; this also spares nodes of older versions.
     pub fn peer_info(&self, network: &Network) -> PeerInfo {
         let address6 = self.address6(network);
+        let carried = |ip: IpAddr| {
+            network.cidr.contains(&ip)
+                || network.cidr6.is_some_and(|c| c.contains(&ip))
+                || self.active_routes().any(|r| r.contains(&ip))
+        };
         PeerInfo {
             public_key: self.public_key,
             name: self.name.clone(),
@@ -258,7 +266,11 @@ impl Member {
                 .chain(address6.map(|a| IpNet::from(IpAddr::V6(a))))
                 .chain(self.active_routes())
                 .collect(),
-            endpoints: self.candidates(),
+            endpoints: self
+                .candidates()
+                .into_iter()
+                .filter(|ep| !carried(ep.ip()))
+                .collect(),
         }
     }
 
@@ -798,6 +810,47 @@ mod tests {
         m.local_endpoints = (1..=40).map(|i| ep(&format!("10.1.0.{i}:1"))).collect();
         assert_eq!(m.candidates().len(), MAX_ENDPOINTS);
         assert_eq!(m.candidates()[0], ep("198.51.100.9:7000"));
+    }
+
+    #[test]
+    fn candidates_the_mesh_carries_are_not_offered_to_peers() {
+        let p = |s: &str| s.parse::<IpNet>().unwrap();
+        let mut net = v4_network();
+        net.cidr = p("10.9.8.0/24");
+        net.cidr6 = Some(p("fd5e:1f2a:9c00::/64"));
+        let mut m = member(1, "10.9.8.2");
+        m.advertised_routes = vec![p("10.244.3.0/24")];
+        m.approved_routes = vec![p("10.244.3.0/24")];
+        m.local_endpoints = [
+            "192.168.3.2:51820",
+            "10.244.3.1:51820",
+            "10.9.8.2:51820",
+            "[fd5e:1f2a:9c00::2]:51820",
+            "[2001:db8::3]:51820",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+        let offered = |m: &Member| -> Vec<String> {
+            m.peer_info(&net)
+                .endpoints
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        assert_eq!(offered(&m), ["192.168.3.2:51820", "[2001:db8::3]:51820"]);
+        // A route only advertised is not routed through the mesh: its address stays.
+        m.approved_routes.clear();
+        assert_eq!(
+            offered(&m),
+            [
+                "192.168.3.2:51820",
+                "10.244.3.1:51820",
+                "[2001:db8::3]:51820"
+            ]
+        );
+        // The admin still sees everything the node reported.
+        assert_eq!(m.view(&net, true).endpoints.len(), 5);
     }
 
     #[test]

@@ -101,6 +101,12 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         cfg.id.clone(),
     )
     .with_context(|| format!("loading the store ({store_name})"))?;
+    // Every relay address nodes may use, for the start-up line.
+    let advertise_relays = if relays.is_empty() {
+        relay.iter().cloned().collect()
+    } else {
+        relays.clone()
+    };
     coord.register(Registration {
         control: cfg.advertise.clone(),
         relay: relay.clone(),
@@ -123,7 +129,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         relay = ?relay_addr,
         advertise = ?cfg.advertise,
         advertise_reflect = ?reflectors,
-        advertise_relay = ?relay,
+        advertise_relay = ?advertise_relays,
         admin_token = %dir.admin_token().display(),
         data_dir = %cfg.data_dir.display(),
         id = %cfg.id,
