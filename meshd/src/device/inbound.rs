@@ -53,11 +53,18 @@ impl TunBatch {
         }
     }
 
-    /// A cleared slot with room for `room` bytes after the header space.
+    /// A slot with room for `room` bytes after the header space. Not cleared: decryption
+    /// overwrites the bytes the packet uses, `commit` cuts the rest, and tun-rs writes
+    /// every virtio header, so only growth beyond the slot's last length is zeroed (a few
+    /// bytes, not a packet's worth per packet).
     fn slot(&mut self, room: usize) -> &mut Vec<u8> {
         let buf = &mut self.bufs[self.len];
-        buf.clear();
-        buf.resize(TUN_OFFSET + room, 0);
+        let want = TUN_OFFSET + room;
+        if buf.len() < want {
+            buf.resize(want, 0);
+        } else {
+            buf.truncate(want);
+        }
         buf
     }
 
