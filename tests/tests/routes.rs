@@ -13,7 +13,8 @@
 //!
 //! A route reaches peers (their allowed IPs and a kernel route into their TUN) only once an
 //! admin approves it and only while its node advertises it; unapproving it, or the node no
-//! longer advertising it, removes it everywhere.
+//! longer advertising it, removes it everywhere. A peer's route for a network a node is on
+//! itself (two sites numbered alike) never replaces that node's LAN route.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -192,6 +193,69 @@ fn pod_routes_need_approval_and_withdraw_everywhere() -> anyhow::Result<()> {
         "{member_b}"
     );
     assert_eq!(strings(&member_b["approved-routes"]), [POD_B_NET]);
+
+    // A route that is node b's own LAN, numbered alike at a's site (two sites on the same
+    // private range): b takes it into a's allowed IPs but leaves its LAN's connected route
+    // alone (`ip route replace` would have cut b off its gateway and the coordinator),
+    // and stays connected.
+    let lan_b = {
+        let o = mesh.nodes[1].lan_ip.octets();
+        format!("{}.{}.{}.0/24", o[0], o[1], o[2])
+    };
+    let lan_route_before = route_show(&node_b, &lan_b);
+    assert!(
+        !lan_route_before.is_empty() && !lan_route_before.contains(&iface_b),
+        "b's LAN route: {lan_route_before:?}"
+    );
+    let config = mesh.nodes[0]
+        .meshd
+        .config()
+        .clone()
+        .advertising(&[POD_A_NET, &lan_b]);
+    mesh.nodes[0].meshd.restart_with(config)?;
+    mesh.nodes[0]
+        .meshd
+        .wait_control_state("connected", CONVERGE)?;
+    wait_until(CONVERGE, "a advertises b's LAN prefix", || {
+        mesh.coord
+            .member(NETWORK, &mesh.nodes[0].key)
+            .ok()
+            .flatten()
+            .is_some_and(|m| strings(&m["advertised-routes"]).contains(&lan_b))
+    })?;
+    route_admin(&mesh.coord, true, &name_a, &lan_b)?;
+    let key_a = mesh.nodes[0].key.clone();
+    wait_until(
+        CONVERGE,
+        "b has b's LAN prefix among a's allowed IPs",
+        || {
+            mesh.nodes[1]
+                .meshd
+                .peer_status(&key_a)
+                .is_ok_and(|p| strings(&p["allowed-ips"]).contains(&lan_b))
+        },
+    )?;
+    let lan_route = route_show(&node_b, &lan_b);
+    assert_eq!(
+        lan_route, lan_route_before,
+        "b's LAN route changed when a's route for the same prefix arrived"
+    );
+    assert!(
+        mesh.nodes[1]
+            .meshd
+            .log()
+            .contains("overlaps a network this host is on"),
+        "b does not say why it left the route out"
+    );
+    let overlay_a = mesh.overlay_ip(0)?;
+    mesh.nodes[1]
+        .meshd
+        .wait_control_state("connected", CONVERGE)?;
+    wait_until(
+        CONVERGE,
+        "node b still pings node a over the overlay",
+        || ping_once(&node_b, &overlay_a),
+    )?;
     drop(pod_a);
     drop(pod_b);
     Ok(())

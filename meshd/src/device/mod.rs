@@ -137,12 +137,17 @@ impl std::fmt::Debug for Device {
 }
 
 /// The prefixes to route into the TUN: network peers' allowed IPs that are not inside
-/// this node's overlay prefix (the kernel routes those already, via the address) and do
+/// this node's overlay prefix (the kernel routes those already, via the address), do
 /// not overlap a prefix this node advertises itself (it must not pull traffic for its own
-/// routes into the mesh).
+/// routes into the mesh), and do not overlap a network this host is on through another
+/// interface (`host`): `ip route replace` of a LAN's own prefix would replace its
+/// connected route and cut the node off its LAN, gateway and coordinator, and a route
+/// inside it would hide part of that LAN. Two sites numbered alike (everyone's
+/// 192.168.1.0/24) are common; the local network wins, with a warning.
 fn route_prefixes<'a>(
     overlay: impl Iterator<Item = IpNet>,
     own: &[IpNet],
+    host: &[IpNet],
     allowed: impl Iterator<Item = &'a Vec<IpNet>>,
 ) -> BTreeSet<IpNet> {
     let overlay: Vec<IpNet> = overlay.collect();
@@ -157,7 +162,36 @@ fn route_prefixes<'a>(
             }
             !mine
         })
+        .filter(|p| {
+            let local = host.iter().find(|h| overlaps(h, p));
+            if let Some(h) = local {
+                tracing::warn!(prefix = %p, local = %h, "a peer's route overlaps a network this host is on; not routing it into the mesh");
+            }
+            local.is_none()
+        })
         .copied()
+        .collect()
+}
+
+/// The networks this host is on through interfaces other than `overlay_interface` (not
+/// loopback, not IPv6 link-local): what routes into the mesh must leave alone.
+fn host_networks(overlay_interface: &str) -> Vec<IpNet> {
+    let Ok(addrs) = if_addrs::get_if_addrs() else {
+        return Vec::new();
+    };
+    addrs
+        .into_iter()
+        .filter(|a| a.name != overlay_interface && !a.is_loopback())
+        .filter_map(|a| {
+            let net = match a.addr {
+                if_addrs::IfAddr::V4(v4) => IpNet::new(v4.ip.into(), v4.prefixlen),
+                if_addrs::IfAddr::V6(v6) if !v6.ip.is_unicast_link_local() => {
+                    IpNet::new(v6.ip.into(), v6.prefixlen)
+                }
+                if_addrs::IfAddr::V6(_) => return None,
+            };
+            net.ok().map(|n| n.trunc())
+        })
         .collect()
 }
 
@@ -606,6 +640,7 @@ impl Device {
                 .flat_map(|m| std::iter::once(m.address).chain(m.address6))
                 .map(|a| a.trunc()),
             &self.advertise_routes,
+            &host_networks(&self.interface),
             allowed.iter(),
         );
         self.sync_kernel_routes(&mut d.kernel_routes, &want);
@@ -831,7 +866,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn routes_outside_the_overlay_and_not_our_own() {
+    fn routes_outside_the_overlay_our_own_prefixes_and_our_lans() {
         let net = |s: &str| s.parse::<IpNet>().unwrap();
         let peers = [
             vec![
@@ -850,6 +885,7 @@ mod tests {
         let got = route_prefixes(
             [net("10.9.8.0/24"), net("fd5e:1f2a:9c00::/64")].into_iter(),
             &[net("10.244.1.0/24")],
+            &[],
             peers.iter(),
         );
         let want: BTreeSet<IpNet> = [net("10.244.2.0/24"), net("fd00:244::/64")].into();
@@ -858,10 +894,25 @@ mod tests {
         let v4 = route_prefixes(
             [net("10.9.8.0/24")].into_iter(),
             &[net("10.244.1.0/24")],
+            &[],
             peers.iter(),
         );
         assert_eq!(v4.len(), 4);
         // No overlay address (static-only): every allowed IP outside it counts.
-        assert_eq!(route_prefixes(None.into_iter(), &[], peers.iter()).len(), 7);
+        assert_eq!(
+            route_prefixes(None.into_iter(), &[], &[], peers.iter()).len(),
+            7
+        );
+        // A peer's route overlapping a network this host is on (its own LAN numbered
+        // alike, or one inside a wider LAN) is left to the LAN.
+        let host = [net("10.244.2.0/24"), net("fd00::/8")];
+        let got = route_prefixes(
+            [net("10.9.8.0/24"), net("fd5e:1f2a:9c00::/64")].into_iter(),
+            &[],
+            &host,
+            peers.iter(),
+        );
+        let want: BTreeSet<IpNet> = [net("10.244.1.0/25")].into();
+        assert_eq!(got, want);
     }
 }
