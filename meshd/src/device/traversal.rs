@@ -260,8 +260,9 @@ impl Device {
         let public_host = self.traversal.public_host();
         while let Some(to) = paths.poll_opener() {
             if public_host || self.is_tunnelled(to.ip()) {
-                // No NAT of ours to open; the ping still waits OPENER_LEAD, which gives
-                // the peer time to open its NAT toward us first.
+                // No NAT of ours to open (or the address is inside the mesh: never a
+                // path); the ping still waits OPENER_LEAD, which gives the peer time to
+                // open its NAT toward us first.
                 continue;
             }
             // Its content does not matter: it is meant to expire on the way.
