@@ -78,10 +78,14 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         .map(|s| s.local_addr())
         .transpose()
         .context("reading the relay address")?;
-    let (reflectors, relays) = cfg.advertised_services(&reflect_addrs, relay_addr);
-    let relay = relays.first().cloned();
+    let (reflectors, advertise_relays) = cfg.advertised_services(&reflect_addrs, relay_addr);
+    let relay = advertise_relays.first().cloned();
     // Nodes before dual-stack underlays read `relay` only: no list for one address.
-    let relays = if relays.len() > 1 { relays } else { Vec::new() };
+    let relays = if advertise_relays.len() > 1 {
+        advertise_relays.clone()
+    } else {
+        Vec::new()
+    };
 
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store_name = store.describe();
@@ -101,12 +105,6 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         cfg.id.clone(),
     )
     .with_context(|| format!("loading the store ({store_name})"))?;
-    // Every relay address nodes may use, for the start-up line.
-    let advertise_relays = if relays.is_empty() {
-        relay.iter().cloned().collect()
-    } else {
-        relays.clone()
-    };
     coord.register(Registration {
         control: cfg.advertise.clone(),
         relay: relay.clone(),

@@ -656,22 +656,15 @@ fn routable(addr: &SocketAddr) -> bool {
 /// carries: not the overlay interface's, and not inside a prefix this node advertises
 /// (a Kubernetes node's pod bridge, say), which its peers route through the tunnel.
 fn local_endpoints(device: &Device, port: u16) -> Vec<SocketAddr> {
-    let Ok(addrs) = if_addrs::get_if_addrs() else {
-        return Vec::new();
-    };
     let ipv6 = device.has_ipv6();
-    addrs
+    crate::device::host_addresses(device.interface())
         .into_iter()
-        .filter(|a| !a.is_loopback() && a.name != device.interface())
-        .filter(|a| match a.ip() {
-            std::net::IpAddr::V4(_) => true,
-            std::net::IpAddr::V6(ip) => ipv6 && !ip.is_unicast_link_local(),
+        .map(|a| a.addr())
+        .filter(|ip| ipv6 || ip.is_ipv4())
+        .filter(|ip| {
+            !device.advertise_routes().iter().any(|p| p.contains(ip)) && !device.is_tunnelled(*ip)
         })
-        .filter(|a| {
-            let ip = a.ip();
-            !device.advertise_routes().iter().any(|p| p.contains(&ip)) && !device.is_tunnelled(ip)
-        })
-        .map(|a| SocketAddr::new(a.ip(), port))
+        .map(|ip| SocketAddr::new(ip, port))
         .collect()
 }
 

@@ -173,24 +173,22 @@ fn route_prefixes<'a>(
         .collect()
 }
 
-/// The networks this host is on through interfaces other than `overlay_interface` (not
-/// loopback, not IPv6 link-local): what routes into the mesh must leave alone.
-fn host_networks(overlay_interface: &str) -> Vec<IpNet> {
+/// This host's addresses, with their prefix lengths, on interfaces other than
+/// `overlay_interface` (not loopback, not IPv6 link-local): its underlay. The networks
+/// routes into the mesh must leave alone, and the local candidates offered to peers.
+pub fn host_addresses(overlay_interface: &str) -> Vec<IpNet> {
     let Ok(addrs) = if_addrs::get_if_addrs() else {
         return Vec::new();
     };
     addrs
         .into_iter()
         .filter(|a| a.name != overlay_interface && !a.is_loopback())
-        .filter_map(|a| {
-            let net = match a.addr {
-                if_addrs::IfAddr::V4(v4) => IpNet::new(v4.ip.into(), v4.prefixlen),
-                if_addrs::IfAddr::V6(v6) if !v6.ip.is_unicast_link_local() => {
-                    IpNet::new(v6.ip.into(), v6.prefixlen)
-                }
-                if_addrs::IfAddr::V6(_) => return None,
-            };
-            net.ok().map(|n| n.trunc())
+        .filter_map(|a| match a.addr {
+            if_addrs::IfAddr::V4(v4) => IpNet::new(v4.ip.into(), v4.prefixlen).ok(),
+            if_addrs::IfAddr::V6(v6) if !v6.ip.is_unicast_link_local() => {
+                IpNet::new(v6.ip.into(), v6.prefixlen).ok()
+            }
+            if_addrs::IfAddr::V6(_) => None,
         })
         .collect()
 }
@@ -634,25 +632,27 @@ impl Device {
         );
         d.network_peers = next;
         let allowed: Vec<Vec<IpNet>> = d.network_peers.values().map(|p| p.allowed_ips()).collect();
+        let overlay: Vec<IpNet> = netmap
+            .iter()
+            .flat_map(|m| std::iter::once(m.address).chain(m.address6))
+            .map(|a| a.trunc())
+            .collect();
+        let host: Vec<IpNet> = host_addresses(&self.interface)
+            .iter()
+            .map(IpNet::trunc)
+            .collect();
         let want = route_prefixes(
-            netmap
-                .iter()
-                .flat_map(|m| std::iter::once(m.address).chain(m.address6))
-                .map(|a| a.trunc()),
+            overlay.iter().copied(),
             &self.advertise_routes,
-            &host_networks(&self.interface),
+            &host,
             allowed.iter(),
         );
         self.sync_kernel_routes(&mut d.kernel_routes, &want);
         let tunnelled = d
             .static_address
-            .into_iter()
-            .chain(
-                netmap
-                    .iter()
-                    .flat_map(|m| std::iter::once(m.address).chain(m.address6)),
-            )
             .map(|a| a.trunc())
+            .into_iter()
+            .chain(overlay)
             .chain(want.iter().copied())
             .collect();
         self.tunnelled.store(Arc::new(tunnelled));
